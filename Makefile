@@ -1,0 +1,51 @@
+# The two set-up commands: `make demo` and `make test`. Both build .venv from nothing when missing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+
+.PHONY: help setup demo test lint typecheck unit emulator bench reliability test-slow clean
+
+help:
+	@echo "make demo         run the example pipeline against the bundled emulator"
+	@echo "make test         ruff + mypy + the test suite (what CI runs)"
+	@echo "make emulator     start the emulator on 127.0.0.1:8765"
+	@echo "make bench        benchmarks (tables with ratios against baselines)"
+	@echo "make test-slow    the long suites kept out of make test"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test: lint typecheck unit
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
+emulator: $(STAMP)
+	$(BIN)/anthropic-batches-emulator --host 127.0.0.1 --port 8765
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info

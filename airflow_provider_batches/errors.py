@@ -1,0 +1,203 @@
+"""Exceptions raised by the provider: one class per API error type, plus client-side errors.
+
+API errors carry what an operator on call needs (HTTP status, error type, request id) and a hint
+that says what to do. None of them ever holds the API key: they are built from the response body
+only, never from the request headers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow.exceptions import AirflowException
+
+
+class AnthropicBatchesError(AirflowException):
+    """Base class of every error this provider raises."""
+
+
+class AnthropicAPIError(AnthropicBatchesError):
+    """The API answered with an error status. Subclasses name the error type."""
+
+    status_code: int | None = None
+    error_type: str = "api_error"
+    hint: str = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        if error_type is not None:
+            self.error_type = error_type
+        self.request_id = request_id
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"Anthropic API error {self.status_code} {self.error_type}: {self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        if self.request_id:
+            text += f" [request_id={self.request_id}]"
+        return text
+
+
+class InvalidRequestError(AnthropicAPIError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    hint = "fix the request named in the message; retrying unchanged will fail again"
+
+
+class AuthenticationError(AnthropicAPIError):
+    status_code = 401
+    error_type = "authentication_error"
+    hint = "check the API key in the connection's password field or ANTHROPIC_API_KEY"
+
+
+class BillingError(AnthropicAPIError):
+    status_code = 402
+    error_type = "billing_error"
+    hint = "check the organisation's billing and credit balance in the Anthropic console"
+
+
+class PermissionDeniedError(AnthropicAPIError):
+    status_code = 403
+    error_type = "permission_error"
+    hint = "the API key's workspace lacks access to this resource or model"
+
+
+class NotFoundError(AnthropicAPIError):
+    status_code = 404
+    error_type = "not_found_error"
+    hint = "check the id and that the connection uses the workspace that owns it"
+
+
+class ConflictError(AnthropicAPIError):
+    status_code = 409
+    error_type = "conflict_error"
+    hint = "a conflicting operation was in progress; it was retried"
+
+
+class RequestTooLargeError(AnthropicAPIError):
+    status_code = 413
+    error_type = "request_too_large"
+    hint = "a batch body may be at most 256 MB; let the operator split the input"
+
+
+class RateLimitError(AnthropicAPIError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    hint = "rate limit reached after retries; lower concurrency or raise max_retries on the connection"
+
+
+class InternalServerError(AnthropicAPIError):
+    status_code = 500
+    error_type = "api_error"
+    hint = "an error on Anthropic's side; it was retried"
+
+
+class GatewayTimeoutError(AnthropicAPIError):
+    status_code = 504
+    error_type = "timeout_error"
+    hint = "the request timed out on Anthropic's side; it was retried"
+
+
+class OverloadedError(AnthropicAPIError):
+    status_code = 529
+    error_type = "overloaded_error"
+    hint = "the API is temporarily overloaded; it was retried, try again later"
+
+
+ERRORS_BY_TYPE: Mapping[str, type[AnthropicAPIError]] = {
+    cls.error_type: cls
+    for cls in (
+        InvalidRequestError,
+        AuthenticationError,
+        BillingError,
+        PermissionDeniedError,
+        NotFoundError,
+        ConflictError,
+        RequestTooLargeError,
+        RateLimitError,
+        GatewayTimeoutError,
+        OverloadedError,
+    )
+}
+_STATUS_CLASSES: tuple[type[AnthropicAPIError], ...] = (*ERRORS_BY_TYPE.values(), InternalServerError)
+ERRORS_BY_STATUS: Mapping[int, type[AnthropicAPIError]] = {
+    cls.status_code: cls for cls in _STATUS_CLASSES if cls.status_code is not None
+}
+
+
+def error_from_response(status_code: int, body: bytes, request_id: str | None) -> AnthropicAPIError:
+    """Map an error answer to its exception; unknown types and non-JSON bodies still read well."""
+    error_type: str | None = None
+    message: str | None = None
+    try:
+        payload: Any = json.loads(body)
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict):
+            error_type = error.get("type") if isinstance(error.get("type"), str) else None
+            message = error.get("message") if isinstance(error.get("message"), str) else None
+        request_id = payload.get("request_id") or request_id
+    if message is None:
+        message = _summarize_non_json(body)
+    cls = ERRORS_BY_TYPE.get(error_type or "") or ERRORS_BY_STATUS.get(status_code, AnthropicAPIError)
+    return cls(message, status_code=status_code, error_type=error_type, request_id=request_id)
+
+
+def _summarize_non_json(body: bytes) -> str:
+    """A proxy's HTML page or a plain-text body, cut to something readable in a task log."""
+    text = body.decode("utf-8", errors="replace").strip()
+    if not text:
+        return "empty error body"
+    if "<" in text and ">" in text:
+        import re
+
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        text = re.sub(r"<[^>]+>", " ", title.group(1) if title else text)
+        text = " ".join(text.split())
+        return f"non-JSON error page: {text[:200]}"
+    return f"non-JSON error body: {' '.join(text.split())[:200]}"
+
+
+class APIConnectionError(AnthropicBatchesError):
+    """The API could not be reached (after retries): DNS, refused connection, timeout, reset."""
+
+
+class BatchCreateUncertainError(AnthropicBatchesError):
+    """A create call may have reached the API but its answer was lost; a billed batch may exist.
+
+    Raised instead of blindly retrying, so that no second batch is paid for.
+    """
+
+    def __init__(self, message: str, candidate_batch_ids: Sequence[str] = ()) -> None:
+        self.candidate_batch_ids = list(candidate_batch_ids)
+        super().__init__(message)
+
+
+class ForeignResultsURLError(AnthropicBatchesError):
+    """A results_url points at another origin than the configured API; the key is not sent there."""
+
+
+class BatchNotReadyError(AnthropicBatchesError):
+    """Results were asked for before the batch ended, or after they were archived."""
+
+
+class ConnectionConfigError(AnthropicBatchesError):
+    """The Airflow connection is unusable: wrong type, no API key, a bad extra."""
+
+
+class RequestValidationError(AnthropicBatchesError, ValueError):
+    """Input requests failed client-side validation; nothing was sent and nothing was paid for."""

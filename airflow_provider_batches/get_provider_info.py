@@ -1,0 +1,70 @@
+"""Provider metadata, found by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_batches import __version__
+
+INTEGRATION = "Anthropic Message Batches"
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-batches",
+        "name": "Anthropic Message Batches",
+        "description": "Retry-safe, deferrable, streaming integration for the Anthropic Message Batches API.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": INTEGRATION,
+                "external-doc-url": "https://docs.anthropic.com/en/docs/build-with-claude/batch-processing",
+                "tags": ["ai"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["airflow_provider_batches.hooks.anthropic"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_batches.hooks.anthropic.AnthropicHook",
+                "hook-name": "Anthropic Message Batches",
+                "connection-type": "anthropic_batches",
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 600},
+                        "description": "Read timeout of one API call.",
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "schema": {"type": ["integer", "null"], "default": 2},
+                        "description": "Retries of a failed call (429, 5xx, 529, network errors).",
+                    },
+                    "max_retry_wait": {
+                        "label": "Max total retry wait (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 300},
+                        "description": "Upper bound on the time one call spends waiting between retries.",
+                    },
+                    "betas": {
+                        "label": "Default betas",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Comma-separated anthropic-beta values sent on every call.",
+                    },
+                    "anthropic_version": {
+                        "label": "anthropic-version",
+                        "schema": {"type": ["string", "null"], "default": "2023-06-01"},
+                        "description": "API version header.",
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"password": "API Key", "host": "Base URL"},
+                    "placeholders": {"host": "https://api.anthropic.com"},
+                },
+            }
+        ],
+    }

@@ -1,0 +1,454 @@
+"""AnthropicHook: an Airflow connection turned into a typed client for every API endpoint.
+
+Each endpoint has a sync method and an async twin (``a`` prefix) for triggers. Both run the same
+plan from :mod:`airflow_provider_batches.client_core`; only the driver differs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import httpx
+from airflow.sdk import BaseHook
+
+from airflow_provider_batches.client_core import (
+    DEFAULT_ANTHROPIC_VERSION,
+    DEFAULT_BASE_URL,
+    Call,
+    ClientSettings,
+    LineSplitter,
+    Plan,
+    as_async_chunks,
+    batches_path,
+    check_results_url,
+    create_batch_plan,
+    json_plan,
+    list_page_plan,
+    request_plan,
+    run_async,
+    run_sync,
+)
+from airflow_provider_batches.errors import (
+    AnthropicBatchesError,
+    APIConnectionError,
+    BatchNotReadyError,
+    ConnectionConfigError,
+)
+from airflow_provider_batches.models import (
+    BatchResult,
+    DeletedMessageBatch,
+    Message,
+    MessageBatch,
+    MessageBatchPage,
+    TokenCount,
+)
+
+T = TypeVar("T")
+PlanFactory = Callable[[ClientSettings], Plan[T]]
+
+#: Connection types whose connections this hook reads: its own, and the vendor provider's.
+ACCEPTED_CONN_TYPES = frozenset({"anthropic_batches", "anthropic"})
+
+
+class BatchBody:
+    """A create-batch body streamed from chunks (``{"requests": [...]}`` already encoded).
+
+    ``chunks`` is called once per attempt, so a retried create streams the body again instead of
+    holding it in memory.
+    """
+
+    def __init__(self, chunks: Callable[[], Iterable[bytes]], request_count: int) -> None:
+        self.chunks = chunks
+        self.request_count = request_count
+
+
+def _mask(secret: str) -> None:
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - older task SDKs
+        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
+    mask_secret(secret)
+
+
+def settings_from_connection(conn: Any, betas: Sequence[str] = ()) -> ClientSettings:
+    """Read an ``anthropic_batches`` (or vendor ``anthropic``) connection; fail with the fix named."""
+    conn_id = getattr(conn, "conn_id", "?")
+    if conn.conn_type and conn.conn_type not in ACCEPTED_CONN_TYPES:
+        raise ConnectionConfigError(
+            f"connection {conn_id!r} has type {conn.conn_type!r}; use type 'anthropic_batches' "
+            "(or the vendor provider's 'anthropic')"
+        )
+    api_key = conn.password or os.environ.get("ANTHROPIC_API_KEY", "")
+    if not api_key:
+        raise ConnectionConfigError(
+            f"connection {conn_id!r} has no API key: put it in the connection's password (API Key) "
+            "field or set ANTHROPIC_API_KEY"
+        )
+    _mask(api_key)
+    extra: Mapping[str, Any] = conn.extra_dejson or {}
+    vendor_kwargs = extra.get("anthropic_client_kwargs") or {}
+    option = partial(_extra_option, conn_id, {**vendor_kwargs, **extra})
+    conn_betas = option("betas", list, [])
+    if isinstance(conn_betas, str):
+        conn_betas = [beta.strip() for beta in conn_betas.split(",")]
+    return ClientSettings(
+        api_key=api_key,
+        base_url=_base_url(conn, vendor_kwargs.get("base_url")),
+        anthropic_version=option("anthropic_version", str, DEFAULT_ANTHROPIC_VERSION),
+        timeout=option("timeout", float, 600.0),
+        connect_timeout=option("connect_timeout", float, 10.0),
+        max_retries=option("max_retries", int, 2),
+        max_retry_wait=option("max_retry_wait", float, 300.0),
+        betas=tuple(dict.fromkeys([*conn_betas, *betas])),
+    )
+
+
+def _extra_option(conn_id: str, extra: Mapping[str, Any], name: str, kind: type, default: Any) -> Any:
+    value = extra.get(name)
+    if value is None or value == "":
+        return default
+    if kind is list:
+        if isinstance(value, (list, str)):
+            return value
+        raise ConnectionConfigError(f"connection {conn_id!r}: extra {name!r} must be a list or a comma list")
+    try:
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise ConnectionConfigError(
+            f"connection {conn_id!r}: extra {name!r} must be a {kind.__name__}, got {value!r}"
+        ) from None
+    if kind in (int, float) and converted < 0:
+        raise ConnectionConfigError(f"connection {conn_id!r}: extra {name!r} must not be negative")
+    return converted
+
+
+def _base_url(conn: Any, fallback: str | None) -> str:
+    host = (conn.host or fallback or "").strip()
+    if not host:
+        return DEFAULT_BASE_URL
+    if "://" not in host:
+        scheme = conn.schema if conn.schema in ("http", "https") else "https"
+        host = f"{scheme}://{host}"
+        if conn.port:
+            host = f"{host}:{conn.port}"
+    return host.rstrip("/")
+
+
+class AnthropicHook(BaseHook):
+    """Client for the Anthropic Messages and Message Batches API.
+
+    :param conn_id: an ``anthropic_batches`` or ``anthropic`` connection (password: API key,
+        host: base URL, extras: ``timeout``, ``max_retries``, ``max_retry_wait``, ``betas``,
+        ``anthropic_version``).
+    :param betas: beta features sent as ``anthropic-beta`` with ``?beta=true`` on every call.
+    :param transport: an httpx transport for the sync client (tests, proxies).
+    :param async_transport: the same for the async client.
+    """
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "anthropic_default"
+    conn_type = "anthropic_batches"
+    hook_name = "Anthropic Message Batches"
+
+    def __init__(
+        self,
+        conn_id: str = default_conn_name,
+        *,
+        betas: Sequence[str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self.betas = tuple(betas or ())
+        self._transport = transport
+        self._async_transport = async_transport
+        self._settings: ClientSettings | None = None
+        self._client: httpx.Client | None = None
+        self._async_client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(conn_id={self.conn_id!r})"
+
+    # -- connection and clients -------------------------------------------------------------------
+
+    def get_settings(self) -> ClientSettings:
+        if self._settings is None:
+            self._settings = settings_from_connection(self.get_connection(self.conn_id), self.betas)
+        return self._settings
+
+    async def aget_settings(self) -> ClientSettings:
+        """Fetch the connection without blocking the triggerer's event loop."""
+        if self._settings is None:
+            conn = await self.aget_connection(self.conn_id)
+            self._settings = settings_from_connection(conn, self.betas)
+        return self._settings
+
+    def get_conn(self) -> httpx.Client:
+        if self._client is None:
+            settings = self.get_settings()
+            self._client = httpx.Client(timeout=settings.httpx_timeout(), transport=self._transport)
+        return self._client
+
+    async def aget_conn(self) -> httpx.AsyncClient:
+        if self._async_client is None:
+            settings = await self.aget_settings()
+            self._async_client = httpx.AsyncClient(
+                timeout=settings.httpx_timeout(), transport=self._async_transport
+            )
+        return self._async_client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
+
+    def _run(self, plan: PlanFactory[T]) -> T:
+        settings = self.get_settings()
+        return run_sync(plan(settings), self.get_conn())
+
+    async def _arun(self, plan: PlanFactory[T]) -> T:
+        settings = await self.aget_settings()
+        return await run_async(plan(settings), await self.aget_conn())
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    def create_message(self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None) -> Message:
+        """``POST /v1/messages``: one synchronous (full price) message."""
+        return Message.model_validate(
+            self._run(_json(Call("POST", "/v1/messages", json_body=params, betas=betas)))
+        )
+
+    async def acreate_message(
+        self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None
+    ) -> Message:
+        payload = await self._arun(_json(Call("POST", "/v1/messages", json_body=params, betas=betas)))
+        return Message.model_validate(payload)
+
+    def count_tokens(self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None) -> int:
+        """``POST /v1/messages/count_tokens``: input tokens of one request (free; drops ``max_tokens``)."""
+        return TokenCount.model_validate(self._run(_count_tokens_call(params, betas))).input_tokens
+
+    async def acount_tokens(self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None) -> int:
+        return TokenCount.model_validate(await self._arun(_count_tokens_call(params, betas))).input_tokens
+
+    # -- batches ----------------------------------------------------------------------------------
+
+    def create_batch(
+        self,
+        requests: Sequence[Mapping[str, Any]] | BatchBody,
+        *,
+        betas: Sequence[str] | None = None,
+    ) -> MessageBatch:
+        """``POST /v1/messages/batches``. Never sends twice: a lost answer is looked up, not resent."""
+        return self._run(_create_batch(requests, betas, to_async=False))
+
+    async def acreate_batch(
+        self,
+        requests: Sequence[Mapping[str, Any]] | BatchBody,
+        *,
+        betas: Sequence[str] | None = None,
+    ) -> MessageBatch:
+        return await self._arun(_create_batch(requests, betas, to_async=True))
+
+    def get_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
+        """``GET /v1/messages/batches/{id}``: idempotent, meant for polling."""
+        return MessageBatch.model_validate(self._run(_json(Call("GET", batches_path(batch_id), betas=betas))))
+
+    async def aget_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
+        payload = await self._arun(_json(Call("GET", batches_path(batch_id), betas=betas)))
+        return MessageBatch.model_validate(payload)
+
+    def list_batches(
+        self,
+        *,
+        limit: int = 20,
+        before_id: str | None = None,
+        after_id: str | None = None,
+        betas: Sequence[str] | None = None,
+    ) -> MessageBatchPage:
+        """One page of ``GET /v1/messages/batches``, newest first."""
+        return self._run(
+            partial(list_page_plan, limit=limit, before_id=before_id, after_id=after_id, betas=betas)
+        )
+
+    async def alist_batches(
+        self,
+        *,
+        limit: int = 20,
+        before_id: str | None = None,
+        after_id: str | None = None,
+        betas: Sequence[str] | None = None,
+    ) -> MessageBatchPage:
+        return await self._arun(
+            partial(list_page_plan, limit=limit, before_id=before_id, after_id=after_id, betas=betas)
+        )
+
+    def iter_batches(
+        self, *, page_size: int = 100, betas: Sequence[str] | None = None
+    ) -> Iterator[MessageBatch]:
+        """Every batch of the workspace, newest first, one page request at a time."""
+        after_id: str | None = None
+        while True:
+            page = self.list_batches(limit=page_size, after_id=after_id, betas=betas)
+            yield from page.data
+            if not page.has_more or not page.last_id:
+                return
+            after_id = page.last_id
+
+    async def aiter_batches(
+        self, *, page_size: int = 100, betas: Sequence[str] | None = None
+    ) -> AsyncIterator[MessageBatch]:
+        after_id: str | None = None
+        while True:
+            page = await self.alist_batches(limit=page_size, after_id=after_id, betas=betas)
+            for batch in page.data:
+                yield batch
+            if not page.has_more or not page.last_id:
+                return
+            after_id = page.last_id
+
+    def cancel_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
+        """``POST /v1/messages/batches/{id}/cancel``: the batch moves to ``canceling``."""
+        payload = self._run(_json(Call("POST", batches_path(batch_id, "cancel"), betas=betas)))
+        return MessageBatch.model_validate(payload)
+
+    async def acancel_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
+        payload = await self._arun(_json(Call("POST", batches_path(batch_id, "cancel"), betas=betas)))
+        return MessageBatch.model_validate(payload)
+
+    def delete_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> DeletedMessageBatch:
+        """``DELETE /v1/messages/batches/{id}``: only once the batch has ended."""
+        payload = self._run(_json(Call("DELETE", batches_path(batch_id), betas=betas)))
+        return DeletedMessageBatch.model_validate(payload)
+
+    async def adelete_batch(
+        self, batch_id: str, *, betas: Sequence[str] | None = None
+    ) -> DeletedMessageBatch:
+        payload = await self._arun(_json(Call("DELETE", batches_path(batch_id), betas=betas)))
+        return DeletedMessageBatch.model_validate(payload)
+
+    # -- results ----------------------------------------------------------------------------------
+
+    def iter_results_bytes(
+        self, batch: MessageBatch | str, *, chunk_size: int = 1 << 16, betas: Sequence[str] | None = None
+    ) -> Iterator[bytes]:
+        """The raw JSONL bytes from the batch's ``results_url``, streamed: for copying without parsing."""
+        if isinstance(batch, str):
+            batch = self.get_batch(batch, betas=betas)
+        response = self._run(_results_call(batch, betas))
+        try:
+            yield from response.iter_bytes(chunk_size)
+        except httpx.TransportError as exc:
+            raise _stream_broken(batch, exc) from exc
+        finally:
+            response.close()
+
+    async def aiter_results_bytes(
+        self, batch: MessageBatch | str, *, chunk_size: int = 1 << 16, betas: Sequence[str] | None = None
+    ) -> AsyncIterator[bytes]:
+        if isinstance(batch, str):
+            batch = await self.aget_batch(batch, betas=betas)
+        response = await self._arun(_results_call(batch, betas))
+        try:
+            async for chunk in response.aiter_bytes(chunk_size):
+                yield chunk
+        except httpx.TransportError as exc:
+            raise _stream_broken(batch, exc) from exc
+        finally:
+            await response.aclose()
+
+    def iter_results(
+        self, batch: MessageBatch | str, *, betas: Sequence[str] | None = None
+    ) -> Iterator[BatchResult]:
+        """Parsed result lines, streamed: for reading results in Python."""
+        splitter = LineSplitter()
+        for chunk in self.iter_results_bytes(batch, betas=betas):
+            for line in splitter.feed(chunk):
+                yield BatchResult.model_validate_json(line)
+        for line in splitter.flush():
+            yield BatchResult.model_validate_json(line)
+
+    async def aiter_results(
+        self, batch: MessageBatch | str, *, betas: Sequence[str] | None = None
+    ) -> AsyncIterator[BatchResult]:
+        splitter = LineSplitter()
+        async for chunk in self.aiter_results_bytes(batch, betas=betas):
+            for line in splitter.feed(chunk):
+                yield BatchResult.model_validate_json(line)
+        for line in splitter.flush():
+            yield BatchResult.model_validate_json(line)
+
+    # -- connection test --------------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap, free call (a one-item batch listing) that proves the URL and the key."""
+        try:
+            settings = self.get_settings()
+            self.list_batches(limit=1)
+        except AnthropicBatchesError as exc:
+            return False, str(exc)
+        return True, f"Connected to {settings.base_url}: the API key was accepted."
+
+
+# -- plan factories shared by the sync and async methods -----------------------------------------
+
+
+def _json(call: Call) -> PlanFactory[Any]:
+    return partial(json_plan, call=call)
+
+
+def _count_tokens_call(params: Mapping[str, Any], betas: Sequence[str] | None) -> PlanFactory[Any]:
+    body = {key: value for key, value in params.items() if key not in ("max_tokens", "stream")}
+    return _json(Call("POST", "/v1/messages/count_tokens", json_body=body, betas=betas))
+
+
+def _create_batch(
+    requests: Sequence[Mapping[str, Any]] | BatchBody, betas: Sequence[str] | None, *, to_async: bool
+) -> PlanFactory[MessageBatch]:
+    if isinstance(requests, BatchBody):
+        chunks = requests.chunks
+        body: Callable[[], Any] = (lambda: as_async_chunks(chunks())) if to_async else chunks
+        call = Call("POST", batches_path(), body=body, betas=betas, idempotent=False)
+        count = requests.request_count
+    else:
+        call = Call(
+            "POST", batches_path(), json_body={"requests": list(requests)}, betas=betas, idempotent=False
+        )
+        count = len(requests)
+    return partial(create_batch_plan, call=call, request_count=count)
+
+
+def _results_call(batch: MessageBatch, betas: Sequence[str] | None) -> PlanFactory[httpx.Response]:
+    if batch.archived_at is not None:
+        raise BatchNotReadyError(
+            f"batch {batch.id} was archived at {batch.archived_at:%Y-%m-%d %H:%M}Z; "
+            "its results are no longer available"
+        )
+    if not batch.is_ended or not batch.results_url:
+        raise BatchNotReadyError(
+            f"batch {batch.id} is {batch.processing_status}; results exist only once it has ended "
+            "(wait with AnthropicBatchSensor or the create operator's wait_for_completion)"
+        )
+    results_url = batch.results_url
+
+    def plan(settings: ClientSettings) -> Plan[httpx.Response]:
+        check_results_url(settings, results_url)
+        return request_plan(settings, Call("GET", results_url, betas=betas, stream=True))
+
+    return plan
+
+
+def _stream_broken(batch: MessageBatch, exc: httpx.TransportError) -> APIConnectionError:
+    return APIConnectionError(
+        f"the results stream of batch {batch.id} broke off ({type(exc).__name__}); "
+        "download it again from the start"
+    )

@@ -1,0 +1,216 @@
+"""Pydantic models of the API's objects.
+
+Permissive on purpose: the API adds fields, content block types and result types over time, and a
+results file that took hours to produce must never fail to parse because of that. Unknown fields
+are kept (``extra="allow"``), unknown block and result types parse to generic models that keep
+their data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag
+
+
+class APIModel(BaseModel):
+    """Base of every API object: keeps unknown fields, ignores nothing."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# -- Messages ---------------------------------------------------------------------------------------
+
+
+class TextBlock(APIModel):
+    type: Literal["text"] = "text"
+    text: str
+    citations: list[dict[str, Any]] | None = None
+
+
+class ThinkingBlock(APIModel):
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(APIModel):
+    type: Literal["redacted_thinking"] = "redacted_thinking"
+    data: str
+
+
+class ToolUseBlock(APIModel):
+    type: Literal["tool_use"] = "tool_use"
+    id: str
+    name: str
+    input: Any = None
+
+
+class UnknownBlock(APIModel):
+    """A block type this version does not know (server tools, future types): data is kept."""
+
+    type: str
+
+
+_KNOWN_BLOCKS = {"text", "thinking", "redacted_thinking", "tool_use"}
+
+
+def _block_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in _KNOWN_BLOCKS else "unknown"
+
+
+ContentBlock = Annotated[
+    Annotated[TextBlock, Tag("text")]
+    | Annotated[ThinkingBlock, Tag("thinking")]
+    | Annotated[RedactedThinkingBlock, Tag("redacted_thinking")]
+    | Annotated[ToolUseBlock, Tag("tool_use")]
+    | Annotated[UnknownBlock, Tag("unknown")],
+    Discriminator(_block_tag),
+]
+
+
+class Usage(APIModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation: dict[str, Any] | None = None
+    server_tool_use: dict[str, Any] | None = None
+    service_tier: str | None = None
+
+
+class Message(APIModel):
+    id: str
+    type: str = "message"
+    role: str = "assistant"
+    content: list[ContentBlock] = []
+    model: str
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+    usage: Usage = Usage()
+
+    @property
+    def text(self) -> str:
+        """The concatenated text blocks: what most pipelines want from an answer."""
+        return "".join(block.text for block in self.content if isinstance(block, TextBlock))
+
+
+class TokenCount(APIModel):
+    input_tokens: int
+
+
+# -- Errors inside results ------------------------------------------------------------------------
+
+
+class ErrorDetail(APIModel):
+    type: str
+    message: str = ""
+
+
+class ErrorResponse(APIModel):
+    type: str = "error"
+    error: ErrorDetail
+    request_id: str | None = None
+
+
+# -- Batches --------------------------------------------------------------------------------------
+
+ProcessingStatus = Literal["in_progress", "canceling", "ended"]
+
+
+class RequestCounts(APIModel):
+    processing: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    canceled: int = 0
+    expired: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.processing + self.succeeded + self.errored + self.canceled + self.expired
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.model_dump().items() if isinstance(v, int)}
+
+
+class MessageBatch(APIModel):
+    id: str
+    type: str = "message_batch"
+    processing_status: str
+    request_counts: RequestCounts = RequestCounts()
+    created_at: datetime
+    expires_at: datetime | None = None
+    ended_at: datetime | None = None
+    cancel_initiated_at: datetime | None = None
+    archived_at: datetime | None = None
+    results_url: str | None = None
+
+    @property
+    def is_ended(self) -> bool:
+        return self.processing_status == "ended"
+
+
+class MessageBatchPage(APIModel):
+    data: list[MessageBatch] = []
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class DeletedMessageBatch(APIModel):
+    id: str
+    type: str = "message_batch_deleted"
+
+
+# -- Result lines ---------------------------------------------------------------------------------
+
+
+class SucceededResult(APIModel):
+    type: Literal["succeeded"] = "succeeded"
+    message: Message
+
+
+class ErroredResult(APIModel):
+    type: Literal["errored"] = "errored"
+    error: ErrorResponse
+
+
+class CanceledResult(APIModel):
+    type: Literal["canceled"] = "canceled"
+
+
+class ExpiredResult(APIModel):
+    type: Literal["expired"] = "expired"
+
+
+class UnknownResult(APIModel):
+    """A result type this version does not know: data is kept, counting still works."""
+
+    type: str
+
+
+_KNOWN_RESULTS = {"succeeded", "errored", "canceled", "expired"}
+
+
+def _result_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in _KNOWN_RESULTS else "unknown"
+
+
+Result = Annotated[
+    Annotated[SucceededResult, Tag("succeeded")]
+    | Annotated[ErroredResult, Tag("errored")]
+    | Annotated[CanceledResult, Tag("canceled")]
+    | Annotated[ExpiredResult, Tag("expired")]
+    | Annotated[UnknownResult, Tag("unknown")],
+    Discriminator(_result_tag),
+]
+
+
+class BatchResult(APIModel):
+    """One line of a results file."""
+
+    custom_id: str
+    result: Result
