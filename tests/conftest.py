@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-provider-batches-home-"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
+from tests.airflow_harness import AirflowEnv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowEnv]:
+    """A migrated SQLite metadata DB for ``airflow dags test`` runs, shared by the session."""
+    env = AirflowEnv(Path(tmp_path_factory.mktemp("airflow-home")))
+    env.migrate()
+    yield env

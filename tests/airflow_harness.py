@@ -1,0 +1,148 @@
+"""Runs real DAGs with ``airflow dags test`` on a migrated SQLite metadata DB, in a subprocess.
+
+``airflow dags test`` runs deferred tasks' triggers in line, so a deferrable pipeline runs end to
+end without a triggerer. The harness reads task states and XComs back from the SQLite DB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class DagRunOutcome:
+    dag_id: str
+    run_id: str | None
+    returncode: int
+    output: str
+    env: AirflowEnv
+
+    @property
+    def state(self) -> str | None:
+        rows = self.env.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", self.dag_id, self.run_id)
+        return rows[0][0] if rows else None
+
+    def task_states(self) -> dict[str, str | None]:
+        rows = self.env.query(
+            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", self.dag_id, self.run_id
+        )
+        return {task_id: state for task_id, state in rows}
+
+    def tries(self, task_id: str) -> int:
+        rows = self.env.query(
+            "SELECT try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+            self.dag_id,
+            self.run_id,
+            task_id,
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def xcom(self, task_id: str, key: str = "return_value") -> Any:
+        rows = self.env.query(
+            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
+            self.dag_id,
+            self.run_id,
+            task_id,
+            key,
+        )
+        if not rows:
+            return None
+        value = rows[0][0]
+        return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+    def all_xcom_text(self) -> str:
+        rows = self.env.query("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ?", self.dag_id, self.run_id)
+        return "\n".join(str(row[0]) for row in rows)
+
+    def rendered_fields_text(self) -> str:
+        rows = self.env.query(
+            "SELECT rendered_fields FROM rendered_task_instance_fields WHERE dag_id = ? AND run_id = ?",
+            self.dag_id,
+            self.run_id,
+        )
+        return "\n".join(str(row[0]) for row in rows)
+
+
+class AirflowEnv:
+    """An AIRFLOW_HOME with a migrated SQLite DB and a DAGs folder, for subprocess Airflow commands."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.dags_folder = home / "dags"
+        self.dags_folder.mkdir(parents=True, exist_ok=True)
+        self.extra_env: dict[str, str] = {}
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "airflow.db"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW_CONN_")}
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
+        env.update(self.extra_env)
+        env.update(overrides)
+        return env
+
+    def airflow(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "airflow"), *args],
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def migrate(self) -> None:
+        result = self.airflow("db", "migrate")
+        if result.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed:\n{result.stdout}\n{result.stderr}")
+
+    def write_dag(self, source: str, name: str | None = None) -> Path:
+        path = self.dags_folder / f"{name or 'dag_' + uuid.uuid4().hex[:8]}.py"
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    def dags_test(
+        self,
+        dag_id: str,
+        dag_file: Path,
+        *,
+        conf: dict[str, Any] | None = None,
+        timeout: float = 300,
+        **env: str,
+    ) -> DagRunOutcome:
+        before = {row[0] for row in self.query("SELECT run_id FROM dag_run WHERE dag_id = ?", dag_id)}
+        args = ["dags", "test", dag_id, "-f", str(dag_file)]
+        if conf is not None:
+            args += ["-c", json.dumps(conf)]
+        result = self.airflow(*args, timeout=timeout, **env)
+        after = self.query("SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id", dag_id)
+        new = [row[0] for row in after if row[0] not in before]
+        return DagRunOutcome(dag_id, new[-1] if new else None, result.returncode, result.stdout + result.stderr, self)
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if not self.db_path.exists():
+            return []
+        with sqlite3.connect(self.db_path) as db:
+            return db.execute(sql, params).fetchall()
