@@ -213,7 +213,11 @@ def _describe(call: Call) -> str:
 
 def _raise_for_status(response: httpx.Response) -> None:
     if response.status_code >= 400:
-        raise error_from_response(response.status_code, response.content, response.headers.get("request-id"))
+        error = error_from_response(
+            response.status_code, response.content, response.headers.get("request-id")
+        )
+        error.retry_after = server_retry_after(response)
+        raise error
 
 
 def request_plan(

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class AnthropicBatchesError(AirflowException):
@@ -39,6 +39,8 @@ class AnthropicAPIError(AnthropicBatchesError):
         if error_type is not None:
             self.error_type = error_type
         self.request_id = request_id
+        #: Seconds the server asked to wait before trying again, when it said so.
+        self.retry_after: float | None = None
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -201,3 +203,19 @@ class ConnectionConfigError(AnthropicBatchesError):
 
 class RequestValidationError(AnthropicBatchesError, ValueError):
     """Input requests failed client-side validation; nothing was sent and nothing was paid for."""
+
+
+class BudgetExceededError(AnthropicBatchesError, AirflowFailException):
+    """A token or cost budget would be exceeded; nothing was spent. Not retried: the input must change."""
+
+
+class BatchWaitError(AnthropicBatchesError):
+    """Waiting for batches could not go on (a fatal poll error), or a trigger event made no sense."""
+
+
+class BatchTimeoutError(AnthropicBatchesError):
+    """The batches had not ended by the task's timeout; the task canceled the ones it owns."""
+
+
+class BatchOutcomeError(AnthropicBatchesError):
+    """Requests ended errored or expired and the task was told to fail on that (fail_on_partial_error)."""

@@ -49,6 +49,8 @@ from airflow_provider_batches.models import (
 T = TypeVar("T")
 PlanFactory = Callable[[ClientSettings], Plan[T]]
 
+#: Params that count_tokens accepts; the others (max_tokens, temperature...) do not change the count.
+COUNTED_PARAMS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"})
 #: Connection types whose connections this hook reads: its own, and the vendor provider's.
 ACCEPTED_CONN_TYPES = frozenset({"anthropic_batches", "anthropic"})
 
@@ -234,7 +236,7 @@ class AnthropicHook(BaseHook):
         return Message.model_validate(payload)
 
     def count_tokens(self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None) -> int:
-        """``POST /v1/messages/count_tokens``: input tokens of one request (free; drops ``max_tokens``)."""
+        """``POST /v1/messages/count_tokens``: input tokens of one request (free; other params dropped)."""
         return TokenCount.model_validate(self._run(_count_tokens_call(params, betas))).input_tokens
 
     async def acount_tokens(self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None) -> int:
@@ -407,7 +409,7 @@ def _json(call: Call) -> PlanFactory[Any]:
 
 
 def _count_tokens_call(params: Mapping[str, Any], betas: Sequence[str] | None) -> PlanFactory[Any]:
-    body = {key: value for key, value in params.items() if key not in ("max_tokens", "stream")}
+    body = {key: value for key, value in params.items() if key in COUNTED_PARAMS}
     return _json(Call("POST", "/v1/messages/count_tokens", json_body=body, betas=betas))
 
 

@@ -1,0 +1,232 @@
+"""AnthropicCountTokensOperator: what a job will cost, checked against a budget before any spend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+from airflow_provider_batches.errors import BudgetExceededError, RateLimitError, RequestValidationError
+from airflow_provider_batches.hooks.anthropic import AnthropicHook
+from airflow_provider_batches.pricing import BATCH_DISCOUNT, batch_cost_usd, price_for
+from airflow_provider_batches.requests import RequestSource
+
+
+@dataclass
+class TokenTally:
+    """Running totals of a count, per model."""
+
+    requests: int = 0
+    input_tokens: Counter[str] = field(default_factory=Counter)
+    max_output_tokens: Counter[str] = field(default_factory=Counter)
+
+    def add(self, model: str, input_tokens: int, max_tokens: int) -> None:
+        self.requests += 1
+        self.input_tokens[model] += input_tokens
+        self.max_output_tokens[model] += max_tokens
+
+
+class AnthropicCountTokensOperator(BaseOperator):
+    """Count the input tokens of one request or a whole batch job, estimate its batch cost, guard a budget.
+
+    Give either one request (``messages``, ``model``, optional ``system``, ``tools``, ``max_tokens``)
+    or a job (``requests`` or ``requests_path``, as for AnthropicCreateBatchOperator). Counting is
+    free and has its own rate limit: requests are counted ``max_concurrency`` at a time, pausing
+    together when the API answers 429.
+
+    The estimate is the batch price (50 % of standard) of the input tokens, plus ``max_tokens`` of
+    output per request as the upper bound on output. The task fails before anything is spent when
+    ``max_input_tokens`` or ``max_cost_usd`` (compared with input cost plus that output bound) is
+    exceeded. Prices come from :mod:`airflow_provider_batches.pricing`; override them with
+    ``prices={"claude-sonnet-4": {"input": 3.0, "output": 15.0}}`` (USD per million tokens).
+
+    Returns (XCom) ``request_count``, ``input_tokens``, ``input_tokens_per_model``,
+    ``max_output_tokens``, ``estimated_cost_usd`` (``input``, ``output_max``, ``total_max``, or None
+    when a model has no price) and ``unpriced_models``.
+    """
+
+    template_fields: Sequence[str] = (
+        "messages",
+        "model",
+        "system",
+        "requests",
+        "requests_path",
+        "requests_conn_id",
+        "max_input_tokens",
+        "max_cost_usd",
+    )
+    ui_color = "#f0e4d8"
+
+    def __init__(
+        self,
+        *,
+        messages: list[dict[str, Any]] | None = None,
+        model: str | None = None,
+        system: str | list[dict[str, Any]] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        max_tokens: int | None = None,
+        requests: list[dict[str, Any]] | None = None,
+        requests_path: str | None = None,
+        requests_conn_id: str | None = None,
+        conn_id: str = AnthropicHook.default_conn_name,
+        max_concurrency: int = 8,
+        max_input_tokens: int | None = None,
+        max_cost_usd: float | None = None,
+        prices: Mapping[str, Mapping[str, float]] | None = None,
+        betas: list[str] | None = None,
+        rate_limit_timeout: float = 900.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if messages is not None and (requests is not None or requests_path is not None):
+            raise ValueError("give either messages (one request) or requests/requests_path (a job), not both")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        self.messages = messages
+        self.model = model
+        self.system = system
+        self.tools = tools
+        self.max_tokens = max_tokens
+        self.requests = requests
+        self.requests_path = requests_path
+        self.requests_conn_id = requests_conn_id
+        self.conn_id = conn_id
+        self.max_concurrency = max_concurrency
+        self.max_input_tokens = max_input_tokens
+        self.max_cost_usd = max_cost_usd
+        self.prices = prices
+        self.betas = betas
+        self.rate_limit_timeout = rate_limit_timeout
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        source = self._source()
+        hook = AnthropicHook(self.conn_id, betas=self.betas)
+        hook.get_settings()  # the connection is read once, before the event loop starts
+        tally = asyncio.run(self._count(hook, source))
+        summary = self._summary(tally)
+        self.log.info(
+            "%d requests: %d input tokens %s; estimated batch cost %s",
+            summary["request_count"],
+            summary["input_tokens"],
+            summary["input_tokens_per_model"],
+            summary["estimated_cost_usd"],
+        )
+        self._check_budget(summary)
+        return summary
+
+    def _source(self) -> RequestSource:
+        if self.messages is None:
+            return RequestSource(
+                requests=self.requests,
+                requests_path=self.requests_path,
+                requests_conn_id=self.requests_conn_id,
+                model=self.model,
+            )
+        params: dict[str, Any] = {"messages": self.messages, "max_tokens": self.max_tokens or 1}
+        for name, value in (("model", self.model), ("system", self.system), ("tools", self.tools)):
+            if value is not None:
+                params[name] = value
+        return RequestSource(requests=[{"custom_id": "request", "params": params}])
+
+    async def _count(self, hook: AnthropicHook, source: RequestSource) -> TokenTally:
+        tally = TokenTally()
+        limiter = _RateLimitPause(self.rate_limit_timeout)
+
+        async def count_one(params: dict[str, Any]) -> None:
+            tokens = await limiter.call(lambda: hook.acount_tokens(params, betas=self.betas))
+            max_tokens = params["max_tokens"] if self.messages is None else (self.max_tokens or 0)
+            tally.add(params["model"], tokens, max_tokens)
+
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            for request in source.iter_requests():
+                if len(pending) >= self.max_concurrency:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # the first failure stops the count
+                pending.add(asyncio.create_task(count_one(request["params"])))
+            await asyncio.gather(*pending)
+        finally:
+            for task in pending:
+                task.cancel()
+            await hook.aclose()
+        return tally
+
+    def _summary(self, tally: TokenTally) -> dict[str, Any]:
+        if tally.requests == 0:
+            raise RequestValidationError("no requests to count")
+        input_cost = output_cost = 0.0
+        unpriced = []
+        for model in sorted(tally.input_tokens):
+            price = price_for(model, self.prices)
+            if price is None:
+                unpriced.append(model)
+                continue
+            input_cost += batch_cost_usd(price, tally.input_tokens[model], 0)
+            output_cost += batch_cost_usd(price, 0, tally.max_output_tokens[model])
+        cost = None
+        if not unpriced:
+            cost = {
+                "input": round(input_cost, 6),
+                "output_max": round(output_cost, 6),
+                "total_max": round(input_cost + output_cost, 6),
+            }
+        return {
+            "request_count": tally.requests,
+            "input_tokens": sum(tally.input_tokens.values()),
+            "input_tokens_per_model": dict(sorted(tally.input_tokens.items())),
+            "max_output_tokens": sum(tally.max_output_tokens.values()),
+            "estimated_cost_usd": cost,
+            "unpriced_models": unpriced,
+            "batch_discount": BATCH_DISCOUNT,
+        }
+
+    def _check_budget(self, summary: dict[str, Any]) -> None:
+        if self.max_input_tokens is not None and summary["input_tokens"] > int(self.max_input_tokens):
+            raise BudgetExceededError(
+                f"the job has {summary['input_tokens']:,} input tokens, over max_input_tokens="
+                f"{int(self.max_input_tokens):,}; nothing was submitted"
+            )
+        if self.max_cost_usd is None:
+            return
+        if summary["estimated_cost_usd"] is None:
+            raise BudgetExceededError(
+                f"no price is known for {', '.join(summary['unpriced_models'])}, so max_cost_usd cannot "
+                "be checked: pass prices={'<model prefix>': {'input': ..., 'output': ...}} "
+                "(USD per million tokens)"
+            )
+        cost = summary["estimated_cost_usd"]
+        if cost["total_max"] > float(self.max_cost_usd):
+            raise BudgetExceededError(
+                f"the job may cost up to ${cost['total_max']:,.2f} (input ${cost['input']:,.2f} plus "
+                f"at most ${cost['output_max']:,.2f} of output at max_tokens), over "
+                f"max_cost_usd={float(self.max_cost_usd):,.2f}; nothing was submitted"
+            )
+
+
+class _RateLimitPause:
+    """Makes every worker wait together once the API says 429, until a deadline."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.resume_at = 0.0
+
+    async def call(self, make_call: Any) -> int:
+        deadline = time.monotonic() + self.timeout
+        backoff = 1.0
+        while True:
+            if (wait := self.resume_at - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            try:
+                return int(await make_call())
+            except RateLimitError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                pause = exc.retry_after or backoff
+                backoff = min(backoff * 2, 30.0)
+                self.resume_at = max(self.resume_at, time.monotonic() + pause)
