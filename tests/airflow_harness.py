@@ -30,12 +30,16 @@ class DagRunOutcome:
 
     @property
     def state(self) -> str | None:
-        rows = self.env.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", self.dag_id, self.run_id)
+        rows = self.env.query(
+            "SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", self.dag_id, self.run_id
+        )
         return rows[0][0] if rows else None
 
     def task_states(self) -> dict[str, str | None]:
         rows = self.env.query(
-            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", self.dag_id, self.run_id
+            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            self.dag_id,
+            self.run_id,
         )
         return {task_id: state for task_id, state in rows}
 
@@ -62,7 +66,9 @@ class DagRunOutcome:
         return json.loads(value) if isinstance(value, (str, bytes)) else value
 
     def all_xcom_text(self) -> str:
-        rows = self.env.query("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ?", self.dag_id, self.run_id)
+        rows = self.env.query(
+            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ?", self.dag_id, self.run_id
+        )
         return "\n".join(str(row[0]) for row in rows)
 
     def rendered_fields_text(self) -> str:
@@ -139,7 +145,9 @@ class AirflowEnv:
         result = self.airflow(*args, timeout=timeout, **env)
         after = self.query("SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id", dag_id)
         new = [row[0] for row in after if row[0] not in before]
-        return DagRunOutcome(dag_id, new[-1] if new else None, result.returncode, result.stdout + result.stderr, self)
+        return DagRunOutcome(
+            dag_id, new[-1] if new else None, result.returncode, result.stdout + result.stderr, self
+        )
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         if not self.db_path.exists():

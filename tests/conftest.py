@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,12 @@ import pytest
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-provider-batches-home-"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
-from tests.airflow_harness import AirflowEnv  # noqa: E402
+from tests.airflow_harness import AirflowEnv
 
 
 @pytest.fixture(scope="session")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowEnv]:
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
     """A migrated SQLite metadata DB for ``airflow dags test`` runs, shared by the session."""
     env = AirflowEnv(Path(tmp_path_factory.mktemp("airflow-home")))
     env.migrate()
-    yield env
+    return env

@@ -1,0 +1,110 @@
+"""Emulator settings, validated by pydantic: the CLI, the Python API and the admin endpoint share one schema.
+
+Everything except ``host``, ``port`` and ``data_dir`` can be changed while the emulator runs
+(``POST /_emulator/config``). Lifecycle durations are copied into each batch when it is created, so a
+change applies to batches created afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_API_KEY = "sk-ant-emulator-key"
+"""The key the emulator accepts when no ``--api-key`` is given."""
+
+MAX_BATCH_BODY_BYTES = 256 * 1024 * 1024
+MAX_MESSAGE_BODY_BYTES = 32 * 1024 * 1024
+MAX_BATCH_REQUESTS = 100_000
+DEFAULT_ARCHIVE_SECONDS = 29 * 24 * 3600.0
+
+FAULT_NAMES = ("429", "500", "504", "529", "drop", "slow", "cut")
+"""What ``next_faults`` may hold: one scripted fault per /v1/ call, consumed in order."""
+
+STARTUP_ONLY_FIELDS = frozenset({"host", "port", "data_dir"})
+
+
+class EmulatorConfig(BaseModel):
+    """All emulator settings. Fractions are probabilities in [0, 1] drawn from a ``seed``-ed RNG."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # Server and storage (fixed once started).
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    data_dir: Path | None = None
+    public_base_url: str | None = None
+
+    # Authentication.
+    api_keys: list[str] = Field(default_factory=lambda: [DEFAULT_API_KEY], min_length=1)
+
+    # Lifecycle clock (seconds). 0 = instant: the transition shows on the next read.
+    processing_seconds: float = Field(default=3.0, ge=0)
+    canceling_seconds: float = Field(default=1.0, ge=0)
+    expiry_seconds: float = Field(default=86_400.0, gt=0)
+    archive_seconds: float = Field(default=DEFAULT_ARCHIVE_SECONDS, gt=0)
+
+    # Limits.
+    max_batch_body_bytes: int = Field(default=MAX_BATCH_BODY_BYTES, ge=1)
+    max_message_body_bytes: int = Field(default=MAX_MESSAGE_BODY_BYTES, ge=1)
+    max_batch_requests: int = Field(default=MAX_BATCH_REQUESTS, ge=1)
+
+    # Open points of the API, answered by configuration.
+    results_before_end_status: int = Field(default=400, description="400 or 404")
+    results_after_archive_status: int = Field(default=404, description="404 or 400")
+
+    # Synthetic outcomes.
+    errored_fraction: float = Field(default=0.0, ge=0, le=1)
+    errored_type: str = "api_error"
+
+    # Faults (only on /v1/ routes).
+    seed: int = 0
+    requests_per_minute: int = Field(default=0, ge=0, description="per API key; 0 = unlimited")
+    count_tokens_requests_per_minute: int = Field(default=0, ge=0)
+    overloaded_fraction: float = Field(default=0.0, ge=0, le=1)
+    api_error_fraction: float = Field(default=0.0, ge=0, le=1)
+    timeout_fraction: float = Field(default=0.0, ge=0, le=1)
+    drop_fraction: float = Field(default=0.0, ge=0, le=1)
+    slow_seconds: float = Field(default=0.0, ge=0)
+    slow_fraction: float = Field(default=1.0, ge=0, le=1)
+    retry_after_ms: int | None = Field(default=None, ge=0)
+    cut_results_after_bytes: int | None = Field(default=None, ge=0)
+    cut_results_fraction: float = Field(default=1.0, ge=0, le=1)
+    next_faults: list[str] = Field(default_factory=list)
+
+    @field_validator("next_faults")
+    @classmethod
+    def _known_faults(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in FAULT_NAMES]
+        if unknown:
+            raise ValueError(f"unknown fault names {unknown}; expected some of {list(FAULT_NAMES)}")
+        return value
+
+    @field_validator("results_before_end_status", "results_after_archive_status")
+    @classmethod
+    def _client_error_status(cls, value: int) -> int:
+        if value not in (400, 404):
+            raise ValueError("must be 400 or 404")
+        return value
+
+    def patched(self, changes: dict[str, Any]) -> EmulatorConfig:
+        """Return a validated copy with ``changes`` applied; refuses the fields fixed at start."""
+        fixed = sorted(STARTUP_ONLY_FIELDS & changes.keys())
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)}: cannot be changed while the emulator runs")
+        return EmulatorConfig.model_validate({**self.model_dump(), **changes})
+
+    def runtime_view(self) -> dict[str, Any]:
+        """The config as JSON-ready data, API keys masked so the admin endpoint never shows secrets."""
+        data = self.model_dump(mode="json")
+        data["api_keys"] = [mask_key(key) for key in self.api_keys]
+        return data
+
+
+def mask_key(api_key: str) -> str:
+    """A label for a key that is safe to log or show (stats, admin)."""
+    if len(api_key) <= 12:
+        return api_key[:3] + "..."
+    return f"{api_key[:7]}...{api_key[-4:]}"
