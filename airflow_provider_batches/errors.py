@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow_provider_batches._compat import AirflowException, AirflowFailException
 
 
 class AnthropicBatchesError(AirflowException):

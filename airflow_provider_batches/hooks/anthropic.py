@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 
 from airflow_provider_batches.client_core import (
     DEFAULT_ANTHROPIC_VERSION,
@@ -67,14 +68,6 @@ class BatchBody:
         self.request_count = request_count
 
 
-def _mask(secret: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - older task SDKs
-        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
-    mask_secret(secret)
-
-
 def settings_from_connection(conn: Any, betas: Sequence[str] = ()) -> ClientSettings:
     """Read an ``anthropic_batches`` (or vendor ``anthropic``) connection; fail with the fix named."""
     conn_id = getattr(conn, "conn_id", "?")
@@ -89,7 +82,7 @@ def settings_from_connection(conn: Any, betas: Sequence[str] = ()) -> ClientSett
             f"connection {conn_id!r} has no API key: put it in the connection's password (API Key) "
             "field or set ANTHROPIC_API_KEY"
         )
-    _mask(api_key)
+    mask_secret(api_key)
     extra: Mapping[str, Any] = conn.extra_dejson or {}
     vendor_kwargs = extra.get("anthropic_client_kwargs") or {}
     option = partial(_extra_option, conn_id, {**vendor_kwargs, **extra})

@@ -535,7 +535,10 @@ def test_the_key_never_shows_in_logs_exceptions_or_reprs(
 
 def test_the_key_is_registered_with_the_secrets_masker(monkeypatch: pytest.MonkeyPatch) -> None:
     masked: list[object] = []
-    monkeypatch.setattr("airflow.sdk.log.mask_secret", lambda secret, name=None: masked.append(secret))
+    monkeypatch.setattr(
+        "airflow_provider_batches.hooks.anthropic.mask_secret",
+        lambda secret, name=None: masked.append(secret),
+    )
     AnthropicHook().get_settings()
     assert masked == [API_KEY]
 
