@@ -4,9 +4,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The lowest Airflow this provider supports, tested in its own venv.
+COMPAT_VENV := .venv-airflow-3.1
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+# The emulator does not depend on the Airflow version; everything else runs on both.
+COMPAT_TESTS ?= --ignore=tests/emulator
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help setup demo test lint typecheck unit emulator bench reliability test-slow clean
+.PHONY: help setup demo test test-compat lint typecheck unit emulator bench reliability test-slow clean
 
 help:
 	@echo "make demo         run the example pipeline against the bundled emulator"
@@ -18,8 +23,14 @@ help:
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
+
+$(COMPAT_STAMP): pyproject.toml constraints-airflow-3.1.txt
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -c constraints-airflow-3.1.txt -e ".[test]"
+	touch $(COMPAT_STAMP)
 
 setup: $(STAMP)
 
@@ -33,7 +44,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test: lint typecheck unit
+test: lint typecheck unit test-compat
+
+test-compat: $(COMPAT_STAMP)
+	$(COMPAT_VENV)/bin/python -m pytest -m "not slow" -q $(COMPAT_TESTS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
@@ -48,4 +62,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(COMPAT_VENV) .mypy_cache .ruff_cache build *.egg-info

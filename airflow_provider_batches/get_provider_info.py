@@ -28,6 +28,13 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_batches.hooks.anthropic"],
             }
         ],
+        "transfers": [
+            {
+                "source-integration-name": INTEGRATION,
+                "target-integration-name": "Common IO",
+                "python-module": "airflow_provider_batches.transfers.results_to_object_storage",
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_batches.hooks.anthropic.AnthropicHook",

@@ -1,0 +1,158 @@
+"""Staged writes to object storage: nothing appears under a final name until it is complete.
+
+Files are written under a run-unique staging folder next to their final place (same bucket, same
+connection, so publishing is a server-side rename or copy), hashed and counted on the way, and only
+moved to their final names by :meth:`Staging.publish`. On failure :meth:`Staging.discard` aborts
+open uploads instead of completing them (an S3 multipart upload is aborted, never completed) and
+removes what was staged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import logging
+import uuid
+from typing import IO, Any
+
+from airflow.sdk import ObjectStoragePath
+from fsspec.spec import AbstractBufferedFile
+
+log = logging.getLogger(__name__)
+
+#: Upload part size: s3fs buffers one part per open file, so this bounds memory per file (S3 minimum: 5 MiB).
+UPLOAD_BLOCK_SIZE = 8 * 1024 * 1024
+
+STAGING_PREFIX = ".staging-"
+
+
+def uri_of(path: ObjectStoragePath) -> str:
+    """The path as a URI without the connection id (``s3://bucket/key``, ``file:///tmp/x``)."""
+    return f"{path.protocol or 'file'}://{path.path}"
+
+
+class _HashingSink:
+    """Counts and hashes the bytes that really reach storage (after compression), then writes them."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        self.raw.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Deliberately nothing: flushing an upload early would force a small multipart part."""
+
+
+class StagedFile:
+    """One output being written under its staging path; ``bytes`` and ``sha256`` describe what was stored."""
+
+    def __init__(self, name: str, staged_path: ObjectStoragePath, *, gzip_level: int | None) -> None:
+        self.name = name
+        self.staged_path = staged_path
+        self._raw: IO[bytes] = staged_path.fs.open(staged_path.path, "wb", block_size=UPLOAD_BLOCK_SIZE)
+        self._sink = _HashingSink(self._raw)
+        # mtime=0 and no file name in the header: the same lines always give the same gzip bytes.
+        self._out: _HashingSink | gzip.GzipFile = (
+            gzip.GzipFile(fileobj=self._sink, mode="wb", compresslevel=gzip_level, mtime=0)
+            if gzip_level is not None
+            else self._sink
+        )
+        self.is_open = True
+
+    @property
+    def size(self) -> int:
+        """Bytes stored (compressed size with gzip)."""
+        return self._sink.size
+
+    @property
+    def sha256(self) -> str:
+        return self._sink.sha256.hexdigest()
+
+    def write(self, data: bytes) -> None:
+        self._out.write(data)
+
+    def close(self) -> None:
+        """Finish the staged object (an S3 multipart upload is completed here, at the staging path)."""
+        if isinstance(self._out, gzip.GzipFile):
+            self._out.close()
+        self._raw.close()
+        self.is_open = False
+
+    def abort(self) -> None:
+        """Give up an open file without ever completing its upload."""
+        if not self.is_open:
+            return
+        self.is_open = False
+        if isinstance(self._raw, AbstractBufferedFile):
+            try:
+                self._raw.discard()  # S3: abort the multipart upload; GCS: cancel the resumable upload
+            finally:
+                self._raw.closed = True  # so neither close() nor __del__ uploads what was buffered
+        else:
+            self._raw.close()
+
+
+class Staging:
+    """A run-unique staging folder under ``destination`` and the files written in it."""
+
+    def __init__(self, destination: ObjectStoragePath, *, gzip_level: int | None = None) -> None:
+        self.destination = destination
+        self.folder = destination / f"{STAGING_PREFIX}{uuid.uuid4().hex[:16]}"
+        self.gzip_level = gzip_level
+        self.files: dict[str, StagedFile] = {}
+        self._fs: Any = destination.fs
+        self._fs.makedirs(self.folder.path, exist_ok=True)
+
+    def open(self, name: str) -> StagedFile:
+        staged = StagedFile(name, self.folder / name, gzip_level=self.gzip_level)
+        self.files[name] = staged
+        return staged
+
+    def write_json(self, name: str, data: Any) -> StagedFile:
+        """Stage a small JSON document (written uncompressed whatever ``gzip_level`` says)."""
+        staged = StagedFile(name, self.folder / name, gzip_level=None)
+        self.files[name] = staged
+        staged.write(json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
+        staged.close()
+        return staged
+
+    def publish(self, name: str) -> ObjectStoragePath:
+        """Move one closed staged file to its final name (atomic rename locally, copy + delete on S3)."""
+        staged = self.files[name]
+        if staged.is_open:
+            raise RuntimeError(f"{name} is still being written; close it before publishing")
+        final = self.destination / name
+        self._fs.mv(staged.staged_path.path, final.path)
+        return final
+
+    def discard(self) -> None:
+        """Abort open uploads and remove everything staged; never raises (it runs on the failure path)."""
+        for staged in self.files.values():
+            try:
+                staged.abort()
+            except Exception:
+                log.warning("Could not abort the upload of %s", uri_of(staged.staged_path), exc_info=True)
+        self.remove_folder()
+
+    def remove_folder(self) -> None:
+        try:
+            if self._fs.exists(self.folder.path):
+                self._fs.rm(self.folder.path, recursive=True)
+        except FileNotFoundError:
+            return
+        except Exception:
+            log.warning("Could not remove the staging folder %s", uri_of(self.folder), exc_info=True)
+
+
+def remove_if_exists(path: ObjectStoragePath) -> None:
+    fs: Any = path.fs
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path.path)
