@@ -59,6 +59,7 @@ emulator: $(STAMP)
 	$(BIN)/anthropic-batches-emulator --host 127.0.0.1 --port 8765
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/python -m bench
 
 clean:
