@@ -21,7 +21,8 @@ def normalize_batch_ids(value: Any, *, field: str = "batch_id") -> list[str]:
         value = value["batch_ids"]
     ids = [value] if isinstance(value, str) else value
     if not isinstance(ids, Sequence) or isinstance(ids, (bytes, bytearray)):
-        raise ValueError(f"{field}: expected a batch id, a list of ids or a manifest, got {type(value).__name__}")
+        kind = type(value).__name__
+        raise ValueError(f"{field}: expected a batch id, a list of ids or a manifest, got {kind}")
     cleaned: list[str] = []
     for item in ids:
         if not isinstance(item, str) or not item.strip() or "/" in item:

@@ -28,6 +28,22 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_batches.hooks.anthropic"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": [
+                    "airflow_provider_batches.operators.batches",
+                    "airflow_provider_batches.operators.tokens",
+                ],
+            }
+        ],
+        "sensors": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_batches.sensors.batches"]}
+        ],
+        "triggers": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_batches.triggers.batches"]}
+        ],
+        "extra-links": ["airflow_provider_batches.links.AnthropicBatchLink"],
         "transfers": [
             {
                 "source-integration-name": INTEGRATION,

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import msgspec
+
 from airflow_provider_batches.errors import RequestValidationError
 from airflow_provider_batches.hooks.anthropic import BatchBody
 
@@ -146,7 +148,7 @@ class RequestChecker:
         value = line.value
         if line.raw is not None:
             try:
-                value = json.loads(line.raw)
+                value = _decode_json(line.raw)
             except json.JSONDecodeError as exc:
                 self.note(line.location, None, f"is not valid JSON ({exc.msg} at column {exc.colno})")
                 return None
@@ -186,6 +188,22 @@ class RequestChecker:
             f"{self.problem_count} invalid request(s) in {source.describe()}; "
             f"nothing was sent:\n{listing}{tail}"
         )
+
+
+_fast_decode = msgspec.json.Decoder().decode
+
+
+def _decode_json(raw: bytes) -> Any:
+    """``json.loads(raw)``, several times faster for the lines msgspec (an Airflow dependency) accepts.
+
+    msgspec is stricter than the json module (no NaN/Infinity literals, no integers beyond 64 bits, no
+    UTF-16 input, no BOM), never laxer: whatever it refuses goes to ``json.loads``, so every line gets
+    exactly the value, or the error, it always got.
+    """
+    try:
+        return _fast_decode(raw)
+    except msgspec.DecodeError:
+        return json.loads(raw)
 
 
 def _envelope_problem(value: Mapping[str, Any]) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -138,6 +139,8 @@ class AirflowEnv:
         timeout: float = 300,
         **env: str,
     ) -> DagRunOutcome:
+        if self.dags_folder not in dag_file.resolve().parents:  # the DAG bundle only reads its own folder
+            dag_file = Path(shutil.copy(dag_file, self.dags_folder / dag_file.name))
         before = {row[0] for row in self.query("SELECT run_id FROM dag_run WHERE dag_id = ?", dag_id)}
         args = ["dags", "test", dag_id, "-f", str(dag_file)]
         if conf is not None:

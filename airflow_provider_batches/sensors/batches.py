@@ -1,0 +1,131 @@
+"""AnthropicBatchSensor: waits for batches created elsewhere (poke, reschedule or deferrable).
+
+It only watches: it never cancels a batch, on timeout or on kill, because it does not own it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from airflow_provider_batches._compat import AirflowSensorTimeout
+from airflow_provider_batches.batch_ids import normalize_batch_ids
+from airflow_provider_batches.errors import BatchWaitError
+from airflow_provider_batches.hooks.anthropic import AnthropicHook
+from airflow_provider_batches.links import AnthropicBatchLink
+from airflow_provider_batches.operators.batches import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFER_TIMEOUT_MARGIN_SECONDS,
+    check_outcome,
+    default_deferrable,
+    poll_batches_once,
+)
+from airflow_provider_batches.triggers.batches import (
+    NOT_FOUND_GRACE_SECONDS,
+    AnthropicBatchTrigger,
+    parse_wait_event,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class AnthropicBatchSensor(BaseSensorOperator):
+    """Wait until every given batch has ended, then apply the outcome policy.
+
+    All canceled skips the task; errored or expired requests log a warning, or fail the task with
+    ``fail_on_partial_error``. Returns ``{"batch_ids": [...], "request_counts": {...}}``.
+
+    :param batch_id: a batch id, a list of ids, or the create operator's manifest (``create.output``).
+    :param conn_id: the Anthropic connection.
+    :param deferrable: wait in the triggerer (``poke_interval`` is then the first poll interval,
+        backing off toward ``max_poll_interval``).
+    :param fail_on_partial_error: fail when any request ended errored or expired.
+    :param max_poll_interval: the cap of the deferred poll interval.
+
+    A 404 within a minute of the first poke counts as transient: the API has been seen to answer
+    it for a batch seconds after its create.
+    """
+
+    template_fields: Sequence[str] = ("batch_id", "conn_id")
+    operator_extra_links = (AnthropicBatchLink(),)
+
+    def __init__(
+        self,
+        *,
+        batch_id: Any,
+        conn_id: str = AnthropicHook.default_conn_name,
+        deferrable: bool | None = None,
+        fail_on_partial_error: bool = False,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        poke_interval: timedelta | float = 60,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, **kwargs)
+        self.batch_id = batch_id
+        self.conn_id = conn_id
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.fail_on_partial_error = fail_on_partial_error
+        self.max_poll_interval = max_poll_interval
+        self._started_at: float | None = None
+
+    @cached_property
+    def hook(self) -> AnthropicHook:
+        return AnthropicHook(self.conn_id)
+
+    def execute(self, context: Context) -> Any:
+        batch_ids = normalize_batch_ids(self.batch_id)
+        AnthropicBatchLink.persist(context, batch_ids)
+        self._started_at = time.time()
+        if self.deferrable:
+            self.defer(
+                trigger=AnthropicBatchTrigger(
+                    batch_ids=batch_ids,
+                    conn_id=self.conn_id,
+                    deadline=time.time() + self.timeout,
+                    poll_interval=max(self.poke_interval, 1.0),
+                    max_poll_interval=self.max_poll_interval,
+                    not_found_grace_until=time.time() + NOT_FOUND_GRACE_SECONDS,
+                    cancel_on_kill=False,
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
+            )
+        return super().execute(context)
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        batch_ids = normalize_batch_ids(self.batch_id)
+        ended, _ = poll_batches_once(
+            self.hook, batch_ids, not_found_grace_until=self._grace_until(context), log=self.log
+        )
+        if len(ended) < len(batch_ids):
+            return False
+        totals = check_outcome(ended, fail_on_partial_error=self.fail_on_partial_error, log=self.log)
+        return PokeReturnValue(is_done=True, xcom_value={"batch_ids": batch_ids, "request_counts": totals})
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Resume after the trigger: check its event, then apply the outcome policy."""
+        batch_ids = normalize_batch_ids(self.batch_id)
+        wait = parse_wait_event(event, expected_batch_ids=batch_ids)
+        if wait.status == "timeout":
+            raise AirflowSensorTimeout(wait.message)
+        if wait.status == "error":
+            raise BatchWaitError(wait.message)
+        totals = check_outcome(
+            wait.request_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log
+        )
+        return {"batch_ids": batch_ids, "request_counts": totals}
+
+    def _grace_until(self, context: Context) -> float:
+        """404s are tolerated for a minute from the first poke (of the first reschedule, if any)."""
+        started = self._started_at or time.time()
+        if self.reschedule:
+            first = context["ti"].get_first_reschedule_date(context)
+            if first is not None:
+                started = first.timestamp()
+        return started + NOT_FOUND_GRACE_SECONDS

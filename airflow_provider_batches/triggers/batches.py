@@ -1,0 +1,218 @@
+"""AnthropicBatchTrigger: waits in the triggerer until every batch of a job has ended.
+
+It polls with the hook's async client (no threads, no blocking call on the event loop), backs off
+toward a cap, and keeps nothing a fresh triggerer could not rebuild from ``serialize()``: the
+deadline and the 404 grace window are wall-clock epoch seconds. It yields exactly one event,
+whose shape :func:`parse_wait_event` checks when the task resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_batches.batch_ids import normalize_batch_ids
+from airflow_provider_batches.errors import (
+    AnthropicAPIError,
+    APIConnectionError,
+    BatchWaitError,
+    NotFoundError,
+)
+from airflow_provider_batches.hooks.anthropic import AnthropicHook
+
+#: The API has been seen to answer 404 for a batch seconds after its create: tolerated this long.
+NOT_FOUND_GRACE_SECONDS = 60.0
+#: Each quiet poll waits this much longer than the last, up to the cap.
+BACKOFF_FACTOR = 1.5
+#: Rounds in a row in which every poll failed transiently before the wait gives up.
+MAX_CONSECUTIVE_ERRORS = 30
+#: Bound on the cancel calls ``on_kill`` makes (the triggerer also bounds ``on_kill``).
+CANCEL_TIMEOUT_SECONDS = 20.0
+
+WaitStatus = Literal["success", "error", "timeout"]
+WAIT_STATUSES: tuple[str, ...] = ("success", "error", "timeout")
+COUNT_FIELDS: tuple[str, ...] = ("processing", "succeeded", "errored", "canceled", "expired")
+
+
+def next_interval(current: float, cap: float) -> float:
+    """The wait after ``current``: a little longer each quiet poll, never over ``cap``."""
+    return min(current * BACKOFF_FACTOR, cap)
+
+
+def is_transient(exc: BaseException, *, now: float, not_found_grace_until: float | None) -> bool:
+    """Whether a failed poll is worth repeating: 408/409/429/5xx, network, an early 404."""
+    if isinstance(exc, APIConnectionError):
+        return True
+    if isinstance(exc, NotFoundError):
+        return not_found_grace_until is not None and now < not_found_grace_until
+    if isinstance(exc, AnthropicAPIError):
+        status = exc.status_code or 0
+        return status in (408, 409, 429) or status >= 500
+    return False
+
+
+@dataclass(frozen=True)
+class WaitEvent:
+    """What the trigger reports: one event for the whole job, whatever the number of batches."""
+
+    status: WaitStatus
+    batch_ids: list[str]
+    message: str
+    request_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "batch_ids": list(self.batch_ids),
+            "request_counts": {batch_id: dict(counts) for batch_id, counts in self.request_counts.items()},
+            "message": self.message,
+        }
+
+
+def parse_wait_event(event: Any, *, expected_batch_ids: Sequence[str] | None = None) -> WaitEvent:
+    """Check the event a deferred task resumes with; anything unexpected fails loudly."""
+
+    def bad(reason: str) -> BatchWaitError:
+        return BatchWaitError(f"unexpected trigger event ({reason}): {event!r}")
+
+    if not isinstance(event, Mapping):
+        raise bad("not a mapping")
+    status = event.get("status")
+    if status not in WAIT_STATUSES:
+        raise bad(f"status must be one of {', '.join(WAIT_STATUSES)}")
+    message = event.get("message")
+    if not isinstance(message, str):
+        raise bad("message must be a string")
+    try:
+        batch_ids = normalize_batch_ids(event.get("batch_ids"), field="batch_ids")
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if expected_batch_ids is not None and sorted(batch_ids) != sorted(expected_batch_ids):
+        raise bad(f"batch_ids differ from the task's {list(expected_batch_ids)}")
+    raw_counts = event.get("request_counts") or {}
+    if not isinstance(raw_counts, Mapping):
+        raise bad("request_counts must map batch ids to counts")
+    counts: dict[str, dict[str, int]] = {}
+    for batch_id, batch_counts in raw_counts.items():
+        if batch_id not in batch_ids or not isinstance(batch_counts, Mapping):
+            raise bad(f"request_counts has an entry for {batch_id!r}")
+        if not all(isinstance(batch_counts.get(name, 0), int) for name in COUNT_FIELDS):
+            raise bad(f"request_counts of {batch_id} must be integers")
+        counts[batch_id] = {name: int(batch_counts.get(name, 0)) for name in COUNT_FIELDS}
+    if status == "success" and set(counts) != set(batch_ids):
+        raise bad("a success event must give the final counts of every batch")
+    return WaitEvent(status, batch_ids, message, counts)
+
+
+class AnthropicBatchTrigger(BaseTrigger):
+    """Poll every batch of a job until all have ended, the deadline passes or polling cannot go on.
+
+    :param batch_ids: the job's batches.
+    :param conn_id: the Anthropic connection; the only thing serialized about it (no secret).
+    :param deadline: wall-clock epoch seconds after which a ``timeout`` event is sent.
+    :param poll_interval: first wait between polls, in seconds.
+    :param max_poll_interval: the cap the wait backs off toward.
+    :param not_found_grace_until: epoch seconds until which a 404 counts as transient (fresh batches).
+    :param cancel_on_kill: cancel the batches when a user kills the deferred task (the task owns them).
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_ids: Sequence[str],
+        conn_id: str = AnthropicHook.default_conn_name,
+        deadline: float,
+        poll_interval: float = 30.0,
+        max_poll_interval: float = 300.0,
+        not_found_grace_until: float | None = None,
+        cancel_on_kill: bool = False,
+    ) -> None:
+        super().__init__()
+        self.batch_ids = normalize_batch_ids(batch_ids, field="batch_ids")
+        self.conn_id = conn_id
+        self.deadline = float(deadline)
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = max(float(max_poll_interval), self.poll_interval)
+        self.not_found_grace_until = None if not_found_grace_until is None else float(not_found_grace_until)
+        self.cancel_on_kill = cancel_on_kill
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "batch_ids": list(self.batch_ids),
+                "conn_id": self.conn_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "not_found_grace_until": self.not_found_grace_until,
+                "cancel_on_kill": self.cancel_on_kill,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = AnthropicHook(self.conn_id)
+        try:
+            event = await self._wait(hook)
+        except Exception as exc:  # one event, always: the task must not hang on a trigger crash
+            event = self._event("error", f"polling stopped: {type(exc).__name__}: {exc}", {})
+        finally:
+            await hook.aclose()
+        yield TriggerEvent(event.to_payload())
+
+    async def _wait(self, hook: AnthropicHook) -> WaitEvent:
+        ended: dict[str, dict[str, int]] = {}
+        interval = self.poll_interval
+        failed_rounds = 0
+        while True:
+            transient_failures = 0
+            for batch_id in [batch_id for batch_id in self.batch_ids if batch_id not in ended]:
+                try:
+                    batch = await hook.aget_batch(batch_id)
+                except Exception as exc:
+                    if not is_transient(
+                        exc, now=time.time(), not_found_grace_until=self.not_found_grace_until
+                    ):
+                        return self._event("error", f"polling batch {batch_id} failed: {exc}", ended)
+                    self.log.warning("Polling batch %s failed, will try again: %s", batch_id, exc)
+                    transient_failures += 1
+                    continue
+                if batch.is_ended:
+                    ended[batch_id] = batch.request_counts.as_dict()
+                    self.log.info("Batch %s has ended: %s", batch_id, ended[batch_id])
+            if len(ended) == len(self.batch_ids):
+                return self._event("success", f"{len(ended)} batch(es) ended", ended)
+            failed_rounds = failed_rounds + 1 if transient_failures else 0
+            if failed_rounds >= MAX_CONSECUTIVE_ERRORS:
+                return self._event("error", f"polling failed {failed_rounds} rounds in a row", ended)
+            remaining = self.deadline - time.time()
+            if remaining <= 0:
+                waiting = [batch_id for batch_id in self.batch_ids if batch_id not in ended]
+                return self._event(
+                    "timeout", f"batch(es) {', '.join(waiting)} had not ended by the deadline", ended
+                )
+            await asyncio.sleep(min(interval, remaining))
+            interval = next_interval(interval, self.max_poll_interval)
+
+    def _event(self, status: WaitStatus, message: str, counts: dict[str, dict[str, int]]) -> WaitEvent:
+        return WaitEvent(status, list(self.batch_ids), message, dict(counts))
+
+    async def on_kill(self) -> None:
+        """A user killed the deferred task (Airflow 3.3+): cancel the batches, if the task owns them."""
+        if not self.cancel_on_kill:
+            return
+        hook = AnthropicHook(self.conn_id)
+        try:
+            for batch_id in self.batch_ids:
+                try:
+                    await asyncio.wait_for(hook.acancel_batch(batch_id), CANCEL_TIMEOUT_SECONDS)
+                    self.log.info("Canceled batch %s: its task was killed", batch_id)
+                except Exception as exc:
+                    self.log.warning("Could not cancel batch %s: %s", batch_id, exc)
+        finally:
+            await hook.aclose()

@@ -1,0 +1,233 @@
+"""Real ``airflow dags test`` runs against the emulator: pipelines, outcomes, validation and retries.
+
+Each DAG checks several behaviours at once, because a run costs seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from airflow import __version__ as airflow_version
+from packaging.version import Version
+
+from airflow_provider_batches.emulator import Emulator, EmulatorConfig
+from airflow_provider_batches.errors import NotFoundError
+from airflow_provider_batches.hooks.anthropic import AnthropicHook
+from airflow_provider_batches.testing import connection_json
+from tests.airflow_harness import AirflowEnv, DagRunOutcome
+from tests.operators.support import batches_created, request
+
+HAS_TASK_STATE_STORE = Version(Version(airflow_version).base_version) >= Version("3.3")
+
+pytestmark = pytest.mark.airflow
+
+SENTINEL = "PROMPT-TEXT-THAT-MUST-NOT-LEAK"
+
+HEADER = """
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, get_current_context
+
+from airflow_provider_batches.operators.batches import (
+    AnthropicCancelBatchOperator,
+    AnthropicCreateBatchOperator,
+    AnthropicDeleteBatchOperator,
+)
+from airflow_provider_batches.sensors.batches import AnthropicBatchSensor
+
+MODEL = "claude-emulator-test"
+
+
+def ask(custom_id, text="hello"):
+    return {"custom_id": custom_id, "params": {"model": MODEL, "max_tokens": 8,
+            "messages": [{"role": "user", "content": text}]}}
+
+
+def first_try():
+    return get_current_context()["ti"].try_number == 1
+"""
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """Batches take a second to end, so sensors really wait; cancels end them at once."""
+    with Emulator(EmulatorConfig(processing_seconds=1, canceling_seconds=0)) as emu:
+        yield emu
+
+
+def run(airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, body: str, **conf: str) -> DagRunOutcome:
+    path = airflow_env.write_dag(HEADER + body, name=dag_id)
+    return airflow_env.dags_test(
+        dag_id, path, conf=conf or None, AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(emulator)
+    )
+
+
+def test_sync_pipeline_outcomes_and_validation(
+    airflow_env: AirflowEnv, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests_file = tmp_path / "requests.jsonl"
+    lines = [request(f"r{i}", f"{SENTINEL} {i}") for i in range(4)] + [request("r4", "[emulator:errored]")]
+    requests_file.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    bad_file = tmp_path / "bad.jsonl"
+    bad_file.write_text(json.dumps(request("ok")) + "\n" + json.dumps(request("has space")) + "\n")
+
+    outcome = run(
+        airflow_env,
+        emulator,
+        "sync_pipeline",
+        """
+with DAG("sync_pipeline", schedule=None, start_date=datetime(2026, 1, 1)):
+    create = AnthropicCreateBatchOperator(
+        task_id="create", requests_path="{{ dag_run.conf['requests_path'] }}", deferrable=False,
+        wait_for_completion=False, max_requests_per_batch=2,
+    )
+    wait = AnthropicBatchSensor(
+        task_id="wait", batch_id=create.output, mode="reschedule", poke_interval=1, deferrable=False
+    )
+    cancel = AnthropicCancelBatchOperator(task_id="cancel", batch_id=create.output)
+    delete = AnthropicDeleteBatchOperator(task_id="delete", batch_id=create.output)
+    create >> wait >> cancel >> delete
+
+    AnthropicCreateBatchOperator(
+        task_id="errored_warns", requests=[ask("a"), ask("b", "[emulator:errored]")], poll_interval=0.2,
+        deferrable=False,
+    )
+    AnthropicCreateBatchOperator(
+        task_id="errored_fails", requests=[ask("a"), ask("b", "[emulator:expired]")], poll_interval=0.2,
+        deferrable=False, fail_on_partial_error=True,
+    )
+    AnthropicCreateBatchOperator(
+        task_id="all_canceled", requests=[ask("a", "[emulator:canceled]")], poll_interval=0.2,
+        deferrable=False,
+    )
+    AnthropicCreateBatchOperator(
+        task_id="invalid", requests_path="{{ dag_run.conf['bad_path'] }}", deferrable=False
+    )
+""",
+        requests_path=str(requests_file),
+        bad_path=str(bad_file),
+    )
+
+    assert outcome.task_states() == {
+        "create": "success",
+        "wait": "success",
+        "cancel": "success",
+        "delete": "success",
+        "errored_warns": "success",
+        "errored_fails": "failed",
+        "all_canceled": "skipped",
+        "invalid": "failed",
+    }, outcome.output[-5000:]
+    manifest = outcome.xcom("create")
+    assert len(manifest["batch_ids"]) == 3
+    assert manifest["request_count"] == 5
+    assert outcome.xcom("wait")["request_counts"]["errored"] == 1
+    assert outcome.xcom("create", key="_link_AnthropicBatchLink").startswith("https://console.anthropic.com/")
+    assert SENTINEL not in outcome.rendered_fields_text()
+    assert SENTINEL not in outcome.all_xcom_text()
+    assert "line 2 (custom_id 'has space')" in outcome.output
+    assert "Some requests did not succeed: 1 succeeded, 1 errored" in outcome.output
+    assert batches_created(emulator) == 3 + 3  # the split job and one per outcome task; none for "invalid"
+    monkeypatch.setenv("AIRFLOW_CONN_ANTHROPIC_DEFAULT", connection_json(emulator))
+    for batch_id in manifest["batch_ids"]:  # the delete task removed the whole job
+        with pytest.raises(NotFoundError):
+            AnthropicHook().get_batch(batch_id)
+
+
+def test_deferrable_pipeline_and_outcomes(airflow_env: AirflowEnv, emulator: Emulator) -> None:
+    outcome = run(
+        airflow_env,
+        emulator,
+        "deferred_pipeline",
+        """
+with DAG("deferred_pipeline", schedule=None, start_date=datetime(2026, 1, 1)):
+    create = AnthropicCreateBatchOperator(
+        task_id="create", requests=[ask(f"r{i}") for i in range(3)], max_requests_per_batch=2,
+        deferrable=True, poll_interval=0.5,
+    )
+    wait = AnthropicBatchSensor(task_id="wait", batch_id=create.output, deferrable=True, poke_interval=1)
+    create >> wait
+
+    AnthropicCreateBatchOperator(
+        task_id="errored_warns", requests=[ask("a"), ask("b", "[emulator:errored]")], deferrable=True,
+        poll_interval=0.5,
+    )
+    AnthropicCreateBatchOperator(
+        task_id="errored_fails", requests=[ask("a"), ask("b", "[emulator:errored]")], deferrable=True,
+        poll_interval=0.5, fail_on_partial_error=True,
+    )
+    AnthropicCreateBatchOperator(
+        task_id="all_canceled", requests=[ask("a", "[emulator:canceled]")], deferrable=True, poll_interval=0.5
+    )
+""",
+    )
+
+    assert outcome.task_states() == {
+        "create": "success",
+        "wait": "success",
+        "errored_warns": "success",
+        "errored_fails": "failed",
+        "all_canceled": "skipped",
+    }, outcome.output[-5000:]
+    manifest = outcome.xcom("create")
+    assert len(manifest["batch_ids"]) == 2
+    assert manifest["request_counts"]["succeeded"] == 3
+    assert outcome.xcom("create", key="batch_ids") == manifest["batch_ids"]
+    assert outcome.xcom("wait")["request_counts"]["succeeded"] == 3
+    assert batches_created(emulator) == 2 + 3
+
+
+def test_retries_reattach_instead_of_creating_again(airflow_env: AirflowEnv, emulator: Emulator) -> None:
+    # Each task has its own request count, so that no task can mistake another's batch for its orphan.
+    outcome = run(
+        airflow_env,
+        emulator,
+        "retries",
+        """
+class CrashBeforeRecord(AnthropicCreateBatchOperator):
+    def _create_slice(self, job, part):
+        batch = super()._create_slice(job, part)
+        if first_try():
+            raise RuntimeError("worker lost between the create and its record")
+        return batch
+
+
+class CrashAfterCreate(AnthropicCreateBatchOperator):
+    def _submit(self, store, job):
+        record = super()._submit(store, job)
+        if first_try():
+            raise RuntimeError("worker lost after the create")
+        return record
+
+
+class CrashOnResume(AnthropicCreateBatchOperator):
+    def execute_complete(self, context, event=None, manifest=None):
+        if first_try():
+            raise RuntimeError("worker lost after the trigger fired")
+        return super().execute_complete(context, event=event, manifest=manifest)
+
+
+def asks(count):
+    return [ask(f"r{i}") for i in range(count)]
+
+
+retry_now = {"retries": 1, "retry_delay": timedelta(0)}
+with DAG("retries", schedule=None, start_date=datetime(2026, 1, 1), default_args=retry_now):
+    CrashBeforeRecord(task_id="sync_orphan", requests=asks(1), deferrable=False, poll_interval=0.5)
+    CrashAfterCreate(task_id="sync_recorded", requests=asks(2), deferrable=False, poll_interval=0.5)
+    CrashBeforeRecord(task_id="deferred_orphan", requests=asks(3), deferrable=True, poll_interval=0.5)
+    CrashOnResume(task_id="deferred_resumed", requests=asks(4), deferrable=True, poll_interval=0.5)
+""",
+    )
+
+    tasks = ["sync_orphan", "sync_recorded", "deferred_orphan", "deferred_resumed"]
+    assert outcome.task_states() == dict.fromkeys(tasks, "success"), outcome.output[-5000:]
+    assert {task: outcome.tries(task) for task in tasks} == dict.fromkeys(tasks, 2)
+    assert batches_created(emulator) == 4  # exactly one batch per task
+    assert "adopting batch" in outcome.output
+    # 3.3+ keeps the record in task_state_store; older versions use the documented Variable fallback.
+    used_fallback = "task_state_store is not available" in outcome.output
+    assert used_fallback is not HAS_TASK_STATE_STORE
