@@ -100,7 +100,7 @@ def report(run: Any, log_path: Path) -> int:
     print(f"Results per type:   {json.dumps(summary['counts'])}")
     print(f"Results landed in:  {exported['destination']}")
     for entry in exported["files"]:
-        print(f"  {entry['path']}  ({entry['bytes']:,} bytes, {entry['results']} results)")
+        print(f"  {entry['uri']}  ({entry['bytes']:,} bytes, {entry['results']} results)")
     print(f"Stop reasons:       {json.dumps(summary['stop_reasons'])}")
     print(f"First answer:       {summary['first_answer']}")
     return 0
