@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,10 +95,17 @@ class RequestSource:
             for index, value in enumerate(self.requests):
                 yield SourceLine(f"requests[{index}]", value=value)
             return
+        number = 0
         with self._open() as stream:
-            for number, raw in enumerate(stream, start=1):
-                if raw.strip():
-                    yield SourceLine(f"line {number}", raw=raw.strip())
+            try:
+                for number, raw in enumerate(stream, start=1):
+                    if raw.strip():
+                        yield SourceLine(f"line {number}", raw=raw.strip())
+            except (OSError, EOFError, zlib.error) as exc:  # e.g. a ".gz" that is not gzip, or truncated
+                raise RequestValidationError(
+                    f"requests_path {self.requests_path!r} cannot be read at line {number + 1}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
 
     def iter_requests(self) -> Iterator[dict[str, Any]]:
         """Validated requests with the default model filled in, streamed; raises at the first bad one."""
@@ -152,6 +160,9 @@ class RequestChecker:
             except json.JSONDecodeError as exc:
                 self.note(line.location, None, f"is not valid JSON ({exc.msg} at column {exc.colno})")
                 return None
+            except ValueError as exc:  # not UTF-8, or a NaN/Infinity literal the API would refuse
+                self.note(line.location, None, f"is not valid JSON ({exc})")
+                return None
         if not isinstance(value, Mapping):
             self.note(line.location, None, f"must be a JSON object, got {type(value).__name__}")
             return None
@@ -197,13 +208,18 @@ def _decode_json(raw: bytes) -> Any:
     """``json.loads(raw)``, several times faster for the lines msgspec (an Airflow dependency) accepts.
 
     msgspec is stricter than the json module (no NaN/Infinity literals, no integers beyond 64 bits, no
-    UTF-16 input, no BOM), never laxer: whatever it refuses goes to ``json.loads``, so every line gets
-    exactly the value, or the error, it always got.
+    UTF-16 input, no BOM), never laxer: whatever it refuses goes to ``json.loads``, which refuses
+    NaN/Infinity too (they are not JSON, and the API would refuse the whole batch body).
     """
     try:
         return _fast_decode(raw)
     except msgspec.DecodeError:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON: the API would refuse the whole batch body for one such line."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _envelope_problem(value: Mapping[str, Any]) -> str | None:

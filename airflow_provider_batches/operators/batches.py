@@ -39,15 +39,9 @@ from airflow_provider_batches.requests import (
     RequestSource,
     prepare_job,
 )
-from airflow_provider_batches.triggers.batches import (
-    COUNT_FIELDS,
-    MAX_CONSECUTIVE_ERRORS,
-    NOT_FOUND_GRACE_SECONDS,
-    AnthropicBatchTrigger,
-    is_transient,
-    next_interval,
-    parse_wait_event,
-)
+from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger, parse_wait_event
+from airflow_provider_batches.waiting import COUNT_FIELDS, NOT_FOUND_GRACE_SECONDS, wait_plan
+from airflow_provider_batches.waiting import run_sync as run_wait_sync
 
 if TYPE_CHECKING:
     from logging import Logger
@@ -104,28 +98,6 @@ def check_outcome(
 # -- waiting in the worker ------------------------------------------------------------------------
 
 
-def poll_batches_once(
-    hook: AnthropicHook, batch_ids: Sequence[str], *, not_found_grace_until: float | None, log: Logger
-) -> tuple[dict[str, dict[str, int]], int]:
-    """The counts of the batches that have ended, and how many polls failed transiently."""
-    ended: dict[str, dict[str, int]] = {}
-    failures = 0
-    for batch_id in batch_ids:
-        try:
-            batch = hook.get_batch(batch_id)
-        except Exception as exc:
-            if not is_transient(exc, now=time.time(), not_found_grace_until=not_found_grace_until):
-                raise BatchWaitError(f"polling batch {batch_id} failed: {exc}") from exc
-            log.warning("Polling batch %s failed, will try again: %s", batch_id, exc)
-            failures += 1
-            continue
-        if batch.is_ended:
-            ended[batch_id] = batch.request_counts.as_dict()
-        else:
-            log.info("Batch %s is %s: %s", batch_id, batch.processing_status, batch.request_counts.as_dict())
-    return ended, failures
-
-
 def wait_for_batches(
     hook: AnthropicHook,
     batch_ids: Sequence[str],
@@ -136,27 +108,21 @@ def wait_for_batches(
     not_found_grace_until: float | None,
     log: Logger,
 ) -> dict[str, dict[str, int]]:
-    """Block until every batch has ended (the sync twin of AnthropicBatchTrigger); their final counts."""
-    ended: dict[str, dict[str, int]] = {}
-    interval = poll_interval
-    failed_rounds = 0
-    while True:
-        waiting = [batch_id for batch_id in batch_ids if batch_id not in ended]
-        newly_ended, failures = poll_batches_once(
-            hook, waiting, not_found_grace_until=not_found_grace_until, log=log
-        )
-        ended.update(newly_ended)
-        if len(ended) == len(batch_ids):
-            return ended
-        failed_rounds = failed_rounds + 1 if failures else 0
-        if failed_rounds >= MAX_CONSECUTIVE_ERRORS:
-            raise BatchWaitError(f"polling failed {failed_rounds} rounds in a row")
-        remaining = deadline - time.time()
-        if remaining <= 0:
-            waiting = [batch_id for batch_id in batch_ids if batch_id not in ended]
-            raise BatchTimeoutError(f"batch(es) {', '.join(waiting)} had not ended by the deadline")
-        time.sleep(min(interval, remaining))
-        interval = next_interval(interval, max_poll_interval)
+    """Block until every batch has ended (what AnthropicBatchTrigger does, in the worker); final counts."""
+    plan = wait_plan(
+        batch_ids,
+        deadline=deadline,
+        poll_interval=poll_interval,
+        max_poll_interval=max_poll_interval,
+        not_found_grace_until=not_found_grace_until,
+        log=log,
+    )
+    event = run_wait_sync(plan, hook)
+    if event.status == "timeout":
+        raise BatchTimeoutError(event.message)
+    if event.status == "error":
+        raise BatchWaitError(event.message)
+    return event.request_counts
 
 
 def cancel_batches(hook: AnthropicHook, batch_ids: Sequence[str], *, reason: str, log: Logger) -> None:
@@ -489,7 +455,43 @@ class AnthropicCreateBatchOperator(BaseOperator):
 # -- cancel and delete ----------------------------------------------------------------------------
 
 
-class AnthropicCancelBatchOperator(BaseOperator):
+class _ExistingBatchesOperator(BaseOperator):
+    """Shared by the operators that act on batches which already exist: ids, connection, waiting."""
+
+    template_fields: Sequence[str] = ("batch_id", "conn_id")
+
+    def __init__(
+        self,
+        *,
+        batch_id: Any,
+        conn_id: str = AnthropicHook.default_conn_name,
+        poll_interval: float = 10.0,
+        timeout: float = 3600.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.batch_id = batch_id
+        self.conn_id = conn_id
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+
+    @cached_property
+    def hook(self) -> AnthropicHook:
+        return AnthropicHook(self.conn_id)
+
+    def _wait_until_ended(self, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        return wait_for_batches(
+            self.hook,
+            batch_ids,
+            deadline=time.time() + self.timeout,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.poll_interval,
+            not_found_grace_until=None,
+            log=self.log,
+        )
+
+
+class AnthropicCancelBatchOperator(_ExistingBatchesOperator):
     """Cancel batches. Idempotent: a batch already canceling, ended or deleted is left as it is.
 
     :param batch_id: a batch id, a list of ids, or the create operator's manifest (``create.output``).
@@ -499,29 +501,11 @@ class AnthropicCancelBatchOperator(BaseOperator):
     :param timeout: seconds to wait.
     """
 
-    template_fields: Sequence[str] = ("batch_id", "conn_id")
     operator_extra_links = (AnthropicBatchLink(),)
 
-    def __init__(
-        self,
-        *,
-        batch_id: Any,
-        conn_id: str = AnthropicHook.default_conn_name,
-        wait_for_completion: bool = False,
-        poll_interval: float = 10.0,
-        timeout: float = 3600.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.batch_id = batch_id
-        self.conn_id = conn_id
+    def __init__(self, *, batch_id: Any, wait_for_completion: bool = False, **kwargs: Any) -> None:
+        super().__init__(batch_id=batch_id, **kwargs)
         self.wait_for_completion = wait_for_completion
-        self.poll_interval = poll_interval
-        self.timeout = timeout
-
-    @cached_property
-    def hook(self) -> AnthropicHook:
-        return AnthropicHook(self.conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         batch_ids = normalize_batch_ids(self.batch_id)
@@ -529,16 +513,7 @@ class AnthropicCancelBatchOperator(BaseOperator):
         present = [batch_id for batch_id in batch_ids if cancel_if_running(self.hook, batch_id, log=self.log)]
         manifest: dict[str, Any] = {"batch_ids": batch_ids}
         if self.wait_for_completion and present:
-            counts = wait_for_batches(
-                self.hook,
-                present,
-                deadline=time.time() + self.timeout,
-                poll_interval=self.poll_interval,
-                max_poll_interval=self.poll_interval,
-                not_found_grace_until=None,
-                log=self.log,
-            )
-            manifest["request_counts"] = total_counts(counts)
+            manifest["request_counts"] = total_counts(self._wait_until_ended(present))
         return manifest
 
 
@@ -566,7 +541,7 @@ def cancel_if_running(hook: AnthropicHook, batch_id: str, *, log: Logger) -> boo
     return True
 
 
-class AnthropicDeleteBatchOperator(BaseOperator):
+class AnthropicDeleteBatchOperator(_ExistingBatchesOperator):
     """Delete ended batches (and their results). Idempotent: an already deleted batch is success.
 
     :param batch_id: a batch id, a list of ids, or the create operator's manifest (``create.output``).
@@ -577,28 +552,9 @@ class AnthropicDeleteBatchOperator(BaseOperator):
     :param timeout: seconds to wait for it.
     """
 
-    template_fields: Sequence[str] = ("batch_id", "conn_id")
-
-    def __init__(
-        self,
-        *,
-        batch_id: Any,
-        conn_id: str = AnthropicHook.default_conn_name,
-        cancel_if_running: bool = False,
-        poll_interval: float = 10.0,
-        timeout: float = 3600.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.batch_id = batch_id
-        self.conn_id = conn_id
+    def __init__(self, *, batch_id: Any, cancel_if_running: bool = False, **kwargs: Any) -> None:
+        super().__init__(batch_id=batch_id, **kwargs)
         self.cancel_if_running = cancel_if_running
-        self.poll_interval = poll_interval
-        self.timeout = timeout
-
-    @cached_property
-    def hook(self) -> AnthropicHook:
-        return AnthropicHook(self.conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         batch_ids = normalize_batch_ids(self.batch_id)
@@ -610,15 +566,7 @@ class AnthropicDeleteBatchOperator(BaseOperator):
             )
         present = [batch_id for batch_id in running if cancel_if_running(self.hook, batch_id, log=self.log)]
         if present:
-            wait_for_batches(
-                self.hook,
-                present,
-                deadline=time.time() + self.timeout,
-                poll_interval=self.poll_interval,
-                max_poll_interval=self.poll_interval,
-                not_found_grace_until=None,
-                log=self.log,
-            )
+            self._wait_until_ended(present)
         deleted = []
         for batch_id in batch_ids:
             try:

@@ -23,13 +23,9 @@ from airflow_provider_batches.operators.batches import (
     DEFER_TIMEOUT_MARGIN_SECONDS,
     check_outcome,
     default_deferrable,
-    poll_batches_once,
 )
-from airflow_provider_batches.triggers.batches import (
-    NOT_FOUND_GRACE_SECONDS,
-    AnthropicBatchTrigger,
-    parse_wait_event,
-)
+from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger, parse_wait_event
+from airflow_provider_batches.waiting import NOT_FOUND_GRACE_SECONDS, poll_round, run_sync
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -100,9 +96,8 @@ class AnthropicBatchSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         batch_ids = normalize_batch_ids(self.batch_id)
-        ended, _ = poll_batches_once(
-            self.hook, batch_ids, not_found_grace_until=self._grace_until(context), log=self.log
-        )
+        round_plan = poll_round(batch_ids, not_found_grace_until=self._grace_until(context), log=self.log)
+        ended, _ = run_sync(round_plan, self.hook)
         if len(ended) < len(batch_ids):
             return False
         totals = check_outcome(ended, fail_on_partial_error=self.fail_on_partial_error, log=self.log)

@@ -9,69 +9,25 @@ whose shape :func:`parse_wait_event` checks when the task resumes.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_batches.batch_ids import normalize_batch_ids
-from airflow_provider_batches.errors import (
-    AnthropicAPIError,
-    APIConnectionError,
-    BatchWaitError,
-    NotFoundError,
-)
+from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
+from airflow_provider_batches.waiting import (
+    COUNT_FIELDS,
+    WAIT_STATUSES,
+    WaitEvent,
+    WaitStatus,
+    run_async,
+    wait_plan,
+)
 
-#: The API has been seen to answer 404 for a batch seconds after its create: tolerated this long.
-NOT_FOUND_GRACE_SECONDS = 60.0
-#: Each quiet poll waits this much longer than the last, up to the cap.
-BACKOFF_FACTOR = 1.5
-#: Rounds in a row in which every poll failed transiently before the wait gives up.
-MAX_CONSECUTIVE_ERRORS = 30
 #: Bound on the cancel calls ``on_kill`` makes (the triggerer also bounds ``on_kill``).
 CANCEL_TIMEOUT_SECONDS = 20.0
-
-WaitStatus = Literal["success", "error", "timeout"]
-WAIT_STATUSES: tuple[str, ...] = ("success", "error", "timeout")
-COUNT_FIELDS: tuple[str, ...] = ("processing", "succeeded", "errored", "canceled", "expired")
-
-
-def next_interval(current: float, cap: float) -> float:
-    """The wait after ``current``: a little longer each quiet poll, never over ``cap``."""
-    return min(current * BACKOFF_FACTOR, cap)
-
-
-def is_transient(exc: BaseException, *, now: float, not_found_grace_until: float | None) -> bool:
-    """Whether a failed poll is worth repeating: 408/409/429/5xx, network, an early 404."""
-    if isinstance(exc, APIConnectionError):
-        return True
-    if isinstance(exc, NotFoundError):
-        return not_found_grace_until is not None and now < not_found_grace_until
-    if isinstance(exc, AnthropicAPIError):
-        status = exc.status_code or 0
-        return status in (408, 409, 429) or status >= 500
-    return False
-
-
-@dataclass(frozen=True)
-class WaitEvent:
-    """What the trigger reports: one event for the whole job, whatever the number of batches."""
-
-    status: WaitStatus
-    batch_ids: list[str]
-    message: str
-    request_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "batch_ids": list(self.batch_ids),
-            "request_counts": {batch_id: dict(counts) for batch_id, counts in self.request_counts.items()},
-            "message": self.message,
-        }
 
 
 def parse_wait_event(event: Any, *, expected_batch_ids: Sequence[str] | None = None) -> WaitEvent:
@@ -166,38 +122,15 @@ class AnthropicBatchTrigger(BaseTrigger):
         yield TriggerEvent(event.to_payload())
 
     async def _wait(self, hook: AnthropicHook) -> WaitEvent:
-        ended: dict[str, dict[str, int]] = {}
-        interval = self.poll_interval
-        failed_rounds = 0
-        while True:
-            transient_failures = 0
-            for batch_id in [batch_id for batch_id in self.batch_ids if batch_id not in ended]:
-                try:
-                    batch = await hook.aget_batch(batch_id)
-                except Exception as exc:
-                    if not is_transient(
-                        exc, now=time.time(), not_found_grace_until=self.not_found_grace_until
-                    ):
-                        return self._event("error", f"polling batch {batch_id} failed: {exc}", ended)
-                    self.log.warning("Polling batch %s failed, will try again: %s", batch_id, exc)
-                    transient_failures += 1
-                    continue
-                if batch.is_ended:
-                    ended[batch_id] = batch.request_counts.as_dict()
-                    self.log.info("Batch %s has ended: %s", batch_id, ended[batch_id])
-            if len(ended) == len(self.batch_ids):
-                return self._event("success", f"{len(ended)} batch(es) ended", ended)
-            failed_rounds = failed_rounds + 1 if transient_failures else 0
-            if failed_rounds >= MAX_CONSECUTIVE_ERRORS:
-                return self._event("error", f"polling failed {failed_rounds} rounds in a row", ended)
-            remaining = self.deadline - time.time()
-            if remaining <= 0:
-                waiting = [batch_id for batch_id in self.batch_ids if batch_id not in ended]
-                return self._event(
-                    "timeout", f"batch(es) {', '.join(waiting)} had not ended by the deadline", ended
-                )
-            await asyncio.sleep(min(interval, remaining))
-            interval = next_interval(interval, self.max_poll_interval)
+        plan = wait_plan(
+            self.batch_ids,
+            deadline=self.deadline,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            not_found_grace_until=self.not_found_grace_until,
+            log=self.log,
+        )
+        return await run_async(plan, hook)
 
     def _event(self, status: WaitStatus, message: str, counts: dict[str, dict[str, int]]) -> WaitEvent:
         return WaitEvent(status, list(self.batch_ids), message, dict(counts))
