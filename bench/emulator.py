@@ -1,0 +1,146 @@
+"""The emulator as a separate process for the benchmarks: started by the CLI, driven over HTTP."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import psutil
+
+API_KEY = "sk-ant-emulator-key"
+API_HEADERS = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
+
+
+class EmulatorProcess:
+    """``python -m airflow_provider_batches.emulator --port 0 <flags>`` with its own data directory."""
+
+    def __init__(self, *flags: str) -> None:
+        self.flags: Sequence[str] = flags
+        self.base_url = ""
+        self._data_dir = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
+        self._process: subprocess.Popen[str] | None = None
+        self.psutil: psutil.Process | None = None
+
+    def __enter__(self) -> EmulatorProcess:
+        command = [sys.executable, "-m", "airflow_provider_batches.emulator", "--port", "0"]
+        command += ["--data-dir", str(self._data_dir), *self.flags]
+        self._log = tempfile.TemporaryFile(prefix="bench-emulator-", suffix=".log")
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the emulator did not start: {command}")
+        self.base_url = line.split()[-1]
+        self.psutil = psutil.Process(self._process.pid)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        shutil.rmtree(self._data_dir, ignore_errors=True)
+        self._log.close()
+
+    @property
+    def connection_json(self) -> str:
+        """``AIRFLOW_CONN_ANTHROPIC_DEFAULT`` reaching this emulator (both providers read it)."""
+        import json
+
+        return json.dumps({"conn_type": "anthropic", "host": self.base_url, "password": API_KEY})
+
+    def cpu_seconds(self) -> float:
+        assert self.psutil is not None
+        times = self.psutil.cpu_times()
+        return float(times.user + times.system)
+
+    def rss_bytes(self) -> int:
+        assert self.psutil is not None
+        return int(self.psutil.memory_info().rss)
+
+    def check_alive(self) -> None:
+        """Raise with the emulator's exit status and last log lines if it is no longer running."""
+        assert self._process is not None
+        if self._process.poll() is not None:
+            self._log.seek(0)
+            tail = "\n".join(self._log.read().decode(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"the emulator exited with status {self._process.returncode}:\n{tail}")
+
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        self.check_alive()
+        response = httpx.request(method, f"{self.base_url}/_emulator/{path}", json=body, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def reset(self, *, batches: bool = False) -> None:
+        self.admin("POST", "reset" + ("?batches=true" if batches else ""))
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.admin("GET", "stats")
+        return result
+
+    def client(self, timeout: float = 600) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers=API_HEADERS, timeout=timeout)
+
+    def create_batch_from_body(self, body: Path) -> dict[str, Any]:
+        with self.client() as client:
+            response = client.post(
+                "/v1/messages/batches",
+                content=_file_chunks(body),
+                headers={"content-type": "application/json"},
+            )
+            response.raise_for_status()
+            created: dict[str, Any] = response.json()
+            return created
+
+    def create_small_batches(self, count: int) -> list[str]:
+        """``count`` one-request batches (for polling benchmarks)."""
+        ids = []
+        with self.client() as client:
+            for index in range(count):
+                request = {
+                    "custom_id": f"poll-{index}",
+                    "params": {
+                        "model": "claude-sonnet-4-5",
+                        "max_tokens": 16,
+                        "messages": [{"role": "user", "content": "ping"}],
+                    },
+                }
+                response = client.post("/v1/messages/batches", json={"requests": [request]})
+                response.raise_for_status()
+                ids.append(response.json()["id"])
+        return ids
+
+    def get_batch(self, batch_id: str) -> dict[str, Any]:
+        with self.client() as client:
+            response = client.get(f"/v1/messages/batches/{batch_id}")
+            response.raise_for_status()
+            batch: dict[str, Any] = response.json()
+            return batch
+
+    def download(self, url: str) -> int:
+        """Fetch a results URL and drop the bytes (writes the results file, warms the page cache)."""
+        size = 0
+        with self.client() as client, client.stream("GET", url) as response:
+            response.raise_for_status()
+            for chunk in response.iter_raw(1 << 20):
+                size += len(chunk)
+        return size
+
+
+def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as source:
+        while chunk := source.read(size):
+            yield chunk

@@ -1,0 +1,275 @@
+"""The measured variants. Each runs alone in a fresh interpreter (see :mod:`bench.measure`) and
+imports only what it uses, so its peak RSS is its own. The Airflow connection comes from
+``AIRFLOW_CONN_ANTHROPIC_DEFAULT`` (set by the caller), which both providers read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.measure import Timer, child_main
+
+API_HEADERS = {"x-api-key": "sk-ant-emulator-key", "anthropic-version": "2023-06-01"}
+CHUNK = 1 << 20
+
+
+def _base_url() -> str:
+    return str(json.loads(os.environ["AIRFLOW_CONN_ANTHROPIC_DEFAULT"])["host"])
+
+
+def _result(timer: Timer, **extra: Any) -> dict[str, Any]:
+    return {"wall": timer.wall, "cpu": timer.cpu, **extra}
+
+
+# -- memory floor -----------------------------------------------------------------------------------
+
+
+def import_airflow() -> dict[str, Any]:
+    """A bare ``import airflow`` process: the memory floor of any Airflow task process."""
+    timer = Timer()
+    with timer.measure():
+        import airflow  # noqa: F401
+    return _result(timer)
+
+
+# -- 1. results export ------------------------------------------------------------------------------
+
+
+def results_raw_copy(results_url: str, out_dir: str) -> dict[str, Any]:
+    """The floor: httpx streams the results URL's bytes into a local file, nothing else."""
+    import httpx
+
+    timer = Timer()
+    target = Path(out_dir) / "raw.jsonl"
+    with (
+        timer.measure(),
+        httpx.Client(headers=API_HEADERS, timeout=600) as client,
+        client.stream("GET", results_url) as response,
+        target.open("wb") as out,
+    ):
+        response.raise_for_status()
+        for chunk in response.iter_raw(CHUNK):
+            out.write(chunk)
+    return _result(timer, bytes=target.stat().st_size)
+
+
+def results_ours(batch_id: str, out_dir: str) -> dict[str, Any]:
+    """AnthropicBatchResultsToObjectStorageOperator.execute to a file:// destination."""
+    from airflow_provider_batches.transfers.results_to_object_storage import (
+        AnthropicBatchResultsToObjectStorageOperator,
+    )
+
+    operator = AnthropicBatchResultsToObjectStorageOperator(
+        task_id="export", batch_id=batch_id, destination=f"file://{out_dir}/ours/", overwrite=True
+    )
+    timer = Timer()
+    with timer.measure():
+        manifest = operator.execute({})  # type: ignore[arg-type]  # no outlets: the context is not read
+    return _result(timer, bytes=manifest["bytes"], results=manifest["results"], counts=manifest["counts"])
+
+
+def results_vendor(batch_id: str, out_dir: str) -> dict[str, Any]:
+    """The vendor provider: its hook's ``stream_batch_results``, each result written as a JSON line."""
+    from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
+
+    timer = Timer()
+    target = Path(out_dir) / "vendor.jsonl"
+    results = 0
+    with timer.measure(), target.open("wb") as out:
+        for result in AnthropicHook().stream_batch_results(batch_id):
+            out.write(result.model_dump_json().encode() + b"\n")
+            results += 1
+    return _result(timer, bytes=target.stat().st_size, results=results)
+
+
+# -- 2. batch creation ------------------------------------------------------------------------------
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as source:
+        while chunk := source.read(CHUNK):
+            yield chunk
+
+
+def create_raw_upload(body_path: str) -> dict[str, Any]:
+    """The floor: httpx streams the finished request body from disk (no validation, no encoding)."""
+    import httpx
+
+    timer = Timer()
+    with timer.measure(), httpx.Client(headers=API_HEADERS, timeout=600) as client:
+        response = client.post(
+            f"{_base_url()}/v1/messages/batches",
+            content=_file_chunks(Path(body_path)),
+            headers={"content-type": "application/json"},
+        )
+        response.raise_for_status()
+    return _result(timer, batches=1, requests=response.json()["request_counts"]["processing"])
+
+
+def create_ours(requests_path: str) -> dict[str, Any]:
+    """What the create operator does: validate and plan the job, then stream each batch's body."""
+    from airflow_provider_batches.hooks.anthropic import AnthropicHook
+    from airflow_provider_batches.requests import RequestSource, prepare_job
+
+    timer = Timer()
+    prepare = Timer()
+    hook = AnthropicHook()
+    with timer.measure():
+        with prepare.measure():
+            job = prepare_job(RequestSource(requests_path=requests_path))
+        batches = [hook.create_batch(job.body(batch_slice)) for batch_slice in job.slices]
+    hook.close()
+    requests = sum(batch.request_counts.total for batch in batches)
+    return _result(timer, batches=len(batches), requests=requests, validate_wall=prepare.wall)
+
+
+def create_vendor(requests_path: str) -> dict[str, Any]:
+    """The vendor provider: the request list loaded from the file, then ``create_batch``."""
+    from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
+
+    timer = Timer()
+    with timer.measure():
+        with open(requests_path, "rb") as source:
+            requests = [json.loads(line) for line in source if line.strip()]
+        batch = AnthropicHook().create_batch(requests)
+    return _result(timer, batches=1, requests=batch.request_counts.processing)
+
+
+# -- 3. waiting -------------------------------------------------------------------------------------
+
+
+async def _drive(triggers: list[Any], seconds: float) -> tuple[int, int]:
+    """Run every trigger's ``run()`` concurrently for ``seconds``; returns (events, crashed)."""
+    events = crashed = 0
+
+    async def consume(trigger: Any) -> None:
+        nonlocal events
+        async for _event in trigger.run():
+            events += 1
+
+    tasks = [asyncio.create_task(consume(trigger)) for trigger in triggers]
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        if task.done() and task.exception() is not None:
+            crashed += 1
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return events, crashed
+
+
+def wait_ours(batch_ids: list[str], seconds: float, interval: float) -> dict[str, Any]:
+    """``AnthropicBatchTrigger`` per batch, polling every ``interval`` s (no back-off: cap = interval)."""
+    from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
+
+    triggers = [
+        AnthropicBatchTrigger(
+            batch_ids=[batch_id],
+            deadline=time.time() + 24 * 3600,
+            poll_interval=interval,
+            max_poll_interval=interval,
+        )
+        for batch_id in batch_ids
+    ]
+    timer = Timer()
+    with timer.measure():
+        events, crashed = asyncio.run(_drive(triggers, seconds))
+    return _result(timer, events=events, crashed=crashed)
+
+
+def wait_ours_shared_ssl(batch_ids: list[str], seconds: float, interval: float) -> dict[str, Any]:
+    """``wait_ours`` with one process-wide SSL context for every hook's client (a proposed hook change).
+
+    httpx builds a fresh ``ssl.SSLContext`` (loading the CA bundle: ~30 ms CPU, ~1 MiB) for each client
+    it creates, even for http:// URLs; each trigger has its own client. This variant measures what
+    sharing one context would give. Benchmark-only: the shipped hook is not changed by it.
+    """
+    import ssl
+
+    import httpx
+
+    from airflow_provider_batches.hooks.anthropic import AnthropicHook
+
+    context = ssl.create_default_context()
+
+    async def aget_conn(self: AnthropicHook) -> httpx.AsyncClient:
+        if self._async_client is None:
+            settings = await self.aget_settings()
+            self._async_client = httpx.AsyncClient(
+                timeout=settings.httpx_timeout(), transport=self._async_transport, verify=context
+            )
+        return self._async_client
+
+    AnthropicHook.aget_conn = aget_conn  # type: ignore[method-assign]
+    return wait_ours(batch_ids, seconds, interval)
+
+
+def wait_vendor(batch_ids: list[str], seconds: float, interval: float) -> dict[str, Any]:
+    """The vendor's ``AnthropicBatchTrigger`` per batch (it polls with the sync SDK in threads)."""
+    from airflow.providers.anthropic.triggers.batch import AnthropicBatchTrigger
+
+    triggers = [
+        AnthropicBatchTrigger(
+            conn_id="anthropic_default",
+            batch_id=batch_id,
+            poll_interval=interval,
+            end_time=time.time() + 24 * 3600,
+        )
+        for batch_id in batch_ids
+    ]
+    timer = Timer()
+    with timer.measure():
+        events, crashed = asyncio.run(_drive(triggers, seconds))
+    return _result(timer, events=events, crashed=crashed)
+
+
+# -- 4. token counting ------------------------------------------------------------------------------
+
+
+def count_ours(requests_path: str) -> dict[str, Any]:
+    """``AnthropicCountTokensOperator(requests_path=...).execute``."""
+    from airflow_provider_batches.operators.tokens import AnthropicCountTokensOperator
+
+    operator = AnthropicCountTokensOperator(task_id="count", requests_path=requests_path)
+    timer = Timer()
+    with timer.measure():
+        summary = operator.execute({})  # type: ignore[arg-type]
+    return _result(timer, requests=summary["request_count"], input_tokens=summary["input_tokens"])
+
+
+def count_vendor(requests_path: str) -> dict[str, Any]:
+    """The vendor hook's ``count_tokens`` for each request in turn (it has no counting operator)."""
+    from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
+
+    hook = AnthropicHook()
+    counted = tokens = failures = 0
+    timer = Timer()
+    with timer.measure(), open(requests_path, "rb") as source:
+        for line in source:
+            params = json.loads(line)["params"]
+            try:
+                tokens += hook.count_tokens(
+                    params["messages"], model=params["model"], system=params.get("system")
+                )
+                counted += 1
+            except Exception:
+                failures += 1
+    return _result(timer, requests=counted, input_tokens=tokens, failures=failures)
+
+
+VARIANTS = {
+    name: function
+    for name, function in globals().items()
+    if callable(function)
+    and getattr(function, "__module__", None) == __name__
+    and not name.startswith("_")
+    and name not in ("child_main",)
+}
+
+if __name__ == "__main__":
+    child_main(VARIANTS)
