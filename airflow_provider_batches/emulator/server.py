@@ -53,6 +53,9 @@ class NotifyingServer(uvicorn.Server):
             self._on_started()
 
 
+KEEP_ALIVE_SECONDS = 75
+
+
 def uvicorn_config(
     state: EmulatorState, *, log_level: str = "warning", access_log: bool = False
 ) -> uvicorn.Config:
@@ -62,6 +65,9 @@ def uvicorn_config(
         log_level=log_level,
         access_log=access_log,
         timeout_graceful_shutdown=2,
+        # Idle connections stay open as long as a typical API front end keeps them (not uvicorn's 5 s),
+        # so that pollers reuse them as they would against the real API.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 

@@ -112,7 +112,7 @@ async def test_poll_interval_backs_off_toward_the_cap(
     )
 
     assert (await first_event(trigger))["status"] == "success"
-    assert sleeps == [2, 3, 4, 4]
+    assert sleeps == pytest.approx([2, 3, 4, 4], abs=0.1)  # less the time each round took
 
 
 async def test_deadline_passed_sends_a_timeout_event(
