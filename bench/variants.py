@@ -182,33 +182,6 @@ def wait_ours(batch_ids: list[str], seconds: float, interval: float) -> dict[str
     return _result(timer, events=events, crashed=crashed)
 
 
-def wait_ours_shared_ssl(batch_ids: list[str], seconds: float, interval: float) -> dict[str, Any]:
-    """``wait_ours`` with one process-wide SSL context for every hook's client (a proposed hook change).
-
-    httpx builds a fresh ``ssl.SSLContext`` (loading the CA bundle: ~30 ms CPU, ~1 MiB) for each client
-    it creates, even for http:// URLs; each trigger has its own client. This variant measures what
-    sharing one context would give. Benchmark-only: the shipped hook is not changed by it.
-    """
-    import ssl
-
-    import httpx
-
-    from airflow_provider_batches.hooks.anthropic import AnthropicHook
-
-    context = ssl.create_default_context()
-
-    async def aget_conn(self: AnthropicHook) -> httpx.AsyncClient:
-        if self._async_client is None:
-            settings = await self.aget_settings()
-            self._async_client = httpx.AsyncClient(
-                timeout=settings.httpx_timeout(), transport=self._async_transport, verify=context
-            )
-        return self._async_client
-
-    AnthropicHook.aget_conn = aget_conn  # type: ignore[method-assign]
-    return wait_ours(batch_ids, seconds, interval)
-
-
 def wait_vendor(batch_ids: list[str], seconds: float, interval: float) -> dict[str, Any]:
     """The vendor's ``AnthropicBatchTrigger`` per batch (it polls with the sync SDK in threads)."""
     from airflow.providers.anthropic.triggers.batch import AnthropicBatchTrigger

@@ -27,6 +27,7 @@ from airflow_provider_batches.errors import AnthropicBatchesError, APIConnection
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.transfers._publish import StagedFile, Staging, remove_if_exists, uri_of
+from airflow_provider_batches.transfers._threads import prefetched
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
@@ -416,7 +417,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         self, ledger: BatchLedger, route: Callable[[str], StagedFile], progress: TransferProgress
     ) -> None:
         splitter = LineSplitter()
-        for chunk in self.hook.iter_results_bytes(ledger.batch, chunk_size=CHUNK_SIZE):
+        for chunk in prefetched(self.hook.iter_results_bytes(ledger.batch, chunk_size=CHUNK_SIZE)):
             written = _write_lines(splitter.feed(chunk), ledger, route)
             progress.advance(len(chunk), written, ledger.batch.id)
         progress.advance(0, _write_lines(splitter.flush(), ledger, route), ledger.batch.id)
