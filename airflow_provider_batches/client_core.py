@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import BaseModel
 
 from airflow_provider_batches.errors import (
     AnthropicAPIError,
@@ -33,6 +34,7 @@ from airflow_provider_batches.models import MessageBatch, MessageBatchPage
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
@@ -52,6 +54,9 @@ NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
 #: How far back (clock skew, listing lag) a lost create's batch is looked for.
 CREATE_LOOKBACK = timedelta(minutes=2)
 CREATE_LOOKUP_PAGES = 5
+#: Slack on the API-clock window of a lost create's lookup: the ``Date`` header's one-second
+#: resolution, and clock steps between the create and the lookup.
+SERVER_CLOCK_MARGIN = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -268,9 +273,10 @@ def request_plan(
         _raise_for_status(response)
 
 
-def json_plan(settings: ClientSettings, call: Call) -> Plan[Any]:
+def model_plan(settings: ClientSettings, call: Call, model: type[M]) -> Plan[M]:
+    """Send ``call`` and parse its answer straight from the bytes into ``model``."""
     response = yield from request_plan(settings, call)
-    return response.json()
+    return model.model_validate_json(response.content)
 
 
 # -- Batches --------------------------------------------------------------------------------------
@@ -295,6 +301,21 @@ def list_page_plan(
     after_id: str | None = None,
     betas: Sequence[str] | None = None,
 ) -> Plan[MessageBatchPage]:
+    page, _ = yield from _dated_list_page_plan(
+        settings, limit=limit, before_id=before_id, after_id=after_id, betas=betas
+    )
+    return page
+
+
+def _dated_list_page_plan(
+    settings: ClientSettings,
+    *,
+    limit: int,
+    before_id: str | None = None,
+    after_id: str | None = None,
+    betas: Sequence[str] | None = None,
+) -> Plan[tuple[MessageBatchPage, datetime | None]]:
+    """One page, and the API's clock when it answered (its ``Date`` header), when it says."""
     if not 1 <= limit <= 1000:
         raise ValueError(f"limit must be between 1 and 1000, got {limit}")
     params: dict[str, str | int] = {"limit": limit}
@@ -302,8 +323,19 @@ def list_page_plan(
         params["before_id"] = before_id
     if after_id:
         params["after_id"] = after_id
-    payload = yield from json_plan(settings, Call("GET", batches_path(), params=params, betas=betas))
-    return MessageBatchPage.model_validate(payload)
+    response = yield from request_plan(settings, Call("GET", batches_path(), params=params, betas=betas))
+    return MessageBatchPage.model_validate(response.json()), _server_date(response)
+
+
+def _server_date(response: httpx.Response) -> datetime | None:
+    value = response.headers.get("date")
+    try:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
+    if parsed is None or parsed.tzinfo is None:
+        return None
+    return parsed
 
 
 def create_batch_plan(
@@ -333,6 +365,8 @@ def create_batch_plan(
                 created_after=started_at - CREATE_LOOKBACK,
                 request_count=request_count,
                 betas=call.betas,
+                sent_at=started_at,
+                now=now,
             )
             if candidates:
                 break
@@ -360,12 +394,24 @@ def find_recent_batches_plan(
     request_count: int | None = None,
     betas: Sequence[str] | None = None,
     max_pages: int = CREATE_LOOKUP_PAGES,
+    sent_at: datetime | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> Plan[list[MessageBatch]]:
-    """Batches created after ``created_after`` (newest first), optionally of a given size."""
+    """Batches created after ``created_after`` (newest first), optionally of a given size.
+
+    With ``sent_at`` (our clock's time of the create being looked for), the window is narrowed to
+    what the API's own clock (its ``Date`` header) says is since then, so that an earlier batch of
+    the same size (the previous run of the same job) is not taken for the lost one.
+    """
     found: list[MessageBatch] = []
     after_id: str | None = None
     for _ in range(max_pages):
-        page = yield from list_page_plan(settings, limit=100, after_id=after_id, betas=betas)
+        page, server_now = yield from _dated_list_page_plan(
+            settings, limit=100, after_id=after_id, betas=betas
+        )
+        if sent_at is not None and server_now is not None and after_id is None:
+            elapsed = now() - sent_at
+            created_after = max(created_after, server_now - elapsed - SERVER_CLOCK_MARGIN)
         for batch in page.data:
             if batch.created_at < created_after:
                 return found

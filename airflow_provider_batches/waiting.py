@@ -145,7 +145,7 @@ def wait_plan(
         if remaining <= 0:
             waiting = ", ".join(batch_id for batch_id in ids if batch_id not in ended)
             return WaitEvent("timeout", ids, f"batch(es) {waiting} had not ended by the deadline", ended)
-        log.info("%d of %d batch(es) ended; next poll in %.0f s", len(ended), len(ids), interval)
+        log.debug("%d of %d batch(es) ended; next poll in %.0f s", len(ended), len(ids), interval)
         # Polls keep their rhythm: the time the round took comes off the wait.
         yield Sleep(max(0.0, min(interval - (time.monotonic() - round_started), remaining)))
         interval = next_interval(interval, max_poll_interval)

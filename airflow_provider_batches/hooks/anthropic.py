@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import httpx
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
+from pydantic import BaseModel
 
 from airflow_provider_batches.client_core import (
     DEFAULT_ANTHROPIC_VERSION,
@@ -27,8 +28,8 @@ from airflow_provider_batches.client_core import (
     batches_path,
     check_results_url,
     create_batch_plan,
-    json_plan,
     list_page_plan,
+    model_plan,
     request_plan,
     run_async,
     run_sync,
@@ -49,6 +50,7 @@ from airflow_provider_batches.models import (
 )
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 PlanFactory = Callable[[ClientSettings], Plan[T]]
 
 #: Params that count_tokens accepts; the others (max_tokens, temperature...) do not change the count.
@@ -238,22 +240,19 @@ class AnthropicHook(BaseHook):
 
     def create_message(self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None) -> Message:
         """``POST /v1/messages``: one synchronous (full price) message."""
-        return Message.model_validate(
-            self._run(_json(Call("POST", "/v1/messages", json_body=params, betas=betas)))
-        )
+        return self._run(_parsed(Message, Call("POST", "/v1/messages", json_body=params, betas=betas)))
 
     async def acreate_message(
         self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None
     ) -> Message:
-        payload = await self._arun(_json(Call("POST", "/v1/messages", json_body=params, betas=betas)))
-        return Message.model_validate(payload)
+        return await self._arun(_parsed(Message, Call("POST", "/v1/messages", json_body=params, betas=betas)))
 
     def count_tokens(self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None) -> int:
         """``POST /v1/messages/count_tokens``: input tokens of one request (free; other params dropped)."""
-        return TokenCount.model_validate(self._run(_count_tokens_call(params, betas))).input_tokens
+        return self._run(_count_tokens_call(params, betas)).input_tokens
 
     async def acount_tokens(self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None) -> int:
-        return TokenCount.model_validate(await self._arun(_count_tokens_call(params, betas))).input_tokens
+        return (await self._arun(_count_tokens_call(params, betas))).input_tokens
 
     # -- batches ----------------------------------------------------------------------------------
 
@@ -276,11 +275,10 @@ class AnthropicHook(BaseHook):
 
     def get_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         """``GET /v1/messages/batches/{id}``: idempotent, meant for polling."""
-        return MessageBatch.model_validate(self._run(_json(Call("GET", batches_path(batch_id), betas=betas))))
+        return self._run(_parsed(MessageBatch, Call("GET", batches_path(batch_id), betas=betas)))
 
     async def aget_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
-        payload = await self._arun(_json(Call("GET", batches_path(batch_id), betas=betas)))
-        return MessageBatch.model_validate(payload)
+        return await self._arun(_parsed(MessageBatch, Call("GET", batches_path(batch_id), betas=betas)))
 
     def list_batches(
         self,
@@ -333,23 +331,23 @@ class AnthropicHook(BaseHook):
 
     def cancel_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         """``POST /v1/messages/batches/{id}/cancel``: the batch moves to ``canceling``."""
-        payload = self._run(_json(Call("POST", batches_path(batch_id, "cancel"), betas=betas)))
-        return MessageBatch.model_validate(payload)
+        return self._run(_parsed(MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas)))
 
     async def acancel_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
-        payload = await self._arun(_json(Call("POST", batches_path(batch_id, "cancel"), betas=betas)))
-        return MessageBatch.model_validate(payload)
+        return await self._arun(
+            _parsed(MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas))
+        )
 
     def delete_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> DeletedMessageBatch:
         """``DELETE /v1/messages/batches/{id}``: only once the batch has ended."""
-        payload = self._run(_json(Call("DELETE", batches_path(batch_id), betas=betas)))
-        return DeletedMessageBatch.model_validate(payload)
+        return self._run(_parsed(DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas)))
 
     async def adelete_batch(
         self, batch_id: str, *, betas: Sequence[str] | None = None
     ) -> DeletedMessageBatch:
-        payload = await self._arun(_json(Call("DELETE", batches_path(batch_id), betas=betas)))
-        return DeletedMessageBatch.model_validate(payload)
+        return await self._arun(
+            _parsed(DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
+        )
 
     # -- results ----------------------------------------------------------------------------------
 
@@ -417,13 +415,13 @@ class AnthropicHook(BaseHook):
 # -- plan factories shared by the sync and async methods -----------------------------------------
 
 
-def _json(call: Call) -> PlanFactory[Any]:
-    return partial(json_plan, call=call)
+def _parsed(model: type[M], call: Call) -> PlanFactory[M]:
+    return partial(model_plan, model=model, call=call)
 
 
-def _count_tokens_call(params: Mapping[str, Any], betas: Sequence[str] | None) -> PlanFactory[Any]:
+def _count_tokens_call(params: Mapping[str, Any], betas: Sequence[str] | None) -> PlanFactory[TokenCount]:
     body = {key: value for key, value in params.items() if key in COUNTED_PARAMS}
-    return _json(Call("POST", "/v1/messages/count_tokens", json_body=body, betas=betas))
+    return _parsed(TokenCount, Call("POST", "/v1/messages/count_tokens", json_body=body, betas=betas))
 
 
 def _create_batch(

@@ -414,7 +414,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         latest = intent + timedelta(seconds=call_budget + settings.max_retry_wait) + CREATE_LOOKBACK
         recent = run_sync(
             find_recent_batches_plan(
-                settings, created_after=intent - CREATE_LOOKBACK, request_count=entry.count
+                settings, created_after=intent - CREATE_LOOKBACK, request_count=entry.count, sent_at=intent
             ),
             self.hook.get_conn(),
         )
