@@ -292,6 +292,9 @@ class PreparedJob:
     fingerprint: str
     slices: list[BatchSlice]
     requests_per_model: dict[str, int]
+    #: One byte per request: 1 where the body needs it re-encoded (model filled in, inline request),
+    #: 0 where a file line is sent as it is, without parsing it again.
+    reencoded: bytes = b""
 
     def body(self, batch_slice: BatchSlice) -> BatchBody:
         """The create body of one batch, streamed from the source again on every attempt."""
@@ -307,13 +310,16 @@ class PreparedJob:
                 continue
             if position >= end:
                 break
-            checked = checker.check(line)
-            if checked is None:
+            if line.raw is not None and not self.reencoded[position]:
+                encoded = line.raw  # validated in the first pass; the digest below proves it unchanged
+            elif (checked := checker.check(line)) is not None:
+                encoded = checked.encoded
+            else:
                 raise checker.error(self.source)
-            digest.update(checked.encoded)
+            digest.update(encoded)
             if position > batch_slice.start:
                 buffer += b","
-            buffer += checked.encoded
+            buffer += encoded
             if len(buffer) >= BODY_CHUNK_BYTES:
                 yield bytes(buffer)
                 buffer.clear()
@@ -342,9 +348,9 @@ def prepare_job(
     if not _ENVELOPE_BYTES < max_bytes <= MAX_BATCH_BYTES:
         raise RequestValidationError(f"max_bytes_per_batch must be at most {MAX_BATCH_BYTES}")
     checker = RequestChecker(source.model)
-    job_digest = hashlib.sha256()
     models: Counter[str] = Counter()
     planner = _SlicePlanner(max_requests, max_bytes)
+    reencoded = bytearray()
     for line in source.iter_lines():
         checked = checker.check(line)
         if checked is None or checker.problem_count:
@@ -356,14 +362,19 @@ def prepare_job(
                 f"is {len(checked.encoded):,} bytes, over the {max_bytes:,}-byte batch limit",
             )
             continue
-        job_digest.update(checked.encoded + b"\n")
         models[checked.request["params"]["model"]] += 1
         planner.add(checked.encoded)
+        reencoded.append(checked.encoded is not line.raw)
     if checker.problem_count:
         raise checker.error(source)
     if planner.total == 0:
         raise RequestValidationError(f"no requests in {source.describe()}: the input is empty")
-    return PreparedJob(source, planner.total, job_digest.hexdigest(), planner.finish(), dict(models))
+    slices = planner.finish()
+    # The job's fingerprint covers every byte sent and how it is split, hashing the input only once.
+    fingerprint = hashlib.sha256(
+        "\n".join(f"{s.start}:{s.count}:{s.size}:{s.sha256}" for s in slices).encode()
+    ).hexdigest()
+    return PreparedJob(source, planner.total, fingerprint, slices, dict(models), bytes(reencoded))
 
 
 class _SlicePlanner:

@@ -210,3 +210,12 @@ def test_iter_requests_streams_validated_requests(tmp_path: Path) -> None:
     assert [r["params"]["model"] for r in RequestSource(requests_path=path, model="m").iter_requests()] == [
         "m"
     ]
+
+
+def test_a_file_mixing_own_and_default_models_sends_each_line_right(tmp_path: Path) -> None:
+    own = json.dumps(request("a", model="own")).replace(",", ", ")  # not compact: sent byte for byte
+    path = write_jsonl(tmp_path / "r.jsonl", [own, request("b", model=None), own.replace('"a"', '"c"')])
+    job = prepare_job(RequestSource(requests_path=path, model="dflt"))
+    body = b"".join(job.body(job.slices[0]).chunks())
+    assert body.startswith(b'{"requests":[' + own.encode() + b",")
+    assert [r["params"]["model"] for r in json.loads(body)["requests"]] == ["own", "dflt", "own"]
