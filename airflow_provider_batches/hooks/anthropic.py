@@ -352,7 +352,11 @@ class AnthropicHook(BaseHook):
     # -- results ----------------------------------------------------------------------------------
 
     def iter_results_bytes(
-        self, batch: MessageBatch | str, *, chunk_size: int = 1 << 16, betas: Sequence[str] | None = None
+        self,
+        batch: MessageBatch | str,
+        *,
+        chunk_size: int | None = 1 << 16,
+        betas: Sequence[str] | None = None,
     ) -> Iterator[bytes]:
         """The raw JSONL bytes from the batch's ``results_url``, streamed: for copying without parsing."""
         if isinstance(batch, str):
@@ -366,7 +370,11 @@ class AnthropicHook(BaseHook):
             response.close()
 
     async def aiter_results_bytes(
-        self, batch: MessageBatch | str, *, chunk_size: int = 1 << 16, betas: Sequence[str] | None = None
+        self,
+        batch: MessageBatch | str,
+        *,
+        chunk_size: int | None = 1 << 16,
+        betas: Sequence[str] | None = None,
     ) -> AsyncIterator[bytes]:
         if isinstance(batch, str):
             batch = await self.aget_batch(batch, betas=betas)

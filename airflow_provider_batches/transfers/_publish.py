@@ -43,7 +43,7 @@ class _HashingSink:
         self.sha256 = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         self.sha256.update(data)
         self.size += len(data)
         self.raw.write(data)
@@ -80,7 +80,7 @@ class StagedFile:
     def sha256(self) -> str:
         return self._sink.sha256.hexdigest()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._writer.write(data)
 
     def close(self) -> None:

@@ -63,10 +63,10 @@ class BackgroundWriter:
     """Calls ``write`` with each chunk in a background thread; the first error is raised to the caller."""
 
     def __init__(
-        self, write: Callable[[bytes], Any], *, depth: int = 8, name: str = "results-writer"
+        self, write: Callable[[bytes | memoryview], Any], *, depth: int = 8, name: str = "results-writer"
     ) -> None:
         self._write = write
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._chunks: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -79,7 +79,7 @@ class BackgroundWriter:
                 except BaseException as exc:
                     self._error = exc
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         self._raise_error()
         self._chunks.put(chunk)
 

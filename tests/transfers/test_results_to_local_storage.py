@@ -13,6 +13,7 @@ from airflow.sdk import Asset, Context, ObjectStoragePath
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from airflow_provider_batches.errors import APIConnectionError, BatchNotReadyError
+from airflow_provider_batches.transfers import results_to_object_storage as transfer_module
 from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
     DestinationConflictError,
@@ -115,6 +116,23 @@ def test_normalizes_crlf_and_blank_lines_to_plain_jsonl(
     api.add_batch("msgbatch_a", lines, body=body)
     make_operator(api, batch_id="msgbatch_a", destination=local_destination).execute(NO_CONTEXT)
     assert (local(local_destination) / "msgbatch_a.jsonl").read_bytes() == jsonl(lines)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 1 << 20])
+def test_lines_split_across_chunks_are_verified_and_written_exactly(
+    api: FakeBatchesAPI,
+    local_destination: ObjectStoragePath,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk_size: int,
+) -> None:
+    monkeypatch.setattr(transfer_module, "CHUNK_SIZE", chunk_size)
+    lines = [result_line(f"a-{i}", kind) for i, kind in enumerate(["succeeded", "errored"] * 3)]
+    encoded = [json.dumps(line).encode() for line in lines]
+    body = encoded[0] + b"\r\n" + b"\n".join(encoded[1:4]) + b"\n\n  \n" + b"\n".join(encoded[4:])
+    api.add_batch("msgbatch_a", lines, body=body)
+    manifest = make_operator(api, batch_id="msgbatch_a", destination=local_destination).execute(NO_CONTEXT)
+    assert (local(local_destination) / "msgbatch_a.jsonl").read_bytes() == jsonl(lines)
+    assert manifest["counts"]["errored"] == 3
 
 
 def test_an_empty_batch_gives_an_empty_file(
