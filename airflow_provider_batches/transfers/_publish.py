@@ -20,8 +20,6 @@ from typing import IO, Any
 from airflow.sdk import ObjectStoragePath
 from fsspec.spec import AbstractBufferedFile
 
-from airflow_provider_batches.transfers._threads import BackgroundWriter
-
 log = logging.getLogger(__name__)
 
 #: Upload part size: s3fs buffers one part per open file, so this bounds memory per file (S3 minimum: 5 MiB).
@@ -67,8 +65,6 @@ class StagedFile:
             if gzip_level is not None
             else self._sink
         )
-        # Compressing, hashing and storing run beside the verification, not after it.
-        self._writer = BackgroundWriter(self._out.write, name=f"write-{name}")
         self.is_open = True
 
     @property
@@ -81,11 +77,10 @@ class StagedFile:
         return self._sink.sha256.hexdigest()
 
     def write(self, data: bytes | memoryview) -> None:
-        self._writer.write(data)
+        self._out.write(data)
 
     def close(self) -> None:
         """Finish the staged object (an S3 multipart upload is completed here, at the staging path)."""
-        self._writer.finish()
         if isinstance(self._out, gzip.GzipFile):
             self._out.close()
         self._raw.close()
@@ -96,7 +91,6 @@ class StagedFile:
         if not self.is_open:
             return
         self.is_open = False
-        self._writer.stop()
         if isinstance(self._raw, AbstractBufferedFile):
             try:
                 self._raw.discard()  # S3: abort the multipart upload; GCS: cancel the resumable upload

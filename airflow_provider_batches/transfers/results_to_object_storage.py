@@ -26,7 +26,6 @@ from airflow_provider_batches.errors import AnthropicBatchesError, APIConnection
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.transfers._publish import StagedFile, Staging, remove_if_exists, uri_of
-from airflow_provider_batches.transfers._threads import prefetched
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
@@ -454,7 +453,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         self, ledger: BatchLedger, route: Callable[[str], StagedFile], progress: TransferProgress
     ) -> None:
         carry = b""  # the incomplete last line of the previous chunk
-        for chunk in prefetched(self.hook.iter_results_bytes(ledger.batch, chunk_size=CHUNK_SIZE)):
+        for chunk in self.hook.iter_results_bytes(ledger.batch, chunk_size=CHUNK_SIZE):
             last = chunk.rfind(b"\n")
             if last < 0:
                 carry += chunk
