@@ -99,8 +99,12 @@ def test_twenty_fault_injected_runs_publish_identical_files_with_one_batch_each(
     requests = write_requests(tmp_path / "requests.jsonl", REQUESTS)
     outputs = []
     seen_batches: set[str] = set()
+    # Exactly one results stream in five is cut (runs 0, 5, 10, 15), not a seeded share of them.
+    faulty_emulator.admin.set_config(cut_results_fraction=0.0)
     for run in range(20):
         destination = tmp_path / "out" / f"run-{run}"
+        if run % 5 == 0:
+            faulty_emulator.admin.set_config(next_faults=["cut"])
         before = batches_created(faulty_emulator)
         outcome = run_pipeline(env, faulty_emulator, requests, destination)
         check_run(outcome, faulty_emulator, destination, before)
@@ -110,6 +114,7 @@ def test_twenty_fault_injected_runs_publish_identical_files_with_one_batch_each(
         outputs.append(published(destination))
     stats = faulty_emulator.admin.stats()
     record_faults(stats)
+    assert stats["faults_injected"].get("cut") == 4  # one results stream in five
     assert all(output == outputs[0] for output in outputs), "the published files differ between runs"
     assert set(outputs[0]) == {"succeeded.jsonl", "errored.jsonl", "canceled.jsonl", "expired.jsonl"}
     assert sum(stats["batches_created"].values()) == 20
