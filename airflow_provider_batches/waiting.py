@@ -105,10 +105,8 @@ def poll_round(
         elif outcome.is_ended:
             ended[batch_id] = outcome.request_counts.as_dict()
             log.info("Batch %s has ended: %s", batch_id, ended[batch_id])
-        else:
-            log.info(
-                "Batch %s is %s: %s", batch_id, outcome.processing_status, outcome.request_counts.as_dict()
-            )
+        else:  # debug: a triggerer runs hundreds of these every few seconds
+            log.debug("Batch %s is %s", batch_id, outcome.processing_status)
     return ended, failures
 
 
@@ -126,6 +124,12 @@ def wait_plan(
     ended: dict[str, dict[str, int]] = {}
     interval = poll_interval
     failed_rounds = 0
+    log.info(
+        "Waiting for %d batch(es) to end: polling every %.0f s, backing off to %.0f s",
+        len(ids),
+        poll_interval,
+        max_poll_interval,
+    )
     while True:
         round_started = time.monotonic()
         pending = [batch_id for batch_id in ids if batch_id not in ended]
