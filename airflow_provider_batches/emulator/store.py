@@ -170,11 +170,16 @@ class BatchStore:
     def get(self, owner: str, batch_id: str, now: float) -> BatchRecord:
         """The batch, brought up to date with the clock; 404 for unknown ids and other keys' batches."""
         with self._lock:
-            record = self._records.get(batch_id)
-            if record is None or record.owner != owner:
-                raise not_found(f"message_batch_id: no batch with id '{batch_id}'")
+            record = self._owned(owner, batch_id)
             self._refresh(record, now)
             return record
+
+    def _owned(self, owner: str, batch_id: str) -> BatchRecord:
+        """The batch if ``owner`` (an API key) created it; 404 otherwise, as for an unknown id."""
+        record = self._records.get(batch_id)
+        if record is None or record.owner != owner:
+            raise not_found(f"message_batch_id: no batch with id '{batch_id}'")
+        return record
 
     def _refresh(self, record: BatchRecord, now: float) -> None:
         """Apply whatever the clock says has happened (end, archive) since the last access."""
@@ -194,9 +199,7 @@ class BatchStore:
     def cancel(self, owner: str, batch_id: str, now: float) -> BatchRecord:
         """Start canceling; 400 once the batch has ended. Canceling twice is harmless."""
         with self._lock:
-            record = self._records.get(batch_id)
-            if record is None or record.owner != owner:
-                raise not_found(f"message_batch_id: no batch with id '{batch_id}'")
+            record = self._owned(owner, batch_id)
             if record.processing_seconds > 0 or record.cancel_initiated_at is not None:
                 self._refresh(record, now)  # instant clock: a cancel is not a read, so it does not end it
             if record.ended_at is not None:
@@ -209,9 +212,7 @@ class BatchStore:
     def delete(self, owner: str, batch_id: str, now: float) -> None:
         """Forget an ended batch and its files; 400 while it is still processing."""
         with self._lock:
-            record = self._records.get(batch_id)
-            if record is None or record.owner != owner:
-                raise not_found(f"message_batch_id: no batch with id '{batch_id}'")
+            record = self._owned(owner, batch_id)
             self._refresh(record, now)
             if record.ended_at is None:
                 raise invalid_request(
@@ -258,9 +259,7 @@ class BatchStore:
     ) -> concurrent.futures.Future[Path]:
         """A future for the results file of an ended, unarchived batch (answers the open points by config)."""
         with self._lock:
-            record = self._records.get(batch_id)
-            if record is None or record.owner != owner:
-                raise not_found(f"message_batch_id: no batch with id '{batch_id}'")
+            record = self._owned(owner, batch_id)
             self._refresh(record, now)
             if record.ended_at is None:
                 status = config.results_before_end_status

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from functools import cache, partial
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from airflow_provider_batches.client_core import (
     batches_path,
     check_results_url,
     create_batch_plan,
+    find_recent_batches_plan,
     list_page_plan,
     model_plan,
     request_plan,
@@ -347,6 +349,20 @@ class AnthropicHook(BaseHook):
     ) -> DeletedMessageBatch:
         return await self._arun(
             _parsed(DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
+        )
+
+    def find_recent_batches(
+        self, *, created_after: datetime, request_count: int | None = None, sent_at: datetime | None = None
+    ) -> list[MessageBatch]:
+        """Batches created after ``created_after`` (newest first), optionally of one size: what a lost
+        create may have made. ``sent_at`` narrows the look by the API's own clock."""
+        return self._run(
+            partial(
+                find_recent_batches_plan,
+                created_after=created_after,
+                request_count=request_count,
+                sent_at=sent_at,
+            )
         )
 
     # -- results ----------------------------------------------------------------------------------

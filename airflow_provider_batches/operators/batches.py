@@ -17,7 +17,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_batches._compat import AirflowSkipException, AirflowTaskTimeout, conf
 from airflow_provider_batches.batch_ids import normalize_batch_ids
-from airflow_provider_batches.client_core import CREATE_LOOKBACK, find_recent_batches_plan, run_sync
+from airflow_provider_batches.client_core import CREATE_LOOKBACK
 from airflow_provider_batches.errors import (
     BatchCreateUncertainError,
     BatchNotReadyError,
@@ -412,11 +412,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         settings = self.hook.get_settings()
         call_budget = (settings.timeout + settings.connect_timeout) * (settings.max_retries + 1)
         latest = intent + timedelta(seconds=call_budget + settings.max_retry_wait) + CREATE_LOOKBACK
-        recent = run_sync(
-            find_recent_batches_plan(
-                settings, created_after=intent - CREATE_LOOKBACK, request_count=entry.count, sent_at=intent
-            ),
-            self.hook.get_conn(),
+        recent = self.hook.find_recent_batches(
+            created_after=intent - CREATE_LOOKBACK, request_count=entry.count, sent_at=intent
         )
         candidates = [
             batch.id

@@ -39,10 +39,14 @@ def write_requests(path: Path, count: int, *, errored_every: int = 0) -> Path:
     return path
 
 
-def run_example(airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, conf: dict[str, Any]) -> Any:
-    run = airflow_env.dags_test(
+def start_example(airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, conf: dict[str, Any]) -> Any:
+    return airflow_env.dags_test(
         dag_id, EXAMPLES / f"{dag_id}.py", conf=conf, AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(emulator)
     )
+
+
+def run_example(airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, conf: dict[str, Any]) -> Any:
+    run = start_example(airflow_env, emulator, dag_id, conf)
     assert run.state == "success", run.output[-5000:]
     return run
 
@@ -75,12 +79,7 @@ def test_the_pipeline_budget_guard_stops_before_any_batch(
         "destination": f"file://{tmp_path}/out/",
         "max_cost_usd": 0,
     }
-    run = airflow_env.dags_test(
-        "anthropic_batch_pipeline",
-        EXAMPLES / "anthropic_batch_pipeline.py",
-        conf=conf,
-        AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(emulator),
-    )
+    run = start_example(airflow_env, emulator, "anthropic_batch_pipeline", conf)
     assert run.task_states()["count_tokens"] == "failed"
     assert "over max_cost_usd" in run.output
     assert emulator.admin.stats()["batches_created"] == {}
