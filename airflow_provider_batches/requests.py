@@ -20,8 +20,8 @@ from typing import IO, Any
 
 import msgspec
 
+from airflow_provider_batches.bodies import BatchBody
 from airflow_provider_batches.errors import RequestValidationError
-from airflow_provider_batches.hooks.anthropic import BatchBody
 
 MAX_REQUESTS_PER_BATCH = 100_000
 MAX_BATCH_BYTES = 256_000_000

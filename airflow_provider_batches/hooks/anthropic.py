@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cache, partial
 from typing import Any, TypeVar
@@ -18,6 +18,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from pydantic import BaseModel
 
+from airflow_provider_batches.bodies import BatchBody as BatchBody  # re-exported: its old home
 from airflow_provider_batches.client_core import (
     DEFAULT_ANTHROPIC_VERSION,
     DEFAULT_BASE_URL,
@@ -70,18 +71,6 @@ def shared_ssl_context() -> ssl.SSLContext:
     """One TLS context per process: building one loads the CA bundle (~30 ms CPU, ~1 MiB), and a
     triggerer runs hundreds of hooks, each with its own client, on one event loop."""
     return httpx.create_ssl_context()
-
-
-class BatchBody:
-    """A create-batch body streamed from chunks (``{"requests": [...]}`` already encoded).
-
-    ``chunks`` is called once per attempt, so a retried create streams the body again instead of
-    holding it in memory.
-    """
-
-    def __init__(self, chunks: Callable[[], Iterable[bytes]], request_count: int) -> None:
-        self.chunks = chunks
-        self.request_count = request_count
 
 
 def settings_from_connection(conn: Any, betas: Sequence[str] = ()) -> ClientSettings:
@@ -367,6 +356,13 @@ class AnthropicHook(BaseHook):
 
     # -- results ----------------------------------------------------------------------------------
 
+    @staticmethod
+    def check_results_ready(batches: Sequence[MessageBatch]) -> None:
+        """Raise :class:`BatchNotReadyError` naming every batch whose results cannot be downloaded."""
+        problems = [reason for batch in batches if (reason := results_not_ready_reason(batch))]
+        if problems:
+            raise BatchNotReadyError("; ".join(problems))
+
     def iter_results_bytes(
         self,
         batch: MessageBatch | str,
@@ -464,18 +460,25 @@ def _create_batch(
     return partial(create_batch_plan, call=call, request_count=count)
 
 
-def _results_call(batch: MessageBatch, betas: Sequence[str] | None) -> PlanFactory[httpx.Response]:
+def results_not_ready_reason(batch: MessageBatch) -> str | None:
+    """Why ``batch`` has no results to download (archived, or not ended), or None when it has."""
     if batch.archived_at is not None:
-        raise BatchNotReadyError(
-            f"batch {batch.id} was archived at {batch.archived_at:%Y-%m-%d %H:%M}Z; "
-            "its results are no longer available"
+        return (
+            f"batch {batch.id} was archived at {batch.archived_at:%Y-%m-%d %H:%M}Z and its results "
+            "are no longer available"
         )
     if not batch.is_ended or not batch.results_url:
-        raise BatchNotReadyError(
+        return (
             f"batch {batch.id} is {batch.processing_status}; results exist only once it has ended "
             "(wait with AnthropicBatchSensor or the create operator's wait_for_completion)"
         )
+    return None
+
+
+def _results_call(batch: MessageBatch, betas: Sequence[str] | None) -> PlanFactory[httpx.Response]:
+    AnthropicHook.check_results_ready([batch])
     results_url = batch.results_url
+    assert results_url is not None  # checked just above
 
     def plan(settings: ClientSettings) -> Plan[httpx.Response]:
         check_results_url(settings, results_url)
