@@ -30,6 +30,7 @@ from airflow_provider_batches.errors import (
     error_from_response,
 )
 from airflow_provider_batches.models import MessageBatch, MessageBatchPage
+from airflow_provider_batches.policy import RETRYABLE_STATUSES, is_retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 BATCHES_BETA = "message-batches-2024-09-24"
 USER_AGENT = "airflow-provider-batches"
 
-#: Statuses retried when the server does not say otherwise (x-should-retry), as the official SDKs do.
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
 #: Statuses after which a create may or may not have happened server-side.
 AMBIGUOUS_CREATE_STATUSES = frozenset({500, 502, 503, 504})
 #: Transport errors raised before a single byte of the request could reach the server.
@@ -155,8 +154,7 @@ def should_retry(response: httpx.Response) -> bool:
     override = str(response.headers.get("x-should-retry", "")).lower()
     if override in ("true", "false"):
         return override == "true"
-    status = int(response.status_code)
-    return status in RETRYABLE_STATUSES or status >= 500
+    return is_retryable_status(int(response.status_code))
 
 
 def server_retry_after(response: httpx.Response | None) -> float | None:
@@ -519,6 +517,7 @@ __all__ = [
     "BATCHES_BETA",
     "DEFAULT_ANTHROPIC_VERSION",
     "DEFAULT_BASE_URL",
+    "RETRYABLE_STATUSES",
     "AnthropicAPIError",
     "Call",
     "ClientSettings",

@@ -11,33 +11,42 @@ import asyncio
 import logging
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_batches.client_core import Sleep
-from airflow_provider_batches.errors import (
-    AnthropicAPIError,
-    APIConnectionError,
-    BatchWaitError,
-    NotFoundError,
-)
-from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.errors import BatchTimeoutError, BatchWaitError
+from airflow_provider_batches.models import COUNT_FIELDS, MessageBatch
+from airflow_provider_batches.policy import WAIT_STATUSES, WaitEvent, WaitStatus, is_transient
 
 if TYPE_CHECKING:
     from airflow_provider_batches.hooks.anthropic import AnthropicHook
 
 T = TypeVar("T")
 
+__all__ = [
+    "COUNT_FIELDS",
+    "WAIT_STATUSES",
+    "WaitEvent",
+    "WaitStatus",
+    "is_transient",
+    "poll_round",
+    "wait_for_batches",
+    "wait_plan",
+]
+
+DEFAULT_POLL_INTERVAL = 30.0
+DEFAULT_MAX_POLL_INTERVAL = 300.0
+DEFAULT_TIMEOUT = 24 * 60 * 60.0
+#: The deferral's own timeout lies this far past the trigger's deadline, so the trigger's clean
+#: timeout event (which cancels the batches) normally comes first.
+DEFER_TIMEOUT_MARGIN_SECONDS = 600.0
 #: The API has been seen to answer 404 for a batch seconds after its create: tolerated this long.
 NOT_FOUND_GRACE_SECONDS = 60.0
 #: Each quiet poll waits this much longer than the last, up to the cap.
 BACKOFF_FACTOR = 1.5
 #: Rounds in a row in which a poll failed transiently before the wait gives up.
 MAX_CONSECUTIVE_ERRORS = 30
-
-WaitStatus = Literal["success", "error", "timeout"]
-WAIT_STATUSES: tuple[str, ...] = ("success", "error", "timeout")
-COUNT_FIELDS: tuple[str, ...] = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
 @dataclass(frozen=True)
@@ -51,39 +60,9 @@ Step = Poll | Sleep
 RoundResult = tuple[dict[str, dict[str, int]], int]
 
 
-@dataclass(frozen=True)
-class WaitEvent:
-    """The outcome of a wait: one for the whole job, whatever the number of batches."""
-
-    status: WaitStatus
-    batch_ids: list[str]
-    message: str
-    request_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "batch_ids": list(self.batch_ids),
-            "request_counts": {batch_id: dict(counts) for batch_id, counts in self.request_counts.items()},
-            "message": self.message,
-        }
-
-
 def next_interval(current: float, cap: float) -> float:
     """The wait after ``current``: a little longer each quiet poll, never over ``cap``."""
     return min(current * BACKOFF_FACTOR, cap)
-
-
-def is_transient(exc: BaseException, *, now: float, not_found_grace_until: float | None) -> bool:
-    """Whether a failed poll is worth repeating: 408/409/429/5xx, network, an early 404."""
-    if isinstance(exc, APIConnectionError):
-        return True
-    if isinstance(exc, NotFoundError):
-        return not_found_grace_until is not None and now < not_found_grace_until
-    if isinstance(exc, AnthropicAPIError):
-        status = exc.status_code or 0
-        return status in (408, 409, 429) or status >= 500
-    return False
 
 
 def poll_round(
@@ -153,6 +132,33 @@ def wait_plan(
         # Polls keep their rhythm: the time the round took comes off the wait.
         yield Sleep(max(0.0, min(interval - (time.monotonic() - round_started), remaining)))
         interval = next_interval(interval, max_poll_interval)
+
+
+def wait_for_batches(
+    hook: AnthropicHook,
+    batch_ids: Sequence[str],
+    *,
+    deadline: float,
+    poll_interval: float,
+    max_poll_interval: float,
+    not_found_grace_until: float | None,
+    log: logging.Logger,
+) -> dict[str, dict[str, int]]:
+    """Block until every batch has ended (what AnthropicBatchTrigger does, in the worker); final counts."""
+    plan = wait_plan(
+        batch_ids,
+        deadline=deadline,
+        poll_interval=poll_interval,
+        max_poll_interval=max_poll_interval,
+        not_found_grace_until=not_found_grace_until,
+        log=log,
+    )
+    event = run_sync(plan, hook)
+    if event.status == "timeout":
+        raise BatchTimeoutError(event.message)
+    if event.status == "error":
+        raise BatchWaitError(event.message)
+    return event.request_counts
 
 
 # -- Drivers: the only I/O ------------------------------------------------------------------------

@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_batches._compat import AirflowSkipException, AirflowTaskTimeout, conf
+from airflow_provider_batches._compat import AirflowTaskTimeout
 from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.client_core import CREATE_LOOKBACK
 from airflow_provider_batches.errors import (
     BatchCreateUncertainError,
     BatchNotReadyError,
-    BatchOutcomeError,
     BatchTimeoutError,
     BatchWaitError,
     InvalidRequestError,
@@ -31,6 +30,13 @@ from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import JobRecord, JobStore, SliceRecord, job_store_for, utcnow
 from airflow_provider_batches.links import AnthropicBatchLink
 from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.policy import (
+    check_outcome,
+    default_deferrable,
+    describe_counts,
+    parse_wait_event,
+    total_counts,
+)
 from airflow_provider_batches.requests import (
     MAX_BATCH_BYTES,
     MAX_REQUESTS_PER_BATCH,
@@ -39,90 +45,41 @@ from airflow_provider_batches.requests import (
     RequestSource,
     prepare_job,
 )
-from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger, parse_wait_event
-from airflow_provider_batches.waiting import COUNT_FIELDS, NOT_FOUND_GRACE_SECONDS, wait_plan
-from airflow_provider_batches.waiting import run_sync as run_wait_sync
+from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
+from airflow_provider_batches.waiting import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    DEFER_TIMEOUT_MARGIN_SECONDS,
+    NOT_FOUND_GRACE_SECONDS,
+    wait_for_batches,
+)
 
 if TYPE_CHECKING:
     from logging import Logger
 
     from airflow.sdk import Context
 
-DEFAULT_POLL_INTERVAL = 30.0
-DEFAULT_MAX_POLL_INTERVAL = 300.0
-DEFAULT_TIMEOUT = 24 * 60 * 60.0
-#: The deferral's own timeout lies this far past the trigger's deadline, so the trigger's clean
-#: timeout event (which cancels the batches) normally comes first.
-DEFER_TIMEOUT_MARGIN_SECONDS = 600.0
+#: Also importable from here, their earlier home: the outcome and wait helpers (now in
+#: :mod:`airflow_provider_batches.policy` and :mod:`airflow_provider_batches.waiting`).
+__all__ = [
+    "DEFAULT_MAX_POLL_INTERVAL",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_TIMEOUT",
+    "DEFER_TIMEOUT_MARGIN_SECONDS",
+    "AnthropicCancelBatchOperator",
+    "AnthropicCreateBatchOperator",
+    "AnthropicDeleteBatchOperator",
+    "cancel_batches",
+    "cancel_if_running",
+    "check_outcome",
+    "default_deferrable",
+    "describe_counts",
+    "total_counts",
+    "wait_for_batches",
+]
 
-
-def default_deferrable() -> bool:
-    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
-
-
-# -- outcomes -------------------------------------------------------------------------------------
-
-
-def total_counts(request_counts: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
-    """Request counts of every batch, added up."""
-    return {
-        name: sum(int(counts.get(name, 0)) for counts in request_counts.values()) for name in COUNT_FIELDS
-    }
-
-
-def describe_counts(totals: Mapping[str, int], batch_count: int) -> str:
-    total = sum(totals.values())
-    parts = ", ".join(f"{totals[name]} {name}" for name in COUNT_FIELDS if name != "processing")
-    return f"{parts} of {total} requests in {batch_count} batch(es)"
-
-
-def check_outcome(
-    request_counts: Mapping[str, Mapping[str, int]], *, fail_on_partial_error: bool, log: Logger
-) -> dict[str, int]:
-    """Apply the outcome policy to ended batches: all canceled skips, errored/expired warn or fail."""
-    totals = total_counts(request_counts)
-    summary = describe_counts(totals, len(request_counts))
-    if totals["canceled"] and totals["canceled"] == sum(totals.values()):
-        raise AirflowSkipException(f"Every request was canceled: {summary}")
-    if totals["errored"] or totals["expired"]:
-        if fail_on_partial_error:
-            raise BatchOutcomeError(f"Some requests did not succeed: {summary}")
-        log.warning("Some requests did not succeed: %s", summary)
-    elif totals["canceled"]:
-        log.warning("Some requests were canceled: %s", summary)
-    else:
-        log.info("Every request succeeded: %s", summary)
-    return totals
-
-
-# -- waiting in the worker ------------------------------------------------------------------------
-
-
-def wait_for_batches(
-    hook: AnthropicHook,
-    batch_ids: Sequence[str],
-    *,
-    deadline: float,
-    poll_interval: float,
-    max_poll_interval: float,
-    not_found_grace_until: float | None,
-    log: Logger,
-) -> dict[str, dict[str, int]]:
-    """Block until every batch has ended (what AnthropicBatchTrigger does, in the worker); final counts."""
-    plan = wait_plan(
-        batch_ids,
-        deadline=deadline,
-        poll_interval=poll_interval,
-        max_poll_interval=max_poll_interval,
-        not_found_grace_until=not_found_grace_until,
-        log=log,
-    )
-    event = run_wait_sync(plan, hook)
-    if event.status == "timeout":
-        raise BatchTimeoutError(event.message)
-    if event.status == "error":
-        raise BatchWaitError(event.message)
-    return event.request_counts
+# -- cancel helpers -------------------------------------------------------------------------------
 
 
 def cancel_batches(hook: AnthropicHook, batch_ids: Sequence[str], *, reason: str, log: Logger) -> None:

@@ -18,14 +18,15 @@ from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.links import AnthropicBatchLink
-from airflow_provider_batches.operators.batches import (
+from airflow_provider_batches.policy import check_outcome, default_deferrable, parse_wait_event
+from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
+from airflow_provider_batches.waiting import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFER_TIMEOUT_MARGIN_SECONDS,
-    check_outcome,
-    default_deferrable,
+    NOT_FOUND_GRACE_SECONDS,
+    poll_round,
+    run_sync,
 )
-from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger, parse_wait_event
-from airflow_provider_batches.waiting import NOT_FOUND_GRACE_SECONDS, poll_round, run_sync
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -12,9 +12,16 @@ from collections import Counter
 import msgspec
 
 from airflow_provider_batches.errors import AnthropicBatchesError
-from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.models import RESULT_TYPES, MessageBatch
 
-RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
+__all__ = [
+    "RESULT_TYPES",
+    "BatchLedger",
+    "ResultsVerificationError",
+    "parse_result_block",
+    "parse_result_line",
+]
+
 #: A result type also names a file in split mode, so it must be a plain word.
 _RESULT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
