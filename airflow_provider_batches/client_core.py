@@ -291,6 +291,13 @@ def batches_path(batch_id: str | None = None, action: str | None = None) -> str:
     return path
 
 
+def get_batch_plan(
+    settings: ClientSettings, batch_id: str, *, betas: Sequence[str] | None = None
+) -> Plan[MessageBatch]:
+    """``GET /v1/messages/batches/{id}``: one batch, with the usual retries (also each poll of a wait)."""
+    return model_plan(settings, Call("GET", batches_path(batch_id), betas=betas), MessageBatch)
+
+
 def list_page_plan(
     settings: ClientSettings,
     *,
@@ -527,6 +534,7 @@ __all__ = [
     "build_request",
     "check_results_url",
     "create_batch_plan",
+    "get_batch_plan",
     "list_page_plan",
     "request_plan",
     "run_async",

@@ -31,6 +31,7 @@ from airflow_provider_batches.client_core import (
     check_results_url,
     create_batch_plan,
     find_recent_batches_plan,
+    get_batch_plan,
     list_page_plan,
     model_plan,
     request_plan,
@@ -219,13 +220,21 @@ class AnthropicHook(BaseHook):
             await self._async_client.aclose()
             self._async_client = None
 
-    def _run(self, plan: PlanFactory[T]) -> T:
+    # -- plans ------------------------------------------------------------------------------------
+
+    def run_plan(self, plan: PlanFactory[T]) -> T:
+        """Run a plan (see :mod:`~airflow_provider_batches.client_core`) with this hook's settings and
+        client, blocking: every endpoint method, and the wait in the worker, goes through here."""
         settings = self.get_settings()
         return run_sync(plan(settings), self.get_conn())
 
-    async def _arun(self, plan: PlanFactory[T]) -> T:
+    async def arun_plan(self, plan: PlanFactory[T]) -> T:
+        """:meth:`run_plan` on the event loop (the triggerer), with the async client."""
         settings = await self.aget_settings()
         return await run_async(plan(settings), await self.aget_conn())
+
+    _run = run_plan
+    _arun = arun_plan
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -266,10 +275,10 @@ class AnthropicHook(BaseHook):
 
     def get_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         """``GET /v1/messages/batches/{id}``: idempotent, meant for polling."""
-        return self._run(_parsed(MessageBatch, Call("GET", batches_path(batch_id), betas=betas)))
+        return self._run(partial(get_batch_plan, batch_id=batch_id, betas=betas))
 
     async def aget_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
-        return await self._arun(_parsed(MessageBatch, Call("GET", batches_path(batch_id), betas=betas)))
+        return await self._arun(partial(get_batch_plan, batch_id=batch_id, betas=betas))
 
     def list_batches(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -17,7 +18,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.policy import WaitEvent, WaitStatus, parse_wait_event
-from airflow_provider_batches.waiting import run_async, wait_plan
+from airflow_provider_batches.waiting import wait_plan
 
 __all__ = ["AnthropicBatchTrigger", "parse_wait_event"]
 
@@ -82,15 +83,16 @@ class AnthropicBatchTrigger(BaseTrigger):
         yield TriggerEvent(event.to_payload())
 
     async def _wait(self, hook: AnthropicHook) -> WaitEvent:
-        plan = wait_plan(
-            self.batch_ids,
+        plan = partial(
+            wait_plan,
+            batch_ids=self.batch_ids,
             deadline=self.deadline,
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
             not_found_grace_until=self.not_found_grace_until,
             log=self.log,
         )
-        return await run_async(plan, hook)
+        return await hook.arun_plan(plan)
 
     def _event(self, status: WaitStatus, message: str, counts: dict[str, dict[str, int]]) -> WaitEvent:
         return WaitEvent(status, list(self.batch_ids), message, dict(counts))
