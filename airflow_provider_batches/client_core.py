@@ -30,6 +30,7 @@ from airflow_provider_batches.errors import (
     error_from_response,
 )
 from airflow_provider_batches.models import MessageBatch, MessageBatchPage
+from airflow_provider_batches.policy import RETRYABLE_STATUSES, is_retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 BATCHES_BETA = "message-batches-2024-09-24"
 USER_AGENT = "airflow-provider-batches"
 
-#: Statuses retried when the server does not say otherwise (x-should-retry), as the official SDKs do.
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
 #: Statuses after which a create may or may not have happened server-side.
 AMBIGUOUS_CREATE_STATUSES = frozenset({500, 502, 503, 504})
 #: Transport errors raised before a single byte of the request could reach the server.
@@ -151,8 +150,7 @@ def should_retry(response: httpx.Response) -> bool:
     override = str(response.headers.get("x-should-retry", "")).lower()
     if override in ("true", "false"):
         return override == "true"
-    status = int(response.status_code)
-    return status in RETRYABLE_STATUSES or status >= 500
+    return is_retryable_status(int(response.status_code))
 
 
 def server_retry_after(response: httpx.Response | None) -> float | None:
@@ -287,6 +285,13 @@ def batches_path(batch_id: str | None = None, action: str | None = None) -> str:
     if action:
         path += f"/{action}"
     return path
+
+
+def get_batch_plan(
+    settings: ClientSettings, batch_id: str, *, betas: Sequence[str] | None = None
+) -> Plan[MessageBatch]:
+    """``GET /v1/messages/batches/{id}``: one batch, with the usual retries (also each poll of a wait)."""
+    return model_plan(settings, Call("GET", batches_path(batch_id), betas=betas), MessageBatch)
 
 
 def list_page_plan(
@@ -562,6 +567,7 @@ __all__ = [
     "BATCHES_BETA",
     "DEFAULT_ANTHROPIC_VERSION",
     "DEFAULT_BASE_URL",
+    "RETRYABLE_STATUSES",
     "AnthropicAPIError",
     "Call",
     "ClientSettings",
@@ -575,6 +581,7 @@ __all__ = [
     "create_call_budget",
     "create_watermark_plan",
     "find_created_batch_plan",
+    "get_batch_plan",
     "list_page_plan",
     "request_plan",
     "run_async",

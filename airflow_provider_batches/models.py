@@ -129,10 +129,16 @@ class RequestCounts(APIModel):
 
     @property
     def total(self) -> int:
-        return self.processing + self.succeeded + self.errored + self.canceled + self.expired
+        return sum(getattr(self, name) for name in COUNT_FIELDS)
 
     def as_dict(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.model_dump().items() if isinstance(v, int)}
+
+
+#: The result-type vocabulary, defined once by :class:`RequestCounts`: every count it holds, and
+#: the types a finished request can have (all but ``processing``).
+COUNT_FIELDS: tuple[str, ...] = tuple(RequestCounts.model_fields)
+RESULT_TYPES: tuple[str, ...] = tuple(name for name in COUNT_FIELDS if name != "processing")
 
 
 class MessageBatch(APIModel):
@@ -191,7 +197,7 @@ class UnknownResult(APIModel):
     type: str
 
 
-_KNOWN_RESULTS = {"succeeded", "errored", "canceled", "expired"}
+_KNOWN_RESULTS = frozenset(RESULT_TYPES)
 
 
 def _result_tag(value: Any) -> str:

@@ -20,8 +20,8 @@ from typing import IO, Any
 
 import msgspec
 
+from airflow_provider_batches.bodies import BatchBody
 from airflow_provider_batches.errors import RequestValidationError
-from airflow_provider_batches.hooks.anthropic import BatchBody
 from airflow_provider_batches.identity import CustomIdDigest
 
 MAX_REQUESTS_PER_BATCH = 100_000

@@ -17,6 +17,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from pydantic import BaseModel
 
+from airflow_provider_batches.bodies import BatchBody as BatchBody  # re-exported: its old home
 from airflow_provider_batches.client_core import (
     DEFAULT_ANTHROPIC_VERSION,
     DEFAULT_BASE_URL,
@@ -31,6 +32,7 @@ from airflow_provider_batches.client_core import (
     create_batch_plan,
     create_watermark_plan,
     find_created_batch_plan,
+    get_batch_plan,
     list_page_plan,
     model_plan,
     request_plan,
@@ -71,18 +73,6 @@ def shared_ssl_context() -> ssl.SSLContext:
     """One TLS context per process: building one loads the CA bundle (~30 ms CPU, ~1 MiB), and a
     triggerer runs hundreds of hooks, each with its own client, on one event loop."""
     return httpx.create_ssl_context()
-
-
-class BatchBody:
-    """A create-batch body streamed from chunks (``{"requests": [...]}`` already encoded).
-
-    ``chunks`` is called once per attempt, so a retried create streams the body again instead of
-    holding it in memory.
-    """
-
-    def __init__(self, chunks: Callable[[], Iterable[bytes]], request_count: int) -> None:
-        self.chunks = chunks
-        self.request_count = request_count
 
 
 def settings_from_connection(conn: Any, betas: Sequence[str] = ()) -> ClientSettings:
@@ -231,13 +221,21 @@ class AnthropicHook(BaseHook):
             await self._async_client.aclose()
             self._async_client = None
 
-    def _run(self, plan: PlanFactory[T]) -> T:
+    # -- plans ------------------------------------------------------------------------------------
+
+    def run_plan(self, plan: PlanFactory[T]) -> T:
+        """Run a plan (see :mod:`~airflow_provider_batches.client_core`) with this hook's settings and
+        client, blocking: every endpoint method, and the wait in the worker, goes through here."""
         settings = self.get_settings()
         return run_sync(plan(settings), self.get_conn())
 
-    async def _arun(self, plan: PlanFactory[T]) -> T:
+    async def arun_plan(self, plan: PlanFactory[T]) -> T:
+        """:meth:`run_plan` on the event loop (the triggerer), with the async client."""
         settings = await self.aget_settings()
         return await run_async(plan(settings), await self.aget_conn())
+
+    _run = run_plan
+    _arun = arun_plan
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -286,10 +284,10 @@ class AnthropicHook(BaseHook):
 
     def get_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         """``GET /v1/messages/batches/{id}``: idempotent, meant for polling."""
-        return self._run(_parsed(MessageBatch, Call("GET", batches_path(batch_id), betas=betas)))
+        return self._run(partial(get_batch_plan, batch_id=batch_id, betas=betas))
 
     async def aget_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
-        return await self._arun(_parsed(MessageBatch, Call("GET", batches_path(batch_id), betas=betas)))
+        return await self._arun(partial(get_batch_plan, batch_id=batch_id, betas=betas))
 
     def list_batches(
         self,
@@ -387,6 +385,13 @@ class AnthropicHook(BaseHook):
         )
 
     # -- results ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def check_results_ready(batches: Sequence[MessageBatch]) -> None:
+        """Raise :class:`BatchNotReadyError` naming every batch whose results cannot be downloaded."""
+        problems = [reason for batch in batches if (reason := results_not_ready_reason(batch))]
+        if problems:
+            raise BatchNotReadyError("; ".join(problems))
 
     def iter_results_bytes(
         self,
@@ -492,18 +497,25 @@ def _create_batch(
     )
 
 
-def _results_call(batch: MessageBatch, betas: Sequence[str] | None) -> PlanFactory[httpx.Response]:
+def results_not_ready_reason(batch: MessageBatch) -> str | None:
+    """Why ``batch`` has no results to download (archived, or not ended), or None when it has."""
     if batch.archived_at is not None:
-        raise BatchNotReadyError(
-            f"batch {batch.id} was archived at {batch.archived_at:%Y-%m-%d %H:%M}Z; "
-            "its results are no longer available"
+        return (
+            f"batch {batch.id} was archived at {batch.archived_at:%Y-%m-%d %H:%M}Z and its results "
+            "are no longer available"
         )
     if not batch.is_ended or not batch.results_url:
-        raise BatchNotReadyError(
+        return (
             f"batch {batch.id} is {batch.processing_status}; results exist only once it has ended "
             "(wait with AnthropicBatchSensor or the create operator's wait_for_completion)"
         )
+    return None
+
+
+def _results_call(batch: MessageBatch, betas: Sequence[str] | None) -> PlanFactory[httpx.Response]:
+    AnthropicHook.check_results_ready([batch])
     results_url = batch.results_url
+    assert results_url is not None  # checked just above
 
     def plan(settings: ClientSettings) -> Plan[httpx.Response]:
         check_results_url(settings, results_url)

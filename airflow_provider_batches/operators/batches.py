@@ -1,4 +1,4 @@
-"""Operators that create, cancel and delete Message Batches.
+"""The operator that creates Message Batches (cancel and delete: :mod:`.cancel_delete`, re-exported here).
 
 ``AnthropicCreateBatchOperator`` validates and streams the input, splits it into as many batches as
 the API limits require, records what it submits in durable per-task state (so a retry re-attaches
@@ -15,23 +15,31 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_batches._compat import AirflowSkipException, AirflowTaskTimeout, conf
-from airflow_provider_batches.batch_ids import normalize_batch_ids
+from airflow_provider_batches._compat import AirflowTaskTimeout
 from airflow_provider_batches.errors import (
-    BatchNotReadyError,
-    BatchOutcomeError,
     BatchTimeoutError,
     BatchWaitError,
-    InvalidRequestError,
-    NotFoundError,
 )
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import JobRecord, JobStore, generation_of, job_store_for
 from airflow_provider_batches.links import AnthropicBatchLink
+from airflow_provider_batches.operators.cancel_delete import (
+    AnthropicCancelBatchOperator,
+    AnthropicDeleteBatchOperator,
+    cancel_batches,
+    cancel_if_running,
+)
 from airflow_provider_batches.operators.submission import (
     ON_INPUT_CHANGE_CHOICES,
     JobSubmission,
     OnInputChange,
+)
+from airflow_provider_batches.policy import (
+    check_outcome,
+    default_deferrable,
+    describe_counts,
+    parse_wait_event,
+    total_counts,
 )
 from airflow_provider_batches.requests import (
     MAX_BATCH_BYTES,
@@ -40,101 +48,38 @@ from airflow_provider_batches.requests import (
     RequestSource,
     prepare_job,
 )
-from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger, parse_wait_event
-from airflow_provider_batches.waiting import COUNT_FIELDS, NOT_FOUND_GRACE_SECONDS, wait_plan
-from airflow_provider_batches.waiting import run_sync as run_wait_sync
+from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
+from airflow_provider_batches.waiting import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    DEFER_TIMEOUT_MARGIN_SECONDS,
+    NOT_FOUND_GRACE_SECONDS,
+    wait_for_batches,
+)
 
 if TYPE_CHECKING:
-    from logging import Logger
-
     from airflow.sdk import Context
 
-DEFAULT_POLL_INTERVAL = 30.0
-DEFAULT_MAX_POLL_INTERVAL = 300.0
-DEFAULT_TIMEOUT = 24 * 60 * 60.0
-#: The deferral's own timeout lies this far past the trigger's deadline, so the trigger's clean
-#: timeout event (which cancels the batches) normally comes first.
-DEFER_TIMEOUT_MARGIN_SECONDS = 600.0
-
-
-def default_deferrable() -> bool:
-    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
-
-
-# -- outcomes -------------------------------------------------------------------------------------
-
-
-def total_counts(request_counts: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
-    """Request counts of every batch, added up."""
-    return {
-        name: sum(int(counts.get(name, 0)) for counts in request_counts.values()) for name in COUNT_FIELDS
-    }
-
-
-def describe_counts(totals: Mapping[str, int], batch_count: int) -> str:
-    total = sum(totals.values())
-    parts = ", ".join(f"{totals[name]} {name}" for name in COUNT_FIELDS if name != "processing")
-    return f"{parts} of {total} requests in {batch_count} batch(es)"
-
-
-def check_outcome(
-    request_counts: Mapping[str, Mapping[str, int]], *, fail_on_partial_error: bool, log: Logger
-) -> dict[str, int]:
-    """Apply the outcome policy to ended batches: all canceled skips, errored/expired warn or fail."""
-    totals = total_counts(request_counts)
-    summary = describe_counts(totals, len(request_counts))
-    if totals["canceled"] and totals["canceled"] == sum(totals.values()):
-        raise AirflowSkipException(f"Every request was canceled: {summary}")
-    if totals["errored"] or totals["expired"]:
-        if fail_on_partial_error:
-            raise BatchOutcomeError(f"Some requests did not succeed: {summary}")
-        log.warning("Some requests did not succeed: %s", summary)
-    elif totals["canceled"]:
-        log.warning("Some requests were canceled: %s", summary)
-    else:
-        log.info("Every request succeeded: %s", summary)
-    return totals
-
-
-# -- waiting in the worker ------------------------------------------------------------------------
-
-
-def wait_for_batches(
-    hook: AnthropicHook,
-    batch_ids: Sequence[str],
-    *,
-    deadline: float,
-    poll_interval: float,
-    max_poll_interval: float,
-    not_found_grace_until: float | None,
-    log: Logger,
-) -> dict[str, dict[str, int]]:
-    """Block until every batch has ended (what AnthropicBatchTrigger does, in the worker); final counts."""
-    plan = wait_plan(
-        batch_ids,
-        deadline=deadline,
-        poll_interval=poll_interval,
-        max_poll_interval=max_poll_interval,
-        not_found_grace_until=not_found_grace_until,
-        log=log,
-    )
-    event = run_wait_sync(plan, hook)
-    if event.status == "timeout":
-        raise BatchTimeoutError(event.message)
-    if event.status == "error":
-        raise BatchWaitError(event.message)
-    return event.request_counts
-
-
-def cancel_batches(hook: AnthropicHook, batch_ids: Sequence[str], *, reason: str, log: Logger) -> None:
-    """Best effort: cancel each batch still in progress (the task is failing anyway)."""
-    log.warning("Canceling batch(es) %s: %s", ", ".join(batch_ids), reason)
-    for batch_id in batch_ids:
-        try:
-            cancel_if_running(hook, batch_id, log=log)
-        except Exception as exc:
-            log.warning("Could not cancel batch %s (%s): %s", batch_id, reason, exc)
-
+#: Also importable from here, their earlier home: the cancel and delete operators (now in
+#: :mod:`.cancel_delete`) and the outcome and wait helpers (:mod:`~airflow_provider_batches.policy`,
+#: :mod:`~airflow_provider_batches.waiting`).
+__all__ = [
+    "DEFAULT_MAX_POLL_INTERVAL",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_TIMEOUT",
+    "DEFER_TIMEOUT_MARGIN_SECONDS",
+    "AnthropicCancelBatchOperator",
+    "AnthropicCreateBatchOperator",
+    "AnthropicDeleteBatchOperator",
+    "cancel_batches",
+    "cancel_if_running",
+    "check_outcome",
+    "default_deferrable",
+    "describe_counts",
+    "total_counts",
+    "wait_for_batches",
+]
 
 # -- create ---------------------------------------------------------------------------------------
 
@@ -263,17 +208,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
             len(job.slices),
         )
         store = job_store_for(context)
-        submission = JobSubmission(
-            self.hook,
-            store,
-            job,
-            log=self.log,
-            cancel=lambda ids, reason: cancel_batches(self.hook, ids, reason=reason, log=self.log),
-            generation=generation_of(context),
-            on_input_change=self.on_input_change,
-        )
-        self._submission = submission
-        record = submission.run()
+        self._submission = self.submission_for(context, store, job)
+        record = self._submission.run()
         batch_ids = record.batch_ids
         self._owned_batch_ids = batch_ids
         AnthropicBatchLink.persist(context, batch_ids)
@@ -312,6 +248,18 @@ class AnthropicCreateBatchOperator(BaseOperator):
             cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
             raise
         return self._complete(store, record, counts)
+
+    def submission_for(self, context: Context, store: JobStore, job: PreparedJob) -> JobSubmission:
+        """The retry-safe submission of ``job`` (its ``create`` is the one paid call: tests wrap it)."""
+        return JobSubmission(
+            self.hook,
+            store,
+            job,
+            log=self.log,
+            cancel=lambda ids, reason: cancel_batches(self.hook, ids, reason=reason, log=self.log),
+            generation=generation_of(context),
+            on_input_change=self.on_input_change,
+        )
 
     def execute_complete(
         self, context: Context, event: Any = None, manifest: Mapping[str, Any] | None = None
@@ -370,136 +318,3 @@ class AnthropicCreateBatchOperator(BaseOperator):
             record.ended_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log
         )
         return {**manifest, "request_counts": totals}
-
-
-# -- cancel and delete ----------------------------------------------------------------------------
-
-
-class _ExistingBatchesOperator(BaseOperator):
-    """Shared by the operators that act on batches which already exist: ids, connection, waiting."""
-
-    template_fields: Sequence[str] = ("batch_id", "conn_id")
-
-    def __init__(
-        self,
-        *,
-        batch_id: Any,
-        conn_id: str = AnthropicHook.default_conn_name,
-        poll_interval: float = 10.0,
-        timeout: float = 3600.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.batch_id = batch_id
-        self.conn_id = conn_id
-        self.poll_interval = poll_interval
-        self.timeout = timeout
-
-    @cached_property
-    def hook(self) -> AnthropicHook:
-        return AnthropicHook(self.conn_id)
-
-    def _wait_until_ended(self, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        return wait_for_batches(
-            self.hook,
-            batch_ids,
-            deadline=time.time() + self.timeout,
-            poll_interval=self.poll_interval,
-            max_poll_interval=self.poll_interval,
-            not_found_grace_until=None,
-            log=self.log,
-        )
-
-
-class AnthropicCancelBatchOperator(_ExistingBatchesOperator):
-    """Cancel batches. Idempotent: a batch already canceling, ended or deleted is left as it is.
-
-    :param batch_id: a batch id, a list of ids, or the create operator's manifest (``create.output``).
-    :param conn_id: the Anthropic connection.
-    :param wait_for_completion: wait until the canceled batches have ended (in-flight requests finish).
-    :param poll_interval: seconds between polls while waiting.
-    :param timeout: seconds to wait.
-    """
-
-    operator_extra_links = (AnthropicBatchLink(),)
-
-    def __init__(self, *, batch_id: Any, wait_for_completion: bool = False, **kwargs: Any) -> None:
-        super().__init__(batch_id=batch_id, **kwargs)
-        self.wait_for_completion = wait_for_completion
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        batch_ids = normalize_batch_ids(self.batch_id)
-        AnthropicBatchLink.persist(context, batch_ids)
-        present = [batch_id for batch_id in batch_ids if cancel_if_running(self.hook, batch_id, log=self.log)]
-        manifest: dict[str, Any] = {"batch_ids": batch_ids}
-        if self.wait_for_completion and present:
-            manifest["request_counts"] = total_counts(self._wait_until_ended(present))
-        return manifest
-
-
-def cancel_if_running(hook: AnthropicHook, batch_id: str, *, log: Logger) -> bool:
-    """Cancel one batch unless it is canceling or ended already; False when it no longer exists."""
-    try:
-        batch = hook.get_batch(batch_id)
-    except NotFoundError:
-        log.info("Batch %s is not found: already deleted (or not in this connection's workspace)", batch_id)
-        return False
-    if batch.is_ended:
-        log.info("Batch %s has already ended: nothing to cancel", batch_id)
-        return True
-    if batch.cancel_initiated_at is not None:
-        log.info("Batch %s is already canceling", batch_id)
-        return True
-    try:
-        hook.cancel_batch(batch_id)
-    except InvalidRequestError:
-        if not hook.get_batch(batch_id).is_ended:
-            raise
-        log.info("Batch %s ended while it was being canceled", batch_id)
-        return True
-    log.info("Canceled batch %s", batch_id)
-    return True
-
-
-class AnthropicDeleteBatchOperator(_ExistingBatchesOperator):
-    """Delete ended batches (and their results). Idempotent: an already deleted batch is success.
-
-    :param batch_id: a batch id, a list of ids, or the create operator's manifest (``create.output``).
-    :param conn_id: the Anthropic connection.
-    :param cancel_if_running: cancel a batch still in progress and wait for it to end, then delete it;
-        otherwise such a batch fails the task (the API deletes only ended batches).
-    :param poll_interval: seconds between polls while a canceled batch winds down.
-    :param timeout: seconds to wait for it.
-    """
-
-    def __init__(self, *, batch_id: Any, cancel_if_running: bool = False, **kwargs: Any) -> None:
-        super().__init__(batch_id=batch_id, **kwargs)
-        self.cancel_if_running = cancel_if_running
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        batch_ids = normalize_batch_ids(self.batch_id)
-        running = [batch_id for batch_id in batch_ids if self._is_running(batch_id)]
-        if running and not self.cancel_if_running:
-            raise BatchNotReadyError(
-                f"batch(es) {', '.join(running)} have not ended; the API deletes only ended batches. "
-                "Pass cancel_if_running=True to cancel them first, or wait for them (AnthropicBatchSensor)."
-            )
-        present = [batch_id for batch_id in running if cancel_if_running(self.hook, batch_id, log=self.log)]
-        if present:
-            self._wait_until_ended(present)
-        deleted = []
-        for batch_id in batch_ids:
-            try:
-                self.hook.delete_batch(batch_id)
-            except NotFoundError:
-                self.log.info("Batch %s is not found: already deleted", batch_id)
-                continue
-            deleted.append(batch_id)
-            self.log.info("Deleted batch %s", batch_id)
-        return {"batch_ids": batch_ids, "deleted": deleted}
-
-    def _is_running(self, batch_id: str) -> bool:
-        try:
-            return not self.hook.get_batch(batch_id).is_ended
-        except NotFoundError:
-            return False

@@ -88,116 +88,21 @@ def test_a_batch_id_with_a_slash_is_refused_before_any_call() -> None:
     assert recorder.requests == []
 
 
-# -- retries --------------------------------------------------------------------------------------
+# -- retries (the policy itself: tests/test_retry_policy.py, stepping the plans) ------------------
 
 
-def test_retry_after_ms_is_honoured(sleeps: list[float]) -> None:
+def test_the_connection_sets_the_retry_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_connection(monkeypatch, extra={"max_retries": 4, "max_retry_wait": 25})
+    settings = AnthropicHook().get_settings()
+    assert (settings.max_retries, settings.max_retry_wait) == (4, 25.0)
+
+
+def test_the_hook_waits_and_retries_as_its_plan_says() -> None:
     recorder = Recorder(
-        error(529, "overloaded_error", **{"retry-after-ms": "1500"}), httpx.Response(200, json=batch_json())
-    )
-    hook_for(recorder).get_batch("msgbatch_1")
-    assert sleeps == [1.5]
-
-
-def test_retry_after_seconds_is_honoured(sleeps: list[float]) -> None:
-    recorder = Recorder(
-        error(429, "rate_limit_error", **{"retry-after": "7"}), httpx.Response(200, json=batch_json())
-    )
-    hook_for(recorder).get_batch("msgbatch_1")
-    assert sleeps == [7.0]
-
-
-def test_an_absurd_retry_after_falls_back_to_exponential_backoff(sleeps: list[float]) -> None:
-    recorder = Recorder(
-        error(429, "rate_limit_error", **{"retry-after": "3600"}), httpx.Response(200, json=batch_json())
-    )
-    hook_for(recorder).get_batch("msgbatch_1")
-    assert 0.375 <= sleeps[0] <= 0.5
-
-
-def test_backoff_grows_exponentially_with_jitter(
-    sleeps: list[float], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    set_connection(monkeypatch, extra={"max_retries": 3})
-    recorder = Recorder(
-        error(500, "api_error"),
-        error(500, "api_error"),
-        error(500, "api_error"),
-        httpx.Response(200, json=batch_json()),
-    )
-    hook_for(recorder).get_batch("msgbatch_1")
-    bases = [0.5, 1.0, 2.0]
-    assert len(sleeps) == len(bases)
-    assert all(0.75 * base <= waited <= base for waited, base in zip(sleeps, bases, strict=True))
-
-
-def test_x_should_retry_false_stops_retries(sleeps: list[float]) -> None:
-    recorder = Recorder(error(529, "overloaded_error", **{"x-should-retry": "false"}))
-    with pytest.raises(errors.OverloadedError):
-        hook_for(recorder).get_batch("msgbatch_1")
-    assert len(recorder.requests) == 1
-    assert sleeps == []
-
-
-def test_x_should_retry_true_retries_even_a_400(sleeps: list[float]) -> None:
-    recorder = Recorder(
-        error(400, "invalid_request_error", **{"x-should-retry": "true"}),
-        httpx.Response(200, json=batch_json()),
+        error(529, "overloaded_error", **{"retry-after-ms": "1"}), httpx.Response(200, json=batch_json())
     )
     assert hook_for(recorder).get_batch("msgbatch_1").id == "msgbatch_1"
     assert len(recorder.requests) == 2
-
-
-@pytest.mark.parametrize(
-    ("status", "error_type"),
-    [
-        (400, "invalid_request_error"),
-        (401, "authentication_error"),
-        (403, "permission_error"),
-        (404, "not_found_error"),
-    ],
-)
-def test_client_errors_are_not_retried(status: int, error_type: str, sleeps: list[float]) -> None:
-    recorder = Recorder(error(status, error_type))
-    with pytest.raises(errors.AnthropicAPIError):
-        hook_for(recorder).get_batch("msgbatch_1")
-    assert len(recorder.requests) == 1
-
-
-@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 504, 529])
-def test_transient_statuses_are_retried(status: int, sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.Response(status, text="busy"), httpx.Response(200, json=batch_json()))
-    assert hook_for(recorder).get_batch("msgbatch_1").id == "msgbatch_1"
-    assert len(recorder.requests) == 2
-
-
-def test_connection_errors_are_retried(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ConnectError("refused"), httpx.Response(200, json=batch_json()))
-    assert hook_for(recorder).get_batch("msgbatch_1").id == "msgbatch_1"
-
-
-def test_retries_are_bounded_by_max_retries_from_the_connection(
-    sleeps: list[float], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    set_connection(monkeypatch, extra={"max_retries": 4})
-    recorder = Recorder(error(529, "overloaded_error"))
-    with pytest.raises(errors.OverloadedError):
-        hook_for(recorder).get_batch("msgbatch_1")
-    assert len(recorder.requests) == 5
-
-
-def test_retries_are_bounded_by_total_wait(sleeps: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
-    set_connection(monkeypatch, extra={"max_retries": 10, "max_retry_wait": 25})
-    recorder = Recorder(error(429, "rate_limit_error", **{"retry-after": "10"}))
-    with pytest.raises(errors.RateLimitError):
-        hook_for(recorder).get_batch("msgbatch_1")
-    assert sleeps == [10.0, 10.0]
-
-
-def test_unreachable_api_raises_a_connection_error_naming_the_url(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ConnectError("connection refused"))
-    with pytest.raises(errors.APIConnectionError, match=r"http://api\.test.*gave up after 3 attempts"):
-        hook_for(recorder).get_batch("msgbatch_1")
 
 
 # -- error mapping --------------------------------------------------------------------------------
@@ -580,8 +485,9 @@ def test_test_connection_reports_success_and_failure() -> None:
 
 
 def test_the_key_never_shows_in_logs_exceptions_or_reprs(
-    sleeps: list[float], caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    set_connection(monkeypatch, extra={"max_retries": 0})
     caplog.set_level(logging.DEBUG)
     recorder = Recorder(httpx.ConnectError(f"refused by {BASE_URL}"))
     hook = hook_for(recorder)
@@ -605,13 +511,13 @@ def test_the_key_is_registered_with_the_secrets_masker(monkeypatch: pytest.Monke
 # -- async twins ----------------------------------------------------------------------------------
 
 
-async def test_async_get_batch_retries_like_the_sync_one(sleeps: list[float]) -> None:
+async def test_async_get_batch_retries_like_the_sync_one() -> None:
     recorder = Recorder(
-        error(529, "overloaded_error", **{"retry-after": "2"}), httpx.Response(200, json=batch_json())
+        error(529, "overloaded_error", **{"retry-after-ms": "1"}), httpx.Response(200, json=batch_json())
     )
     hook = async_hook_for(recorder)
     assert (await hook.aget_batch("msgbatch_1")).id == "msgbatch_1"
-    assert sleeps == [2.0]
+    assert len(recorder.requests) == 2
     await hook.aclose()
 
 

@@ -19,13 +19,13 @@ from airflow.sdk import ObjectStoragePath
 from moto.server import ThreadedMotoServer
 
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
+from airflow_provider_batches.models import RESULT_TYPES
 from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
 )
 from tests.fakes import API_KEY, BASE_URL, batch_json
 
 S3_CONN_ID = "results_s3"
-RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 
 
 # -- result lines ---------------------------------------------------------------------------------
