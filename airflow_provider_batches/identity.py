@@ -10,6 +10,7 @@ job, so a sum of distinct hashes identifies the set).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _MODULUS = 1 << 128
@@ -35,7 +36,7 @@ class CustomIdDigest:
         return f"{self._sum:032x}"
 
 
-def digest_of(custom_ids: list[str] | tuple[str, ...]) -> str:
+def digest_of(custom_ids: Iterable[str]) -> str:
     digest = CustomIdDigest()
     for custom_id in custom_ids:
         digest.add(custom_id)

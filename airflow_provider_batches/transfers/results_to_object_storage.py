@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Literal
@@ -28,8 +28,10 @@ from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.transfers._publish import StagedFile, Staging, remove_if_exists, uri_of
 from airflow_provider_batches.transfers.verification import (
     RESULT_TYPES,
+    BatchIdentity,
     BatchLedger,
     ResultsVerificationError,
+    expected_identities,
     parse_result_block,
     parse_result_line,
 )
@@ -126,12 +128,18 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         batch_ids = normalize_batch_ids(self.batch_id)
+        expected = expected_identities(self.batch_id)
+        if not expected:
+            self.log.info(
+                "batch_id gives plain ids, not the create operator's manifest: the results are checked "
+                "for counts and unique custom_ids, not against the job's custom_ids"
+            )
         destination = self._destination_path()
         try:
             manifest = self._existing_manifest(destination, batch_ids)
             if manifest is None:
                 batches = self._ended_batches(batch_ids)
-                manifest = self._transfer(destination, batches)
+                manifest = self._transfer(destination, batches, expected)
         finally:
             self.hook.close()
         self._emit_asset_events(context, manifest)
@@ -195,11 +203,16 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
 
     # -- transfer ---------------------------------------------------------------------------------
 
-    def _transfer(self, destination: ObjectStoragePath, batches: list[MessageBatch]) -> dict[str, Any]:
+    def _transfer(
+        self,
+        destination: ObjectStoragePath,
+        batches: list[MessageBatch],
+        expected: Mapping[str, BatchIdentity],
+    ) -> dict[str, Any]:
         started_at = datetime.now(timezone.utc)
         progress = TransferProgress(self.log, self.progress_interval)
         staging = Staging(destination, gzip_level=self.gzip_level if self.compression == "gzip" else None)
-        ledgers = [BatchLedger(batch) for batch in batches]
+        ledgers = [BatchLedger(batch, expected.get(batch.id)) for batch in batches]
         file_counts: dict[str, dict[str, int]] = {}
         try:
             if self.split_by_result_type:
@@ -326,6 +339,14 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             "compression": self.compression,
             "files": files,
             "batches": {ledger.batch.id: dict(ledger.counts) for ledger in ledgers},
+            # What each batch's results carried; "checked" when it matched the job's own record.
+            "custom_ids": {
+                ledger.batch.id: {
+                    **(ledger.identity.to_json() if ledger.identity else {}),
+                    "checked": ledger.expected is not None,
+                }
+                for ledger in ledgers
+            },
             "counts": totals,
             "results": sum(totals.values()),
             "bytes": sum(staging.files[name].size for name in file_counts),

@@ -1,23 +1,30 @@
 """Verification of downloaded results: every line parsed, every custom_id once, counts as promised.
 
 Pure bookkeeping, no I/O: :class:`BatchLedger` tracks what one batch's download delivered (across
-retried attempts) and checks it against the batch's ``request_counts``.
+retried attempts) and checks it against the batch's ``request_counts`` and, when the job's manifest
+gives it, against the set of custom_ids the job submitted to that batch (its identity).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
 from airflow_provider_batches.errors import AnthropicBatchesError
+from airflow_provider_batches.identity import digest_of
 from airflow_provider_batches.models import RESULT_TYPES, MessageBatch
 
 __all__ = [
     "RESULT_TYPES",
+    "BatchIdentity",
     "BatchLedger",
     "ResultsVerificationError",
+    "expected_identities",
     "parse_result_block",
     "parse_result_line",
 ]
@@ -82,6 +89,31 @@ def parse_result_line(line: bytes | memoryview) -> tuple[str, str]:
     return parsed.custom_id, parsed.result.type
 
 
+@dataclass(frozen=True)
+class BatchIdentity:
+    """The set of custom_ids a batch holds, as its size and order-independent digest."""
+
+    request_count: int
+    custom_ids_digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"request_count": self.request_count, "custom_ids_digest": self.custom_ids_digest}
+
+
+def expected_identities(batch_id_argument: Any) -> dict[str, BatchIdentity]:
+    """The per-batch identities in a create operator's manifest (none for plain batch ids)."""
+    if not isinstance(batch_id_argument, Mapping):
+        return {}
+    batches = batch_id_argument.get("batches")
+    if not isinstance(batches, Mapping):
+        return {}
+    found: dict[str, BatchIdentity] = {}
+    for batch_id, entry in batches.items():
+        if isinstance(entry, Mapping) and entry.get("custom_ids_digest"):
+            found[str(batch_id)] = BatchIdentity(int(entry["request_count"]), str(entry["custom_ids_digest"]))
+    return found
+
+
 class BatchLedger:
     """What one batch's download delivered: counts per result type and custom_ids, across retries.
 
@@ -91,8 +123,12 @@ class BatchLedger:
     those of one batch at a time (at most 100,000).
     """
 
-    def __init__(self, batch: MessageBatch) -> None:
+    def __init__(self, batch: MessageBatch, expected: BatchIdentity | None = None) -> None:
         self.batch = batch
+        #: What the job submitted to this batch (from the create operator's manifest), if known.
+        self.expected = expected
+        #: What the results carried, once verified.
+        self.identity: BatchIdentity | None = None
         self.counts: dict[str, int] = dict.fromkeys(RESULT_TYPES, 0)
         self.results = 0
         self._written: set[str] = set()
@@ -157,6 +193,16 @@ class BatchLedger:
             raise self._error(
                 "result counts differ from the batch's request_counts: " + "; ".join(mismatches)
             )
+        received = BatchIdentity(len(self._written), digest_of(self._written))
+        if self.expected is not None and received != self.expected:
+            raise self._error(
+                f"its results carry other custom_ids than the job submitted to it ({received.request_count} "
+                f"results, custom_ids digest {received.custom_ids_digest[:16]}; the job's record says "
+                f"{self.expected.request_count} requests, digest {self.expected.custom_ids_digest[:16]}). "
+                "They may be another job's results. Check which job created this batch in the Anthropic "
+                "console; clear the create task to submit the job afresh"
+            )
+        self.identity = received
         self._written = self._attempt_seen = set()  # verified: the ids are no longer needed
 
     def _error(self, detail: str) -> ResultsVerificationError:
