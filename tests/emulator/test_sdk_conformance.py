@@ -164,33 +164,23 @@ def test_rate_limit_error(emulator: Emulator, client: anthropic.Anthropic) -> No
     assert caught.value.body["error"]["type"] == "rate_limit_error"
 
 
-def test_internal_server_error(emulator: Emulator, client: anthropic.Anthropic) -> None:
-    emulator.admin.set_config(next_faults=["500"])
-    with pytest.raises(anthropic.InternalServerError) as caught:
+@pytest.mark.parametrize(
+    ("fault", "sdk_error", "error_type"),
+    [
+        ("500", anthropic.InternalServerError, "api_error"),
+        ("529", anthropic.APIStatusError, "overloaded_error"),
+        ("504", anthropic.APIStatusError, "timeout_error"),
+    ],
+)
+def test_server_errors_carry_their_status_type_and_should_retry(
+    emulator: Emulator, client: anthropic.Anthropic, fault: str, sdk_error: type, error_type: str
+) -> None:
+    emulator.admin.set_config(next_faults=[fault])
+    with pytest.raises(sdk_error) as caught:
         client.messages.batches.list()
-    assert caught.value.status_code == 500
+    assert caught.value.status_code == int(fault)
     assert isinstance(caught.value.body, dict)
-    assert caught.value.body["error"]["type"] == "api_error"
-    assert caught.value.response.headers["x-should-retry"] == "true"
-
-
-def test_overloaded_is_api_status_error_529(emulator: Emulator, client: anthropic.Anthropic) -> None:
-    emulator.admin.set_config(next_faults=["529"])
-    with pytest.raises(anthropic.APIStatusError) as caught:
-        client.messages.batches.list()
-    assert caught.value.status_code == 529
-    assert isinstance(caught.value.body, dict)
-    assert caught.value.body["error"]["type"] == "overloaded_error"
-    assert caught.value.response.headers["x-should-retry"] == "true"
-
-
-def test_gateway_timeout_is_api_status_error_504(emulator: Emulator, client: anthropic.Anthropic) -> None:
-    emulator.admin.set_config(next_faults=["504"])
-    with pytest.raises(anthropic.APIStatusError) as caught:
-        client.messages.batches.list()
-    assert caught.value.status_code == 504
-    assert isinstance(caught.value.body, dict)
-    assert caught.value.body["error"]["type"] == "timeout_error"
+    assert caught.value.body["error"]["type"] == error_type
     assert caught.value.response.headers["x-should-retry"] == "true"
 
 
