@@ -219,3 +219,11 @@ class BatchTimeoutError(AnthropicBatchesError):
 
 class BatchOutcomeError(AnthropicBatchesError):
     """Requests ended errored or expired and the task was told to fail on that (fail_on_partial_error)."""
+
+
+class JobRecordError(AnthropicBatchesError):
+    """The task's record of its batches is unreadable or inconsistent: nothing is sent on a guess."""
+
+
+class InputChangedError(AnthropicBatchesError):
+    """The input differs from the one an earlier try of the task submitted; nothing new was sent."""

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache, partial
 from typing import Any, TypeVar
 
@@ -24,13 +23,15 @@ from airflow_provider_batches.client_core import (
     DEFAULT_BASE_URL,
     Call,
     ClientSettings,
+    CreateWatermark,
     LineSplitter,
     Plan,
     as_async_chunks,
     batches_path,
     check_results_url,
     create_batch_plan,
-    find_recent_batches_plan,
+    create_watermark_plan,
+    find_created_batch_plan,
     get_batch_plan,
     list_page_plan,
     model_plan,
@@ -261,17 +262,25 @@ class AnthropicHook(BaseHook):
         requests: Sequence[Mapping[str, Any]] | BatchBody,
         *,
         betas: Sequence[str] | None = None,
+        watermark: CreateWatermark | None = None,
+        exclude: Iterable[str] = (),
     ) -> MessageBatch:
-        """``POST /v1/messages/batches``. Never sends twice: a lost answer is looked up, not resent."""
-        return self._run(_create_batch(requests, betas, to_async=False))
+        """``POST /v1/messages/batches``. Never sends twice: a lost answer is looked up, not resent.
+
+        The lookup only adopts a batch listed newer than ``watermark`` (taken just before the call when
+        not given), of the same size and not in ``exclude``; see :meth:`find_created_batch`.
+        """
+        return self._run(_create_batch(requests, betas, watermark, exclude, to_async=False))
 
     async def acreate_batch(
         self,
         requests: Sequence[Mapping[str, Any]] | BatchBody,
         *,
         betas: Sequence[str] | None = None,
+        watermark: CreateWatermark | None = None,
+        exclude: Iterable[str] = (),
     ) -> MessageBatch:
-        return await self._arun(_create_batch(requests, betas, to_async=True))
+        return await self._arun(_create_batch(requests, betas, watermark, exclude, to_async=True))
 
     def get_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         """``GET /v1/messages/batches/{id}``: idempotent, meant for polling."""
@@ -349,17 +358,29 @@ class AnthropicHook(BaseHook):
             _parsed(DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
         )
 
-    def find_recent_batches(
-        self, *, created_after: datetime, request_count: int | None = None, sent_at: datetime | None = None
-    ) -> list[MessageBatch]:
-        """Batches created after ``created_after`` (newest first), optionally of one size: what a lost
-        create may have made. ``sent_at`` narrows the look by the API's own clock."""
+    def create_watermark(self, *, betas: Sequence[str] | None = None) -> CreateWatermark:
+        """The newest batch listed now: take it right before a paid create, to find a lost answer's batch."""
+        return self._run(partial(create_watermark_plan, betas=betas))
+
+    def find_created_batch(
+        self,
+        watermark: CreateWatermark,
+        request_count: int,
+        *,
+        exclude: Iterable[str] = (),
+        reason: str = "its answer was lost",
+        betas: Sequence[str] | None = None,
+    ) -> MessageBatch | None:
+        """The one batch a lost create made after ``watermark``, or None; any doubt raises
+        :class:`~airflow_provider_batches.errors.BatchCreateUncertainError`."""
         return self._run(
             partial(
-                find_recent_batches_plan,
-                created_after=created_after,
+                find_created_batch_plan,
+                watermark=watermark,
                 request_count=request_count,
-                sent_at=sent_at,
+                exclude=tuple(exclude),
+                reason=reason,
+                betas=betas,
             )
         )
 
@@ -454,7 +475,12 @@ def _count_tokens_call(params: Mapping[str, Any], betas: Sequence[str] | None) -
 
 
 def _create_batch(
-    requests: Sequence[Mapping[str, Any]] | BatchBody, betas: Sequence[str] | None, *, to_async: bool
+    requests: Sequence[Mapping[str, Any]] | BatchBody,
+    betas: Sequence[str] | None,
+    watermark: CreateWatermark | None,
+    exclude: Iterable[str],
+    *,
+    to_async: bool,
 ) -> PlanFactory[MessageBatch]:
     if isinstance(requests, BatchBody):
         chunks = requests.chunks
@@ -466,7 +492,9 @@ def _create_batch(
             "POST", batches_path(), json_body={"requests": list(requests)}, betas=betas, idempotent=False
         )
         count = len(requests)
-    return partial(create_batch_plan, call=call, request_count=count)
+    return partial(
+        create_batch_plan, call=call, request_count=count, watermark=watermark, exclude=tuple(exclude)
+    )
 
 
 def results_not_ready_reason(batch: MessageBatch) -> str | None:

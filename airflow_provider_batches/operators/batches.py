@@ -16,23 +16,23 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_batches._compat import AirflowTaskTimeout
-from airflow_provider_batches.batch_ids import normalize_batch_ids
-from airflow_provider_batches.client_core import CREATE_LOOKBACK
 from airflow_provider_batches.errors import (
-    BatchCreateUncertainError,
     BatchTimeoutError,
     BatchWaitError,
-    NotFoundError,
 )
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.job_state import JobRecord, JobStore, SliceRecord, job_store_for, utcnow
+from airflow_provider_batches.job_state import JobRecord, JobStore, generation_of, job_store_for
 from airflow_provider_batches.links import AnthropicBatchLink
-from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.operators.cancel_delete import (
     AnthropicCancelBatchOperator,
     AnthropicDeleteBatchOperator,
     cancel_batches,
     cancel_if_running,
+)
+from airflow_provider_batches.operators.submission import (
+    ON_INPUT_CHANGE_CHOICES,
+    JobSubmission,
+    OnInputChange,
 )
 from airflow_provider_batches.policy import (
     check_outcome,
@@ -44,7 +44,6 @@ from airflow_provider_batches.policy import (
 from airflow_provider_batches.requests import (
     MAX_BATCH_BYTES,
     MAX_REQUESTS_PER_BATCH,
-    BatchSlice,
     PreparedJob,
     RequestSource,
     prepare_job,
@@ -85,9 +84,18 @@ __all__ = [
 # -- create ---------------------------------------------------------------------------------------
 
 
-def _manifest(batch_ids: Sequence[str], request_count: int, fingerprint: str) -> dict[str, Any]:
-    """What the create operator returns: small, and accepted by every ``batch_id`` argument."""
-    return {"batch_ids": list(batch_ids), "request_count": request_count, "fingerprint": fingerprint}
+def job_manifest(record: JobRecord) -> dict[str, Any]:
+    """What the create operator returns: small, and accepted by every ``batch_id`` argument.
+
+    ``batches`` gives each batch's request count and custom_id digest, which the results transfer
+    checks the results against before publishing anything.
+    """
+    return {
+        "batch_ids": record.batch_ids,
+        "request_count": record.request_count,
+        "fingerprint": record.fingerprint,
+        "batches": record.batches(),
+    }
 
 
 class AnthropicCreateBatchOperator(BaseOperator):
@@ -110,6 +118,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
     :param fail_on_partial_error: fail when any request ended errored or expired (else a warning).
     :param max_requests_per_batch: split the input into batches of at most this many requests.
     :param max_bytes_per_batch: ... and at most this many body bytes.
+    :param on_input_change: what a retry does when the input differs from what an earlier try
+        submitted: ``"fail"`` (default; nothing is sent, the error names the earlier batches) or
+        ``"cancel_and_resubmit"`` (cancel the earlier batches still running, submit the new input).
     """
 
     template_fields: Sequence[str] = (
@@ -140,9 +151,15 @@ class AnthropicCreateBatchOperator(BaseOperator):
         fail_on_partial_error: bool = False,
         max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH,
         max_bytes_per_batch: int = MAX_BATCH_BYTES,
+        on_input_change: OnInputChange = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if on_input_change not in ON_INPUT_CHANGE_CHOICES:
+            raise ValueError(
+                f"{self.task_id}: on_input_change must be one of {', '.join(ON_INPUT_CHANGE_CHOICES)}, "
+                f"got {on_input_change!r}"
+            )
         if (requests is None) == (requests_path is None):
             raise ValueError(f"{self.task_id}: pass exactly one of requests=[...] or requests_path='...'")
         if poll_interval <= 0 or timeout <= 0:
@@ -160,7 +177,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self.fail_on_partial_error = fail_on_partial_error
         self.max_requests_per_batch = max_requests_per_batch
         self.max_bytes_per_batch = max_bytes_per_batch
+        self.on_input_change = on_input_change
         self._owned_batch_ids: list[str] = []
+        self._submission: JobSubmission | None = None
 
     @cached_property
     def hook(self) -> AnthropicHook:
@@ -189,14 +208,15 @@ class AnthropicCreateBatchOperator(BaseOperator):
             len(job.slices),
         )
         store = job_store_for(context)
-        record = self._submit(store, job)
+        self._submission = self.submission_for(context, store, job)
+        record = self._submission.run()
         batch_ids = record.batch_ids
         self._owned_batch_ids = batch_ids
         AnthropicBatchLink.persist(context, batch_ids)
-        manifest = _manifest(batch_ids, job.request_count, job.fingerprint)
+        if record.finished:
+            return self._outcome(record)
         if not self.wait_for_completion:
-            store.finish(record)
-            return manifest
+            return self._complete(store, record, None)
         deadline = time.time() + self.timeout
         grace_until = time.time() + NOT_FOUND_GRACE_SECONDS
         if self.deferrable:
@@ -211,7 +231,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
                     cancel_on_kill=True,
                 ),
                 method_name="execute_complete",
-                kwargs={"manifest": manifest},
+                kwargs={"manifest": job_manifest(record)},
                 timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
             )
         try:
@@ -227,30 +247,40 @@ class AnthropicCreateBatchOperator(BaseOperator):
         except (BatchTimeoutError, AirflowTaskTimeout):
             cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
             raise
-        return self._finish(store, record, manifest, counts)
+        return self._complete(store, record, counts)
+
+    def submission_for(self, context: Context, store: JobStore, job: PreparedJob) -> JobSubmission:
+        """The retry-safe submission of ``job`` (its ``create`` is the one paid call: tests wrap it)."""
+        return JobSubmission(
+            self.hook,
+            store,
+            job,
+            log=self.log,
+            cancel=lambda ids, reason: cancel_batches(self.hook, ids, reason=reason, log=self.log),
+            generation=generation_of(context),
+            on_input_change=self.on_input_change,
+        )
 
     def execute_complete(
         self, context: Context, event: Any = None, manifest: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Resume after the trigger: check its event, then apply the outcome policy.
-
-        The job is read back from the durable record (``manifest``, passed at deferral, is only a
-        fallback: ``airflow dags test`` drops it on resume).
-        """
+        """Resume after the trigger: check its event against the durable record, then apply the policy."""
         store = job_store_for(context)
         record = store.load()
-        if record is not None and record.batch_ids:
-            manifest = _manifest(record.batch_ids, record.request_count, record.fingerprint)
-        elif not isinstance(manifest, Mapping) or "batch_ids" not in manifest:
-            raise BatchWaitError("resumed without a record of the job's batches (task state cleared?)")
-        batch_ids = normalize_batch_ids(manifest)
-        wait = parse_wait_event(event, expected_batch_ids=batch_ids)
+        if record is None or not record.batch_ids:
+            raise BatchWaitError(
+                "resumed without a record of the job's batches (task state deleted?); not guessing. "
+                f"The batches the deferral was for: {(manifest or {}).get('batch_ids')}"
+            )
+        if record.finished:
+            return self._outcome(record)
+        wait = parse_wait_event(event, expected_batch_ids=record.batch_ids)
         if wait.status == "timeout":
-            cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
+            cancel_batches(self.hook, record.batch_ids, reason="the task timed out", log=self.log)
             raise BatchTimeoutError(wait.message)
         if wait.status == "error":
             raise BatchWaitError(wait.message)
-        return self._finish(store, record, dict(manifest), wait.request_counts)
+        return self._complete(store, record, wait.request_counts)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """A deferral that timed out in Airflow itself (not in the trigger) also cancels the batches."""
@@ -262,135 +292,29 @@ class AnthropicCreateBatchOperator(BaseOperator):
         return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
-        """The task is killed while waiting in the worker: cancel the batches it owns."""
-        if self._owned_batch_ids:
-            cancel_batches(self.hook, self._owned_batch_ids, reason="the task was killed", log=self.log)
+        """The task is killed in the worker (submitting or waiting): cancel the batches it owns."""
+        owned = self._submission.batch_ids if self._submission is not None else self._owned_batch_ids
+        if owned:
+            cancel_batches(self.hook, owned, reason="the task was killed", log=self.log)
 
     # -- outcome ----------------------------------------------------------------------------------
 
-    def _finish(
-        self,
-        store: JobStore,
-        record: JobRecord | None,
-        manifest: dict[str, Any],
-        request_counts: Mapping[str, Mapping[str, int]],
+    def _complete(
+        self, store: JobStore, record: JobRecord, ended_counts: Mapping[str, Mapping[str, int]] | None
     ) -> dict[str, Any]:
-        totals = check_outcome(request_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log)
-        if record is not None:
-            store.finish(record)
+        """Record the job as finished (with its final counts) *before* anything else can fail, so a
+        retry after this point returns the same manifest instead of paying again."""
+        if ended_counts is not None:
+            record.ended_counts = {batch_id: dict(counts) for batch_id, counts in ended_counts.items()}
+        record.finished = True
+        store.save(record)
+        return self._outcome(record)
+
+    def _outcome(self, record: JobRecord) -> dict[str, Any]:
+        manifest = job_manifest(record)
+        if record.ended_counts is None:
+            return manifest
+        totals = check_outcome(
+            record.ended_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log
+        )
         return {**manifest, "request_counts": totals}
-
-    # -- retry-safe submission --------------------------------------------------------------------
-
-    def _submit(self, store: JobStore, job: PreparedJob) -> JobRecord:
-        """Create the job's missing batches, recording intent and ids, re-attaching to recorded ones."""
-        record = self._record_for(store, job)
-        for part, entry in zip(job.slices, record.slices, strict=True):
-            if entry.batch_id and self._reattach(entry):
-                continue
-            if entry.intent_at and not entry.batch_id:
-                entry.batch_id = self._find_orphan(entry, exclude=record.batch_ids)
-                if entry.batch_id:
-                    store.save(record)
-                    continue
-            entry.batch_id = None
-            entry.intent_at = utcnow().isoformat()
-            store.save(record)  # the intent, before the paid call
-            batch = self._create_slice(job, part)
-            entry.batch_id = batch.id
-            store.save(record)  # the id, right after
-            self._owned_batch_ids = record.batch_ids
-            self.log.info(
-                "Created batch %s (%d of %d, %d requests)",
-                batch.id,
-                part.index + 1,
-                len(job.slices),
-                part.count,
-            )
-        return record
-
-    def _record_for(self, store: JobStore, job: PreparedJob) -> JobRecord:
-        """The earlier tries' record of this same input, or a fresh one."""
-        record = store.load()
-        if record is None:
-            return JobRecord.for_job(job)
-        if record.finished:
-            self.log.info(
-                "An earlier try finished batch(es) %s; submitting the input afresh", record.batch_ids
-            )
-            return JobRecord.for_job(job)
-        if not record.matches(job):
-            self.log.warning(
-                "The input changed since an earlier try submitted batch(es) %s (fingerprint %s, now %s): "
-                "submitting it afresh and leaving those batches alone",
-                record.batch_ids,
-                record.fingerprint[:16],
-                job.fingerprint[:16],
-            )
-            return JobRecord.for_job(job)
-        self.log.info("Resuming the job an earlier try started (batches on record: %s)", record.batch_ids)
-        return record
-
-    def _reattach(self, entry: SliceRecord) -> bool:
-        """Whether the recorded batch can be waited on (it was not canceled, nor deleted)."""
-        assert entry.batch_id is not None
-        try:
-            batch = self.hook.get_batch(entry.batch_id)
-        except NotFoundError as exc:
-            intent = entry.intent_time
-            if intent is not None and (utcnow() - intent).total_seconds() < NOT_FOUND_GRACE_SECONDS:
-                return True  # a fresh batch can answer 404 for a few seconds
-            raise BatchWaitError(
-                f"batch {entry.batch_id}, created by an earlier try, is not found (deleted?); "
-                "not resubmitting it on a guess. Delete the task's 'anthropic_batch_job' state to resubmit."
-            ) from exc
-        if batch.cancel_initiated_at is not None:
-            self.log.warning(
-                "Batch %s of an earlier try was canceled: submitting its requests again", batch.id
-            )
-            return False
-        self.log.info("Re-attached to batch %s (%s)", batch.id, batch.processing_status)
-        return True
-
-    def _find_orphan(self, entry: SliceRecord, *, exclude: Sequence[str]) -> str | None:
-        """The batch a try made but did not live to record: found by size within the create's window."""
-        intent = entry.intent_time
-        assert intent is not None
-        settings = self.hook.get_settings()
-        call_budget = (settings.timeout + settings.connect_timeout) * (settings.max_retries + 1)
-        latest = intent + timedelta(seconds=call_budget + settings.max_retry_wait) + CREATE_LOOKBACK
-        recent = self.hook.find_recent_batches(
-            created_after=intent - CREATE_LOOKBACK, request_count=entry.count, sent_at=intent
-        )
-        candidates = [
-            batch.id
-            for batch in recent
-            if batch.id not in exclude and batch.cancel_initiated_at is None and batch.created_at <= latest
-        ]
-        if len(candidates) == 1:
-            self.log.warning(
-                "An earlier try sent a create at %s and did not record its answer: adopting batch %s, "
-                "the one batch of %d requests created since",
-                entry.intent_at,
-                candidates[0],
-                entry.count,
-            )
-            return candidates[0]
-        if candidates:
-            raise BatchCreateUncertainError(
-                f"An earlier try sent a create at {entry.intent_at} and did not record its answer; "
-                f"{len(candidates)} batches of {entry.count} requests were created since: "
-                f"{', '.join(candidates)}. Cancel the ones that are not this task's in the Anthropic "
-                "console, then retry: the one left is adopted.",
-                candidates,
-            )
-        self.log.info(
-            "An earlier try sent a create at %s but no batch of %d requests was made since: creating it",
-            entry.intent_at,
-            entry.count,
-        )
-        return None
-
-    def _create_slice(self, job: PreparedJob, part: BatchSlice) -> MessageBatch:
-        """The paid call: one batch, its body streamed from the source."""
-        return self.hook.create_batch(job.body(part))

@@ -103,6 +103,49 @@ def test_dropped_connection_is_a_connection_error_for_the_sdk(emulator: Emulator
         sdk_client(emulator).messages.batches.list()
 
 
+def _create(emu: Emulator) -> httpx.Response:
+    body = {"requests": [batch_request("a", "hi")]}
+    return httpx.post(f"{emu.base_url}/v1/messages/batches", json=body, headers=api_headers(emu))
+
+
+def test_a_drop_before_acting_makes_no_batch(emulator: Emulator) -> None:
+    emulator.admin.set_config(next_faults=["drop"])
+    with pytest.raises(httpx.RemoteProtocolError):
+        _create(emulator)
+    assert _list(emulator).json()["data"] == []
+
+
+def test_a_drop_after_acting_makes_the_batch_and_loses_the_answer(emulator: Emulator) -> None:
+    emulator.admin.set_config(next_faults=["drop_after"])
+    with pytest.raises(httpx.RemoteProtocolError):
+        _create(emulator)
+    (made,) = _list(emulator).json()["data"]
+    assert made["request_counts"]["processing"] + made["request_counts"]["succeeded"] == 1
+    assert emulator.admin.stats()["faults_injected"] == {"drop_after": 1}
+
+
+def test_a_500_after_acting_makes_the_batch_and_answers_500(emulator: Emulator) -> None:
+    emulator.admin.set_config(next_faults=["500_after"])
+    answer = _create(emulator)
+    assert answer.status_code == 500
+    assert answer.json()["error"]["type"] == "api_error"
+    assert len(_list(emulator).json()["data"]) == 1
+
+
+def test_ok_lets_a_call_through_so_a_later_call_can_be_scripted(emulator: Emulator) -> None:
+    emulator.admin.set_config(next_faults=["ok", "529"])
+    assert _list(emulator).status_code == 200
+    assert _list(emulator).status_code == 529
+
+
+def test_a_drop_after_fraction_loses_answers_of_performed_calls(make_emulator: EmulatorFactory) -> None:
+    with make_emulator(drop_after_fraction=1.0) as emu:
+        with pytest.raises(httpx.RemoteProtocolError):
+            _create(emu)
+        emu.admin.set_config(drop_after_fraction=0.0)
+        assert len(_list(emu).json()["data"]) == 1
+
+
 def test_results_stream_is_cut_after_n_bytes(emulator: Emulator) -> None:
     batch_id = _ended_batch_with_results(emulator)
     emulator.admin.set_config(cut_results_after_bytes=1000)

@@ -73,12 +73,12 @@ def test_count_tokens_drops_max_tokens_and_stream() -> None:
 
 
 def test_create_batch_streams_a_body_factory() -> None:
-    recorder = Recorder(httpx.Response(200, json=batch_json(total=1)))
+    recorder = Recorder(_listing(), httpx.Response(200, json=batch_json(total=1)))
     body = BatchBody(lambda: iter([b'{"requests": [', b'{"custom_id": "a", "params": {}}', b"]}"]), 1)
     batch = hook_for(recorder).create_batch(body)
     assert batch.id == "msgbatch_1"
-    assert json.loads(recorder.requests[0].content) == {"requests": [{"custom_id": "a", "params": {}}]}
-    assert recorder.requests[0].headers["content-type"] == "application/json"
+    assert json.loads(recorder.requests[1].content) == {"requests": [{"custom_id": "a", "params": {}}]}
+    assert recorder.requests[1].headers["content-type"] == "application/json"
 
 
 def test_a_batch_id_with_a_slash_is_refused_before_any_call() -> None:
@@ -167,14 +167,7 @@ def test_an_html_error_page_gives_a_readable_error(monkeypatch: pytest.MonkeyPat
 # -- create without paying twice ------------------------------------------------------------------
 
 
-def _created_just_now(batch_id: str, total: int) -> dict[str, object]:
-    from datetime import datetime, timezone
-
-    now = datetime.now(timezone.utc).isoformat()
-    return batch_json(batch_id, total=total, created_at=now)
-
-
-def _listing(*batches: dict[str, object]) -> httpx.Response:
+def _listing(*batches: dict[str, object], has_more: bool = False) -> httpx.Response:
     ids = [b["id"] for b in batches]
     return httpx.Response(
         200,
@@ -182,63 +175,129 @@ def _listing(*batches: dict[str, object]) -> httpx.Response:
             "data": list(batches),
             "first_id": ids[0] if ids else None,
             "last_id": ids[-1] if ids else None,
-            "has_more": False,
+            "has_more": has_more,
         },
     )
 
 
-def test_a_create_whose_answer_was_lost_returns_the_batch_it_made(sleeps: list[float]) -> None:
+def watermark() -> httpx.Response:
+    """The listing a create takes first: the newest batch before it, an older one of 1 request."""
+    return _listing(batch_json("msgbatch_before", total=1))
+
+
+ONE_REQUEST = [{"custom_id": "a", "params": {}}]
+
+
+def test_a_create_lists_the_newest_batch_before_the_paid_call() -> None:
+    recorder = Recorder(watermark(), httpx.Response(200, json=batch_json(total=1)))
+    hook_for(recorder).create_batch(ONE_REQUEST)
+    assert [(r.method, r.url.params.get("limit")) for r in recorder.requests] == [
+        ("GET", "1"),
+        ("POST", None),
+    ]
+
+
+def test_a_create_whose_answer_was_lost_returns_the_batch_listed_since(sleeps: list[float]) -> None:
     recorder = Recorder(
+        watermark(),
         httpx.ReadTimeout("lost"),
-        _listing(_created_just_now("msgbatch_mine", 2), _created_just_now("msgbatch_other", 5)),
+        _listing(batch_json("msgbatch_mine", total=1), batch_json("msgbatch_before", total=1)),
     )
-    batch = hook_for(recorder).create_batch(
-        [{"custom_id": "a", "params": {}}, {"custom_id": "b", "params": {}}]
-    )
-    assert batch.id == "msgbatch_mine"
-    assert [r.method for r in recorder.requests] == ["POST", "GET"]
+    assert hook_for(recorder).create_batch(ONE_REQUEST).id == "msgbatch_mine"
+    assert [r.method for r in recorder.requests].count("POST") == 1
 
 
-def test_a_lost_create_with_several_candidates_names_them_and_sends_nothing_more(sleeps: list[float]) -> None:
+def test_a_batch_of_the_same_size_created_before_the_watermark_is_never_adopted(sleeps: list[float]) -> None:
     recorder = Recorder(
+        watermark(), httpx.ReadTimeout("lost"), _listing(batch_json("msgbatch_before", total=1))
+    )
+    with pytest.raises(
+        errors.BatchCreateUncertainError, match="no batch of 1 requests is listed since"
+    ) as raised:
+        hook_for(recorder).create_batch(ONE_REQUEST)
+    assert raised.value.candidate_batch_ids == []
+    assert [r.method for r in recorder.requests].count("POST") == 1
+
+
+def test_a_lost_create_with_two_batches_listed_since_names_both_and_adopts_neither(
+    sleeps: list[float],
+) -> None:
+    recorder = Recorder(
+        watermark(),
         httpx.RemoteProtocolError("dropped"),
-        _listing(_created_just_now("msgbatch_x", 1), _created_just_now("msgbatch_y", 1)),
+        _listing(
+            batch_json("msgbatch_x", total=1),
+            batch_json("msgbatch_y", total=1),
+            batch_json("msgbatch_before"),
+        ),
     )
     with pytest.raises(errors.BatchCreateUncertainError, match="msgbatch_x, msgbatch_y") as raised:
-        hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}])
+        hook_for(recorder).create_batch(ONE_REQUEST)
     assert raised.value.candidate_batch_ids == ["msgbatch_x", "msgbatch_y"]
     assert [r.method for r in recorder.requests].count("POST") == 1
 
 
-def test_a_lost_create_with_no_candidate_says_a_batch_may_exist(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ReadTimeout("lost"), _listing())
-    with pytest.raises(errors.BatchCreateUncertainError, match="a billed batch may exist"):
-        hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}])
-    assert [r.method for r in recorder.requests] == ["POST", "GET", "GET"]
+def test_a_lost_create_never_adopts_an_excluded_batch(sleeps: list[float]) -> None:
+    recorder = Recorder(
+        watermark(),
+        httpx.ReadTimeout("lost"),
+        _listing(batch_json("msgbatch_sibling", total=1), batch_json("msgbatch_before", total=1)),
+    )
+    with pytest.raises(errors.BatchCreateUncertainError, match="no batch of 1 requests"):
+        hook_for(recorder).create_batch(ONE_REQUEST, exclude=["msgbatch_sibling"])
+
+
+def test_a_lost_create_ignores_batches_of_another_size(sleeps: list[float]) -> None:
+    recorder = Recorder(
+        watermark(),
+        httpx.ReadTimeout("lost"),
+        _listing(
+            batch_json("msgbatch_other", total=5),
+            batch_json("msgbatch_mine", total=1),
+            batch_json("msgbatch_before"),
+        ),
+    )
+    assert hook_for(recorder).create_batch(ONE_REQUEST).id == "msgbatch_mine"
+
+
+def test_a_listing_that_never_reaches_the_watermark_is_doubt_not_adoption(sleeps: list[float]) -> None:
+    page = _listing(batch_json("msgbatch_mine", total=1), has_more=True)
+    recorder = Recorder(watermark(), httpx.ReadTimeout("lost"), page)
+    with pytest.raises(errors.BatchCreateUncertainError, match="cannot be told apart"):
+        hook_for(recorder).create_batch(ONE_REQUEST)
 
 
 def test_a_create_answered_500_is_looked_up_not_resent(sleeps: list[float]) -> None:
-    recorder = Recorder(error(500, "api_error"), _listing(_created_just_now("msgbatch_mine", 1)))
-    assert hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}]).id == "msgbatch_mine"
+    recorder = Recorder(
+        watermark(),
+        error(500, "api_error"),
+        _listing(batch_json("msgbatch_mine", total=1), batch_json("msgbatch_before")),
+    )
+    assert hook_for(recorder).create_batch(ONE_REQUEST).id == "msgbatch_mine"
     assert [r.method for r in recorder.requests].count("POST") == 1
 
 
 def test_a_create_refused_before_sending_is_retried(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ConnectError("refused"), httpx.Response(200, json=batch_json(total=1)))
-    assert hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}]).id == "msgbatch_1"
-    assert [r.method for r in recorder.requests] == ["POST", "POST"]
+    recorder = Recorder(
+        watermark(), httpx.ConnectError("refused"), httpx.Response(200, json=batch_json(total=1))
+    )
+    assert hook_for(recorder).create_batch(ONE_REQUEST).id == "msgbatch_1"
+    assert [r.method for r in recorder.requests] == ["GET", "POST", "POST"]
 
 
 def test_a_create_answered_529_is_retried(sleeps: list[float]) -> None:
-    recorder = Recorder(error(529, "overloaded_error"), httpx.Response(200, json=batch_json(total=1)))
-    assert hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}]).id == "msgbatch_1"
-    assert [r.method for r in recorder.requests] == ["POST", "POST"]
+    recorder = Recorder(
+        watermark(), error(529, "overloaded_error"), httpx.Response(200, json=batch_json(total=1))
+    )
+    assert hook_for(recorder).create_batch(ONE_REQUEST).id == "msgbatch_1"
+    assert [r.method for r in recorder.requests] == ["GET", "POST", "POST"]
 
 
-def test_old_batches_are_not_taken_for_a_lost_create(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ReadTimeout("lost"), _listing(batch_json("msgbatch_old", total=1)))
-    with pytest.raises(errors.BatchCreateUncertainError):
-        hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}])
+def test_a_failed_watermark_listing_sends_no_create(sleeps: list[float]) -> None:
+    recorder = Recorder(error(401, "authentication_error"))
+    with pytest.raises(errors.AuthenticationError):
+        hook_for(recorder).create_batch(ONE_REQUEST)
+    assert [r.method for r in recorder.requests] == ["GET"]
 
 
 # -- pagination -----------------------------------------------------------------------------------
@@ -469,11 +528,15 @@ async def test_async_client_errors_are_mapped_and_not_retried() -> None:
 
 
 async def test_async_lost_create_is_looked_up_not_resent(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ReadTimeout("lost"), _listing(_created_just_now("msgbatch_mine", 1)))
+    recorder = Recorder(
+        watermark(),
+        httpx.ReadTimeout("lost"),
+        _listing(batch_json("msgbatch_mine", total=1), batch_json("msgbatch_before", total=1)),
+    )
     hook = async_hook_for(recorder)
     body = BatchBody(lambda: [b'{"requests": [{"custom_id": "a", "params": {}}]}'], 1)
     assert (await hook.acreate_batch(body)).id == "msgbatch_mine"
-    assert [r.method for r in recorder.requests] == ["POST", "GET"]
+    assert [r.method for r in recorder.requests] == ["GET", "POST", "GET"]
 
 
 async def test_async_results_parse_crlf_and_blank_lines() -> None:
