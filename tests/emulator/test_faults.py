@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import anthropic
 import httpx
 import pytest
+from anthropic import _base_client
 
 from airflow_provider_batches.emulator import Emulator, ManualClock
 from tests.emulator.conftest import EmulatorFactory
 from tests.emulator.helpers import api_headers, batch_request, sdk_client
+
+#: The SDK's own HTTP library (httpx, or its fork httpx2 in recent SDKs): what a cut stream raises.
+SDK_HTTP: Any = getattr(_base_client, "httpx2", httpx)
 
 
 def _list(emu: Emulator, **headers: str) -> httpx.Response:
@@ -60,7 +65,9 @@ def test_rate_limits_are_per_api_key(make_emulator: EmulatorFactory) -> None:
     with make_emulator(requests_per_minute=1, api_keys=["sk-ant-one", "sk-ant-two"]) as emu:
         assert _list(emu, **{"x-api-key": "sk-ant-one"}).status_code == 200
         assert _list(emu, **{"x-api-key": "sk-ant-two"}).status_code == 200
-        assert _list(emu, **{"x-api-key": "sk-ant-one"}).status_code == 429
+        limited = _list(emu, **{"x-api-key": "sk-ant-one"})
+        assert limited.status_code == 429
+        assert limited.json()["error"]["message"] == "rate limit exceeded: 1 requests per minute"
 
 
 @pytest.mark.parametrize(
@@ -165,7 +172,7 @@ def test_scripted_cut_waits_for_a_results_download(emulator: Emulator) -> None:
     batch_id = _ended_batch_with_results(emulator)
     emulator.admin.set_config(next_faults=["cut"], cut_results_after_bytes=10, cut_results_fraction=0.0)
     client = sdk_client(emulator)
-    with pytest.raises(Exception, match="peer closed connection without sending complete message body"):
+    with pytest.raises(SDK_HTTP.RemoteProtocolError, match="peer closed connection without sending complete"):
         list(client.messages.batches.results(batch_id))  # retrieve passes, the download is cut
     assert len(list(client.messages.batches.results(batch_id))) == 50
 
