@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,8 +144,9 @@ class AnthropicCountTokensOperator(BaseOperator):
             tally.add(params["model"], tokens, max_tokens)
 
         pending: set[asyncio.Task[None]] = set()
+        requests = _pulled_in_thread(source.iter_requests(), self.max_concurrency)
         try:
-            for request in source.iter_requests():
+            async for request in requests:
                 if len(pending) >= self.max_concurrency:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
@@ -154,6 +156,7 @@ class AnthropicCountTokensOperator(BaseOperator):
         finally:
             for task in pending:
                 task.cancel()
+            await requests.aclose()
             await hook.aclose()
         return tally
 
@@ -207,6 +210,25 @@ class AnthropicCountTokensOperator(BaseOperator):
                 f"at most ${cost['output_max']:,.2f} of output at max_tokens), over "
                 f"max_cost_usd={float(self.max_cost_usd):,.2f}; nothing was submitted"
             )
+
+
+async def _pulled_in_thread(
+    iterator: Iterator[dict[str, Any]], chunk: int
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The items of a blocking iterator, read ``chunk`` at a time in a worker thread.
+
+    Reading object storage blocks, and some filesystems run an event loop of their own (the Amazon
+    provider's S3 calls ``asyncio.run`` when it connects), so the source is never read on this loop.
+    At most ``chunk`` items are held at once: the source still streams.
+    """
+    try:
+        while items := await asyncio.to_thread(lambda: list(itertools.islice(iterator, chunk))):
+            for item in items:
+                yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)  # closes the source file off the loop too
 
 
 class _RateLimitPause:

@@ -13,7 +13,8 @@ from airflow.sdk import Context, ObjectStoragePath
 from airflow_provider_batches.errors import APIConnectionError
 from airflow_provider_batches.transfers._publish import UPLOAD_BLOCK_SIZE, Staging
 from airflow_provider_batches.transfers.results_to_object_storage import ResultsVerificationError
-from tests.transfers.conftest import FakeBatchesAPI, S3Endpoint, jsonl, make_operator, result_line
+from tests.conftest import S3Endpoint
+from tests.transfers.conftest import FakeBatchesAPI, jsonl, make_operator, result_line
 
 NO_CONTEXT = cast(Context, {})
 PREFIX = "claude/2026-11-22/"
