@@ -14,7 +14,7 @@ from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_batches.errors import BudgetExceededError, RateLimitError, RequestValidationError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.pricing import BATCH_DISCOUNT, batch_cost_usd, price_for
+from airflow_provider_batches.pricing import BATCH_DISCOUNT, batch_cost_usd, price_for, require_prices
 from airflow_provider_batches.requests import RequestSource
 
 
@@ -43,8 +43,9 @@ class AnthropicCountTokensOperator(BaseOperator):
     The estimate is the batch price (50 % of standard) of the input tokens, plus ``max_tokens`` of
     output per request as the upper bound on output. The task fails before anything is spent when
     ``max_input_tokens`` or ``max_cost_usd`` (compared with input cost plus that output bound) is
-    exceeded. Prices come from :mod:`airflow_provider_batches.pricing`; override them with
-    ``prices={"claude-sonnet-4": {"input": 3.0, "output": 15.0}}`` (USD per million tokens).
+    exceeded. Prices come from :mod:`airflow_provider_batches.pricing` (exact model ids); add or override
+    them with ``prices={"claude-sonnet-4-6": {"input": 3.0, "output": 15.0}}`` (standard USD per million
+    tokens). With ``max_cost_usd``, a model with no price fails the task, naming it and that fix.
 
     Returns (XCom) ``request_count``, ``input_tokens``, ``input_tokens_per_model``,
     ``max_output_tokens``, ``estimated_cost_usd`` (``input``, ``output_max``, ``total_max``, or None
@@ -197,12 +198,7 @@ class AnthropicCountTokensOperator(BaseOperator):
             )
         if self.max_cost_usd is None:
             return
-        if summary["estimated_cost_usd"] is None:
-            raise BudgetExceededError(
-                f"no price is known for {', '.join(summary['unpriced_models'])}, so max_cost_usd cannot "
-                "be checked: pass prices={'<model prefix>': {'input': ..., 'output': ...}} "
-                "(USD per million tokens)"
-            )
+        require_prices(summary["unpriced_models"], self.prices)  # raises, naming each model and prices=
         cost = summary["estimated_cost_usd"]
         if cost["total_max"] > float(self.max_cost_usd):
             raise BudgetExceededError(
