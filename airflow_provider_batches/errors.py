@@ -209,6 +209,10 @@ class BudgetExceededError(AnthropicBatchesError, AirflowFailException):
     """A token or cost budget would be exceeded; nothing was spent. Not retried: the input must change."""
 
 
+class UnpricedModelError(BudgetExceededError):
+    """A cost estimate was asked for a model with no known price; ``prices=`` supplies it. Not retried."""
+
+
 class BatchWaitError(AnthropicBatchesError):
     """Waiting for batches could not go on (a fatal poll error), or a trigger event made no sense."""
 

@@ -80,7 +80,7 @@ class RequestSource:
             )
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise RequestValidationError(
-                f"model must be a model name like 'claude-sonnet-4-5', got {model!r}"
+                f"model must be a model name like 'claude-sonnet-4-6', got {model!r}"
             )
         self.requests = requests
         self.requests_path = requests_path.strip() if requests_path else None

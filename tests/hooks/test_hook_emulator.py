@@ -12,7 +12,7 @@ from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.hooks.anthropic import AnthropicHook, BatchBody
 from airflow_provider_batches.models import ErroredResult, SucceededResult
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 
 
 def params(text: str = "Say hello", **extra: Any) -> dict[str, Any]:

@@ -129,6 +129,7 @@ with DAG("sync_pipeline", schedule=None, start_date=datetime(2026, 1, 1)):
     assert SENTINEL not in outcome.rendered_fields_text()
     assert SENTINEL not in outcome.all_xcom_text()
     assert "line 2 (custom_id 'has space')" in outcome.output
+    assert "XCom not found" not in outcome.output  # the failed task's console link looks nothing up
     assert "Some requests did not succeed: 1 succeeded, 1 errored" in outcome.output
     assert batches_created(emulator) == 3 + 3  # the split job and one per outcome task; none for "invalid"
     monkeypatch.setenv("AIRFLOW_CONN_ANTHROPIC_DEFAULT", connection_json(emulator))
@@ -176,6 +177,7 @@ with DAG("deferred_pipeline", schedule=None, start_date=datetime(2026, 1, 1)):
     assert len(manifest["batch_ids"]) == 2
     assert manifest["request_counts"]["succeeded"] == 3
     assert outcome.xcom("create", key="batch_ids") == manifest["batch_ids"]
+    assert outcome.xcom("create", key="_link_AnthropicBatchLink").startswith("https://console.anthropic.com/")
     assert outcome.xcom("wait")["request_counts"]["succeeded"] == 3
     assert batches_created(emulator) == 2 + 3
 

@@ -20,8 +20,8 @@ from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
 )
 from airflow_provider_batches.transfers.verification import ResultsVerificationError
+from tests.conftest import S3Endpoint
 from tests.operators.support import request, task_context
-from tests.transfers.conftest import S3Endpoint
 
 NO_CONTEXT = cast(Context, {})
 
