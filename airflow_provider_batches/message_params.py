@@ -47,13 +47,13 @@ class CacheControl(_Closed):
 
 class ContentBlock(_Open):
     type: str
-    cache_control: CacheControl | None | UnsetType = UNSET
+    cache_control: CacheControl | UnsetType | None = UNSET
 
 
 class TextBlock(_Open):
     type: Literal["text"]
     text: str
-    cache_control: CacheControl | None | UnsetType = UNSET
+    cache_control: CacheControl | UnsetType | None = UNSET
 
 
 class Message(_Closed):
@@ -63,15 +63,15 @@ class Message(_Closed):
 
 class Tool(_Open):
     name: Annotated[str, Meta(min_length=1)]
-    cache_control: CacheControl | None | UnsetType = UNSET
+    cache_control: CacheControl | UnsetType | None = UNSET
 
 
 class Metadata(_Closed):
-    user_id: str | None | UnsetType = UNSET
+    user_id: str | UnsetType | None = UNSET
 
 
 class Diagnostics(_Closed):
-    previous_message_id: str | None | UnsetType = UNSET
+    previous_message_id: str | UnsetType | None = UNSET
 
 
 class JsonOutputFormat(_Closed):
@@ -80,17 +80,17 @@ class JsonOutputFormat(_Closed):
 
 
 class OutputConfig(_Closed):
-    effort: Literal["low", "medium", "high", "xhigh", "max"] | None | UnsetType = UNSET
-    format: JsonOutputFormat | None | UnsetType = UNSET
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | UnsetType | None = UNSET
+    format: JsonOutputFormat | UnsetType | None = UNSET
 
 
 class ThinkingEnabled(_Closed, tag_field="type", tag="enabled"):
     budget_tokens: Annotated[int, Meta(ge=MIN_THINKING_BUDGET)]
-    display: Literal["summarized", "omitted"] | None | UnsetType = UNSET
+    display: Literal["summarized", "omitted"] | UnsetType | None = UNSET
 
 
 class ThinkingAdaptive(_Closed, tag_field="type", tag="adaptive"):
-    display: Literal["summarized", "omitted"] | None | UnsetType = UNSET
+    display: Literal["summarized", "omitted"] | UnsetType | None = UNSET
 
 
 class ThinkingDisabled(_Closed, tag_field="type", tag="disabled"):
@@ -124,14 +124,14 @@ class MessageParams(_Closed):
     model: Annotated[str, Meta(min_length=1)]
     max_tokens: Annotated[int, Meta(ge=1, le=MAX_TOKENS_CEILING)]
     messages: Annotated[list[Message], Meta(min_length=1)]
-    cache_control: CacheControl | None | UnsetType = UNSET
-    container: str | dict[str, Any] | None | UnsetType = UNSET
-    diagnostics: Diagnostics | None | UnsetType = UNSET
-    inference_geo: str | None | UnsetType = UNSET
+    cache_control: CacheControl | UnsetType | None = UNSET
+    container: str | dict[str, Any] | UnsetType | None = UNSET
+    diagnostics: Diagnostics | UnsetType | None = UNSET
+    inference_geo: str | UnsetType | None = UNSET
     metadata: Metadata | UnsetType = UNSET
     output_config: OutputConfig | UnsetType = UNSET
     service_tier: Literal["auto", "standard_only"] | UnsetType = UNSET
-    speed: Literal["standard", "fast"] | None | UnsetType = UNSET
+    speed: Literal["standard", "fast"] | UnsetType | None = UNSET
     stop_sequences: list[str] | UnsetType = UNSET
     stream: Literal[False] | UnsetType = UNSET
     system: str | list[TextBlock] | UnsetType = UNSET
@@ -216,14 +216,13 @@ def _struct_problems(value: Any, info: mi.StructType, path: str) -> Iterator[str
             yield f"{path}.{key} is not a known field: {fix}"
     for name, field in known.items():
         field_path = f"{path}.{name}"
+        hint = FIXES.get(name) if path == "params" else None
         if name not in value:
             if field.required:
-                fix = FIXES.get(name) if path == "params" else None
-                yield f"{field_path} is missing: " + (fix or f"it must be {_describe(field.type)}")
+                yield f"{field_path} is missing: " + (hint or f"it must be {_describe(field.type)}")
             continue
         for problem in _problems(value[name], field.type, field_path):
-            fix = FIXES.get(name) if path == "params" else None
-            yield f"{problem} ({fix})" if fix else problem
+            yield f"{problem} ({hint})" if hint else problem
 
 
 def _union_problems(value: Any, info: mi.UnionType, path: str) -> Iterator[str]:
@@ -267,9 +266,7 @@ def _matches(value: Any, info: mi.Type) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and _in_range(value, info)
     if isinstance(info, mi.DictType):
         return isinstance(value, Mapping)
-    if isinstance(info, mi.AnyType):
-        return True
-    return False
+    return isinstance(info, mi.AnyType)
 
 
 def _in_range(value: float, info: mi.IntType | mi.FloatType) -> bool:

@@ -177,7 +177,9 @@ class RequestChecker:
     def check(self, line: SourceLine) -> Checked | None:
         """The request, with the default model filled in; None (and its problems noted) when it is bad."""
         if line.size is not None:
-            self.note(line.location, _custom_id_hint(line.raw), f"is {line.size:,} bytes, over the line limit")
+            self.note(
+                line.location, _custom_id_hint(line.raw), f"is {line.size:,} bytes, over the line limit"
+            )
             return None
         if line.raw is not None:
             value, problem = _parse_line(line.raw)
@@ -289,7 +291,10 @@ def _parse_line(raw: bytes) -> tuple[Any, str | None]:
     the API (a duplicate key keeps only its last value) is read again by :func:`_parse_strictly`.
     """
     if raw.startswith(_BOM):
-        return None, "starts with a UTF-8 byte order mark (BOM), which is not JSON: save the file as UTF-8 without BOM"
+        return (
+            None,
+            "starts with a UTF-8 byte order mark (BOM), which is not JSON: save it as UTF-8 without BOM",
+        )
     try:
         value = _fast_decode(raw)
     except RecursionError:
@@ -326,7 +331,10 @@ def _parse_strictly(raw: bytes) -> tuple[Any, str | None]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, f"is not valid JSON (not utf-8: {exc.reason} at byte {exc.start}): save the file as UTF-8"
+        return (
+            None,
+            f"is not valid JSON (not utf-8: {exc.reason} at byte {exc.start}): save the file as UTF-8",
+        )
     try:
         value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
     except RecursionError:
@@ -380,7 +388,9 @@ def _json_value_problem(value: Any, path: str) -> str | None:
             continue
         elif kind is float:
             if not math.isfinite(item):
-                return f"{named} is {item!r}, which is not a JSON number (1e400 reads as inf): use a finite number"
+                return (
+                    f"{named} is {item!r}, which is not a JSON number (1e400 reads as inf): use a finite one"
+                )
         elif isinstance(item, (Mapping, list, tuple)):
             if depth >= MAX_NESTING_DEPTH:
                 return f"{named} {_TOO_DEEP}"
@@ -390,7 +400,9 @@ def _json_value_problem(value: Any, path: str) -> str | None:
                         return f"{named} has the key {key!r}, which is not a string: JSON keys are strings"
                     stack.append((child, f"{where}.{key}" if where else key, depth + 1))
             else:
-                stack.extend((child, f"{where}.{i}" if where else str(i), depth + 1) for i, child in enumerate(item))
+                stack.extend(
+                    (child, f"{where}.{i}" if where else str(i), depth + 1) for i, child in enumerate(item)
+                )
         else:
             return (
                 f"{named} is a {kind.__name__}, which is not JSON: convert it to a string, number, "
@@ -475,7 +487,7 @@ class PreparedJob:
         return f"request {index} of batch {batch_slice.index + 1}", None
 
     def explain_api_error(self, batch_slice: BatchSlice, message: str) -> str:
-        """``message`` with each ``requests.N`` (an index in the batch body) replaced by file line and custom_id."""
+        """``message`` with each ``requests.N`` (an index in the batch body) as file line and custom_id."""
         located: dict[int, str] = {}
 
         def where(match: re.Match[str]) -> str:
@@ -546,7 +558,7 @@ def prepare_job(
     reencoded = bytearray()
     for line in source.iter_lines(max_bytes - _ENVELOPE_BYTES):
         if line.size is not None:
-            message = f"is {line.size:,} bytes, over the {max_bytes:,}-byte batch limit: split or shorten it"
+            message = f"is {line.size:,} bytes, {_over_limit(max_bytes)}"
             checker.note(line.location, _custom_id_hint(line.raw), message)
             continue
         checked = checker.check(line)
@@ -556,7 +568,7 @@ def prepare_job(
             checker.note(
                 line.location,
                 checked.request["custom_id"],
-                f"is {len(checked.encoded):,} bytes, over the {max_bytes:,}-byte batch limit: split or shorten it",
+                f"is {len(checked.encoded):,} bytes, {_over_limit(max_bytes)}",
             )
             continue
         models[checked.request["params"]["model"]] += 1
@@ -572,6 +584,10 @@ def prepare_job(
         "\n".join(f"{s.start}:{s.count}:{s.size}:{s.sha256}" for s in slices).encode()
     ).hexdigest()
     return PreparedJob(source, planner.total, fingerprint, slices, dict(models), bytes(reencoded))
+
+
+def _over_limit(max_bytes: int) -> str:
+    return f"over the {max_bytes:,}-byte batch limit: split or shorten it"
 
 
 class _SlicePlanner:

@@ -233,7 +233,7 @@ def problems_of(tmp_path: Path, *lines: str | bytes) -> str:
 def test_a_byte_order_mark_is_refused_with_the_fix(tmp_path: Path) -> None:
     message = problems_of(tmp_path, b"\xef\xbb\xbf" + json.dumps(request("a")).encode())
     assert "line 1 (custom_id 'a'): starts with a UTF-8 byte order mark" in message
-    assert "save the file as UTF-8 without BOM" in message
+    assert "save it as UTF-8 without BOM" in message
 
 
 def test_a_custom_id_must_match_whole_so_a_trailing_newline_is_refused(tmp_path: Path) -> None:
@@ -351,7 +351,10 @@ def test_an_over_long_line_is_never_held_whole(tmp_path: Path) -> None:
         ({"tools": [{"input_schema": {}}]}, "params.tools.0.name is missing"),
         ({"stop_sequences": "END"}, "params.stop_sequences must be a list of strings, got 'END'"),
         ({"system": 7}, "params.system must be a string or a list of objects"),
-        ({"metadata": {"userid": "u"}}, "params.metadata.userid is not a known field: did you mean 'user_id'?"),
+        (
+            {"metadata": {"userid": "u"}},
+            "params.metadata.userid is not a known field: did you mean 'user_id'?",
+        ),
         ({"service_tier": "batch"}, "params.service_tier must be one of 'auto', 'standard_only'"),
         ({"tool_choice": {"type": "sometimes"}}, "params.tool_choice.type must be one of 'auto', 'any'"),
         ({"tool_choice": {"type": "tool"}}, "params.tool_choice.name is missing"),
@@ -363,7 +366,10 @@ def test_an_over_long_line_is_never_held_whole(tmp_path: Path) -> None:
             "params.messages.0.content.0.type is missing",
         ),
         ({"messages": [{"role": "user"}]}, "params.messages.0.content is missing"),
-        ({"messages": [{"role": "user", "content": "x", "name": "n"}]}, "params.messages.0.name is not a known"),
+        (
+            {"messages": [{"role": "user", "content": "x", "name": "n"}]},
+            "params.messages.0.name is not a known",
+        ),
     ],
 )
 def test_params_are_checked_against_the_messages_request(params: dict[str, Any], words: str) -> None:
@@ -389,7 +395,10 @@ def test_valid_real_requests_pass_the_typed_model() -> None:
         system=[{"type": "text", "text": "Be brief", "cache_control": {"type": "ephemeral"}}],
         messages=[
             {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "calc", "input": {}}]},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "calc", "input": {}}],
+            },
             {"role": "user", "content": content},
         ],
         metadata={"user_id": "u-1"},
@@ -397,7 +406,10 @@ def test_valid_real_requests_pass_the_typed_model() -> None:
         temperature=0,
         top_p=1,
         top_k=40,
-        tools=[{"name": "calc", "input_schema": {"type": "object"}}, {"type": "web_search_20250305", "name": "web_search"}],
+        tools=[
+            {"name": "calc", "input_schema": {"type": "object"}},
+            {"type": "web_search_20250305", "name": "web_search"},
+        ],
         tool_choice={"type": "tool", "name": "calc", "disable_parallel_tool_use": True},
         thinking={"type": "enabled", "budget_tokens": 2048},
         service_tier="auto",

@@ -446,7 +446,15 @@ class AnthropicCreateBatchOperator(BaseOperator):
 
     def _create_slice(self, job: PreparedJob, part: BatchSlice) -> MessageBatch:
         """The paid call: one batch, its body streamed from the source."""
-        return self.hook.create_batch(job.body(part))
+        try:
+            return self.hook.create_batch(job.body(part))
+        except InvalidRequestError as exc:  # "requests.N..." -> the file line and custom_id
+            message = job.explain_api_error(part, exc.message)
+            if message == exc.message:
+                raise
+            raise type(exc)(
+                message, status_code=exc.status_code, error_type=exc.error_type, request_id=exc.request_id
+            ) from exc
 
 
 # -- cancel and delete ----------------------------------------------------------------------------

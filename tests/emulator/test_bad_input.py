@@ -94,7 +94,7 @@ def test_too_many_requests_is_400(make_emulator: EmulatorFactory) -> None:
 
 
 def test_100001_requests_is_400(emulator: Emulator) -> None:
-    params = '{"model":"claude-x","max_tokens":1,"messages":[{"role":"user","content":"x"}]}'
+    params = '{"model":"claude-emulator-test","max_tokens":1,"messages":[{"role":"user","content":"x"}]}'
     template = '{"custom_id":"r%d","params":' + params + "}"
     body = '{"requests":[' + ",".join(template % i for i in range(100_001)) + "]}"
     response = httpx.post(
