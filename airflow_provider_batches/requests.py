@@ -299,7 +299,7 @@ def _parse_line(raw: bytes) -> tuple[Any, str | None]:
         value = _fast_decode(raw)
     except RecursionError:
         return None, _TOO_DEEP
-    except msgspec.DecodeError:  # includes numbers out of range such as 1e400
+    except (msgspec.DecodeError, UnicodeDecodeError):  # also numbers out of range such as 1e400
         return _parse_strictly(raw)
     if _may_repeat_a_key(raw, value):
         return _parse_strictly(raw)

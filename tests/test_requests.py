@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +324,24 @@ def test_an_over_long_line_is_refused_while_streaming_with_its_custom_id(tmp_pat
         prepare_job(RequestSource(requests_path=path), max_bytes=1000)
     assert "line 2 (custom_id 'long'): is 5,1" in str(raised.value)
     assert "over the 1,000-byte batch limit: split or shorten it" in str(raised.value)
+
+
+def test_memory_for_an_over_long_line_is_bounded_by_the_limit_not_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    with path.open("wb") as out:
+        out.write(json.dumps(request("a")).encode() + b"\n" + b'{"custom_id": "long", "text": "')
+        for _ in range(64):
+            out.write(b"x" * (1 << 20))
+        out.write(b'"}\n')
+    prepare_job(RequestSource(requests_path=write_jsonl(tmp_path / "warm.jsonl", [request("a")])))  # imports
+    tracemalloc.start()
+    try:
+        with pytest.raises(RequestValidationError, match="line 2 .custom_id 'long'.: is 67,108,"):
+            prepare_job(RequestSource(requests_path=str(path)), max_bytes=4_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 12_000_000, f"a 64 MB line under a 4 MB limit peaked at {peak:,} bytes"
 
 
 def test_an_over_long_line_is_never_held_whole(tmp_path: Path) -> None:
