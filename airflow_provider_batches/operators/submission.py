@@ -17,6 +17,7 @@ from airflow_provider_batches.errors import (
     BatchCreateUncertainError,
     BatchWaitError,
     InputChangedError,
+    InvalidRequestError,
     NotFoundError,
 )
 from airflow_provider_batches.job_state import RECORD_KEY, JobRecord, JobStore, SliceRecord, utcnow
@@ -226,4 +227,13 @@ class JobSubmission:
     def _create_with_hook(
         self, part: BatchSlice, watermark: CreateWatermark, exclude: Sequence[str]
     ) -> MessageBatch:
-        return self.hook.create_batch(self.job.body(part), watermark=watermark, exclude=exclude)
+        """The paid call: one batch, its body streamed from the source; API errors located by line."""
+        try:
+            return self.hook.create_batch(self.job.body(part), watermark=watermark, exclude=exclude)
+        except InvalidRequestError as exc:  # "requests.N..." -> the file line and custom_id
+            message = self.job.explain_api_error(part, exc.message)
+            if message == exc.message:
+                raise
+            raise type(exc)(
+                message, status_code=exc.status_code, error_type=exc.error_type, request_id=exc.request_id
+            ) from exc
