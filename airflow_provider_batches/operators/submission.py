@@ -94,11 +94,12 @@ class JobSubmission:
         record = self.store.load()
         if record is None:
             return JobRecord.for_job(self.job, generation=self.generation)
-        cleared = (
-            record.generation is not None
-            and self.generation is not None
-            and record.generation != self.generation
-        )
+        if record.generation is None or self.generation is None:
+            # No clear generation to compare (a record of the previous provider version, or no task
+            # instance): a finished job is taken as cleared, as that version did.
+            cleared = record.finished
+        else:
+            cleared = record.generation != self.generation
         if record.matches(self.job):
             if record.finished and cleared:
                 self.log.info(

@@ -514,6 +514,17 @@ def test_a_cleared_task_whose_batches_still_run_reattaches(monkeypatch: pytest.M
         assert batches_created(emulator) == 1
 
 
+def test_a_finished_record_of_the_previous_version_submits_afresh_as_it_did(emulator: Emulator) -> None:
+    store = FakeTaskStateStore()
+    first = create().execute(task_context(store))
+    store.values[RECORD_KEY]["generation"] = None  # version 1 records have no clear generation
+    store.values[RECORD_KEY]["version"] = 1
+
+    second = create().execute(task_context(store))
+
+    assert second["batch_ids"] != first["batch_ids"]
+
+
 def test_an_input_edited_between_tries_fails_before_any_paid_call(monkeypatch: pytest.MonkeyPatch) -> None:
     with running_emulator(monkeypatch, processing_seconds=600) as emulator:
         store = FakeTaskStateStore()
