@@ -31,6 +31,7 @@ from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import JobRecord, JobStore, SliceRecord, job_store_for, utcnow
 from airflow_provider_batches.links import AnthropicBatchLink
 from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.prompts import build_prompt_requests
 from airflow_provider_batches.requests import (
     MAX_BATCH_BYTES,
     MAX_REQUESTS_PER_BATCH,
@@ -163,6 +164,15 @@ class AnthropicCreateBatchOperator(BaseOperator):
     :param fail_on_partial_error: fail when any request ended errored or expired (else a warning).
     :param max_requests_per_batch: split the input into batches of at most this many requests.
     :param max_bytes_per_batch: ... and at most this many body bytes.
+    :param prompts: a prompt list instead of requests: strings, or dicts with ``prompt`` or ``messages``
+        and per-prompt fields (see :mod:`airflow_provider_batches.prompts`); custom_ids ``prompt-<index>``.
+    :param max_tokens: shared ``max_tokens`` of the prompts' requests.
+    :param system: shared system prompt of the prompts' requests.
+    :param message_params: other shared Messages parameters of the prompts' requests (``temperature``...).
+    :param cancel_on_kill: cancel the batches when the task is killed (else they keep running and a
+        later try re-attaches to them).
+    :param cancel_on_timeout: cancel the batches when ``timeout`` passes (else they keep running and a
+        retry re-attaches to them).
     """
 
     template_fields: Sequence[str] = (
@@ -193,11 +203,19 @@ class AnthropicCreateBatchOperator(BaseOperator):
         fail_on_partial_error: bool = False,
         max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH,
         max_bytes_per_batch: int = MAX_BATCH_BYTES,
+        prompts: Sequence[str | Mapping[str, Any]] | None = None,
+        max_tokens: int | None = None,
+        system: str | Sequence[Mapping[str, Any]] | None = None,
+        message_params: Mapping[str, Any] | None = None,
+        cancel_on_kill: bool = True,
+        cancel_on_timeout: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (requests is None) == (requests_path is None):
-            raise ValueError(f"{self.task_id}: pass exactly one of requests=[...] or requests_path='...'")
+        if [requests, requests_path, prompts].count(None) != 2:
+            raise ValueError(
+                f"{self.task_id}: pass exactly one of requests=[...], requests_path='...' or prompts=[...]"
+            )
         if poll_interval <= 0 or timeout <= 0:
             raise ValueError(f"{self.task_id}: poll_interval and timeout must be positive")
         self.requests = requests
@@ -213,6 +231,12 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self.fail_on_partial_error = fail_on_partial_error
         self.max_requests_per_batch = max_requests_per_batch
         self.max_bytes_per_batch = max_bytes_per_batch
+        self.prompts = prompts
+        self.max_tokens = max_tokens
+        self.system = system
+        self.message_params = message_params
+        self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = cancel_on_timeout
         self._owned_batch_ids: list[str] = []
 
     @cached_property
@@ -221,8 +245,13 @@ class AnthropicCreateBatchOperator(BaseOperator):
 
     def prepare(self) -> PreparedJob:
         """Validate the whole input and plan its batches: no API call, nothing held in memory."""
+        requests = self.requests
+        if self.prompts is not None:
+            requests = build_prompt_requests(
+                self.prompts, max_tokens=self.max_tokens, system=self.system, params=self.message_params
+            )
         source = RequestSource(
-            requests=self.requests,
+            requests=requests,
             requests_path=self.requests_path,
             requests_conn_id=self.requests_conn_id,
             model=self.model,
@@ -261,7 +290,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
                     poll_interval=self.poll_interval,
                     max_poll_interval=self.max_poll_interval,
                     not_found_grace_until=grace_until,
-                    cancel_on_kill=True,
+                    cancel_on_kill=self.cancel_on_kill,
                 ),
                 method_name="execute_complete",
                 kwargs={"manifest": manifest},
@@ -278,7 +307,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 log=self.log,
             )
         except (BatchTimeoutError, AirflowTaskTimeout):
-            cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
+            if self.cancel_on_timeout:
+                cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
             raise
         return self._finish(store, record, manifest, counts)
 
@@ -299,7 +329,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         batch_ids = normalize_batch_ids(manifest)
         wait = parse_wait_event(event, expected_batch_ids=batch_ids)
         if wait.status == "timeout":
-            cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
+            if self.cancel_on_timeout:
+                cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
             raise BatchTimeoutError(wait.message)
         if wait.status == "error":
             raise BatchWaitError(wait.message)
@@ -310,13 +341,13 @@ class AnthropicCreateBatchOperator(BaseOperator):
         error = (next_kwargs or {}).get("error")
         if next_method == "__fail__" and str(getattr(error, "value", error)) == "Trigger timeout":
             record = job_store_for(context).load()
-            if record is not None:
+            if record is not None and self.cancel_on_timeout:
                 cancel_batches(self.hook, record.batch_ids, reason="the deferral timed out", log=self.log)
         return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
         """The task is killed while waiting in the worker: cancel the batches it owns."""
-        if self._owned_batch_ids:
+        if self._owned_batch_ids and self.cancel_on_kill:
             cancel_batches(self.hook, self._owned_batch_ids, reason="the task was killed", log=self.log)
 
     # -- outcome ----------------------------------------------------------------------------------
