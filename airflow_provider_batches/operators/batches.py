@@ -29,6 +29,7 @@ from airflow_provider_batches.errors import (
 )
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import JobRecord, JobStore, SliceRecord, job_store_for, utcnow
+from airflow_provider_batches.lineage import create_batch_lineage
 from airflow_provider_batches.links import AnthropicBatchLink
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.prompts import build_prompt_requests
@@ -238,6 +239,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.cancel_on_timeout = cancel_on_timeout
         self._owned_batch_ids: list[str] = []
+        self._models: dict[str, int] = {}
+        self._completed_manifest: dict[str, Any] | None = None
 
     @cached_property
     def hook(self) -> AnthropicHook:
@@ -270,6 +273,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             job.requests_per_model,
             len(job.slices),
         )
+        self._models = dict(job.requests_per_model)
         store = job_store_for(context)
         record = self._submit(store, job)
         batch_ids = record.batch_ids
@@ -278,6 +282,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         manifest = _manifest(batch_ids, job.request_count, job.fingerprint)
         if not self.wait_for_completion:
             store.finish(record)
+            self._completed_manifest = manifest
             return manifest
         deadline = time.time() + self.timeout
         grace_until = time.time() + NOT_FOUND_GRACE_SECONDS
@@ -362,7 +367,17 @@ class AnthropicCreateBatchOperator(BaseOperator):
         totals = check_outcome(request_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log)
         if record is not None:
             store.finish(record)
-        return {**manifest, "request_counts": totals}
+        self._completed_manifest = {**manifest, "request_counts": totals}
+        return self._completed_manifest
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the requests file in, the batches out, models and counts (None without it)."""
+        models = self._models
+        if not models and self._completed_manifest and self.model:  # resumed: the input was not re-read
+            models = {self.model: self._completed_manifest["request_count"]}
+        return create_batch_lineage(
+            requests_path=self.requests_path, models=models, manifest=self._completed_manifest
+        )
 
     # -- retry-safe submission --------------------------------------------------------------------
 
