@@ -2,7 +2,8 @@
 
 A prompt is a string (one user turn) or a dict with ``prompt`` (one user turn) or ``messages`` (a
 whole conversation), plus optional ``custom_id`` and any Messages parameter (``system``,
-``max_tokens``, ``model``, ``temperature``...), which overrides the shared one for that prompt.
+``max_tokens``, ``model``, ``temperature``...), which overrides the shared one for that prompt. A
+full request (a dict with ``custom_id`` and ``params``) may stand among prompts; it is kept as it is.
 
 custom_ids are ``prompt-<index>`` (0-based position in the list) unless a prompt names its own. The
 same prompts in the same order give the same requests on every try, so the job's fingerprint, and
@@ -12,7 +13,7 @@ filled in, max_tokens, duplicate ids...) is checked by :mod:`airflow_provider_ba
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_batches.errors import RequestValidationError
@@ -40,12 +41,27 @@ def build_prompt_requests(
             f"prompts must be a list of strings or dicts, got {type(prompts).__name__}: "
             "wrap a single prompt in a list"
         )
+    return list(iter_prompt_requests(prompts, max_tokens=max_tokens, system=system, params=params))
+
+
+def iter_prompt_requests(
+    items: Iterable[Any],
+    *,
+    max_tokens: int | None = None,
+    system: str | Sequence[Mapping[str, Any]] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Requests from prompts, streamed; an item that is already a request (it has ``params``) is kept."""
     shared: dict[str, Any] = dict(params or {})
     if max_tokens is not None:
         shared["max_tokens"] = max_tokens
     if system is not None:
         shared["system"] = system
-    return [_request(index, prompt, shared) for index, prompt in enumerate(prompts)]
+    for index, item in enumerate(items):
+        if isinstance(item, Mapping) and "params" in item:
+            yield dict(item)
+        else:
+            yield _request(index, item, shared)
 
 
 def _request(index: int, prompt: Any, shared: Mapping[str, Any]) -> dict[str, Any]:
