@@ -67,19 +67,6 @@ def mapped_rows(outcome: DagRunOutcome, task_id: str) -> list[tuple[int, str, in
     )
 
 
-def mapped_manifests(outcome: DagRunOutcome, task_id: str) -> list[dict[str, object]]:
-    import json
-
-    rows = outcome.env.query(
-        "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = 'return_value' "
-        "ORDER BY map_index",
-        outcome.dag_id,
-        outcome.run_id,
-        task_id,
-    )
-    return [json.loads(row[0]) for row in rows]
-
-
 def test_decorated_tasks_create_wait_and_return_the_manifest(
     airflow_env: AirflowEnv, emulator: Emulator
 ) -> None:
@@ -154,7 +141,7 @@ with DAG("decorated_mapped", schedule=None, start_date=datetime(2026, 1, 1), def
         outcome.output[-5000:]
     )
     assert all(tries == 2 for _, _, tries in rows)  # each crashed once after its create
-    manifests = mapped_manifests(outcome, "ask")
-    assert len({manifest["batch_ids"][0] for manifest in manifests}) == 3  # type: ignore[index]
+    manifests = outcome.mapped_xcoms("ask")
+    assert len({manifest["batch_ids"][0] for manifest in manifests}) == 3
     assert batches_created(emulator) == 3  # the retries re-attached: one batch per instance
     assert SENTINEL not in outcome.rendered_fields_text()
