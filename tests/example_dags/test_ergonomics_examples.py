@@ -172,7 +172,8 @@ def test_the_deadline_example_parses_and_serializes_with_a_batch_window_alert() 
     spec = importlib.util.spec_from_file_location(
         "deadline_example", EXAMPLES / "anthropic_batch_deadline.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     dag = module.dag
