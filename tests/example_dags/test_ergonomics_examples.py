@@ -134,30 +134,22 @@ def test_below_the_threshold_the_batch_is_created_without_asking(
 
 
 @pytest.mark.skipif(not HAS_AWAITING_INPUT, reason="dags test parks approvals in awaiting_input on 3.3+")
-def test_over_the_threshold_an_approval_lets_the_batch_be_created(
-    airflow_env: AirflowEnv, emulator: Emulator, tmp_path: Path
+@pytest.mark.parametrize(
+    ("answer", "create_state", "batches"), [("Approve", "success", 1), ("Reject", "skipped", 0)]
+)
+def test_over_the_threshold_the_answer_decides_whether_the_batch_is_created(
+    airflow_env: AirflowEnv, emulator: Emulator, tmp_path: Path, answer: str, create_state: str, batches: int
 ) -> None:
-    run = run_with_answer(airflow_env, emulator, approval_conf(tmp_path, threshold=0), "Approve")
+    run = run_with_answer(airflow_env, emulator, approval_conf(tmp_path, threshold=0), answer)
 
     assert run.task_states() == {
         "count_tokens": "success",
         "route_by_cost": "success",
         "approve_spend": "success",
         "within_budget": "skipped",
-        "create_batch": "success",
+        "create_batch": create_state,
     }, run.output[-5000:]
-    assert batches_created(emulator) == 1
-
-
-@pytest.mark.skipif(not HAS_AWAITING_INPUT, reason="dags test parks approvals in awaiting_input on 3.3+")
-def test_over_the_threshold_a_rejection_spends_nothing(
-    airflow_env: AirflowEnv, emulator: Emulator, tmp_path: Path
-) -> None:
-    run = run_with_answer(airflow_env, emulator, approval_conf(tmp_path, threshold=0), "Reject")
-
-    assert run.task_states()["approve_spend"] == "success", run.output[-5000:]
-    assert run.task_states()["create_batch"] == "skipped"
-    assert batches_created(emulator) == 0
+    assert batches_created(emulator) == batches
 
 
 def test_the_deadline_example_parses_and_serializes_with_a_batch_window_alert() -> None:
