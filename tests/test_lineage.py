@@ -21,11 +21,13 @@ from airflow.providers.openlineage.extractors import OperatorLineage
 from openlineage.client.serde import Serde
 
 from airflow_provider_batches import lineage
-from airflow_provider_batches.emulator import Emulator
+from airflow_provider_batches.emulator import Emulator, EmulatorConfig
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
+from airflow_provider_batches.testing import connection_json
 from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
 )
+from tests.airflow_harness import AirflowEnv
 from tests.operators.support import MODEL, request, running_emulator, task_context
 
 OTHER_MODEL = "claude-emulator-other"
@@ -145,3 +147,44 @@ def test_without_the_openlineage_provider_lineage_is_none(monkeypatch: pytest.Mo
         assert lineage.results_transfer_lineage({"batch_ids": ["msgbatch_1"], "files": []}) is None
     finally:
         lineage._openlineage.cache_clear()
+
+
+@pytest.mark.airflow
+def test_the_openlineage_listener_sends_the_facets_of_a_deferred_create_and_its_transfer(
+    airflow_env: AirflowEnv, tmp_path: Path
+) -> None:
+    path = requests_file(tmp_path / "requests.jsonl")
+    dag = airflow_env.write_dag(
+        f"""
+        from datetime import datetime
+
+        from airflow.sdk import DAG
+
+        from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
+        from airflow_provider_batches.transfers.results_to_object_storage import (
+            AnthropicBatchResultsToObjectStorageOperator,
+        )
+
+        with DAG("lineage", schedule=None, start_date=datetime(2026, 1, 1)):
+            create = AnthropicCreateBatchOperator(
+                task_id="create", requests_path="file://{path}", deferrable=True, poll_interval=0.5
+            )
+            AnthropicBatchResultsToObjectStorageOperator(
+                task_id="results", batch_id=create.output, destination="file://{tmp_path}/out/"
+            )
+        """,
+        name="lineage",
+    )
+    with Emulator(EmulatorConfig(processing_seconds=1)) as running:
+        outcome = airflow_env.dags_test(
+            "lineage",
+            dag,
+            AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(running),
+            AIRFLOW__OPENLINEAGE__TRANSPORT='{"type": "console"}',
+        )
+
+    assert outcome.task_states() == {"create": "success", "results": "success"}, outcome.output[-5000:]
+    (batch_id,) = outcome.xcom("create")["batch_ids"]
+    assert outcome.output.count(f'"name": "message_batches/{batch_id}"') >= 2  # out of create, into results
+    assert '"anthropicBatch"' in outcome.output
+    assert '"anthropicBatchResults"' in outcome.output
