@@ -31,11 +31,18 @@ SENTINEL = "{SENTINEL}"
 
 
 class CrashAfterCreate(_AnthropicBatchDecoratedOperator):
-    def _submit(self, store, job):
-        record = super()._submit(store, job)
-        if get_current_context()["ti"].try_number == 1:
-            raise RuntimeError("worker lost after the create")
-        return record
+    def submission_for(self, context, store, job):
+        submission = super().submission_for(context, store, job)
+        run_submission = submission.run
+
+        def run():
+            record = run_submission()
+            if get_current_context()["ti"].try_number == 1:
+                raise RuntimeError("worker lost after the create")
+            return record
+
+        submission.run = run
+        return submission
 
 
 def crashing_batch(python_callable=None, **kwargs):

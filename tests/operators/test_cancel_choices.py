@@ -64,15 +64,16 @@ def test_a_timeout_event_without_cancel_on_timeout_leaves_the_batch_running(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with running_emulator(monkeypatch, processing_seconds=600):
-        batch = AnthropicHook().create_batch(requests(1))
-        event = {"status": "timeout", "batch_ids": [batch.id], "request_counts": {}, "message": "too slow"}
+        context = task_context()
+        with pytest.raises(TaskDeferred):
+            create(deferrable=True, cancel_on_timeout=False).execute(context)
+        (batch_id,) = context["ti"].xcoms["batch_ids"]
+        event = {"status": "timeout", "batch_ids": [batch_id], "request_counts": {}, "message": "too slow"}
 
         with pytest.raises(BatchTimeoutError):
-            create(cancel_on_timeout=False).execute_complete(
-                task_context(), event=event, manifest={"batch_ids": [batch.id]}
-            )
+            create(deferrable=True, cancel_on_timeout=False).execute_complete(context, event=event)
 
-        assert status_of(batch.id) == "in_progress"
+        assert status_of(batch_id) == "in_progress"
 
 
 def test_on_kill_without_cancel_on_kill_leaves_the_batch_running(monkeypatch: pytest.MonkeyPatch) -> None:
