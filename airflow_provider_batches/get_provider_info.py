@@ -44,6 +44,12 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_batches.triggers.batches"]}
         ],
+        "task-decorators": [
+            {
+                "class-name": "airflow_provider_batches.decorators.anthropic_batch.anthropic_batch_task",
+                "name": "anthropic_batch",
+            }
+        ],
         "extra-links": ["airflow_provider_batches.links.AnthropicBatchLink"],
         "transfers": [
             {

@@ -66,6 +66,18 @@ class DagRunOutcome:
         value = rows[0][0]
         return json.loads(value) if isinstance(value, (str, bytes)) else value
 
+    def mapped_xcoms(self, task_id: str, key: str = "return_value") -> list[Any]:
+        """The XCom of every instance of a mapped task, in map index order."""
+        rows = self.env.query(
+            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ? "
+            "ORDER BY map_index",
+            self.dag_id,
+            self.run_id,
+            task_id,
+            key,
+        )
+        return [json.loads(row[0]) if isinstance(row[0], (str, bytes)) else row[0] for row in rows]
+
     def all_xcom_text(self) -> str:
         rows = self.env.query(
             "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ?", self.dag_id, self.run_id

@@ -33,6 +33,7 @@ def test_every_module_named_in_the_provider_info_imports() -> None:
 def test_every_class_path_in_the_provider_info_resolves() -> None:
     info = get_provider_info()
     paths = [conn["hook-class-name"] for conn in info["connection-types"]] + info.get("extra-links", [])
+    paths += [entry["class-name"] for entry in info.get("task-decorators", [])]
     for path in paths:
         module, _, name = path.rpartition(".")
         assert hasattr(importlib.import_module(module), name), path
@@ -42,3 +43,11 @@ def test_the_connection_form_relabels_password_as_api_key() -> None:
     (connection,) = get_provider_info()["connection-types"]
     assert connection["connection-type"] == "anthropic_batches"
     assert connection["ui-field-behaviour"]["relabeling"] == {"password": "API Key", "host": "Base URL"}
+
+
+def test_task_anthropic_batch_resolves_to_the_providers_decorator() -> None:
+    from airflow.sdk import task
+
+    from airflow_provider_batches.decorators.anthropic_batch import anthropic_batch_task
+
+    assert task.anthropic_batch is anthropic_batch_task

@@ -22,6 +22,7 @@ from airflow_provider_batches.errors import (
 )
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import JobRecord, JobStore, generation_of, job_store_for
+from airflow_provider_batches.lineage import create_batch_lineage
 from airflow_provider_batches.links import AnthropicBatchLink
 from airflow_provider_batches.operators.cancel_delete import (
     AnthropicCancelBatchOperator,
@@ -41,6 +42,7 @@ from airflow_provider_batches.policy import (
     parse_wait_event,
     total_counts,
 )
+from airflow_provider_batches.prompts import build_prompt_requests
 from airflow_provider_batches.requests import (
     MAX_BATCH_BYTES,
     MAX_REQUESTS_PER_BATCH,
@@ -121,6 +123,15 @@ class AnthropicCreateBatchOperator(BaseOperator):
     :param on_input_change: what a retry does when the input differs from what an earlier try
         submitted: ``"fail"`` (default; nothing is sent, the error names the earlier batches) or
         ``"cancel_and_resubmit"`` (cancel the earlier batches still running, submit the new input).
+    :param prompts: a prompt list instead of requests: strings, or dicts with ``prompt`` or ``messages``
+        and per-prompt fields (see :mod:`airflow_provider_batches.prompts`); custom_ids ``prompt-<index>``.
+    :param max_tokens: shared ``max_tokens`` of the prompts' requests.
+    :param system: shared system prompt of the prompts' requests.
+    :param message_params: other shared Messages parameters of the prompts' requests (``temperature``...).
+    :param cancel_on_kill: cancel the batches when the task is killed (else they keep running and a
+        later try re-attaches to them).
+    :param cancel_on_timeout: cancel the batches when ``timeout`` passes (else they keep running and a
+        retry re-attaches to them).
     """
 
     template_fields: Sequence[str] = (
@@ -152,6 +163,12 @@ class AnthropicCreateBatchOperator(BaseOperator):
         max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH,
         max_bytes_per_batch: int = MAX_BATCH_BYTES,
         on_input_change: OnInputChange = "fail",
+        prompts: Sequence[str | Mapping[str, Any]] | None = None,
+        max_tokens: int | None = None,
+        system: str | Sequence[Mapping[str, Any]] | None = None,
+        message_params: Mapping[str, Any] | None = None,
+        cancel_on_kill: bool = True,
+        cancel_on_timeout: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -160,8 +177,10 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 f"{self.task_id}: on_input_change must be one of {', '.join(ON_INPUT_CHANGE_CHOICES)}, "
                 f"got {on_input_change!r}"
             )
-        if (requests is None) == (requests_path is None):
-            raise ValueError(f"{self.task_id}: pass exactly one of requests=[...] or requests_path='...'")
+        if [requests, requests_path, prompts].count(None) != 2:
+            raise ValueError(
+                f"{self.task_id}: pass exactly one of requests=[...], requests_path='...' or prompts=[...]"
+            )
         if poll_interval <= 0 or timeout <= 0:
             raise ValueError(f"{self.task_id}: poll_interval and timeout must be positive")
         self.requests = requests
@@ -180,6 +199,14 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self.on_input_change = on_input_change
         self._owned_batch_ids: list[str] = []
         self._submission: JobSubmission | None = None
+        self.prompts = prompts
+        self.max_tokens = max_tokens
+        self.system = system
+        self.message_params = message_params
+        self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = cancel_on_timeout
+        self._models: dict[str, int] = {}
+        self._completed_manifest: dict[str, Any] | None = None
 
     @cached_property
     def hook(self) -> AnthropicHook:
@@ -187,8 +214,13 @@ class AnthropicCreateBatchOperator(BaseOperator):
 
     def prepare(self) -> PreparedJob:
         """Validate the whole input and plan its batches: no API call, nothing held in memory."""
+        requests = self.requests
+        if self.prompts is not None:
+            requests = build_prompt_requests(
+                self.prompts, max_tokens=self.max_tokens, system=self.system, params=self.message_params
+            )
         source = RequestSource(
-            requests=self.requests,
+            requests=requests,
             requests_path=self.requests_path,
             requests_conn_id=self.requests_conn_id,
             model=self.model,
@@ -207,6 +239,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             job.requests_per_model,
             len(job.slices),
         )
+        self._models = dict(job.requests_per_model)
         store = job_store_for(context)
         self._submission = self.submission_for(context, store, job)
         record = self._submission.run()
@@ -228,7 +261,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
                     poll_interval=self.poll_interval,
                     max_poll_interval=self.max_poll_interval,
                     not_found_grace_until=grace_until,
-                    cancel_on_kill=True,
+                    cancel_on_kill=self.cancel_on_kill,
                 ),
                 method_name="execute_complete",
                 kwargs={"manifest": job_manifest(record)},
@@ -245,7 +278,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 log=self.log,
             )
         except (BatchTimeoutError, AirflowTaskTimeout):
-            cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
+            if self.cancel_on_timeout:
+                cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
             raise
         return self._complete(store, record, counts)
 
@@ -276,7 +310,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
             return self._outcome(record)
         wait = parse_wait_event(event, expected_batch_ids=record.batch_ids)
         if wait.status == "timeout":
-            cancel_batches(self.hook, record.batch_ids, reason="the task timed out", log=self.log)
+            if self.cancel_on_timeout:
+                cancel_batches(self.hook, record.batch_ids, reason="the task timed out", log=self.log)
             raise BatchTimeoutError(wait.message)
         if wait.status == "error":
             raise BatchWaitError(wait.message)
@@ -287,14 +322,14 @@ class AnthropicCreateBatchOperator(BaseOperator):
         error = (next_kwargs or {}).get("error")
         if next_method == "__fail__" and str(getattr(error, "value", error)) == "Trigger timeout":
             record = job_store_for(context).load()
-            if record is not None:
+            if record is not None and self.cancel_on_timeout:
                 cancel_batches(self.hook, record.batch_ids, reason="the deferral timed out", log=self.log)
         return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
         """The task is killed in the worker (submitting or waiting): cancel the batches it owns."""
         owned = self._submission.batch_ids if self._submission is not None else self._owned_batch_ids
-        if owned:
+        if owned and self.cancel_on_kill:
             cancel_batches(self.hook, owned, reason="the task was killed", log=self.log)
 
     # -- outcome ----------------------------------------------------------------------------------
@@ -312,9 +347,19 @@ class AnthropicCreateBatchOperator(BaseOperator):
 
     def _outcome(self, record: JobRecord) -> dict[str, Any]:
         manifest = job_manifest(record)
-        if record.ended_counts is None:
-            return manifest
-        totals = check_outcome(
-            record.ended_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log
+        if record.ended_counts is not None:
+            totals = check_outcome(
+                record.ended_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log
+            )
+            manifest = {**manifest, "request_counts": totals}
+        self._completed_manifest = manifest
+        return manifest
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the requests file in, the batches out, models and counts (None without it)."""
+        models = self._models
+        if not models and self._completed_manifest and self.model:  # resumed: the input was not re-read
+            models = {self.model: self._completed_manifest["request_count"]}
+        return create_batch_lineage(
+            requests_path=self.requests_path, models=models, manifest=self._completed_manifest
         )
-        return {**manifest, "request_counts": totals}

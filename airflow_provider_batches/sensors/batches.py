@@ -1,6 +1,7 @@
 """AnthropicBatchSensor: waits for batches created elsewhere (poke, reschedule or deferrable).
 
-It only watches: it never cancels a batch, on timeout or on kill, because it does not own it.
+By default it only watches: it does not cancel a batch on timeout or on kill, because it does not
+own it. ``cancel_on_timeout`` / ``cancel_on_kill`` make it cancel when it is the batches' owner.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.links import AnthropicBatchLink
+from airflow_provider_batches.operators.cancel_delete import cancel_batches
 from airflow_provider_batches.policy import check_outcome, default_deferrable, parse_wait_event
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from airflow_provider_batches.waiting import (
@@ -43,6 +45,8 @@ class AnthropicBatchSensor(BaseSensorOperator):
         backing off toward ``max_poll_interval``).
     :param fail_on_partial_error: fail when any request ended errored or expired.
     :param max_poll_interval: the cap of the deferred poll interval.
+    :param cancel_on_kill: cancel the batches when the task is killed (default False: not its batches).
+    :param cancel_on_timeout: cancel the batches when the sensor times out (default False).
 
     A 404 within a minute of the first poke counts as transient: the API has been seen to answer
     it for a batch seconds after its create.
@@ -60,6 +64,8 @@ class AnthropicBatchSensor(BaseSensorOperator):
         fail_on_partial_error: bool = False,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         poke_interval: timedelta | float = 60,
+        cancel_on_kill: bool = False,
+        cancel_on_timeout: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -68,6 +74,8 @@ class AnthropicBatchSensor(BaseSensorOperator):
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.fail_on_partial_error = fail_on_partial_error
         self.max_poll_interval = max_poll_interval
+        self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = cancel_on_timeout
         self._started_at: float | None = None
 
     @cached_property
@@ -87,12 +95,16 @@ class AnthropicBatchSensor(BaseSensorOperator):
                     poll_interval=max(self.poke_interval, 1.0),
                     max_poll_interval=self.max_poll_interval,
                     not_found_grace_until=time.time() + NOT_FOUND_GRACE_SECONDS,
-                    cancel_on_kill=False,
+                    cancel_on_kill=self.cancel_on_kill,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
             )
-        return super().execute(context)
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout:
+            self._cancel_on_timeout(batch_ids)
+            raise
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         batch_ids = normalize_batch_ids(self.batch_id)
@@ -110,6 +122,7 @@ class AnthropicBatchSensor(BaseSensorOperator):
         batch_ids = normalize_batch_ids(self.batch_id)
         wait = parse_wait_event(event, expected_batch_ids=batch_ids)
         if wait.status == "timeout":
+            self._cancel_on_timeout(batch_ids)
             raise AirflowSensorTimeout(wait.message)
         if wait.status == "error":
             raise BatchWaitError(wait.message)
@@ -117,6 +130,15 @@ class AnthropicBatchSensor(BaseSensorOperator):
             wait.request_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log
         )
         return {"batch_ids": batch_ids, "request_counts": totals}
+
+    def on_kill(self) -> None:
+        if self.cancel_on_kill:
+            batch_ids = normalize_batch_ids(self.batch_id)
+            cancel_batches(self.hook, batch_ids, reason="the sensor was killed", log=self.log)
+
+    def _cancel_on_timeout(self, batch_ids: Sequence[str]) -> None:
+        if self.cancel_on_timeout:
+            cancel_batches(self.hook, batch_ids, reason="the sensor timed out", log=self.log)
 
     def _grace_until(self, context: Context) -> float:
         """404s are tolerated for a minute from the first poke (of the first reschedule, if any)."""

@@ -24,6 +24,7 @@ from airflow_provider_batches._compat import AirflowFailException
 from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.errors import AnthropicBatchesError, APIConnectionError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
+from airflow_provider_batches.lineage import results_transfer_lineage
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.transfers._publish import StagedFile, Staging, remove_if_exists, uri_of
 from airflow_provider_batches.transfers.verification import (
@@ -143,7 +144,12 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         finally:
             self.hook.close()
         self._emit_asset_events(context, manifest)
+        self._completed_manifest = manifest
         return manifest
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the batches in, the written files out, with row counts (None without OpenLineage)."""
+        return results_transfer_lineage(getattr(self, "_completed_manifest", None))
 
     def _destination_path(self) -> ObjectStoragePath:
         if isinstance(self.destination, ObjectStoragePath):

@@ -1,0 +1,1 @@
+"""TaskFlow decorators (``@task.anthropic_batch``)."""
