@@ -56,7 +56,7 @@ class _Block(msgspec.Struct):
     text: str | None = None
     id: str | None = None
     name: str | None = None
-    input: msgspec.Raw | None = None
+    input: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class _Message(msgspec.Struct):
@@ -202,7 +202,7 @@ class RowBuffer:
 
     def add(self, line: bytes | memoryview, batch_id: str, round_number: int | None) -> str | None:
         """Append the row of one result line; returns why its structured answer is invalid (else None)."""
-        parsed = _decode_line(line)
+        parsed = _decode_row(line)
         result = parsed.result
         message = result.message if result.type == "succeeded" else None
         usage = message.usage if message is not None else None
@@ -253,6 +253,15 @@ class RowBuffer:
         if price is None:
             return None
         return batch_cost_usd(price, usage.input_tokens or 0, usage.output_tokens or 0)
+
+
+def _decode_row(line: bytes | memoryview) -> _Line:
+    """The fields of a row; a line whose message has unexpected shapes keeps its identity and raw JSON."""
+    try:
+        return _decode_line(line)
+    except msgspec.ValidationError:
+        loose = _decode_any(line)
+        return _Line(custom_id=loose["custom_id"], result=_Result(type=loose["result"]["type"]))
 
 
 def parse_answer(structured: StructuredOutput, line: bytes) -> tuple[Any, str | None]:
