@@ -1,4 +1,4 @@
-"""Structured output: one schema (a Pydantic model or a JSON schema) asked of every request, checked in every answer.
+"""Structured output: one schema (a Pydantic model or a JSON schema) for every request and answer.
 
 The create operator puts the schema into each request before validation (``output_config.format``
 where the model supports it, otherwise a forced tool call), and the results transfer reads the
@@ -39,7 +39,7 @@ class InvalidOutputError(ValueError):
 
 
 def request_form(model: str) -> RequestForm:
-    """``output_config`` for models with structured outputs (Opus 4.1, the 4.5 family and later), else ``tool``."""
+    """``output_config`` on models with structured outputs (Opus 4.1, 4.5 family, later), else ``tool``."""
     match = _MODEL_VERSION.match(model)
     if match is None:
         return "tool"
@@ -86,16 +86,20 @@ class StructuredOutput:
 
     @cached_property
     def strict_schema(self) -> dict[str, Any]:
-        """The schema as ``output_config.format`` takes it: every object closed (``additionalProperties: false``)."""
-        return _closed_objects(copy.deepcopy(dict(self.json_schema)))
+        """The schema for ``output_config.format``: every object closed (``additionalProperties: false``)."""
+        schema = copy.deepcopy(dict(self.json_schema))
+        _close_objects(schema)
+        return schema
 
     def apply(self, params: Mapping[str, Any], model: str) -> dict[str, Any]:
-        """``params`` asking for an answer in this schema; ValueError when the request already asks otherwise."""
+        """``params`` asking for an answer in this schema; ValueError if the request asks otherwise."""
         rewritten = dict(params)
         if request_form(model) == "output_config":
             output_config = dict(rewritten.get("output_config") or {})
             if output_config.get("format") is not None:
-                raise ValueError("params.output_config.format is already set; remove it or drop output_schema")
+                raise ValueError(
+                    "params.output_config.format is already set; remove it or drop output_schema"
+                )
             output_config["format"] = {"type": "json_schema", "schema": self.strict_schema}
             rewritten["output_config"] = output_config
             return rewritten
@@ -144,14 +148,21 @@ def answer_value(message: Mapping[str, Any]) -> Any:
     """The answer as JSON: the forced tool call's input, else the text blocks parsed as one JSON value."""
     content = message.get("content") or []
     for block in content:
-        if isinstance(block, Mapping) and block.get("type") == "tool_use":
-            if block.get("name") == STRUCTURED_TOOL_NAME:
-                return block.get("input")
+        if (
+            isinstance(block, Mapping)
+            and block.get("type") == "tool_use"
+            and block.get("name") == STRUCTURED_TOOL_NAME
+        ):
+            return block.get("input")
     text = "".join(
-        block.get("text", "") for block in content if isinstance(block, Mapping) and block.get("type") == "text"
+        block.get("text", "")
+        for block in content
+        if isinstance(block, Mapping) and block.get("type") == "text"
     )
     if message.get("stop_reason") == "max_tokens":
-        raise InvalidOutputError("the answer was cut at max_tokens (stop_reason max_tokens); raise max_tokens")
+        raise InvalidOutputError(
+            "the answer was cut at max_tokens (stop_reason max_tokens); raise max_tokens"
+        )
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -184,7 +195,8 @@ class StructuredRequestSource(RequestSource):
             if not isinstance(model, str):
                 yield line
                 continue
-            assert isinstance(value, Mapping) and isinstance(params, Mapping)
+            assert isinstance(value, Mapping)
+            assert isinstance(params, Mapping)
             try:
                 rewritten = self.structured.apply(params, model)
             except ValueError as exc:
@@ -204,16 +216,15 @@ def with_output_schema(
     return StructuredRequestSource(source, StructuredOutput.of(output_schema))
 
 
-def _closed_objects(node: Any) -> Any:
+def _close_objects(node: Any) -> None:
     if isinstance(node, dict):
         for value in node.values():
-            _closed_objects(value)
+            _close_objects(value)
         if node.get("type") == "object":
             node.setdefault("additionalProperties", False)
     elif isinstance(node, list):
         for value in node:
-            _closed_objects(value)
-    return node
+            _close_objects(value)
 
 
 def _validator_class(schema: Mapping[str, Any]) -> Any:

@@ -134,7 +134,12 @@ def build_message(params: dict[str, Any], *, message_id: str, service_tier: str)
     invalid = INVALID_OUTPUT_MARKER in last_user_text(params)
     if ask is not None and ask.tool_name is not None:
         value = (invalid_value if invalid else example_value)(ask.schema, prompt_digest)
-        block = {"type": "tool_use", "id": "toolu_emu_" + prompt_digest, "name": ask.tool_name, "input": value}
+        block = {
+            "type": "tool_use",
+            "id": "toolu_emu_" + prompt_digest,
+            "name": ask.tool_name,
+            "input": value,
+        }
         return _message(params, message_id, service_tier, [block], canonical_json(value), "tool_use")
     if ask is not None:
         text = answer_text(ask, prompt_digest, invalid=invalid)

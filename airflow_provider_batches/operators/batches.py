@@ -39,6 +39,7 @@ from airflow_provider_batches.requests import (
     RequestSource,
     prepare_job,
 )
+from airflow_provider_batches.structured_output import OutputSchema, StructuredOutput, with_output_schema
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger, parse_wait_event
 from airflow_provider_batches.waiting import COUNT_FIELDS, NOT_FOUND_GRACE_SECONDS, wait_plan
 from airflow_provider_batches.waiting import run_sync as run_wait_sync
@@ -163,6 +164,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
     :param fail_on_partial_error: fail when any request ended errored or expired (else a warning).
     :param max_requests_per_batch: split the input into batches of at most this many requests.
     :param max_bytes_per_batch: ... and at most this many body bytes.
+    :param output_schema: a Pydantic model class or JSON schema every answer must follow: put into
+        each request (``output_config.format``, or a forced tool call on older models) before validation.
     """
 
     template_fields: Sequence[str] = (
@@ -193,9 +196,11 @@ class AnthropicCreateBatchOperator(BaseOperator):
         fail_on_partial_error: bool = False,
         max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH,
         max_bytes_per_batch: int = MAX_BATCH_BYTES,
+        output_schema: OutputSchema | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.output_schema = None if output_schema is None else StructuredOutput.of(output_schema)
         if (requests is None) == (requests_path is None):
             raise ValueError(f"{self.task_id}: pass exactly one of requests=[...] or requests_path='...'")
         if poll_interval <= 0 or timeout <= 0:
@@ -227,6 +232,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             requests_conn_id=self.requests_conn_id,
             model=self.model,
         )
+        source = with_output_schema(source, self.output_schema)
         return prepare_job(
             source, max_requests=int(self.max_requests_per_batch), max_bytes=int(self.max_bytes_per_batch)
         )

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from airflow_provider_batches.structured_output import StructuredOutput
-from airflow_provider_batches.transfers._publish import Staging, StagedFile
+from airflow_provider_batches.transfers._publish import StagedFile, Staging
 from airflow_provider_batches.transfers.parquet_writer import (
     DEFAULT_ROW_GROUP_SIZE,
     PARQUET_COMPRESSIONS,

@@ -95,7 +95,9 @@ def result_schema(structured: StructuredOutput | None = None) -> pa.Schema:
     """The explicit schema of every Parquet file of a job (with ``parsed``/``parse_error`` given a schema)."""
     import pyarrow as pa
 
-    fields = [pa.field(name, pa.type_for_alias(kind), nullable=nullable) for name, kind, nullable, _ in COLUMNS]
+    fields = [
+        pa.field(name, pa.type_for_alias(kind), nullable=nullable) for name, kind, nullable, _ in COLUMNS
+    ]
     if structured is not None:
         fields.append(pa.field(PARSED_COLUMN, parsed_type(structured.json_schema)))
         fields.append(pa.field(PARSE_ERROR_COLUMN, pa.string()))
@@ -192,7 +194,9 @@ class RowBuffer:
     def __init__(self, schema: pa.Schema, structured: StructuredOutput | None = None) -> None:
         self.schema = schema
         self.structured = structured
-        self._parsed_shape = _Shape.of(structured.json_schema, structured.json_schema, 0) if structured else None
+        self._parsed_shape = (
+            _Shape.of(structured.json_schema, structured.json_schema, 0) if structured else None
+        )
         self._prices: dict[str, Any] = {}
         self.nbytes = 0
         self.columns: dict[str, list[Any]] = {name: [] for name in schema.names}

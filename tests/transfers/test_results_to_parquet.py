@@ -41,7 +41,9 @@ def test_every_result_becomes_one_row_with_the_documented_schema(
     assert sorted(table.column("result_type").to_pylist()) == sorted(ALL_OUTCOMES)
 
 
-def test_a_succeeded_row_holds_text_usage_and_stop_reason(anthropic_emulator: Emulator, tmp_path: Path) -> None:
+def test_a_succeeded_row_holds_text_usage_and_stop_reason(
+    anthropic_emulator: Emulator, tmp_path: Path
+) -> None:
     batch = ended_batch(["succeeded"])
     transfer([batch.id], f"file://{tmp_path}/out/", output_format="parquet")
     (row,) = pq.read_table(tmp_path / "out" / f"{batch.id}.parquet").to_pylist()
@@ -79,7 +81,9 @@ def test_a_priced_model_costs_its_tokens_at_batch_prices(api: FakeBatchesAPI, tm
     assert row["cost_usd"] == pytest.approx((1.0 + 5.0) / 2)
 
 
-def test_an_errored_row_holds_the_error_type_and_message(anthropic_emulator: Emulator, tmp_path: Path) -> None:
+def test_an_errored_row_holds_the_error_type_and_message(
+    anthropic_emulator: Emulator, tmp_path: Path
+) -> None:
     batch = ended_batch(["errored"])
     transfer([batch.id], f"file://{tmp_path}/out/", output_format="parquet")
     (row,) = pq.read_table(tmp_path / "out" / f"{batch.id}.parquet").to_pylist()
@@ -105,7 +109,9 @@ def test_tool_calls_are_a_json_array_of_name_and_input(api: FakeBatchesAPI, tmp_
     assert row["text"] == "Looking it up."
 
 
-def test_rows_are_written_in_row_groups_of_the_size_asked(anthropic_emulator: Emulator, tmp_path: Path) -> None:
+def test_rows_are_written_in_row_groups_of_the_size_asked(
+    anthropic_emulator: Emulator, tmp_path: Path
+) -> None:
     batch = ended_batch(["succeeded"] * 5)
     transfer([batch.id], f"file://{tmp_path}/out/", output_format="parquet", row_group_size=2)
     metadata = pq.ParquetFile(tmp_path / "out" / f"{batch.id}.parquet").metadata
@@ -144,11 +150,15 @@ def test_a_split_job_on_s3_reads_back_as_one_table(
     table = pa.concat_tables(pq.read_table(io.BytesIO(s3_endpoint.read(s3_bucket, key))) for key in keys)
     assert table.schema == result_schema()
     assert sorted(table.column("custom_id").to_pylist()) == ["one-0", "one-1", "one-2", "two-0", "two-1"]
-    batch_of = dict(zip(table.column("custom_id").to_pylist(), table.column("batch_id").to_pylist()))
+    batch_of = dict(
+        zip(table.column("custom_id").to_pylist(), table.column("batch_id").to_pylist(), strict=True)
+    )
     assert batch_of["two-1"] == second.id
 
 
-def test_a_per_batch_job_in_files_reads_back_as_one_table(anthropic_emulator: Emulator, tmp_path: Path) -> None:
+def test_a_per_batch_job_in_files_reads_back_as_one_table(
+    anthropic_emulator: Emulator, tmp_path: Path
+) -> None:
     first = ended_batch(["succeeded", "errored"], prefix="one")
     second = ended_batch(["canceled"], prefix="two")
     transfer([first.id, second.id], f"file://{tmp_path}/out/", output_format="parquet")
@@ -203,15 +213,24 @@ def test_a_jsonl_rerun_does_not_take_a_parquet_output_for_its_own(
         ({"row_group_size": 0}, "row_group_size must be at least 1"),
     ],
 )
-def test_bad_parquet_settings_are_refused_when_the_dag_is_parsed(settings: dict[str, Any], message: str) -> None:
+def test_bad_parquet_settings_are_refused_when_the_dag_is_parsed(
+    settings: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         AnthropicBatchResultsToObjectStorageOperator(
-            task_id="results", batch_id="msgbatch_x", destination="file:///tmp/x/", output_format="parquet", **settings
+            task_id="results",
+            batch_id="msgbatch_x",
+            destination="file:///tmp/x/",
+            output_format="parquet",
+            **settings,
         )
 
 
 def test_an_unknown_output_format_is_refused() -> None:
     with pytest.raises(ValueError, match="output_format must be 'jsonl' or 'parquet'"):
         AnthropicBatchResultsToObjectStorageOperator(
-            task_id="results", batch_id="msgbatch_x", destination="file:///tmp/x/", output_format="csv"  # type: ignore[arg-type]
+            task_id="results",
+            batch_id="msgbatch_x",
+            destination="file:///tmp/x/",
+            output_format="csv",  # type: ignore[arg-type]
         )
