@@ -1,4 +1,4 @@
-"""Emulator answers to requests asking for structured output: valid JSON for the schema, or invalid on demand."""
+"""Emulator answers asking for structured output: JSON valid for the schema, or invalid on demand."""
 
 from __future__ import annotations
 
@@ -47,6 +47,11 @@ def ask_tool(text: str = "classify this") -> dict[str, Any]:
     }
 
 
+def answer_value(block: dict[str, Any]) -> Any:
+    """The JSON of a text or tool_use block (ValueError when the text is not JSON)."""
+    return json.loads(block["text"]) if block["type"] == "text" else block["input"]
+
+
 def answer(params: dict[str, Any]) -> dict[str, Any]:
     return build_message(params, message_id="msg_x", service_tier="batch")
 
@@ -78,8 +83,7 @@ def test_the_invalid_output_marker_makes_the_answer_break_its_schema(params: Any
     message = answer(params("classify this [emulator:invalid_output]"))
     block = message["content"][0]
     with pytest.raises((ValueError, jsonschema.ValidationError)):
-        value = json.loads(block["text"]) if block["type"] == "text" else block["input"]
-        jsonschema.validate(value, SCHEMA)
+        jsonschema.validate(answer_value(block), SCHEMA)
 
 
 @pytest.mark.parametrize("seed", ["a", "b", "c", "d"])
