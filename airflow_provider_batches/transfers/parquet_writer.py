@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ROW_GROUP_SIZE = 10_000
 #: Input bytes buffered before a row group is written even if it has fewer rows (long answers).
-MAX_BUFFER_BYTES = 32 * 1024 * 1024
+MAX_BUFFER_BYTES = 4 * 1024 * 1024
 PARQUET_COMPRESSIONS = ("snappy", "zstd", "gzip", "brotli", "lz4", "none")
 
 
@@ -101,20 +101,16 @@ class ParquetResultsFile(StagedFile):
 
     def write(self, data: bytes | memoryview) -> None:
         """Add the rows of complete lines; write a row group whenever the buffer is full."""
-        block = bytes(data)
-        position = 0
-        while position < len(block):
-            newline = block.find(b"\n", position)
-            end = len(block) if newline < 0 else newline
-            line = block[position:end]
-            position = end + 1
-            if not line.strip():
-                continue
-            problem = self._buffer.add(line, self.context.batch_id, self.context.round)
-            self.rows += 1
-            if problem is not None and self.invalid is not None:
-                custom_id = self._buffer.columns["custom_id"][-1]
-                self.invalid.add(custom_id, self.context.batch_id, problem, line)
+        lines = [line for line in bytes(data).split(b"\n") if line.strip()]
+        start = 0
+        while start < len(lines):
+            part = lines[start : start + self.row_group_size - len(self._buffer)]
+            start += len(part)
+            invalid = self._buffer.add_lines(part, self.context.batch_id, self.context.round)
+            self.rows += len(part)
+            if self.invalid is not None:
+                for custom_id, reason, line in invalid:
+                    self.invalid.add(custom_id, self.context.batch_id, reason, line)
             if len(self._buffer) >= self.row_group_size or self._buffer.nbytes >= self.max_buffer_bytes:
                 self._flush()
 

@@ -87,6 +87,7 @@ class _Line(msgspec.Struct):
 
 
 _decode_line = msgspec.json.Decoder(_Line).decode
+_decode_lines = msgspec.json.Decoder(list[_Line]).decode
 _decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.encode
 
@@ -204,9 +205,23 @@ class RowBuffer:
     def __len__(self) -> int:
         return len(self.columns["custom_id"])
 
-    def add(self, line: bytes | memoryview, batch_id: str, round_number: int | None) -> str | None:
-        """Append the row of one result line; returns why its structured answer is invalid (else None)."""
-        parsed = _decode_row(line)
+    def add_lines(
+        self, lines: list[bytes], batch_id: str, round_number: int | None
+    ) -> list[tuple[str, str, bytes]]:
+        """Append the rows of result lines (decoded in one call); ``(custom_id, reason, line)`` of each
+        answer that does not match the output schema."""
+        try:
+            parsed = _decode_lines(b"[" + b",".join(lines) + b"]")
+        except msgspec.ValidationError:  # some line has an unexpected shape: decode one at a time
+            parsed = [_decode_row(line) for line in lines]
+        invalid = []
+        for row, line in zip(parsed, lines, strict=True):
+            problem = self._add(row, line, batch_id, round_number)
+            if problem is not None:
+                invalid.append((row.custom_id, problem, line))
+        return invalid
+
+    def _add(self, parsed: _Line, raw: bytes, batch_id: str, round_number: int | None) -> str | None:
         result = parsed.result
         message = result.message if result.type == "succeeded" else None
         usage = message.usage if message is not None else None
@@ -227,8 +242,7 @@ class RowBuffer:
         columns["cost_usd"].append(self._cost(message.model if message else None, usage))
         columns["error_type"].append(error.type if error else None)
         columns["error_message"].append(error.message if error else None)
-        raw = bytes(line)
-        columns["raw"].append(raw.decode())
+        columns["raw"].append(raw)  # bytes: viewed as UTF-8 strings when taken (JSON is UTF-8)
         self.nbytes += len(raw)
         if self.structured is None:
             return None
@@ -242,7 +256,12 @@ class RowBuffer:
         """The buffered rows as one record batch of the schema; the buffer is empty afterwards."""
         import pyarrow as pa
 
-        arrays = [pa.array(self.columns[f.name], type=f.type) for f in self.schema]
+        arrays = [
+            pa.array(self.columns[f.name], type=pa.binary()).view(f.type)
+            if f.name == "raw"
+            else pa.array(self.columns[f.name], type=f.type)
+            for f in self.schema
+        ]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         self.columns = {name: [] for name in self.schema.names}
         self.nbytes = 0
