@@ -208,29 +208,32 @@ def test_a_jsonl_rerun_does_not_take_a_parquet_output_for_its_own(
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"compression": "gzip"}, "set parquet_compression"),
-        ({"parquet_compression": "lzma"}, "parquet_compression must be one of"),
-        ({"row_group_size": 0}, "row_group_size must be at least 1"),
+        ({"output_format": "csv"}, "output_format must be 'jsonl' or 'parquet'"),
+        ({"output_format": "parquet", "compression": "gzip"}, "set parquet_compression"),
+        ({"output_format": "parquet", "parquet_compression": "lzma"}, "parquet_compression must be one of"),
+        ({"output_format": "parquet", "row_group_size": 0}, "row_group_size must be at least 1"),
     ],
 )
-def test_bad_parquet_settings_are_refused_when_the_dag_is_parsed(
+def test_bad_output_settings_are_refused_when_the_dag_is_parsed(
     settings: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
         AnthropicBatchResultsToObjectStorageOperator(
-            task_id="results",
-            batch_id="msgbatch_x",
-            destination="file:///tmp/x/",
-            output_format="parquet",
-            **settings,
+            task_id="results", batch_id="msgbatch_x", destination="file:///tmp/x/", **settings
         )
 
 
-def test_an_unknown_output_format_is_refused() -> None:
-    with pytest.raises(ValueError, match="output_format must be 'jsonl' or 'parquet'"):
-        AnthropicBatchResultsToObjectStorageOperator(
-            task_id="results",
-            batch_id="msgbatch_x",
-            destination="file:///tmp/x/",
-            output_format="csv",  # type: ignore[arg-type]
-        )
+def test_a_message_of_unexpected_shape_keeps_its_row_and_raw_json(
+    api: FakeBatchesAPI, tmp_path: Path
+) -> None:
+    odd = result_line("odd")
+    odd["result"]["message"]["usage"] = {"input_tokens": "many"}
+    api.add_batch("msgbatch_odd", [result_line("plain"), odd])
+    operator = make_operator(
+        api, batch_id="msgbatch_odd", destination=f"file://{tmp_path}/", output_format="parquet"
+    )
+    operator.execute({})  # type: ignore[arg-type]
+    rows = {row["custom_id"]: row for row in pq.read_table(tmp_path / "msgbatch_odd.parquet").to_pylist()}
+    assert rows["odd"]["result_type"] == "succeeded"
+    assert json.loads(rows["odd"]["raw"]) == odd
+    assert rows["plain"]["input_tokens"] == 3
