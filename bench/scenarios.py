@@ -462,8 +462,9 @@ def results_to_parquet(ctx: Context) -> Table:
     table = _throughput_table(
         "5. Results to Parquet",
         f"{sizes['full']:,} result lines, {size / 1e6:,.0f} MB, from the emulator to local Parquet (zstd, "
-        f"row groups of 10,000) and to JSONL; the floor downloads the lines and converts them with pyarrow "
-        f"(inferred schema, whole table in memory, no verification). Median of {ctx.sizes.repeat} runs.",
+        "row groups of at most 10,000 rows and 4 MiB of input) and to JSONL; the floor downloads the lines "
+        "and converts them with pyarrow (inferred schema, whole table in memory, no verification). "
+        f"Median of {ctx.sizes.repeat} runs.",
         full,
         PLAIN_PARQUET,
         ctx,

@@ -43,12 +43,17 @@ def import_airflow() -> dict[str, Any]:
 
 def results_raw_copy(results_url: str, out_dir: str) -> dict[str, Any]:
     """The floor: httpx streams the results URL's bytes into a local file, nothing else."""
-    import httpx
-
     timer = Timer()
     target = Path(out_dir) / "raw.jsonl"
+    with timer.measure():
+        _download(results_url, target)
+    return _result(timer, bytes=target.stat().st_size)
+
+
+def _download(results_url: str, target: Path) -> None:
+    import httpx
+
     with (
-        timer.measure(),
         httpx.Client(headers=API_HEADERS, timeout=600) as client,
         client.stream("GET", results_url) as response,
         target.open("wb") as out,
@@ -56,7 +61,6 @@ def results_raw_copy(results_url: str, out_dir: str) -> dict[str, Any]:
         response.raise_for_status()
         for chunk in response.iter_raw(CHUNK):
             out.write(chunk)
-    return _result(timer, bytes=target.stat().st_size)
 
 
 def results_ours(batch_id: str, out_dir: str, **options: Any) -> dict[str, Any]:
@@ -78,7 +82,6 @@ def results_ours(batch_id: str, out_dir: str, **options: Any) -> dict[str, Any]:
 def results_pyarrow_plain(results_url: str, out_dir: str) -> dict[str, Any]:
     """The Parquet floor: download the lines to a file, then ``pyarrow.json.read_json`` + ``write_table``
     (schema inferred, the whole table in memory, no verification)."""
-    import httpx
     import pyarrow.json as pj
     import pyarrow.parquet as pq
 
@@ -86,14 +89,7 @@ def results_pyarrow_plain(results_url: str, out_dir: str) -> dict[str, Any]:
     lines = Path(out_dir) / "plain.jsonl"
     target = Path(out_dir) / "plain.parquet"
     with timer.measure():
-        with (
-            httpx.Client(headers=API_HEADERS, timeout=600) as client,
-            client.stream("GET", results_url) as response,
-            lines.open("wb") as out,
-        ):
-            response.raise_for_status()
-            for chunk in response.iter_raw(CHUNK):
-                out.write(chunk)
+        _download(results_url, lines)
         table = pj.read_json(lines)
         pq.write_table(table, target, compression="zstd")
     return _result(timer, bytes=target.stat().st_size, results=table.num_rows)
