@@ -8,6 +8,7 @@ output too, with ``parse_error`` set, so every result still has exactly one row)
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -73,12 +74,10 @@ class OutputOptions:
                     f"parquet_compression must be one of {', '.join(PARQUET_COMPRESSIONS)}, "
                     f"got {self.parquet_compression!r}"
                 )
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
+            if importlib.util.find_spec("pyarrow") is None:  # found, not imported: DAG parsing stays fast
                 raise ValueError(
                     "output_format='parquet' needs pyarrow: pip install 'airflow-provider-batches[parquet]'"
-                ) from None
+                )
         if isinstance(self.row_group_size, bool) or not isinstance(self.row_group_size, int):
             raise ValueError(f"row_group_size must be an integer, got {self.row_group_size!r}")
         if self.row_group_size < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 from pathlib import Path
@@ -237,3 +238,14 @@ def test_a_message_of_unexpected_shape_keeps_its_row_and_raw_json(
     assert rows["odd"]["result_type"] == "succeeded"
     assert json.loads(rows["odd"]["raw"]) == odd
     assert rows["plain"]["input_tokens"] == 3
+
+
+def test_parquet_without_pyarrow_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ValueError, match=r"pip install 'airflow-provider-batches\[parquet\]'"):
+        AnthropicBatchResultsToObjectStorageOperator(
+            task_id="results", batch_id="msgbatch_x", destination="file:///tmp/x/", output_format="parquet"
+        )
