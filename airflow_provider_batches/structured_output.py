@@ -19,14 +19,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from airflow_provider_batches.errors import RequestValidationError
-from airflow_provider_batches.requests import RequestSource, SourceLine
+from airflow_provider_batches.requests import MAX_LINE_BYTES, RequestChecker, RequestSource, SourceLine
 
 #: The tool the answer is forced into on models without ``output_config`` structured outputs.
 STRUCTURED_TOOL_NAME = "structured_output"
 STRUCTURED_TOOL_DESCRIPTION = "Give the answer as this tool's input: it must match the input schema."
 
 #: ``claude-<family>-<major>[-<minor>]``: the minor version has one or two digits (a date has eight).
-_MODEL_VERSION = re.compile(r"^claude-(?:opus|sonnet|haiku)-(\d+)(?:-(\d{1,2}))?(?:-|$)")
+_MODEL_VERSION = re.compile(r"^claude-[a-z]+-(\d+)(?:-(\d{1,2}))?(?:-|$)")
 #: The first models with ``output_config.format`` (structured outputs); later versions have it too.
 _FIRST_STRUCTURED = {(4, 1): ("claude-opus-",), (4, 5): ("claude-opus-", "claude-sonnet-", "claude-haiku-")}
 
@@ -181,30 +181,22 @@ class StructuredRequestSource(RequestSource):
         )
         self.structured = structured
 
-    def iter_lines(self) -> Iterator[SourceLine]:
-        for line in super().iter_lines():
-            value = line.value
-            if line.raw is not None:
-                try:
-                    value = json.loads(line.raw)
-                except ValueError:
-                    yield line  # the checker names what is wrong with it
-                    continue
-            params = value.get("params") if isinstance(value, Mapping) else None
-            model = params.get("model", self.model) if isinstance(params, Mapping) else None
-            if not isinstance(model, str):
-                yield line
+    def iter_lines(self, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[SourceLine]:
+        checker = RequestChecker(self.model)  # only valid requests are rewritten; the rest pass as read
+        for line in super().iter_lines(max_line_bytes):
+            checked = checker.check(line)
+            if checked is None:
+                yield line  # the job's own check names what is wrong with it
                 continue
-            assert isinstance(value, Mapping)
-            assert isinstance(params, Mapping)
+            request = checked.request
             try:
-                rewritten = self.structured.apply(params, model)
+                rewritten = self.structured.apply(request["params"], request["params"]["model"])
             except ValueError as exc:
-                custom_id = value.get("custom_id")
                 raise RequestValidationError(
-                    f"{line.location} (custom_id {custom_id!r}) of {self.describe()}: {exc}; nothing was sent"
+                    f"{line.location} (custom_id {request['custom_id']!r}) of {self.describe()}: {exc}; "
+                    "nothing was sent"
                 ) from None
-            yield SourceLine(line.location, value={**value, "params": rewritten})
+            yield SourceLine(line.location, value={**request, "params": rewritten})
 
 
 def with_output_schema(

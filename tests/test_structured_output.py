@@ -46,11 +46,12 @@ def text_message(text: str, stop_reason: str = "end_turn") -> dict[str, Any]:
         ("claude-opus-4-1-20250805", "output_config"),
         ("claude-opus-4-6", "output_config"),
         ("claude-sonnet-5", "output_config"),
+        ("claude-fable-5-2", "output_config"),
         ("claude-sonnet-4-20250514", "tool"),
         ("claude-sonnet-4-1", "tool"),
         ("claude-opus-4-20250514", "tool"),
         ("claude-3-5-haiku-20241022", "tool"),
-        ("claude-test", "tool"),
+        ("claude-emulator-test", "tool"),
     ],
 )
 def test_the_request_form_follows_the_models_structured_output_support(model: str, form: str) -> None:

@@ -25,7 +25,6 @@ from airflow_provider_batches.emulator.structured import (
 TOKEN_RELEVANT_KEYS = ("system", "messages", "tools")
 PER_MESSAGE_TOKENS = 4
 BYTES_PER_TOKEN = 4
-KNOWN_MODEL_PREFIX = "claude-"
 
 MARKER_RE = re.compile(r"\[emulator:(succeeded|canceled|expired|errored)(?:=([A-Za-z0-9_]+))?\]")
 """``[emulator:succeeded]``, ``[emulator:canceled]``, ``[emulator:expired]``, ``[emulator:errored=T]``."""
@@ -49,10 +48,6 @@ def estimate_input_tokens(params: dict[str, Any]) -> int:
     relevant = {key: params[key] for key in TOKEN_RELEVANT_KEYS if key in params}
     size = len(canonical_json(relevant).encode("utf-8"))
     return math.ceil(size / BYTES_PER_TOKEN) + PER_MESSAGE_TOKENS * len(params.get("messages") or [])
-
-
-def is_known_model(model: str) -> bool:
-    return model.startswith(KNOWN_MODEL_PREFIX)
 
 
 def last_user_text(params: dict[str, Any]) -> str:
@@ -106,7 +101,13 @@ def seeded_fraction(seed: int, custom_id: str) -> float:
 
 
 def plan_outcome(
-    custom_id: str, params: dict[str, Any], *, seed: int, errored_fraction: float, errored_type: str
+    custom_id: str,
+    params: dict[str, Any],
+    *,
+    seed: int,
+    errored_fraction: float,
+    errored_type: str,
+    known_model: bool,
 ) -> PlannedOutcome:
     """Marker first, then model check (async not_found_error), then the seeded errored fraction."""
     marker = find_marker(params)
@@ -114,9 +115,8 @@ def plan_outcome(
         if marker.kind == "errored":
             return PlannedOutcome("errored", marker.error_type, f"Emulated {marker.error_type} (marker).")
         return PlannedOutcome(marker.kind)
-    model = params["model"]
-    if not is_known_model(model):
-        return PlannedOutcome("errored", "not_found_error", f"model: {model}")
+    if not known_model:
+        return PlannedOutcome("errored", "not_found_error", f"model: {params['model']}")
     if errored_fraction > 0 and seeded_fraction(seed, custom_id) < errored_fraction:
         return PlannedOutcome("errored", errored_type, f"Emulated {errored_type} (errored fraction).")
     return PlannedOutcome("succeeded")

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from airflow_provider_batches.emulator.config import DEFAULT_API_KEY, EmulatorConfig
+from airflow_provider_batches.emulator.config import DEFAULT_API_KEY, DEFAULT_MODELS, EmulatorConfig
 from airflow_provider_batches.emulator.server import NotifyingServer, base_url_of, bind_socket, uvicorn_config
 from airflow_provider_batches.emulator.state import EmulatorState
 
@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--expiry-seconds", type=float, default=defaults.expiry_seconds, help="created -> expires_at")
     add("--archive-seconds", type=float, default=defaults.archive_seconds, help="created -> archived_at")
     add("--max-body-bytes", type=int, default=defaults.max_batch_body_bytes, help="create-batch body limit")
+    add(
+        "--model",
+        action="append",
+        dest="models",
+        default=[],
+        help="a model id to know besides the default catalogue (the SDK's ids), repeatable",
+    )
     add("--errored-fraction", type=float, default=0.0, help="fraction of batch requests that end errored")
     add("--errored-type", default=defaults.errored_type, help="error type for --errored-fraction")
     add("--seed", type=int, default=0, help="seed of every random decision (faults, errored fraction)")
@@ -53,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--api-error-fraction", type=float, default=0.0, help="fraction of calls answered 500")
     add("--timeout-fraction", type=float, default=0.0, help="fraction of calls answered 504")
     add("--drop-fraction", type=float, default=0.0, help="fraction of calls whose connection is dropped")
+    add(
+        "--drop-after-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of calls performed by the server whose connection is then dropped (a lost answer)",
+    )
     add("--slow-seconds", type=float, default=0.0, help="delay added to calls")
     add("--slow-fraction", type=float, default=1.0, help="fraction of calls delayed by --slow-seconds")
     add("--retry-after-ms", type=int, help="send retry-after-ms with every injected error")
@@ -75,6 +88,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         expiry_seconds=args.expiry_seconds,
         archive_seconds=args.archive_seconds,
         max_batch_body_bytes=args.max_body_bytes,
+        models=list(dict.fromkeys([*DEFAULT_MODELS, *args.models])),
         errored_fraction=args.errored_fraction,
         errored_type=args.errored_type,
         seed=args.seed,
@@ -84,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         api_error_fraction=args.api_error_fraction,
         timeout_fraction=args.timeout_fraction,
         drop_fraction=args.drop_fraction,
+        drop_after_fraction=args.drop_after_fraction,
         slow_seconds=args.slow_seconds,
         slow_fraction=args.slow_fraction,
         retry_after_ms=args.retry_after_ms,

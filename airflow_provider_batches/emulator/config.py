@@ -20,10 +20,44 @@ MAX_MESSAGE_BODY_BYTES = 32 * 1024 * 1024
 MAX_BATCH_REQUESTS = 100_000
 DEFAULT_ARCHIVE_SECONDS = 29 * 24 * 3600.0
 
-FAULT_NAMES = ("429", "500", "504", "529", "drop", "slow", "cut")
-"""What ``next_faults`` may hold: one scripted fault per /v1/ call, consumed in order."""
+FAULT_NAMES = ("ok", "429", "500", "504", "529", "drop", "drop_after", "500_after", "slow", "cut")
+"""What ``next_faults`` may hold: one scripted fault per /v1/ call, consumed in order. ``ok`` is
+no fault (to script a later call); ``drop`` closes
+the connection before the server acts; ``drop_after`` and ``500_after`` let the server act (a create
+makes its batch) and then lose the answer: the connection closes, or a 500 comes back."""
 
 STARTUP_ONLY_FIELDS = frozenset({"host", "port", "data_dir"})
+
+TEST_MODEL = "claude-emulator-test"
+"""A model id only the emulator knows, for tests that must not depend on the real catalogue."""
+
+DEFAULT_MODELS = (
+    # The ``Model`` literal of the official SDK (anthropic 2.12), newest first.
+    "claude-fable-5-2",
+    "claude-mythos-5-2",
+    "claude-haiku-5-5",
+    "claude-sonnet-5-5",
+    "claude-fable-5-1",
+    "claude-opus-5-5",
+    "claude-mythos-5-1",
+    "claude-sonnet-5",
+    "claude-fable-5",
+    "claude-mythos-5",
+    "claude-opus-5",
+    "claude-opus-4-8",
+    "claude-opus-4-7",
+    "claude-mythos-preview",
+    "claude-opus-4-6",
+    "claude-sonnet-4-6",
+    "claude-haiku-4-5",
+    "claude-haiku-4-5-20251001",
+    "claude-opus-4-5",
+    "claude-opus-4-5-20251101",
+    "claude-sonnet-4-5",
+    "claude-sonnet-4-5-20250929",
+    TEST_MODEL,
+)
+"""The model ids the emulator knows by default; any other answers 404 ``not_found_error``."""
 
 
 class EmulatorConfig(BaseModel):
@@ -55,6 +89,9 @@ class EmulatorConfig(BaseModel):
     results_before_end_status: int = Field(default=400, description="400 or 404")
     results_after_archive_status: int = Field(default=404, description="404 or 400")
 
+    # Models: the catalogue of known ids (extend it with your own: models=[*DEFAULT_MODELS, "x"]).
+    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS), min_length=1)
+
     # Synthetic outcomes.
     errored_fraction: float = Field(default=0.0, ge=0, le=1)
     errored_type: str = "api_error"
@@ -67,6 +104,9 @@ class EmulatorConfig(BaseModel):
     api_error_fraction: float = Field(default=0.0, ge=0, le=1)
     timeout_fraction: float = Field(default=0.0, ge=0, le=1)
     drop_fraction: float = Field(default=0.0, ge=0, le=1)
+    drop_after_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="calls the server performs, then drops the connection"
+    )
     slow_seconds: float = Field(default=0.0, ge=0)
     slow_fraction: float = Field(default=1.0, ge=0, le=1)
     retry_after_ms: int | None = Field(default=None, ge=0)

@@ -105,7 +105,7 @@ class BatchStore:
         requests_path = self._path(batch_id, ".requests.jsonl")
         try:
             with body_path.open("rb") as body, requests_path.open("w", encoding="utf-8") as out:
-                codes = self._spool_requests(body, out, config)
+                codes, unknown_models = self._spool_requests(body, out, config)
             self._path(batch_id, ".codes").write_bytes(codes)
         except MalformedJson as exc:
             self._remove_files(batch_id)
@@ -129,6 +129,7 @@ class BatchStore:
                 plan_seed=config.seed,
                 errored_fraction=config.errored_fraction,
                 errored_type=config.errored_type,
+                unknown_models=unknown_models,
             )
             self._next_seq += 1
             self._records[batch_id] = record
@@ -142,28 +143,41 @@ class BatchStore:
                 return batch_id
 
     @staticmethod
-    def _spool_requests(body: Any, out: TextIO, config: EmulatorConfig) -> bytes:
-        """Validate each request, write it as one JSONL line; return the planned-outcome codes."""
+    def _spool_requests(body: Any, out: TextIO, config: EmulatorConfig) -> tuple[bytes, list[str]]:
+        """Validate each request, write it as one JSONL line; return the planned-outcome codes and
+        the models not in the catalogue (their requests end ``errored`` with ``not_found_error``)."""
         codes = bytearray()
         first_seen: dict[str, int] = {}
+        catalogue = frozenset(config.models)
+        unknown: set[str] = set()
         limit = config.max_batch_requests
         for index, item in enumerate(iter_batch_requests(body)):
             if index >= limit:
                 raise invalid_request(f"requests: List should have at most {limit} items after validation")
             custom_id, params = check_batch_item(item, index, first_seen)
+            if params["model"] not in catalogue:
+                unknown.add(params["model"])
             plan = plan_outcome(
                 custom_id,
                 params,
                 seed=config.seed,
                 errored_fraction=config.errored_fraction,
                 errored_type=config.errored_type,
+                known_model=params["model"] in catalogue,
             )
             codes += plan.code
-            out.write(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
+            line = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+            try:
+                out.write(line)
+            except UnicodeEncodeError as exc:  # a lone surrogate escape such as "\ud800"
+                surrogate = exc.object[exc.start]
+                raise invalid_request(
+                    f"body: invalid JSON: lone surrogate {surrogate!r} in a string of requests.{index}"
+                ) from None
             out.write("\n")
         if not codes:
             raise invalid_request("requests: List should have at least 1 item after validation, not 0")
-        return bytes(codes)
+        return bytes(codes), sorted(unknown)
 
     # -- read and change ---------------------------------------------------------------------------
 

@@ -20,7 +20,8 @@ from airflow_provider_batches.transfers.results_to_object_storage import (
     ResultsVerificationError,
 )
 from airflow_provider_batches.transfers.rows import COLUMNS, result_schema
-from tests.transfers.conftest import FakeBatchesAPI, S3Endpoint, make_operator, result_line
+from tests.conftest import S3Endpoint
+from tests.transfers.conftest import FakeBatchesAPI, make_operator, result_line
 from tests.transfers.test_results_from_emulator import PREFIX, ended_batch, transfer
 
 ALL_OUTCOMES = ["succeeded", "errored", "canceled", "expired"]
@@ -53,7 +54,7 @@ def test_a_succeeded_row_holds_text_usage_and_stop_reason(
     assert row["custom_id"] == "req-0"
     assert row["batch_id"] == batch.id
     assert row["round"] is None
-    assert row["model"] == "claude-test"
+    assert row["model"] == message["model"]
     assert row["stop_reason"] == "end_turn"
     assert row["text"] == message["content"][0]["text"]
     assert row["input_tokens"] == message["usage"]["input_tokens"]
@@ -63,7 +64,7 @@ def test_a_succeeded_row_holds_text_usage_and_stop_reason(
 
 
 def test_an_unpriced_model_has_a_null_cost(anthropic_emulator: Emulator, tmp_path: Path) -> None:
-    batch = ended_batch(["succeeded"])  # model claude-test has no price
+    batch = ended_batch(["succeeded"])  # the emulator-only test model has no price
     transfer([batch.id], f"file://{tmp_path}/out/", output_format="parquet")
     (row,) = pq.read_table(tmp_path / "out" / f"{batch.id}.parquet").to_pylist()
     assert row["cost_usd"] is None

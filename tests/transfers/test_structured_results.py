@@ -17,8 +17,8 @@ from pydantic import BaseModel
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import RequestValidationError
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
+from tests.conftest import S3Endpoint
 from tests.operators.support import batches_created, request, task_context
-from tests.transfers.conftest import S3Endpoint
 from tests.transfers.test_results_from_emulator import PREFIX, transfer
 
 SCHEMA: dict[str, Any] = {
@@ -118,7 +118,7 @@ def test_a_pydantic_model_on_a_tool_call_model_split_by_type_reads_as_one_table(
     anthropic_emulator: Emulator, tmp_path: Path
 ) -> None:
     (batch_id,) = create(
-        "claude-3-5-haiku",
+        "claude-emulator-test",  # no structured outputs: a forced tool call
         {"good": "classify", "bad": "classify" + INVALID, "failed": "x [emulator:errored]"},
         output_schema=Verdict,
     )
@@ -144,7 +144,7 @@ def test_a_request_that_asks_for_another_format_is_refused_before_anything_is_se
 ) -> None:
     operator = AnthropicCreateBatchOperator(
         task_id="create",
-        requests=[request("clash", model="claude-3-5-haiku", tool_choice={"type": "auto"})],
+        requests=[request("clash", model="claude-emulator-test", tool_choice={"type": "auto"})],
         output_schema=SCHEMA,
     )
     with pytest.raises(RequestValidationError, match=r"custom_id 'clash'.*tool_choice is already set"):
