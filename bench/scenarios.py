@@ -428,9 +428,75 @@ def best_wall(requests: int, limit: int, rate: float) -> float:
     return times[-1] + (1 / rate if rate > 0 else 0.0)
 
 
+# -- 5 -----------------------------------------------------------------------------------------------
+
+PARQUET_RSS_BUDGET_MIB = 150
+PLAIN_PARQUET = "pyarrow read_json + write_table (floor)"
+OURS_PARQUET = "ours: transfer to Parquet"
+
+
+def results_to_parquet(ctx: Context) -> Table:
+    """Flattened Parquet rows vs the JSONL path vs a plain pyarrow conversion; RSS at two batch sizes."""
+    sizes = {"small": ctx.sizes.results_requests // 4, "full": ctx.sizes.results_requests}
+    measured: dict[str, dict[str, Measurement]] = {}
+    size = 0
+    with EmulatorProcess("--processing-seconds", "0", "--errored-fraction", "0.02") as emulator:
+        for key, requests in sizes.items():
+            source = requests_file(requests)
+            LOG(f"5. results to Parquet: {requests:,} requests; creating the batch in the emulator")
+            created = emulator.create_batch_from_body(body_file(source))
+            batch = emulator.get_batch(created["id"])
+            size = emulator.download(batch["results_url"])
+            ours = ("results_ours", {"batch_id": batch["id"], "output_format": "parquet"})
+            variants = [(OURS_PARQUET, *ours)]
+            if key == "full":
+                variants = [
+                    (PLAIN_PARQUET, "results_pyarrow_plain", {"results_url": batch["results_url"]}),
+                    ("ours: transfer to JSONL", "results_ours", {"batch_id": batch["id"]}),
+                    *variants,
+                ]
+            with tempfile.TemporaryDirectory(prefix="bench-parquet-") as out_dir:
+                with_dir = [(label, name, {**params, "out_dir": out_dir}) for label, name, params in variants]
+                measured[key] = _repeat(ctx, with_dir, emulator)
+    full = measured["full"]
+    table = _throughput_table(
+        "5. Results to Parquet",
+        f"{sizes['full']:,} result lines, {size / 1e6:,.0f} MB, from the emulator to local Parquet (zstd, "
+        "row groups of at most 10,000 rows and 4 MiB of input) and to JSONL; the floor downloads the lines "
+        "and converts them with pyarrow (inferred schema, whole table in memory, no verification). "
+        f"Median of {ctx.sizes.repeat} runs.",
+        full,
+        PLAIN_PARQUET,
+        ctx,
+        size,
+    )
+    ratio = full[OURS_PARQUET].wall / full[PLAIN_PARQUET].wall
+    table.target("Parquet: wall within 1.5x of the plain pyarrow conversion", f"{ratio:.2f}x", ratio <= 1.5)
+    over = (full[OURS_PARQUET].peak_rss - ctx.airflow_rss) / MIB
+    table.target(
+        f"Parquet: peak RSS within {PARQUET_RSS_BUDGET_MIB} MiB of `import airflow`",
+        f"{over:+,.0f} MiB",
+        over <= PARQUET_RSS_BUDGET_MIB,
+    )
+    small = measured["small"][OURS_PARQUET].peak_rss
+    growth = (full[OURS_PARQUET].peak_rss - small) / MIB
+    table.target(
+        f"Parquet: peak RSS independent of the batch size ({sizes['small']:,} vs {sizes['full']:,} results)",
+        f"{growth:+,.0f} MiB",
+        abs(growth) <= 32,
+    )
+    table.notes.append(
+        f"Parquet peak RSS at {sizes['small']:,} results: {_mib(small)} MiB; "
+        f"at {sizes['full']:,}: {_mib(full[OURS_PARQUET].peak_rss)} MiB."
+    )
+    assert full[OURS_PARQUET].extra["results"] == sizes["full"], full[OURS_PARQUET].extra
+    return table
+
+
 SCENARIOS: dict[int, Callable[[Context], Table]] = {
     1: results_export,
     2: batch_creation,
     3: waiting,
     4: token_counting,
+    5: results_to_parquet,
 }

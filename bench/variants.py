@@ -43,12 +43,17 @@ def import_airflow() -> dict[str, Any]:
 
 def results_raw_copy(results_url: str, out_dir: str) -> dict[str, Any]:
     """The floor: httpx streams the results URL's bytes into a local file, nothing else."""
-    import httpx
-
     timer = Timer()
     target = Path(out_dir) / "raw.jsonl"
+    with timer.measure():
+        _download(results_url, target)
+    return _result(timer, bytes=target.stat().st_size)
+
+
+def _download(results_url: str, target: Path) -> None:
+    import httpx
+
     with (
-        timer.measure(),
         httpx.Client(headers=API_HEADERS, timeout=600) as client,
         client.stream("GET", results_url) as response,
         target.open("wb") as out,
@@ -56,22 +61,38 @@ def results_raw_copy(results_url: str, out_dir: str) -> dict[str, Any]:
         response.raise_for_status()
         for chunk in response.iter_raw(CHUNK):
             out.write(chunk)
-    return _result(timer, bytes=target.stat().st_size)
 
 
-def results_ours(batch_id: str, out_dir: str) -> dict[str, Any]:
-    """AnthropicBatchResultsToObjectStorageOperator.execute to a file:// destination."""
+def results_ours(batch_id: str, out_dir: str, **options: Any) -> dict[str, Any]:
+    """AnthropicBatchResultsToObjectStorageOperator.execute to a file:// destination (``options``: e.g.
+    ``output_format="parquet"``)."""
     from airflow_provider_batches.transfers.results_to_object_storage import (
         AnthropicBatchResultsToObjectStorageOperator,
     )
 
     operator = AnthropicBatchResultsToObjectStorageOperator(
-        task_id="export", batch_id=batch_id, destination=f"file://{out_dir}/ours/", overwrite=True
+        task_id="export", batch_id=batch_id, destination=f"file://{out_dir}/ours/", overwrite=True, **options
     )
     timer = Timer()
     with timer.measure():
         manifest = operator.execute({})  # type: ignore[arg-type]  # no outlets: the context is not read
     return _result(timer, bytes=manifest["bytes"], results=manifest["results"], counts=manifest["counts"])
+
+
+def results_pyarrow_plain(results_url: str, out_dir: str) -> dict[str, Any]:
+    """The Parquet floor: download the lines to a file, then ``pyarrow.json.read_json`` + ``write_table``
+    (schema inferred, the whole table in memory, no verification)."""
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    timer = Timer()
+    lines = Path(out_dir) / "plain.jsonl"
+    target = Path(out_dir) / "plain.parquet"
+    with timer.measure():
+        _download(results_url, lines)
+        table = pj.read_json(lines)
+        pq.write_table(table, target, compression="zstd")
+    return _result(timer, bytes=target.stat().st_size, results=table.num_rows)
 
 
 def results_vendor(batch_id: str, out_dir: str) -> dict[str, Any]:

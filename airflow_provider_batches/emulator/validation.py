@@ -43,7 +43,7 @@ MESSAGE_OPTIONAL = frozenset(
 )
 COUNT_TOKENS_REQUIRED = ("model", "messages")
 COUNT_TOKENS_OPTIONAL = frozenset(
-    {"system", "tools", "tool_choice", "thinking", "mcp_servers", "context_management"}
+    {"system", "tools", "tool_choice", "thinking", "mcp_servers", "context_management", "output_config"}
 )
 BATCH_ITEM_KEYS = ("custom_id", "params")
 
@@ -113,7 +113,7 @@ def _check_common(params: dict[str, Any], path: str) -> None:
     for list_key in ("tools", "mcp_servers"):
         if list_key in params and not isinstance(params[list_key], list):
             raise _fail(field_path(path, list_key), "Input should be a valid list")
-    for object_key in ("tool_choice", "thinking", "metadata", "context_management"):
+    for object_key in ("tool_choice", "thinking", "metadata", "context_management", "output_config"):
         if object_key in params and not isinstance(params[object_key], dict):
             raise _fail(field_path(path, object_key), "Input should be a valid dictionary")
 

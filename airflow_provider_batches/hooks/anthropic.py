@@ -59,7 +59,9 @@ M = TypeVar("M", bound=BaseModel)
 PlanFactory = Callable[[ClientSettings], Plan[T]]
 
 #: Params that count_tokens accepts; the others (max_tokens, temperature...) do not change the count.
-COUNTED_PARAMS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"})
+COUNTED_PARAMS = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers", "output_config"}
+)
 #: Connection types whose connections this hook reads: its own, and the vendor provider's.
 ACCEPTED_CONN_TYPES = frozenset({"anthropic_batches", "anthropic"})
 
