@@ -39,10 +39,10 @@ if TYPE_CHECKING:
 __all__ = [
     "COUNT_FIELDS",
     "WAIT_STATUSES",
-    "WaitEvent",
-    "WaitStatus",
     "Survey",
+    "WaitEvent",
     "WaitProgress",
+    "WaitStatus",
     "is_transient",
     "judge_round",
     "poll_plan",
@@ -152,7 +152,8 @@ class WaitProgress:
 
     def timeout(self) -> WaitEvent:
         waiting = ", ".join(self.pending())
-        return WaitEvent("timeout", self.batch_ids, f"batch(es) {waiting} had not ended by the deadline", self.ended)
+        message = f"batch(es) {waiting} had not ended by the deadline"
+        return WaitEvent("timeout", self.batch_ids, message, self.ended)
 
 
 def wait_plan(

@@ -86,7 +86,8 @@ def test_connections_on_one_key_share_one_budget_at_the_lowest_rate() -> None:
     first = shared_budget(ClientSettings(api_key="sk-ant-shared-1", max_requests_per_minute=40))
     second = shared_budget(ClientSettings(api_key="sk-ant-shared-1", max_requests_per_minute=20))
     assert first is second
-    assert first is not None and first.requests_per_minute == 20
+    assert first is not None
+    assert first.requests_per_minute == 20
 
 
 def test_a_zero_budget_means_unlimited() -> None:

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="seed of every random decision (faults, errored fraction)")
     add("--rpm", type=int, default=0, dest="requests_per_minute", help="requests per minute per key; 0 = off")
     add("--count-tokens-rpm", type=int, default=0, help="count_tokens requests per minute per key; 0 = off")
-    add("--max-queued-requests", type=int, default=None, help="processing-queue limit per key (429 on create)")
+    add("--max-queued-requests", type=int, default=None, help="queue limit per key (429 on create)")
     add("--overloaded-fraction", type=float, default=0.0, help="fraction of calls answered 529")
     add("--api-error-fraction", type=float, default=0.0, help="fraction of calls answered 500")
     add("--timeout-fraction", type=float, default=0.0, help="fraction of calls answered 504")

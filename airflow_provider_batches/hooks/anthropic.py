@@ -21,8 +21,8 @@ from airflow_provider_batches.bodies import BatchBody as BatchBody  # re-exporte
 from airflow_provider_batches.budget import budgeted, shared_budget
 from airflow_provider_batches.client_core import (
     DEFAULT_ANTHROPIC_VERSION,
-    DEFAULT_MAX_REQUESTS_PER_MINUTE,
     DEFAULT_BASE_URL,
+    DEFAULT_MAX_REQUESTS_PER_MINUTE,
     Call,
     ClientSettings,
     CreateWatermark,

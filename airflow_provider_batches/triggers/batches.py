@@ -3,8 +3,8 @@
 Triggers of one connection in one triggerer share a poller (:mod:`.poller`): one async client,
 listing pages covering many batches per request, the connection's request budget. Each trigger
 keeps its poll interval and back-off, and nothing a fresh triggerer could not rebuild from
-``serialize()``: the deadline and the 404 grace window are wall-clock epoch seconds. It yields exactly one event,
-whose shape :func:`parse_wait_event` checks when the task resumes.
+``serialize()``: the deadline and the 404 grace window are wall-clock epoch seconds. It yields
+exactly one event, whose shape :func:`parse_wait_event` checks when the task resumes.
 """
 
 from __future__ import annotations

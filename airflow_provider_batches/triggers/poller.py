@@ -15,6 +15,7 @@ no state a fresh triggerer could not rebuild from its kwargs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -45,6 +46,10 @@ GATHER_SECONDS = 0.5
 log = logging.getLogger(__name__)
 
 
+def _new_future() -> asyncio.Future[WaitEvent]:
+    return asyncio.get_running_loop().create_future()
+
+
 @dataclass(eq=False)
 class Watch:
     """One trigger's wait, as the poller keeps it: its progress, its rhythm, its outcome."""
@@ -55,7 +60,7 @@ class Watch:
     not_found_grace_until: float | None
     log: logging.Logger
     due: float
-    done: asyncio.Future[WaitEvent] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[WaitEvent] = field(default_factory=_new_future)
     observed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def finish(self, event: WaitEvent) -> None:
@@ -131,10 +136,8 @@ class ConnectionPoller:
                 delay = min(entry.due for entry in live) - time.monotonic()
                 if delay > 0:
                     self._wakeup.clear()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), delay)
-                    except TimeoutError:
-                        pass
                     continue
                 await self._round(live)
         except Exception as exc:  # every trigger gets one event, even when the poller breaks

@@ -102,7 +102,8 @@ async def test_a_missing_batch_fails_only_its_own_trigger(emulator: Emulator) ->
 
     assert good["status"] == "success"
     assert bad["status"] == "error"
-    assert "msgbatch_missing" in bad["message"] and "not_found_error" in bad["message"]
+    assert "msgbatch_missing" in bad["message"]
+    assert "not_found_error" in bad["message"]
 
 
 async def test_the_deadline_still_sends_a_timeout_event(emulator: Emulator) -> None:
