@@ -53,7 +53,9 @@ __all__ = [
 ]
 
 DEFAULT_POLL_INTERVAL = 30.0
-DEFAULT_MAX_POLL_INTERVAL = 300.0
+#: The back-off's default cap: with coalesced polling a round costs one listing for every batch of
+#: the connection, so an ended batch is noticed within a minute for about one request a minute.
+DEFAULT_MAX_POLL_INTERVAL = 60.0
 DEFAULT_TIMEOUT = 24 * 60 * 60.0
 #: The deferral's own timeout lies this far past the trigger's deadline, so the trigger's clean
 #: timeout event (which cancels the batches) normally comes first.

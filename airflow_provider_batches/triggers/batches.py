@@ -21,6 +21,7 @@ from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.policy import WaitEvent, WaitStatus, parse_wait_event
 from airflow_provider_batches.triggers import poller as poller_module
+from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
 
 __all__ = ["AnthropicBatchTrigger", "parse_wait_event"]
 
@@ -48,8 +49,8 @@ class AnthropicBatchTrigger(BaseTrigger):
         batch_ids: Sequence[str],
         conn_id: str = AnthropicHook.default_conn_name,
         deadline: float,
-        poll_interval: float = 30.0,
-        max_poll_interval: float = 300.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         not_found_grace_until: float | None = None,
         cancel_on_kill: bool = False,
     ) -> None:
