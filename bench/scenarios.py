@@ -7,6 +7,7 @@ import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
@@ -290,10 +291,12 @@ def waiting(ctx: Context) -> Table:
                     batch_ids = emulator.create_small_batches(count)
                     emulator.reset()
                     emulator.admin("POST", "config", {"requests_per_minute": limit})
+                    ids_file = Path(tempfile.mkdtemp(prefix="bench-wait-")) / "batch_ids.json"
+                    ids_file.write_text(json.dumps(batch_ids))  # 5,000 ids are too long for argv
                     measurement = run_variant(
                         name,
                         {
-                            "batch_ids": batch_ids,
+                            "batch_ids_path": str(ids_file),
                             "end_after": sizes.wait_end_after,
                             "max_wait": sizes.wait_max_wait,
                             "interval": interval,

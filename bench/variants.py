@@ -191,10 +191,12 @@ async def _drive_until_ended(
 
 
 def wait_ours(
-    batch_ids: list[str], end_after: float, max_wait: float, interval: float, max_interval: float
+    batch_ids_path: str, end_after: float, max_wait: float, interval: float, max_interval: float
 ) -> dict[str, Any]:
     """``AnthropicBatchTrigger`` per batch (all of one connection: they share its poller)."""
     from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
+
+    batch_ids: list[str] = json.loads(Path(batch_ids_path).read_text())
 
     triggers = [
         AnthropicBatchTrigger(
@@ -212,10 +214,12 @@ def wait_ours(
 
 
 def wait_vendor(
-    batch_ids: list[str], end_after: float, max_wait: float, interval: float, max_interval: float
+    batch_ids_path: str, end_after: float, max_wait: float, interval: float, max_interval: float
 ) -> dict[str, Any]:
     """The vendor's ``AnthropicBatchTrigger`` per batch (the sync SDK in threads, no back-off)."""
     from airflow.providers.anthropic.triggers.batch import AnthropicBatchTrigger
+
+    batch_ids: list[str] = json.loads(Path(batch_ids_path).read_text())
 
     triggers = [
         AnthropicBatchTrigger(
