@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="seed of every random decision (faults, errored fraction)")
     add("--rpm", type=int, default=0, dest="requests_per_minute", help="requests per minute per key; 0 = off")
     add("--count-tokens-rpm", type=int, default=0, help="count_tokens requests per minute per key; 0 = off")
+    add("--max-queued-requests", type=int, default=None, help="queue limit per key (429 on create)")
     add("--overloaded-fraction", type=float, default=0.0, help="fraction of calls answered 529")
     add("--api-error-fraction", type=float, default=0.0, help="fraction of calls answered 500")
     add("--timeout-fraction", type=float, default=0.0, help="fraction of calls answered 504")
@@ -94,6 +95,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         seed=args.seed,
         requests_per_minute=args.requests_per_minute,
         count_tokens_requests_per_minute=args.count_tokens_rpm,
+        max_queued_requests=args.max_queued_requests,
         overloaded_fraction=args.overloaded_fraction,
         api_error_fraction=args.api_error_fraction,
         timeout_fraction=args.timeout_fraction,

@@ -84,6 +84,9 @@ class EmulatorConfig(BaseModel):
     max_batch_body_bytes: int = Field(default=MAX_BATCH_BODY_BYTES, ge=1)
     max_message_body_bytes: int = Field(default=MAX_MESSAGE_BODY_BYTES, ge=1)
     max_batch_requests: int = Field(default=MAX_BATCH_REQUESTS, ge=1)
+    max_queued_requests: int | None = Field(
+        default=None, ge=1, description="requests per key in batches still processing; None = unlimited"
+    )
 
     # Open points of the API, answered by configuration.
     results_before_end_status: int = Field(default=400, description="400 or 404")

@@ -116,6 +116,11 @@ class BatchStore:
         finally:
             body_path.unlink(missing_ok=True)
         with self._lock:
+            try:
+                self._check_queue(owner, len(codes), config.max_queued_requests, now)
+            except ApiError:
+                self._remove_files(batch_id)
+                raise
             record = BatchRecord(
                 id=batch_id,
                 seq=self._next_seq,
@@ -135,6 +140,24 @@ class BatchStore:
             self._records[batch_id] = record
             self._save(record)
         return record
+
+    def _check_queue(self, owner: str, request_count: int, limit: int | None, now: float) -> None:
+        """429 when the key's processing queue would exceed ``limit`` requests (no batch is made)."""
+        if limit is None:
+            return
+        queued = sum(
+            record.request_count
+            for record in self._records.values()
+            if record.owner == owner and not lifecycle.has_ended_by(record, now)
+        )
+        if queued + request_count > limit:
+            raise ApiError(
+                429,
+                "rate_limit_error",
+                f"processing queue full: {queued} requests are processing and this batch adds "
+                f"{request_count}; the limit is {limit}. No batch was created.",
+                {"retry-after": "60"},
+            )
 
     def _unused_batch_id(self) -> str:
         while True:
