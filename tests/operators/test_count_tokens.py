@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_batches.emulator import Emulator
+from airflow_provider_batches.emulator import Emulator, EmulatorConfig
+from airflow_provider_batches.emulator.config import DEFAULT_MODELS
 from airflow_provider_batches.errors import BudgetExceededError, RequestValidationError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.operators.tokens import AnthropicCountTokensOperator
@@ -25,6 +26,15 @@ def job(count: int, **kwargs: Any) -> list[dict[str, Any]]:
         {"custom_id": f"r{i}", "params": params(f"question number {i} " * (i + 1), **kwargs)}
         for i in range(count)
     ]
+
+
+UNPRICED_MODEL = "claude-future-9"
+
+
+@pytest.fixture
+def anthropic_emulator_config() -> EmulatorConfig:
+    """The emulator knows one more model than the price table: a model released after it."""
+    return EmulatorConfig(processing_seconds=0, canceling_seconds=0, models=[*DEFAULT_MODELS, UNPRICED_MODEL])
 
 
 def run(**kwargs: Any) -> dict[str, Any]:
@@ -72,9 +82,9 @@ def test_the_estimate_is_half_the_standard_price(anthropic_emulator: Emulator) -
 
 
 def test_an_unknown_model_has_no_estimate(anthropic_emulator: Emulator) -> None:
-    summary = run(requests=job(1, model="claude-future-9"))
+    summary = run(requests=job(1, model=UNPRICED_MODEL))
     assert summary["estimated_cost_usd"] is None
-    assert summary["unpriced_models"] == ["claude-future-9"]
+    assert summary["unpriced_models"] == [UNPRICED_MODEL]
 
 
 def test_max_input_tokens_fails_before_any_batch(anthropic_emulator: Emulator) -> None:
@@ -92,7 +102,7 @@ def test_max_cost_counts_the_output_bound(anthropic_emulator: Emulator) -> None:
 
 def test_max_cost_with_an_unpriced_model_asks_for_prices(anthropic_emulator: Emulator) -> None:
     with pytest.raises(BudgetExceededError, match="pass prices="):
-        run(requests=job(1, model="claude-future-9"), max_cost_usd=1)
+        run(requests=job(1, model=UNPRICED_MODEL), max_cost_usd=1)
 
 
 def test_bad_requests_fail_before_counting(anthropic_emulator: Emulator) -> None:

@@ -221,7 +221,7 @@ RULES = {
     "custom_id-pattern": (request("has space"), "custom_id 'has space' is invalid"),
     "custom_id-too-long": (request("x" * 65), "is invalid"),
     "stream": (request("s", stream=True), "stream"),
-    "max_tokens-zero": (request("m", max_tokens=0), "max_tokens must be an integer >= 1"),
+    "max_tokens-zero": (request("m", max_tokens=0), "max_tokens must be an integer from 1 to"),
     "model-missing": (
         {"custom_id": "n", "params": {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}},
         "params.model is missing",
