@@ -23,16 +23,26 @@ help:
 	@echo "make test-slow    the long suites kept out of make test"
 
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
-	touch $(STAMP)
+	@echo "Setting up $(VENV) (first run only, a few minutes):"
+	@test -x $(BIN)/python || { echo "  creating the virtualenv with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "  upgrading pip"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "  installing this provider (editable) with Apache Airflow, the Amazon provider (S3), moto,"
+	@echo "  the anthropic SDK, pytest, ruff and mypy, pinned by constraints.txt"
+	@$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+	@echo "$(VENV) is ready."
 
 $(COMPAT_STAMP): pyproject.toml constraints-airflow-3.1.txt
-	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(COMPAT_VENV)/bin/python -m pip install --quiet -c constraints-airflow-3.1.txt -e ".[test]"
-	touch $(COMPAT_STAMP)
+	@echo "Setting up $(COMPAT_VENV) (first run only, a few minutes):"
+	@test -x $(COMPAT_VENV)/bin/python || { echo "  creating the virtualenv with $(PYTHON)"; $(PYTHON) -m venv $(COMPAT_VENV); }
+	@echo "  upgrading pip"
+	@$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@echo "  installing this provider (editable) with Apache Airflow 3.1 and the test tools,"
+	@echo "  pinned by constraints-airflow-3.1.txt"
+	@$(COMPAT_VENV)/bin/python -m pip install --quiet -c constraints-airflow-3.1.txt -e ".[test]"
+	@touch $(COMPAT_STAMP)
+	@echo "$(COMPAT_VENV) is ready."
 
 setup: $(STAMP)
 
@@ -64,7 +74,8 @@ emulator: $(STAMP)
 	$(BIN)/anthropic-batches-emulator --host 127.0.0.1 --port 8765
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
+	@echo "Installing the bench extra (the Apache Anthropic provider, as a baseline)"
+	@$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/python -m bench
 
 clean:

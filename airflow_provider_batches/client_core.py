@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -30,6 +30,7 @@ from airflow_provider_batches.errors import (
     error_from_response,
 )
 from airflow_provider_batches.models import MessageBatch, MessageBatchPage
+from airflow_provider_batches.policy import RETRYABLE_STATUSES, is_retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 BATCHES_BETA = "message-batches-2024-09-24"
 USER_AGENT = "airflow-provider-batches"
 
-#: Statuses retried when the server does not say otherwise (x-should-retry), as the official SDKs do.
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
 #: Statuses after which a create may or may not have happened server-side.
 AMBIGUOUS_CREATE_STATUSES = frozenset({500, 502, 503, 504})
 #: Transport errors raised before a single byte of the request could reach the server.
@@ -51,12 +50,8 @@ NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
     httpx.ConnectTimeout,
     httpx.PoolTimeout,
 )
-#: How far back (clock skew, listing lag) a lost create's batch is looked for.
-CREATE_LOOKBACK = timedelta(minutes=2)
-CREATE_LOOKUP_PAGES = 5
-#: Slack on the API-clock window of a lost create's lookup: the ``Date`` header's one-second
-#: resolution, and clock steps between the create and the lookup.
-SERVER_CLOCK_MARGIN = timedelta(seconds=5)
+#: Listing pages (100 batches each) a lost create's batch is looked for in, newest first.
+CREATE_LOOKUP_PAGES = 10
 
 
 @dataclass(frozen=True)
@@ -155,8 +150,7 @@ def should_retry(response: httpx.Response) -> bool:
     override = str(response.headers.get("x-should-retry", "")).lower()
     if override in ("true", "false"):
         return override == "true"
-    status = int(response.status_code)
-    return status in RETRYABLE_STATUSES or status >= 500
+    return is_retryable_status(int(response.status_code))
 
 
 def server_retry_after(response: httpx.Response | None) -> float | None:
@@ -293,6 +287,13 @@ def batches_path(batch_id: str | None = None, action: str | None = None) -> str:
     return path
 
 
+def get_batch_plan(
+    settings: ClientSettings, batch_id: str, *, betas: Sequence[str] | None = None
+) -> Plan[MessageBatch]:
+    """``GET /v1/messages/batches/{id}``: one batch, with the usual retries (also each poll of a wait)."""
+    return model_plan(settings, Call("GET", batches_path(batch_id), betas=betas), MessageBatch)
+
+
 def list_page_plan(
     settings: ClientSettings,
     *,
@@ -301,21 +302,7 @@ def list_page_plan(
     after_id: str | None = None,
     betas: Sequence[str] | None = None,
 ) -> Plan[MessageBatchPage]:
-    page, _ = yield from _dated_list_page_plan(
-        settings, limit=limit, before_id=before_id, after_id=after_id, betas=betas
-    )
-    return page
-
-
-def _dated_list_page_plan(
-    settings: ClientSettings,
-    *,
-    limit: int,
-    before_id: str | None = None,
-    after_id: str | None = None,
-    betas: Sequence[str] | None = None,
-) -> Plan[tuple[MessageBatchPage, datetime | None]]:
-    """One page, and the API's clock when it answered (its ``Date`` header), when it says."""
+    """One page of the listing, newest first."""
     if not 1 <= limit <= 1000:
         raise ValueError(f"limit must be between 1 and 1000, got {limit}")
     params: dict[str, str | int] = {"limit": limit}
@@ -324,18 +311,46 @@ def _dated_list_page_plan(
     if after_id:
         params["after_id"] = after_id
     response = yield from request_plan(settings, Call("GET", batches_path(), params=params, betas=betas))
-    return MessageBatchPage.model_validate(response.json()), _server_date(response)
+    return MessageBatchPage.model_validate_json(response.content)
 
 
-def _server_date(response: httpx.Response) -> datetime | None:
-    value = response.headers.get("date")
-    try:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-    except (TypeError, ValueError):
-        return None
-    if parsed is None or parsed.tzinfo is None:
-        return None
-    return parsed
+@dataclass(frozen=True)
+class CreateWatermark:
+    """The newest batch listed just before a paid create: the lost create's batch can only be newer.
+
+    The listing is ordered newest first, so this is evidence that does not depend on clocks lining
+    up: an earlier job's batch (even of the same size, even a second earlier) is never newer than
+    the watermark taken before this create was sent.
+    """
+
+    newest_id: str | None
+    newest_created_at: datetime | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        created = self.newest_created_at.isoformat() if self.newest_created_at else None
+        return {"newest_id": self.newest_id, "newest_created_at": created}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CreateWatermark:
+        created = data.get("newest_created_at")
+        return cls(data.get("newest_id"), datetime.fromisoformat(created) if created else None)
+
+
+def create_watermark_plan(
+    settings: ClientSettings, *, betas: Sequence[str] | None = None
+) -> Plan[CreateWatermark]:
+    """One listing of one batch: the watermark to take right before a paid create."""
+    page = yield from list_page_plan(settings, limit=1, betas=betas)
+    if not page.data:
+        return CreateWatermark(None)
+    return CreateWatermark(page.data[0].id, page.data[0].created_at)
+
+
+def create_call_budget(settings: ClientSettings) -> float:
+    """The longest a create call can take, all attempts and waits included (seconds)."""
+    return (settings.timeout + settings.connect_timeout) * (
+        settings.max_retries + 1
+    ) + settings.max_retry_wait
 
 
 def create_batch_plan(
@@ -343,84 +358,117 @@ def create_batch_plan(
     call: Call,
     request_count: int,
     *,
-    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    watermark: CreateWatermark | None = None,
+    exclude: Iterable[str] = (),
     rng: random.Random | None = None,
 ) -> Plan[MessageBatch]:
-    """Create a batch, never paying twice: a lost answer is resolved by looking, not by resending."""
-    started_at = now()
+    """Create a batch, never paying twice: a lost answer is resolved by looking, not by resending.
+
+    ``watermark`` (taken here when not given) bounds the search for a lost answer's batch to the
+    batches listed since; ``exclude`` are batches already known not to be this call's (the job's
+    other batches).
+    """
+    if watermark is None:
+        watermark = yield from create_watermark_plan(settings, betas=call.betas)
     try:
         response = yield from request_plan(settings, call, rng)
     except _MaybeSent as lost:
         log.warning(
-            "The create call's answer was lost (%s); looking for the batch among recent batches "
-            "instead of sending it again",
+            "The create call's answer was lost (%s); looking for the batch it made among the batches "
+            "listed since, instead of sending it again",
             lost.reason,
         )
-        candidates: list[MessageBatch] = []
+        found: MessageBatch | None = None
         for pause in (0.0, 2.0):
             if pause:
                 yield Sleep(pause)
-            candidates = yield from find_recent_batches_plan(
-                settings,
-                created_after=started_at - CREATE_LOOKBACK,
-                request_count=request_count,
-                betas=call.betas,
-                sent_at=started_at,
-                now=now,
+            found = yield from find_created_batch_plan(
+                settings, watermark, request_count, exclude=exclude, betas=call.betas, reason=lost.reason
             )
-            if candidates:
+            if found is not None:
                 break
-        if len(candidates) == 1:
-            log.warning("Found the batch the lost create made: %s", candidates[0].id)
-            return candidates[0]
-        ids = [batch.id for batch in candidates]
-        if ids:
-            detail = f"{len(ids)} recent batches of {request_count} requests match: {', '.join(ids)}"
-        else:
-            since = f"{started_at:%Y-%m-%dT%H:%M:%SZ}"
-            detail = f"no batch of {request_count} requests created since {since} is listed yet"
-        raise BatchCreateUncertainError(
-            f"The create call's answer was lost ({lost.reason}) and a billed batch may exist: {detail}. "
-            "Check the Anthropic console before resubmitting; cancel any duplicate.",
-            ids,
-        ) from None
+        if found is None:
+            raise BatchCreateUncertainError(
+                f"The create call's answer was lost ({lost.reason}) and no batch of {request_count} "
+                f"requests is listed since {_describe_watermark(watermark)}: the create may not have "
+                "reached the API, or the listing lags. Nothing was sent again. Retry the task: the retry "
+                "looks again and creates the batch only if it still is not there.",
+                [],
+            ) from None
+        log.warning("Found the batch the lost create made: %s", found.id)
+        return found
     return MessageBatch.model_validate_json(response.content)
 
 
-def find_recent_batches_plan(
+def find_created_batch_plan(
     settings: ClientSettings,
+    watermark: CreateWatermark,
+    request_count: int,
     *,
-    created_after: datetime,
-    request_count: int | None = None,
+    exclude: Iterable[str] = (),
     betas: Sequence[str] | None = None,
+    reason: str = "its answer was lost",
     max_pages: int = CREATE_LOOKUP_PAGES,
-    sent_at: datetime | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-) -> Plan[list[MessageBatch]]:
-    """Batches created after ``created_after`` (newest first), optionally of a given size.
+) -> Plan[MessageBatch | None]:
+    """The one batch a lost create made, or None when there is none; any doubt raises.
 
-    With ``sent_at`` (our clock's time of the create being looked for), the window is narrowed to
-    what the API's own clock (its ``Date`` header) says is since then, so that an earlier batch of
-    the same size (the previous run of the same job) is not taken for the lost one.
+    The only owner of this search (the hook and the create operator both use it). A batch is this
+    create's only when it is listed newer than ``watermark``, has ``request_count`` requests, is not
+    in ``exclude`` and was not canceled (a canceled one is not waited on: its requests are sent
+    again). Two or more such batches (another job of the same size created in the same moment on
+    the same key), or a listing that does not reach back to the watermark, raise
+    :class:`BatchCreateUncertainError` naming them: adopting on a guess could publish another job's
+    results.
     """
-    found: list[MessageBatch] = []
+    excluded = set(exclude)
+    candidates: list[MessageBatch] = []
     after_id: str | None = None
+    reached_watermark = watermark.newest_id is None
     for _ in range(max_pages):
-        page, server_now = yield from _dated_list_page_plan(
-            settings, limit=100, after_id=after_id, betas=betas
-        )
-        if sent_at is not None and server_now is not None and after_id is None:
-            elapsed = now() - sent_at
-            created_after = max(created_after, server_now - elapsed - SERVER_CLOCK_MARGIN)
+        page = yield from list_page_plan(settings, limit=100, after_id=after_id, betas=betas)
         for batch in page.data:
-            if batch.created_at < created_after:
-                return found
-            if request_count is None or batch.request_counts.total == request_count:
-                found.append(batch)
-        if not page.has_more or not page.last_id:
-            break
-        after_id = page.last_id
-    return found
+            if batch.id == watermark.newest_id or (
+                watermark.newest_created_at is not None and batch.created_at < watermark.newest_created_at
+            ):
+                reached_watermark = True
+                break
+            if (
+                batch.request_counts.total == request_count
+                and batch.id not in excluded
+                and batch.cancel_initiated_at is None
+            ):
+                candidates.append(batch)
+        else:
+            if page.has_more and page.last_id:
+                after_id = page.last_id
+                continue
+            reached_watermark = True  # the listing ended: every batch was seen
+        break
+    ids = [batch.id for batch in candidates]
+    if not reached_watermark:
+        raise BatchCreateUncertainError(
+            f"A create ({reason}) may have made a billed batch, but more than {max_pages * 100} batches "
+            f"were created since {_describe_watermark(watermark)}; its batch cannot be told apart. "
+            f"Batches of {request_count} requests among them: {', '.join(ids) or 'none'}. Check the "
+            "Anthropic console; cancel any duplicate.",
+            ids,
+        )
+    if len(candidates) > 1:
+        raise BatchCreateUncertainError(
+            f"A create ({reason}) may have made a billed batch, and {len(ids)} batches of "
+            f"{request_count} requests were created since {_describe_watermark(watermark)}: "
+            f"{', '.join(ids)}. Another job on the same API key created one in the same moment, so "
+            "neither is adopted. Cancel the one that is not this task's in the Anthropic console, then "
+            "retry the task: the one left is adopted.",
+            ids,
+        )
+    return candidates[0] if candidates else None
+
+
+def _describe_watermark(watermark: CreateWatermark) -> str:
+    if watermark.newest_id is None:
+        return "the first batch of this workspace"
+    return f"batch {watermark.newest_id}"
 
 
 def check_results_url(settings: ClientSettings, results_url: str) -> str:
@@ -519,15 +567,21 @@ __all__ = [
     "BATCHES_BETA",
     "DEFAULT_ANTHROPIC_VERSION",
     "DEFAULT_BASE_URL",
+    "RETRYABLE_STATUSES",
     "AnthropicAPIError",
     "Call",
     "ClientSettings",
+    "CreateWatermark",
     "LineSplitter",
     "Send",
     "Sleep",
     "build_request",
     "check_results_url",
     "create_batch_plan",
+    "create_call_budget",
+    "create_watermark_plan",
+    "find_created_batch_plan",
+    "get_batch_plan",
     "list_page_plan",
     "request_plan",
     "run_async",

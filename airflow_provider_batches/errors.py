@@ -209,6 +209,10 @@ class BudgetExceededError(AnthropicBatchesError, AirflowFailException):
     """A token or cost budget would be exceeded; nothing was spent. Not retried: the input must change."""
 
 
+class UnpricedModelError(BudgetExceededError):
+    """A cost estimate was asked for a model with no known price; ``prices=`` supplies it. Not retried."""
+
+
 class BatchWaitError(AnthropicBatchesError):
     """Waiting for batches could not go on (a fatal poll error), or a trigger event made no sense."""
 
@@ -219,3 +223,11 @@ class BatchTimeoutError(AnthropicBatchesError):
 
 class BatchOutcomeError(AnthropicBatchesError):
     """Requests ended errored or expired and the task was told to fail on that (fail_on_partial_error)."""
+
+
+class JobRecordError(AnthropicBatchesError):
+    """The task's record of its batches is unreadable or inconsistent: nothing is sent on a guess."""
+
+
+class InputChangedError(AnthropicBatchesError):
+    """The input differs from the one an earlier try of the task submitted; nothing new was sent."""

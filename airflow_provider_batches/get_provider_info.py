@@ -33,6 +33,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": INTEGRATION,
                 "python-modules": [
                     "airflow_provider_batches.operators.batches",
+                    "airflow_provider_batches.operators.cancel_delete",
                     "airflow_provider_batches.operators.tokens",
                 ],
             }

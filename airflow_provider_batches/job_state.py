@@ -1,32 +1,44 @@
 """The durable record of what a create task submitted, so that a retry re-attaches instead of paying twice.
 
-One JSON record per task instance (all tries share it): the input's fingerprint, and for each batch
-of the split job the intent to create it (written *before* the paid call) and its id (written right
-after the call returns). Where it is kept:
+One JSON record per task instance (all tries share it): the input's fingerprint; for each batch of
+the split job the intent to create it (written *before* the paid call, with the watermark that
+bounds the search for a lost answer's batch), its id (written right after the call returns) and the
+digest of its custom_ids; and, once the job is complete, its final counts, so that a retry after
+success returns the same manifest without any call. Where it is kept:
 
-* ``task_state_store`` (Airflow 3.3+): durable, scoped to the task instance, shared by its tries.
+* ``task_state_store`` (Airflow 3.3+): durable, scoped to the task instance, shared by its tries,
+  kept for :data:`RECORD_RETENTION` (a batch's whole life: 24 h processing + 29 days of results).
 * fallback on Airflows without it: an Airflow Variable named after the task instance. Weaker: the
-  name is global, Airflow does not clean it up (the operator deletes it when the job is done), and
-  anyone with Variable access can change it.
+  name is global, Airflow does not clean it up (it carries its own expiry, after which it is
+  ignored), and anyone with Variable access can change it.
 * no task instance at all (an ``execute()`` call outside Airflow): in memory, with a warning; a retry
   then cannot re-attach.
+
+A *clear* of the task is told from a *retry* by the task instance's ``max_tries``, which Airflow
+raises on every clear and leaves alone on a retry: the record keeps the value of the try that
+started the job (its ``generation``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
+from airflow_provider_batches.errors import JobRecordError
 from airflow_provider_batches.requests import PreparedJob
 
 log = logging.getLogger(__name__)
 
 #: The task_state_store key. Renaming it breaks re-attaching for tries already in flight.
 RECORD_KEY = "anthropic_batch_job"
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+#: Versions this code reads (version 1 lacks watermarks and custom_id digests).
+READABLE_VERSIONS = (1, 2)
+#: A batch processes for up to 24 h and its results stay 29 days: the record outlives both.
+RECORD_RETENTION = timedelta(days=31)
 
 
 def utcnow() -> datetime:
@@ -35,12 +47,17 @@ def utcnow() -> datetime:
 
 @dataclass
 class SliceRecord:
-    """One batch of the job: its size and digest, the intent to create it, and its id once created."""
+    """One batch of the job: its size and digests, the intent to create it, and its id once created."""
 
     count: int
     sha256: str
+    ids_digest: str = ""
     intent_at: str | None = None
+    #: The newest batch listed just before the paid create (see ``client_core.CreateWatermark``).
+    watermark: dict[str, Any] | None = None
     batch_id: str | None = None
+    #: Batches made for this slice earlier and then canceled (by a timeout, a kill or a person).
+    replaced: list[str] = field(default_factory=list)
 
     @property
     def intent_time(self) -> datetime | None:
@@ -54,13 +71,26 @@ class JobRecord:
     fingerprint: str
     request_count: int
     slices: list[SliceRecord]
+    #: ``max_tries`` of the task instance when the job started: a clear raises it.
+    generation: int | None = None
+    #: Final counts per batch, once every batch has ended (a waiting job).
+    ended_counts: dict[str, dict[str, int]] | None = None
     finished: bool = False
+    expires_at: str | None = None
     version: int = RECORD_VERSION
 
     @classmethod
-    def for_job(cls, job: PreparedJob) -> JobRecord:
-        slices = [SliceRecord(count=part.count, sha256=part.sha256) for part in job.slices]
-        return cls(fingerprint=job.fingerprint, request_count=job.request_count, slices=slices)
+    def for_job(cls, job: PreparedJob, *, generation: int | None = None) -> JobRecord:
+        slices = [
+            SliceRecord(count=part.count, sha256=part.sha256, ids_digest=part.ids_digest)
+            for part in job.slices
+        ]
+        return cls(
+            fingerprint=job.fingerprint,
+            request_count=job.request_count,
+            slices=slices,
+            generation=generation,
+        )
 
     def matches(self, job: PreparedJob) -> bool:
         """Same input, split the same way: the batches on record are this job's."""
@@ -72,27 +102,70 @@ class JobRecord:
     def batch_ids(self) -> list[str]:
         return [part.batch_id for part in self.slices if part.batch_id]
 
+    @property
+    def known_batch_ids(self) -> list[str]:
+        """Every batch this job ever made, replaced ones included: never another slice's batch."""
+        return [*self.batch_ids, *(old for part in self.slices for old in part.replaced)]
+
+    def batches(self) -> dict[str, dict[str, Any]]:
+        """Per batch: its request count and custom_id digest (the results transfer checks both)."""
+        return {
+            part.batch_id: {"request_count": part.count, "custom_ids_digest": part.ids_digest}
+            for part in self.slices
+            if part.batch_id
+        }
+
+    def check_consistent(self) -> None:
+        """Refuse a record that names one batch twice: waiting on it could never complete."""
+        seen: set[str] = set()
+        for batch_id in self.known_batch_ids:
+            if batch_id in seen:
+                raise JobRecordError(
+                    f"the task's batch record names batch {batch_id} for two parts of the job; it is "
+                    "inconsistent and nothing more is sent or waited on. Check the batches in the "
+                    f"Anthropic console, then delete the task's '{RECORD_KEY}' state (or clear the task) "
+                    "to submit afresh."
+                )
+            seen.add(batch_id)
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and datetime.fromisoformat(self.expires_at) < now
+
     def to_json(self) -> dict[str, Any]:
+        """The record as stored, stamped with its expiry (the Variable fallback has no retention)."""
+        self.expires_at = (utcnow() + RECORD_RETENTION).isoformat()
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: Any) -> JobRecord | None:
-        """The record, or None (with a warning) when what is stored is not one this version reads."""
-        if not isinstance(data, Mapping) or data.get("version") != RECORD_VERSION:
-            if data is not None:
-                log.warning("Ignoring an unreadable batch job record: %r", data)
+        """The record; None when nothing is stored; :class:`JobRecordError` when it is unreadable."""
+        if data is None:
             return None
+        if not isinstance(data, Mapping) or data.get("version") not in READABLE_VERSIONS:
+            raise _unreadable(data)
         try:
-            slices = [SliceRecord(**part) for part in data["slices"]]
-            return cls(
+            record = cls(
                 fingerprint=str(data["fingerprint"]),
                 request_count=int(data["request_count"]),
-                slices=slices,
+                slices=[SliceRecord(**part) for part in data["slices"]],
+                generation=data.get("generation"),
+                ended_counts=data.get("ended_counts"),
                 finished=bool(data.get("finished", False)),
+                expires_at=data.get("expires_at"),
             )
-        except (KeyError, TypeError, ValueError):
-            log.warning("Ignoring an unreadable batch job record: %r", data)
-            return None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _unreadable(data) from exc
+        record.check_consistent()
+        return record
+
+
+def _unreadable(data: Any) -> JobRecordError:
+    shown = repr(data)
+    return JobRecordError(
+        f"the task's batch record is unreadable ({shown[:200]}); nothing is sent on a guess, since an "
+        "earlier try may have created billed batches. Check the Anthropic console, then delete the "
+        f"task's '{RECORD_KEY}' state (or clear the task) to submit afresh."
+    )
 
 
 class JobStore(Protocol):
@@ -104,9 +177,6 @@ class JobStore(Protocol):
     def load(self) -> JobRecord | None: ...
 
     def save(self, record: JobRecord) -> None: ...
-
-    def finish(self, record: JobRecord) -> None:
-        """The job is done: a later try (a cleared task) submits afresh instead of re-attaching."""
 
 
 class TaskStateJobStore:
@@ -122,16 +192,14 @@ class TaskStateJobStore:
         return JobRecord.from_json(self._accessor.get(RECORD_KEY))
 
     def save(self, record: JobRecord) -> None:
-        self._accessor.set(RECORD_KEY, record.to_json())
-
-    def finish(self, record: JobRecord) -> None:
-        """Kept, marked finished: it stays visible in the UI, and a cleared task still submits afresh."""
-        record.finished = True
-        self.save(record)
+        self._accessor.set(RECORD_KEY, record.to_json(), retention=RECORD_RETENTION)
 
 
 class VariableJobStore:
-    """Fallback for Airflows without ``task_state_store``: a Variable named after the task instance."""
+    """Fallback for Airflows without ``task_state_store``: a Variable named after the task instance.
+
+    Kept after success (a retry then returns the same manifest); ignored once expired.
+    """
 
     durable = True
     description = "Airflow Variable (fallback)"
@@ -143,18 +211,16 @@ class VariableJobStore:
     def load(self) -> JobRecord | None:
         from airflow.sdk import Variable
 
-        return JobRecord.from_json(Variable.get(self.key, default=None, deserialize_json=True))
+        record = JobRecord.from_json(Variable.get(self.key, default=None, deserialize_json=True))
+        if record is not None and record.is_expired(utcnow()):
+            log.info("The batch job record %s has expired: ignoring it", self.key)
+            return None
+        return record
 
     def save(self, record: JobRecord) -> None:
         from airflow.sdk import Variable
 
         Variable.set(self.key, record.to_json(), serialize_json=True)
-
-    def finish(self, record: JobRecord) -> None:
-        """Deleted: Airflow would never clean the Variable up."""
-        from airflow.sdk import Variable
-
-        Variable.delete(self.key)
 
 
 class MemoryJobStore:
@@ -172,9 +238,6 @@ class MemoryJobStore:
     def save(self, record: JobRecord) -> None:
         self.record = JobRecord.from_json(record.to_json())
 
-    def finish(self, record: JobRecord) -> None:
-        self.record = None
-
 
 def job_store_for(context: Mapping[str, Any]) -> JobStore:
     """The most durable store this Airflow offers the running task."""
@@ -190,3 +253,9 @@ def job_store_for(context: Mapping[str, Any]) -> JobStore:
         return VariableJobStore(ti)
     log.warning("No task instance in the context: submitted batches are not recorded durably")
     return MemoryJobStore()
+
+
+def generation_of(context: Mapping[str, Any]) -> int | None:
+    """The task instance's ``max_tries``: unchanged by a retry, raised by every clear."""
+    value = getattr(context.get("ti"), "max_tries", None)
+    return value if isinstance(value, int) else None

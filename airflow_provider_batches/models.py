@@ -8,6 +8,7 @@ their data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -53,12 +54,17 @@ class UnknownBlock(APIModel):
     type: str
 
 
-_KNOWN_BLOCKS = {"text", "thinking", "redacted_thinking", "tool_use"}
+def _tag_known(known: frozenset[str]) -> Callable[[Any], str]:
+    """A discriminator: the value's ``type`` when it is one of ``known``, else ``"unknown"``."""
+
+    def tag(value: Any) -> str:
+        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+        return kind if kind in known else "unknown"
+
+    return tag
 
 
-def _block_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in _KNOWN_BLOCKS else "unknown"
+_block_tag = _tag_known(frozenset({"text", "thinking", "redacted_thinking", "tool_use"}))
 
 
 ContentBlock = Annotated[
@@ -129,10 +135,16 @@ class RequestCounts(APIModel):
 
     @property
     def total(self) -> int:
-        return self.processing + self.succeeded + self.errored + self.canceled + self.expired
+        return sum(getattr(self, name) for name in COUNT_FIELDS)
 
     def as_dict(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.model_dump().items() if isinstance(v, int)}
+
+
+#: The result-type vocabulary, defined once by :class:`RequestCounts`: every count it holds, and
+#: the types a finished request can have (all but ``processing``).
+COUNT_FIELDS: tuple[str, ...] = tuple(RequestCounts.model_fields)
+RESULT_TYPES: tuple[str, ...] = tuple(name for name in COUNT_FIELDS if name != "processing")
 
 
 class MessageBatch(APIModel):
@@ -191,12 +203,7 @@ class UnknownResult(APIModel):
     type: str
 
 
-_KNOWN_RESULTS = {"succeeded", "errored", "canceled", "expired"}
-
-
-def _result_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in _KNOWN_RESULTS else "unknown"
+_result_tag = _tag_known(frozenset(RESULT_TYPES))
 
 
 Result = Annotated[

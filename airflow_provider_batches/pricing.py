@@ -1,28 +1,38 @@
 """Prices used for cost estimates, in USD per million tokens at standard (non-batch) rates.
 
-Prices change: this table is a documented default (public list prices as of 2026-11) that every
-operator lets users override with ``prices={"model-prefix": {"input": ..., "output": ...}}``. A model
-matches the longest prefix in the table. Batch usage costs ``BATCH_DISCOUNT`` of these.
+Source: Anthropic's published list prices (https://docs.anthropic.com/en/docs/about-claude/pricing
+and the model announcements), table compiled 2026-11-26. The Message Batches API bills
+``BATCH_DISCOUNT`` (50 %) of them, for input and output alike; :func:`batch_cost_usd` applies it.
+
+Every entry is one exact model id: a name is never matched by prefix, because models of one family
+are priced differently (``claude-opus-4-5`` costs a third of ``claude-opus-4-1``). A dated id maps
+to its alias in ``DATED_IDS``, explicitly. Only current models are listed (none deprecated or
+retired by 2026-11-30); a model not listed, such as a newer one whose price is not in the table
+yet, has no price: pass ``prices={"<model id>": {"input": ..., "output": ...}}`` to the operator.
+The emulator's test model ``claude-emulator-test`` has no price either; tests pass ``prices=``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from airflow_provider_batches.errors import UnpricedModelError
 
 BATCH_DISCOUNT = 0.5
 
 DEFAULT_PRICES: Mapping[str, Mapping[str, float]] = {
+    "claude-opus-4-7": {"input": 5.0, "output": 25.0},
+    "claude-opus-4-6": {"input": 5.0, "output": 25.0},
     "claude-opus-4-5": {"input": 5.0, "output": 25.0},
-    "claude-opus-4-1": {"input": 15.0, "output": 75.0},
-    "claude-opus-4": {"input": 15.0, "output": 75.0},
-    "claude-sonnet-4": {"input": 3.0, "output": 15.0},
-    "claude-3-7-sonnet": {"input": 3.0, "output": 15.0},
-    "claude-3-5-sonnet": {"input": 3.0, "output": 15.0},
+    "claude-sonnet-4-6": {"input": 3.0, "output": 15.0},
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0},
-    "claude-3-5-haiku": {"input": 0.8, "output": 4.0},
-    "claude-3-opus": {"input": 15.0, "output": 75.0},
-    "claude-3-haiku": {"input": 0.25, "output": 1.25},
+}
+
+#: Dated model ids and the alias whose price they have.
+DATED_IDS: Mapping[str, str] = {
+    "claude-opus-4-5-20251101": "claude-opus-4-5",
+    "claude-haiku-4-5-20251001": "claude-haiku-4-5",
 }
 
 
@@ -33,13 +43,28 @@ class Price:
 
 
 def price_for(model: str, overrides: Mapping[str, Mapping[str, float]] | None = None) -> Price | None:
-    """The price of ``model`` by longest matching prefix, overrides first; None when unknown."""
+    """The price of exactly ``model`` (or of the alias of a dated id), overrides first; None when unknown."""
     for table in (overrides or {}, DEFAULT_PRICES):
-        matches = [prefix for prefix in table if model.startswith(prefix)]
-        if matches:
-            entry = table[max(matches, key=len)]
-            return Price(float(entry["input"]), float(entry["output"]))
+        for name in (model, DATED_IDS.get(model)):
+            if name is not None and name in table:
+                entry = table[name]
+                return Price(float(entry["input"]), float(entry["output"]))
     return None
+
+
+def require_prices(
+    models: Iterable[str], overrides: Mapping[str, Mapping[str, float]] | None = None
+) -> dict[str, Price]:
+    """The price of every model, or :class:`UnpricedModelError` naming each unpriced one and the fix."""
+    prices = {model: price_for(model, overrides) for model in models}
+    unpriced = sorted(model for model, price in prices.items() if price is None)
+    if unpriced:
+        example = ", ".join(f"{model!r}: {{'input': ..., 'output': ...}}" for model in unpriced)
+        raise UnpricedModelError(
+            f"no price is known for {', '.join(unpriced)}, so the cost cannot be estimated: pass "
+            f"prices={{{example}}} (standard USD per million tokens; the batch discount is applied)"
+        )
+    return {model: price for model, price in prices.items() if price is not None}
 
 
 def batch_cost_usd(

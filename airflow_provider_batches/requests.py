@@ -21,8 +21,9 @@ from typing import IO, Any
 
 import msgspec
 
+from airflow_provider_batches.bodies import BatchBody
 from airflow_provider_batches.errors import RequestValidationError
-from airflow_provider_batches.hooks.anthropic import BatchBody
+from airflow_provider_batches.identity import CustomIdDigest
 from airflow_provider_batches.message_params import params_problems
 
 MAX_REQUESTS_PER_BATCH = 100_000
@@ -96,7 +97,7 @@ class RequestSource:
             )
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise RequestValidationError(
-                f"model must be a model name like 'claude-sonnet-4-5', got {model!r}"
+                f"model must be a model name like 'claude-sonnet-4-6', got {model!r}"
             )
         self.requests = requests
         self.requests_path = requests_path.strip() if requests_path else None
@@ -447,7 +448,9 @@ class BatchSlice:
     """One batch of a job: requests ``start`` to ``start + count`` of the source.
 
     ``size`` is its body's length and ``sha256`` the digest of its encoded requests, checked again
-    while the body streams so that a source changed in between is never submitted.
+    while the body streams so that a source changed in between is never submitted. ``ids_digest``
+    identifies its set of custom_ids (:mod:`~airflow_provider_batches.identity`): the results
+    transfer checks a batch's results against it.
     """
 
     index: int
@@ -455,6 +458,7 @@ class BatchSlice:
     count: int
     size: int
     sha256: str
+    ids_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -572,7 +576,7 @@ def prepare_job(
             )
             continue
         models[checked.request["params"]["model"]] += 1
-        planner.add(checked.encoded)
+        planner.add(checked.encoded, checked.request["custom_id"])
         reencoded.append(checked.encoded is not line.raw)
     if checker.problem_count:
         raise checker.error(source)
@@ -601,8 +605,9 @@ class _SlicePlanner:
         self._start = self._count = 0
         self._size = _ENVELOPE_BYTES
         self._digest = hashlib.sha256()
+        self._ids = CustomIdDigest()
 
-    def add(self, encoded: bytes) -> None:
+    def add(self, encoded: bytes, custom_id: str) -> None:
         separator = 1 if self._count else 0
         if self._count and (
             self._count >= self.max_requests or self._size + separator + len(encoded) > self.max_bytes
@@ -611,6 +616,7 @@ class _SlicePlanner:
             separator = 0
         self._size += separator + len(encoded)
         self._digest.update(encoded)
+        self._ids.add(custom_id)
         self._count += 1
         self.total += 1
 
@@ -621,6 +627,11 @@ class _SlicePlanner:
 
     def _close(self) -> None:
         index = len(self.slices)
-        self.slices.append(BatchSlice(index, self._start, self._count, self._size, self._digest.hexdigest()))
+        self.slices.append(
+            BatchSlice(
+                index, self._start, self._count, self._size, self._digest.hexdigest(), self._ids.hexdigest()
+            )
+        )
         self._start, self._count, self._size = self.total, 0, _ENVELOPE_BYTES
         self._digest = hashlib.sha256()
+        self._ids = CustomIdDigest()

@@ -1,33 +1,45 @@
 """Waiting for batches to end, written once for the worker (sync) and the triggerer (async).
 
-The policy (which failures are transient, back-off, deadline, when to give up) lives in plans:
-generators that yield :class:`Poll` and :class:`Sleep` steps and decide what follows from the
-answers. :func:`run_sync` and :func:`run_async` only perform the steps.
+The policy (which failures are transient, back-off, deadline, when to give up) lives in plans of
+the same kind as :mod:`airflow_provider_batches.client_core`'s: generators that yield ``Send`` and
+``Sleep`` effects. Each poll is a sub-plan (:func:`poll_plan`) with the client's own retries. The
+hook runs them (``AnthropicHook.run_plan`` in the worker, ``arun_plan`` in the triggerer).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING
 
-from airflow_provider_batches.client_core import Sleep
-from airflow_provider_batches.errors import (
-    AnthropicAPIError,
-    APIConnectionError,
-    BatchWaitError,
-    NotFoundError,
-)
-from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.client_core import ClientSettings, Plan, Sleep, get_batch_plan
+from airflow_provider_batches.errors import BatchTimeoutError, BatchWaitError
+from airflow_provider_batches.models import COUNT_FIELDS, MessageBatch
+from airflow_provider_batches.policy import WAIT_STATUSES, WaitEvent, WaitStatus, is_transient
 
 if TYPE_CHECKING:
     from airflow_provider_batches.hooks.anthropic import AnthropicHook
 
-T = TypeVar("T")
+__all__ = [
+    "COUNT_FIELDS",
+    "WAIT_STATUSES",
+    "WaitEvent",
+    "WaitStatus",
+    "is_transient",
+    "poll_plan",
+    "poll_round",
+    "wait_for_batches",
+    "wait_plan",
+]
 
+DEFAULT_POLL_INTERVAL = 30.0
+DEFAULT_MAX_POLL_INTERVAL = 300.0
+DEFAULT_TIMEOUT = 24 * 60 * 60.0
+#: The deferral's own timeout lies this far past the trigger's deadline, so the trigger's clean
+#: timeout event (which cancels the batches) normally comes first.
+DEFER_TIMEOUT_MARGIN_SECONDS = 600.0
 #: The API has been seen to answer 404 for a batch seconds after its create: tolerated this long.
 NOT_FOUND_GRACE_SECONDS = 60.0
 #: Each quiet poll waits this much longer than the last, up to the cap.
@@ -35,38 +47,7 @@ BACKOFF_FACTOR = 1.5
 #: Rounds in a row in which a poll failed transiently before the wait gives up.
 MAX_CONSECUTIVE_ERRORS = 30
 
-WaitStatus = Literal["success", "error", "timeout"]
-WAIT_STATUSES: tuple[str, ...] = ("success", "error", "timeout")
-COUNT_FIELDS: tuple[str, ...] = ("processing", "succeeded", "errored", "canceled", "expired")
-
-
-@dataclass(frozen=True)
-class Poll:
-    """Fetch this batch; the plan receives the ``MessageBatch`` or the exception the fetch raised."""
-
-    batch_id: str
-
-
-Step = Poll | Sleep
 RoundResult = tuple[dict[str, dict[str, int]], int]
-
-
-@dataclass(frozen=True)
-class WaitEvent:
-    """The outcome of a wait: one for the whole job, whatever the number of batches."""
-
-    status: WaitStatus
-    batch_ids: list[str]
-    message: str
-    request_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "batch_ids": list(self.batch_ids),
-            "request_counts": {batch_id: dict(counts) for batch_id, counts in self.request_counts.items()},
-            "message": self.message,
-        }
 
 
 def next_interval(current: float, cap: float) -> float:
@@ -74,21 +55,21 @@ def next_interval(current: float, cap: float) -> float:
     return min(current * BACKOFF_FACTOR, cap)
 
 
-def is_transient(exc: BaseException, *, now: float, not_found_grace_until: float | None) -> bool:
-    """Whether a failed poll is worth repeating: 408/409/429/5xx, network, an early 404."""
-    if isinstance(exc, APIConnectionError):
-        return True
-    if isinstance(exc, NotFoundError):
-        return not_found_grace_until is not None and now < not_found_grace_until
-    if isinstance(exc, AnthropicAPIError):
-        status = exc.status_code or 0
-        return status in (408, 409, 429) or status >= 500
-    return False
+def poll_plan(settings: ClientSettings, batch_id: str) -> Plan[MessageBatch | Exception]:
+    """One poll: the batch, or the error the fetch ended with (the wait decides what it means)."""
+    try:
+        return (yield from get_batch_plan(settings, batch_id))
+    except Exception as exc:
+        return exc
 
 
 def poll_round(
-    batch_ids: Sequence[str], *, not_found_grace_until: float | None, log: logging.Logger
-) -> Generator[Step, Any, RoundResult]:
+    settings: ClientSettings,
+    batch_ids: Sequence[str],
+    *,
+    not_found_grace_until: float | None,
+    log: logging.Logger,
+) -> Plan[RoundResult]:
     """Poll each batch once: the counts of those that have ended, and how many polls failed transiently.
 
     Raises :class:`BatchWaitError` on a failure that waiting longer will not cure (auth, not found).
@@ -96,7 +77,7 @@ def poll_round(
     ended: dict[str, dict[str, int]] = {}
     failures = 0
     for batch_id in batch_ids:
-        outcome = yield Poll(batch_id)
+        outcome = yield from poll_plan(settings, batch_id)
         if isinstance(outcome, Exception):
             if not is_transient(outcome, now=time.time(), not_found_grace_until=not_found_grace_until):
                 raise BatchWaitError(f"polling batch {batch_id} failed: {outcome}") from outcome
@@ -111,6 +92,7 @@ def poll_round(
 
 
 def wait_plan(
+    settings: ClientSettings,
     batch_ids: Sequence[str],
     *,
     deadline: float,
@@ -118,7 +100,7 @@ def wait_plan(
     max_poll_interval: float,
     not_found_grace_until: float | None,
     log: logging.Logger,
-) -> Generator[Step, Any, WaitEvent]:
+) -> Plan[WaitEvent]:
     """Poll until every batch has ended, the deadline (epoch seconds) passes, or polling cannot go on."""
     ids = list(batch_ids)
     ended: dict[str, dict[str, int]] = {}
@@ -135,7 +117,7 @@ def wait_plan(
         pending = [batch_id for batch_id in ids if batch_id not in ended]
         try:
             newly_ended, failures = yield from poll_round(
-                pending, not_found_grace_until=not_found_grace_until, log=log
+                settings, pending, not_found_grace_until=not_found_grace_until, log=log
             )
         except BatchWaitError as exc:
             return WaitEvent("error", ids, str(exc), ended)
@@ -155,40 +137,30 @@ def wait_plan(
         interval = next_interval(interval, max_poll_interval)
 
 
-# -- Drivers: the only I/O ------------------------------------------------------------------------
-
-
-def run_sync(plan: Generator[Step, Any, T], hook: AnthropicHook) -> T:
-    outcome: MessageBatch | Exception | None = None
-    try:
-        step = plan.send(None)
-        while True:
-            if isinstance(step, Sleep):
-                time.sleep(step.seconds)
-                outcome = None
-            else:
-                try:
-                    outcome = hook.get_batch(step.batch_id)
-                except Exception as exc:
-                    outcome = exc
-            step = plan.send(outcome)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-
-
-async def run_async(plan: Generator[Step, Any, T], hook: AnthropicHook) -> T:
-    outcome: MessageBatch | Exception | None = None
-    try:
-        step = plan.send(None)
-        while True:
-            if isinstance(step, Sleep):
-                await asyncio.sleep(step.seconds)
-                outcome = None
-            else:
-                try:
-                    outcome = await hook.aget_batch(step.batch_id)
-                except Exception as exc:
-                    outcome = exc
-            step = plan.send(outcome)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+def wait_for_batches(
+    hook: AnthropicHook,
+    batch_ids: Sequence[str],
+    *,
+    deadline: float,
+    poll_interval: float,
+    max_poll_interval: float,
+    not_found_grace_until: float | None,
+    log: logging.Logger,
+) -> dict[str, dict[str, int]]:
+    """Block until every batch has ended (what AnthropicBatchTrigger does, in the worker); final counts."""
+    event = hook.run_plan(
+        partial(
+            wait_plan,
+            batch_ids=batch_ids,
+            deadline=deadline,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            not_found_grace_until=not_found_grace_until,
+            log=log,
+        )
+    )
+    if event.status == "timeout":
+        raise BatchTimeoutError(event.message)
+    if event.status == "error":
+        raise BatchWaitError(event.message)
+    return event.request_counts

@@ -113,7 +113,7 @@ class EmulatorProcess:
                 request = {
                     "custom_id": f"poll-{index}",
                     "params": {
-                        "model": "claude-sonnet-4-5",
+                        "model": "claude-sonnet-4-6",
                         "max_tokens": 16,
                         "messages": [{"role": "user", "content": "ping"}],
                     },

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 from contextlib import ExitStack
@@ -79,12 +80,51 @@ def main() -> int:
     return report(run, args.workdir / "dags-test.log")
 
 
+_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT")
+
+
+def failure_causes(output: str) -> dict[str, str]:
+    """The exception that ended each failed task, read from ``airflow dags test`` output.
+
+    A task's traceback ends with its exception line (``module.Error: message``), possibly followed
+    by indented lines of the same message; of chained exceptions the last, the one raised, is kept.
+    """
+    causes: dict[str, str] = {}
+    task = "a task"
+    lines = output.splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if started := _TASK_START.search(line):
+            task = started.group(1)
+        elif line.startswith("Traceback (most recent call last):"):
+            index += 1
+            while index < len(lines) and (lines[index].startswith(" ") or not lines[index]):
+                index += 1  # the frames
+            message = lines[index : index + 1]
+            index += 1
+            while index < len(lines) and lines[index].startswith("  ") and not _LOG_LINE.match(lines[index]):
+                message.append(lines[index])
+                index += 1
+            if message:
+                causes[task] = "\n  ".join(message)
+            continue
+        index += 1
+    return causes
+
+
 def report(run: Any, log_path: Path) -> int:
     states = run.task_states()
     print(f"\nDAG run {run.run_id}: {run.state}")
     for task_id, state in states.items():
         print(f"  {task_id:<22} {state}")
     if run.state != "success":
+        causes = failure_causes(run.output)
+        for task_id, cause in causes.items():
+            print(f"\n{task_id} failed:\n  {cause}")
+        if not causes:
+            print("\nNo task logged an exception (see the log for what stopped the run).")
         print(f"\nThe run did not succeed; the full log is in {log_path}")
         return 1
     count = run.xcom("count_tokens")

@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--api-error-fraction", type=float, default=0.0, help="fraction of calls answered 500")
     add("--timeout-fraction", type=float, default=0.0, help="fraction of calls answered 504")
     add("--drop-fraction", type=float, default=0.0, help="fraction of calls whose connection is dropped")
+    add(
+        "--drop-after-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of calls performed by the server whose connection is then dropped (a lost answer)",
+    )
     add("--slow-seconds", type=float, default=0.0, help="delay added to calls")
     add("--slow-fraction", type=float, default=1.0, help="fraction of calls delayed by --slow-seconds")
     add("--retry-after-ms", type=int, help="send retry-after-ms with every injected error")
@@ -92,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         api_error_fraction=args.api_error_fraction,
         timeout_fraction=args.timeout_fraction,
         drop_fraction=args.drop_fraction,
+        drop_after_fraction=args.drop_after_fraction,
         slow_seconds=args.slow_seconds,
         slow_fraction=args.slow_fraction,
         retry_after_ms=args.retry_after_ms,

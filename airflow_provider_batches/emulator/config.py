@@ -20,8 +20,11 @@ MAX_MESSAGE_BODY_BYTES = 32 * 1024 * 1024
 MAX_BATCH_REQUESTS = 100_000
 DEFAULT_ARCHIVE_SECONDS = 29 * 24 * 3600.0
 
-FAULT_NAMES = ("429", "500", "504", "529", "drop", "slow", "cut")
-"""What ``next_faults`` may hold: one scripted fault per /v1/ call, consumed in order."""
+FAULT_NAMES = ("ok", "429", "500", "504", "529", "drop", "drop_after", "500_after", "slow", "cut")
+"""What ``next_faults`` may hold: one scripted fault per /v1/ call, consumed in order. ``ok`` is
+no fault (to script a later call); ``drop`` closes
+the connection before the server acts; ``drop_after`` and ``500_after`` let the server act (a create
+makes its batch) and then lose the answer: the connection closes, or a 500 comes back."""
 
 STARTUP_ONLY_FIELDS = frozenset({"host", "port", "data_dir"})
 
@@ -101,6 +104,9 @@ class EmulatorConfig(BaseModel):
     api_error_fraction: float = Field(default=0.0, ge=0, le=1)
     timeout_fraction: float = Field(default=0.0, ge=0, le=1)
     drop_fraction: float = Field(default=0.0, ge=0, le=1)
+    drop_after_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="calls the server performs, then drops the connection"
+    )
     slow_seconds: float = Field(default=0.0, ge=0)
     slow_fraction: float = Field(default=1.0, ge=0, le=1)
     retry_after_ms: int | None = Field(default=None, ge=0)

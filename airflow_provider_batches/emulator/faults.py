@@ -59,6 +59,8 @@ class FaultDecision:
     status: int | None = None
     rate_limited: bool = False
     drop: bool = False
+    #: The server performs the call, then loses its answer: ``"drop"`` (connection closed) or ``"500"``.
+    lose_answer: str | None = None
     slow_seconds: float = 0.0
     cut_after_bytes: int | None = None
 
@@ -68,6 +70,7 @@ class FaultDecision:
         found = [str(self.status)] if self.status else []
         found += ["429"] if self.rate_limited else []
         found += ["drop"] if self.drop else []
+        found += [f"{self.lose_answer}_after"] if self.lose_answer else []
         found += ["slow"] if self.slow_seconds > 0 else []
         found += ["cut"] if self.cut_after_bytes is not None else []
         return found
@@ -89,23 +92,28 @@ class FaultInjector:
             return _scripted_decision(scripted, config)
         status: int | None = None
         drop = False
+        lose_answer: str | None = None
         threshold = 0.0
         for outcome, fraction in (
             ("drop", config.drop_fraction),
             (529, config.overloaded_fraction),
             (500, config.api_error_fraction),
             (504, config.timeout_fraction),
+            ("drop_after", config.drop_after_fraction),
         ):
             threshold += fraction
             if failure_draw < threshold:
                 drop = outcome == "drop"
+                lose_answer = "drop" if outcome == "drop_after" else None
                 status = outcome if isinstance(outcome, int) else None
                 break
         slow = config.slow_seconds if config.slow_seconds > 0 and slow_draw < config.slow_fraction else 0.0
         cut: int | None = None
         if is_results_download and config.cut_results_after_bytes is not None:
             cut = config.cut_results_after_bytes if cut_draw < config.cut_results_fraction else None
-        return FaultDecision(status=status, drop=drop, slow_seconds=slow, cut_after_bytes=cut)
+        return FaultDecision(
+            status=status, drop=drop, lose_answer=lose_answer, slow_seconds=slow, cut_after_bytes=cut
+        )
 
 
 def _take_scripted(queue: list[str], is_results_download: bool) -> str | None:
@@ -117,10 +125,14 @@ def _take_scripted(queue: list[str], is_results_download: bool) -> str | None:
 
 
 def _scripted_decision(name: str, config: EmulatorConfig) -> FaultDecision:
+    if name == "ok":
+        return FaultDecision()
     if name == "429":
         return FaultDecision(rate_limited=True)
     if name == "drop":
         return FaultDecision(drop=True)
+    if name.endswith("_after"):
+        return FaultDecision(lose_answer=name.removesuffix("_after"))
     if name == "slow":
         return FaultDecision(slow_seconds=config.slow_seconds or 1.0)
     if name == "cut":

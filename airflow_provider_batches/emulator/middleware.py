@@ -150,9 +150,36 @@ class ApiGate:
         if decision.status is not None:
             await _injected_error(counted_send, decision, request_id, config.retry_after_ms)
             return
+        if decision.lose_answer is not None:
+            await self._act_then_lose_answer(scope, receive, send, counted_send, decision, request_id)
+            return
         scope[SCOPE_CUT_AFTER] = decision.cut_after_bytes
         scope[SCOPE_ABORT] = abort_for(send)
         await self.app(scope, receive, counted_send)
+
+    async def _act_then_lose_answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        counted_send: Send,
+        decision: FaultDecision,
+        request_id: str,
+    ) -> None:
+        """The server does the work (a create makes its batch), then its answer never arrives."""
+
+        async def discard(message: Message) -> None:
+            return None
+
+        scope[SCOPE_CUT_AFTER] = None
+        scope[SCOPE_ABORT] = abort_for(send)
+        await self.app(scope, receive, discard)
+        if decision.lose_answer == "drop":
+            await abort_for(send)()
+            return
+        await _injected_error(
+            counted_send, FaultDecision(status=500), request_id, self.state.config.retry_after_ms
+        )
 
 
 async def _injected_error(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
 from functools import cache, partial
 from typing import Any, TypeVar
 
@@ -18,18 +17,22 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from pydantic import BaseModel
 
+from airflow_provider_batches.bodies import BatchBody as BatchBody  # re-exported: its old home
 from airflow_provider_batches.client_core import (
     DEFAULT_ANTHROPIC_VERSION,
     DEFAULT_BASE_URL,
     Call,
     ClientSettings,
+    CreateWatermark,
     LineSplitter,
     Plan,
     as_async_chunks,
     batches_path,
     check_results_url,
     create_batch_plan,
-    find_recent_batches_plan,
+    create_watermark_plan,
+    find_created_batch_plan,
+    get_batch_plan,
     list_page_plan,
     model_plan,
     request_plan,
@@ -70,18 +73,6 @@ def shared_ssl_context() -> ssl.SSLContext:
     """One TLS context per process: building one loads the CA bundle (~30 ms CPU, ~1 MiB), and a
     triggerer runs hundreds of hooks, each with its own client, on one event loop."""
     return httpx.create_ssl_context()
-
-
-class BatchBody:
-    """A create-batch body streamed from chunks (``{"requests": [...]}`` already encoded).
-
-    ``chunks`` is called once per attempt, so a retried create streams the body again instead of
-    holding it in memory.
-    """
-
-    def __init__(self, chunks: Callable[[], Iterable[bytes]], request_count: int) -> None:
-        self.chunks = chunks
-        self.request_count = request_count
 
 
 def settings_from_connection(conn: Any, betas: Sequence[str] = ()) -> ClientSettings:
@@ -230,13 +221,21 @@ class AnthropicHook(BaseHook):
             await self._async_client.aclose()
             self._async_client = None
 
-    def _run(self, plan: PlanFactory[T]) -> T:
+    # -- plans ------------------------------------------------------------------------------------
+
+    def run_plan(self, plan: PlanFactory[T]) -> T:
+        """Run a plan (see :mod:`~airflow_provider_batches.client_core`) with this hook's settings and
+        client, blocking: every endpoint method, and the wait in the worker, goes through here."""
         settings = self.get_settings()
         return run_sync(plan(settings), self.get_conn())
 
-    async def _arun(self, plan: PlanFactory[T]) -> T:
+    async def arun_plan(self, plan: PlanFactory[T]) -> T:
+        """:meth:`run_plan` on the event loop (the triggerer), with the async client."""
         settings = await self.aget_settings()
         return await run_async(plan(settings), await self.aget_conn())
+
+    _run = run_plan
+    _arun = arun_plan
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -263,24 +262,32 @@ class AnthropicHook(BaseHook):
         requests: Sequence[Mapping[str, Any]] | BatchBody,
         *,
         betas: Sequence[str] | None = None,
+        watermark: CreateWatermark | None = None,
+        exclude: Iterable[str] = (),
     ) -> MessageBatch:
-        """``POST /v1/messages/batches``. Never sends twice: a lost answer is looked up, not resent."""
-        return self._run(_create_batch(requests, betas, to_async=False))
+        """``POST /v1/messages/batches``. Never sends twice: a lost answer is looked up, not resent.
+
+        The lookup only adopts a batch listed newer than ``watermark`` (taken just before the call when
+        not given), of the same size and not in ``exclude``; see :meth:`find_created_batch`.
+        """
+        return self._run(_create_batch(requests, betas, watermark, exclude, to_async=False))
 
     async def acreate_batch(
         self,
         requests: Sequence[Mapping[str, Any]] | BatchBody,
         *,
         betas: Sequence[str] | None = None,
+        watermark: CreateWatermark | None = None,
+        exclude: Iterable[str] = (),
     ) -> MessageBatch:
-        return await self._arun(_create_batch(requests, betas, to_async=True))
+        return await self._arun(_create_batch(requests, betas, watermark, exclude, to_async=True))
 
     def get_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         """``GET /v1/messages/batches/{id}``: idempotent, meant for polling."""
-        return self._run(_parsed(MessageBatch, Call("GET", batches_path(batch_id), betas=betas)))
+        return self._run(partial(get_batch_plan, batch_id=batch_id, betas=betas))
 
     async def aget_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
-        return await self._arun(_parsed(MessageBatch, Call("GET", batches_path(batch_id), betas=betas)))
+        return await self._arun(partial(get_batch_plan, batch_id=batch_id, betas=betas))
 
     def list_batches(
         self,
@@ -351,21 +358,40 @@ class AnthropicHook(BaseHook):
             _parsed(DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
         )
 
-    def find_recent_batches(
-        self, *, created_after: datetime, request_count: int | None = None, sent_at: datetime | None = None
-    ) -> list[MessageBatch]:
-        """Batches created after ``created_after`` (newest first), optionally of one size: what a lost
-        create may have made. ``sent_at`` narrows the look by the API's own clock."""
+    def create_watermark(self, *, betas: Sequence[str] | None = None) -> CreateWatermark:
+        """The newest batch listed now: take it right before a paid create, to find a lost answer's batch."""
+        return self._run(partial(create_watermark_plan, betas=betas))
+
+    def find_created_batch(
+        self,
+        watermark: CreateWatermark,
+        request_count: int,
+        *,
+        exclude: Iterable[str] = (),
+        reason: str = "its answer was lost",
+        betas: Sequence[str] | None = None,
+    ) -> MessageBatch | None:
+        """The one batch a lost create made after ``watermark``, or None; any doubt raises
+        :class:`~airflow_provider_batches.errors.BatchCreateUncertainError`."""
         return self._run(
             partial(
-                find_recent_batches_plan,
-                created_after=created_after,
+                find_created_batch_plan,
+                watermark=watermark,
                 request_count=request_count,
-                sent_at=sent_at,
+                exclude=tuple(exclude),
+                reason=reason,
+                betas=betas,
             )
         )
 
     # -- results ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def check_results_ready(batches: Sequence[MessageBatch]) -> None:
+        """Raise :class:`BatchNotReadyError` naming every batch whose results cannot be downloaded."""
+        problems = [reason for batch in batches if (reason := results_not_ready_reason(batch))]
+        if problems:
+            raise BatchNotReadyError("; ".join(problems))
 
     def iter_results_bytes(
         self,
@@ -449,7 +475,12 @@ def _count_tokens_call(params: Mapping[str, Any], betas: Sequence[str] | None) -
 
 
 def _create_batch(
-    requests: Sequence[Mapping[str, Any]] | BatchBody, betas: Sequence[str] | None, *, to_async: bool
+    requests: Sequence[Mapping[str, Any]] | BatchBody,
+    betas: Sequence[str] | None,
+    watermark: CreateWatermark | None,
+    exclude: Iterable[str],
+    *,
+    to_async: bool,
 ) -> PlanFactory[MessageBatch]:
     if isinstance(requests, BatchBody):
         chunks = requests.chunks
@@ -461,21 +492,30 @@ def _create_batch(
             "POST", batches_path(), json_body={"requests": list(requests)}, betas=betas, idempotent=False
         )
         count = len(requests)
-    return partial(create_batch_plan, call=call, request_count=count)
+    return partial(
+        create_batch_plan, call=call, request_count=count, watermark=watermark, exclude=tuple(exclude)
+    )
 
 
-def _results_call(batch: MessageBatch, betas: Sequence[str] | None) -> PlanFactory[httpx.Response]:
+def results_not_ready_reason(batch: MessageBatch) -> str | None:
+    """Why ``batch`` has no results to download (archived, or not ended), or None when it has."""
     if batch.archived_at is not None:
-        raise BatchNotReadyError(
-            f"batch {batch.id} was archived at {batch.archived_at:%Y-%m-%d %H:%M}Z; "
-            "its results are no longer available"
+        return (
+            f"batch {batch.id} was archived at {batch.archived_at:%Y-%m-%d %H:%M}Z and its results "
+            "are no longer available"
         )
     if not batch.is_ended or not batch.results_url:
-        raise BatchNotReadyError(
+        return (
             f"batch {batch.id} is {batch.processing_status}; results exist only once it has ended "
             "(wait with AnthropicBatchSensor or the create operator's wait_for_completion)"
         )
+    return None
+
+
+def _results_call(batch: MessageBatch, betas: Sequence[str] | None) -> PlanFactory[httpx.Response]:
+    AnthropicHook.check_results_ready([batch])
     results_url = batch.results_url
+    assert results_url is not None  # checked just above
 
     def plan(settings: ClientSettings) -> Plan[httpx.Response]:
         check_results_url(settings, results_url)

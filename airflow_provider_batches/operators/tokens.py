@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,7 @@ from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_batches.errors import BudgetExceededError, RateLimitError, RequestValidationError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.pricing import BATCH_DISCOUNT, batch_cost_usd, price_for
+from airflow_provider_batches.pricing import BATCH_DISCOUNT, batch_cost_usd, price_for, require_prices
 from airflow_provider_batches.requests import RequestSource
 
 
@@ -42,8 +43,9 @@ class AnthropicCountTokensOperator(BaseOperator):
     The estimate is the batch price (50 % of standard) of the input tokens, plus ``max_tokens`` of
     output per request as the upper bound on output. The task fails before anything is spent when
     ``max_input_tokens`` or ``max_cost_usd`` (compared with input cost plus that output bound) is
-    exceeded. Prices come from :mod:`airflow_provider_batches.pricing`; override them with
-    ``prices={"claude-sonnet-4": {"input": 3.0, "output": 15.0}}`` (USD per million tokens).
+    exceeded. Prices come from :mod:`airflow_provider_batches.pricing` (exact model ids); add or override
+    them with ``prices={"claude-sonnet-4-6": {"input": 3.0, "output": 15.0}}`` (standard USD per million
+    tokens). With ``max_cost_usd``, a model with no price fails the task, naming it and that fix.
 
     Returns (XCom) ``request_count``, ``input_tokens``, ``input_tokens_per_model``,
     ``max_output_tokens``, ``estimated_cost_usd`` (``input``, ``output_max``, ``total_max``, or None
@@ -143,8 +145,9 @@ class AnthropicCountTokensOperator(BaseOperator):
             tally.add(params["model"], tokens, max_tokens)
 
         pending: set[asyncio.Task[None]] = set()
+        requests = _pulled_in_thread(source.iter_requests(), self.max_concurrency)
         try:
-            for request in source.iter_requests():
+            async for request in requests:
                 if len(pending) >= self.max_concurrency:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
@@ -154,6 +157,7 @@ class AnthropicCountTokensOperator(BaseOperator):
         finally:
             for task in pending:
                 task.cancel()
+            await requests.aclose()
             await hook.aclose()
         return tally
 
@@ -194,12 +198,7 @@ class AnthropicCountTokensOperator(BaseOperator):
             )
         if self.max_cost_usd is None:
             return
-        if summary["estimated_cost_usd"] is None:
-            raise BudgetExceededError(
-                f"no price is known for {', '.join(summary['unpriced_models'])}, so max_cost_usd cannot "
-                "be checked: pass prices={'<model prefix>': {'input': ..., 'output': ...}} "
-                "(USD per million tokens)"
-            )
+        require_prices(summary["unpriced_models"], self.prices)  # raises, naming each model and prices=
         cost = summary["estimated_cost_usd"]
         if cost["total_max"] > float(self.max_cost_usd):
             raise BudgetExceededError(
@@ -207,6 +206,25 @@ class AnthropicCountTokensOperator(BaseOperator):
                 f"at most ${cost['output_max']:,.2f} of output at max_tokens), over "
                 f"max_cost_usd={float(self.max_cost_usd):,.2f}; nothing was submitted"
             )
+
+
+async def _pulled_in_thread(
+    iterator: Iterator[dict[str, Any]], chunk: int
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The items of a blocking iterator, read ``chunk`` at a time in a worker thread.
+
+    Reading object storage blocks, and some filesystems run an event loop of their own (the Amazon
+    provider's S3 calls ``asyncio.run`` when it connects), so the source is never read on this loop.
+    At most ``chunk`` items are held at once: the source still streams.
+    """
+    try:
+        while items := await asyncio.to_thread(lambda: list(itertools.islice(iterator, chunk))):
+            for item in items:
+                yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)  # closes the source file off the loop too
 
 
 class _RateLimitPause:

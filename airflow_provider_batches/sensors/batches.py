@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
@@ -18,14 +18,14 @@ from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.links import AnthropicBatchLink
-from airflow_provider_batches.operators.batches import (
+from airflow_provider_batches.policy import check_outcome, default_deferrable, parse_wait_event
+from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
+from airflow_provider_batches.waiting import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFER_TIMEOUT_MARGIN_SECONDS,
-    check_outcome,
-    default_deferrable,
+    NOT_FOUND_GRACE_SECONDS,
+    poll_round,
 )
-from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger, parse_wait_event
-from airflow_provider_batches.waiting import NOT_FOUND_GRACE_SECONDS, poll_round, run_sync
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -96,8 +96,10 @@ class AnthropicBatchSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         batch_ids = normalize_batch_ids(self.batch_id)
-        round_plan = poll_round(batch_ids, not_found_grace_until=self._grace_until(context), log=self.log)
-        ended, _ = run_sync(round_plan, self.hook)
+        round_plan = partial(
+            poll_round, batch_ids=batch_ids, not_found_grace_until=self._grace_until(context), log=self.log
+        )
+        ended, _ = self.hook.run_plan(round_plan)
         if len(ended) < len(batch_ids):
             return False
         totals = check_outcome(ended, fail_on_partial_error=self.fail_on_partial_error, log=self.log)

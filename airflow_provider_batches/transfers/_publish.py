@@ -20,6 +20,9 @@ from typing import IO, Any
 from airflow.sdk import ObjectStoragePath
 from fsspec.spec import AbstractBufferedFile
 
+from airflow_provider_batches._compat import AirflowFailException
+from airflow_provider_batches.errors import AnthropicBatchesError
+
 log = logging.getLogger(__name__)
 
 #: Upload part size: s3fs buffers one part per open file, so this bounds memory per file (S3 minimum: 5 MiB).
@@ -28,9 +31,39 @@ UPLOAD_BLOCK_SIZE = 8 * 1024 * 1024
 STAGING_PREFIX = ".staging-"
 
 
+class DestinationNotFoundError(AnthropicBatchesError, AirflowFailException):
+    """The destination's bucket does not exist. Not retried: the provider never creates buckets."""
+
+
 def uri_of(path: ObjectStoragePath) -> str:
     """The path as a URI without the connection id (``s3://bucket/key``, ``file:///tmp/x``)."""
     return f"{path.protocol or 'file'}://{path.path}"
+
+
+def make_room(destination: ObjectStoragePath, folder: ObjectStoragePath) -> None:
+    """Make ``folder`` writable, creating local folders but never a bucket.
+
+    Object stores (their filesystems split a path into bucket and key: S3, GCS, Azure) have no
+    folders to make, and their ``makedirs`` creates a missing bucket, with the wrong region, owner
+    and policies. There the bucket must exist already; a missing one fails before any download.
+    """
+    fs: Any = destination.fs
+    if not hasattr(fs, "split_path"):
+        fs.makedirs(folder.path, exist_ok=True)  # a local disk: folders under an existing root
+        return
+    bucket = fs.split_path(destination.path)[0]
+    try:
+        fs.info(bucket)
+    except FileNotFoundError:
+        conn_id = getattr(destination, "conn_id", None)
+        raise DestinationNotFoundError(
+            f"destination {uri_of(destination)}: bucket {bucket!r} does not exist"
+            f"{f' (or connection {conn_id!r} cannot see it)' if conn_id else ''}; nothing was downloaded. "
+            f"The provider never creates buckets: create it first (e.g. `aws s3 mb {destination.protocol}://"
+            f"{bucket}`) or fix destination."
+        ) from None
+    except PermissionError:
+        log.debug("Cannot look at bucket %s; writing will tell whether it exists", bucket)
 
 
 class _HashingSink:
@@ -109,7 +142,7 @@ class Staging:
         self.gzip_level = gzip_level
         self.files: dict[str, StagedFile] = {}
         self._fs: Any = destination.fs
-        self._fs.makedirs(self.folder.path, exist_ok=True)
+        make_room(destination, self.folder)
 
     def open(self, name: str) -> StagedFile:
         staged = StagedFile(name, self.folder / name, gzip_level=self.gzip_level)

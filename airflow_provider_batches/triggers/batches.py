@@ -9,60 +9,21 @@ whose shape :func:`parse_wait_event` checks when the task resumes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_batches.batch_ids import normalize_batch_ids
-from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.waiting import (
-    COUNT_FIELDS,
-    WAIT_STATUSES,
-    WaitEvent,
-    WaitStatus,
-    run_async,
-    wait_plan,
-)
+from airflow_provider_batches.policy import WaitEvent, WaitStatus, parse_wait_event
+from airflow_provider_batches.waiting import wait_plan
+
+__all__ = ["AnthropicBatchTrigger", "parse_wait_event"]
 
 #: Bound on the cancel calls ``on_kill`` makes (the triggerer also bounds ``on_kill``).
 CANCEL_TIMEOUT_SECONDS = 20.0
-
-
-def parse_wait_event(event: Any, *, expected_batch_ids: Sequence[str] | None = None) -> WaitEvent:
-    """Check the event a deferred task resumes with; anything unexpected fails loudly."""
-
-    def bad(reason: str) -> BatchWaitError:
-        return BatchWaitError(f"unexpected trigger event ({reason}): {event!r}")
-
-    if not isinstance(event, Mapping):
-        raise bad("not a mapping")
-    status = event.get("status")
-    if status not in WAIT_STATUSES:
-        raise bad(f"status must be one of {', '.join(WAIT_STATUSES)}")
-    message = event.get("message")
-    if not isinstance(message, str):
-        raise bad("message must be a string")
-    try:
-        batch_ids = normalize_batch_ids(event.get("batch_ids"), field="batch_ids")
-    except ValueError as exc:
-        raise bad(str(exc)) from None
-    if expected_batch_ids is not None and sorted(batch_ids) != sorted(expected_batch_ids):
-        raise bad(f"batch_ids differ from the task's {list(expected_batch_ids)}")
-    raw_counts = event.get("request_counts") or {}
-    if not isinstance(raw_counts, Mapping):
-        raise bad("request_counts must map batch ids to counts")
-    counts: dict[str, dict[str, int]] = {}
-    for batch_id, batch_counts in raw_counts.items():
-        if batch_id not in batch_ids or not isinstance(batch_counts, Mapping):
-            raise bad(f"request_counts has an entry for {batch_id!r}")
-        if not all(isinstance(batch_counts.get(name, 0), int) for name in COUNT_FIELDS):
-            raise bad(f"request_counts of {batch_id} must be integers")
-        counts[batch_id] = {name: int(batch_counts.get(name, 0)) for name in COUNT_FIELDS}
-    if status == "success" and set(counts) != set(batch_ids):
-        raise bad("a success event must give the final counts of every batch")
-    return WaitEvent(status, batch_ids, message, counts)
 
 
 class AnthropicBatchTrigger(BaseTrigger):
@@ -122,15 +83,16 @@ class AnthropicBatchTrigger(BaseTrigger):
         yield TriggerEvent(event.to_payload())
 
     async def _wait(self, hook: AnthropicHook) -> WaitEvent:
-        plan = wait_plan(
-            self.batch_ids,
+        plan = partial(
+            wait_plan,
+            batch_ids=self.batch_ids,
             deadline=self.deadline,
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
             not_found_grace_until=self.not_found_grace_until,
             log=self.log,
         )
-        return await run_async(plan, hook)
+        return await hook.arun_plan(plan)
 
     def _event(self, status: WaitStatus, message: str, counts: dict[str, dict[str, int]]) -> WaitEvent:
         return WaitEvent(status, list(self.batch_ids), message, dict(counts))

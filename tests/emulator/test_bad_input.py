@@ -80,7 +80,7 @@ def test_oversize_message_body_is_413(make_emulator: EmulatorFactory) -> None:
     with make_emulator(max_message_body_bytes=100) as emu:
         body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x" * 200}]}
         response = httpx.post(f"{emu.base_url}/v1/messages", json=body, headers=api_headers(emu))
-        _error(response, 413)
+        assert "the limit is 100 bytes" in _error(response, 413)
 
 
 def test_zero_requests_is_400(emulator: Emulator) -> None:

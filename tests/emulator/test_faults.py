@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import anthropic
 import httpx
 import pytest
+from anthropic import _base_client
 
 from airflow_provider_batches.emulator import Emulator, ManualClock
 from tests.emulator.conftest import EmulatorFactory
 from tests.emulator.helpers import api_headers, batch_request, sdk_client
+
+#: The SDK's own HTTP library (httpx, or its fork httpx2 in recent SDKs): what a cut stream raises.
+SDK_HTTP: Any = getattr(_base_client, "httpx2", httpx)
 
 
 def _list(emu: Emulator, **headers: str) -> httpx.Response:
@@ -64,7 +69,9 @@ def test_rate_limits_are_per_api_key(make_emulator: EmulatorFactory) -> None:
     with make_emulator(requests_per_minute=1, api_keys=["sk-ant-one", "sk-ant-two"]) as emu:
         assert _list(emu, **{"x-api-key": "sk-ant-one"}).status_code == 200
         assert _list(emu, **{"x-api-key": "sk-ant-two"}).status_code == 200
-        assert _list(emu, **{"x-api-key": "sk-ant-one"}).status_code == 429
+        limited = _list(emu, **{"x-api-key": "sk-ant-one"})
+        assert limited.status_code == 429
+        assert limited.json()["error"]["message"] == "rate limit exceeded: 1 requests per minute"
 
 
 @pytest.mark.parametrize(
@@ -100,6 +107,49 @@ def test_dropped_connection_is_a_connection_error_for_the_sdk(emulator: Emulator
         sdk_client(emulator).messages.batches.list()
 
 
+def _create(emu: Emulator) -> httpx.Response:
+    body = {"requests": [batch_request("a", "hi")]}
+    return httpx.post(f"{emu.base_url}/v1/messages/batches", json=body, headers=api_headers(emu))
+
+
+def test_a_drop_before_acting_makes_no_batch(emulator: Emulator) -> None:
+    emulator.admin.set_config(next_faults=["drop"])
+    with pytest.raises(httpx.RemoteProtocolError):
+        _create(emulator)
+    assert _list(emulator).json()["data"] == []
+
+
+def test_a_drop_after_acting_makes_the_batch_and_loses_the_answer(emulator: Emulator) -> None:
+    emulator.admin.set_config(next_faults=["drop_after"])
+    with pytest.raises(httpx.RemoteProtocolError):
+        _create(emulator)
+    (made,) = _list(emulator).json()["data"]
+    assert made["request_counts"]["processing"] + made["request_counts"]["succeeded"] == 1
+    assert emulator.admin.stats()["faults_injected"] == {"drop_after": 1}
+
+
+def test_a_500_after_acting_makes_the_batch_and_answers_500(emulator: Emulator) -> None:
+    emulator.admin.set_config(next_faults=["500_after"])
+    answer = _create(emulator)
+    assert answer.status_code == 500
+    assert answer.json()["error"]["type"] == "api_error"
+    assert len(_list(emulator).json()["data"]) == 1
+
+
+def test_ok_lets_a_call_through_so_a_later_call_can_be_scripted(emulator: Emulator) -> None:
+    emulator.admin.set_config(next_faults=["ok", "529"])
+    assert _list(emulator).status_code == 200
+    assert _list(emulator).status_code == 529
+
+
+def test_a_drop_after_fraction_loses_answers_of_performed_calls(make_emulator: EmulatorFactory) -> None:
+    with make_emulator(drop_after_fraction=1.0) as emu:
+        with pytest.raises(httpx.RemoteProtocolError):
+            _create(emu)
+        emu.admin.set_config(drop_after_fraction=0.0)
+        assert len(_list(emu).json()["data"]) == 1
+
+
 def test_results_stream_is_cut_after_n_bytes(emulator: Emulator) -> None:
     batch_id = _ended_batch_with_results(emulator)
     emulator.admin.set_config(cut_results_after_bytes=1000)
@@ -126,7 +176,7 @@ def test_scripted_cut_waits_for_a_results_download(emulator: Emulator) -> None:
     batch_id = _ended_batch_with_results(emulator)
     emulator.admin.set_config(next_faults=["cut"], cut_results_after_bytes=10, cut_results_fraction=0.0)
     client = sdk_client(emulator)
-    with pytest.raises(Exception, match="peer closed connection without sending complete message body"):
+    with pytest.raises(SDK_HTTP.RemoteProtocolError, match="peer closed connection without sending complete"):
         list(client.messages.batches.results(batch_id))  # retrieve passes, the download is cut
     assert len(list(client.messages.batches.results(batch_id))) == 50
 

@@ -103,7 +103,7 @@ def test_cancel_right_after_create_with_instant_clock_cancels_everything(client:
 def test_cancel_after_end_is_invalid_request(client: anthropic.Anthropic) -> None:
     batch = client.messages.batches.create(requests=[batch_request("a")])
     client.messages.batches.retrieve(batch.id)
-    with pytest.raises(anthropic.BadRequestError):
+    with pytest.raises(anthropic.BadRequestError, match="has already ended and cannot be canceled"):
         client.messages.batches.cancel(batch.id)
 
 
@@ -148,13 +148,16 @@ def test_results_before_end_is_invalid_request(make_emulator: EmulatorFactory) -
         response = httpx.get(url, headers=api_headers(emu))
         assert response.status_code == 400
         assert response.json()["error"]["type"] == "invalid_request_error"
+        assert response.json()["error"]["message"] == (
+            f"Batch '{batch.id}' has not ended yet; results are not ready."
+        )
 
 
 def test_delete_while_in_progress_is_invalid_request(make_emulator: EmulatorFactory) -> None:
     with make_emulator(processing_seconds=10) as emu:
         client = sdk_client(emu)
         batch = client.messages.batches.create(requests=[batch_request("a")])
-        with pytest.raises(anthropic.BadRequestError):
+        with pytest.raises(anthropic.BadRequestError, match="only ended batches can be deleted"):
             client.messages.batches.delete(batch.id)
 
 

@@ -144,13 +144,15 @@ def test_bad_request_error(client: anthropic.Anthropic) -> None:
 
 
 def test_not_found_error_for_unknown_model(client: anthropic.Anthropic) -> None:
-    with pytest.raises(anthropic.NotFoundError):
+    with pytest.raises(anthropic.NotFoundError) as caught:
         client.messages.create(model="gpt-4", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert "model: gpt-4" in caught.value.message
 
 
 def test_not_found_error_for_unknown_batch(client: anthropic.Anthropic) -> None:
-    with pytest.raises(anthropic.NotFoundError):
+    with pytest.raises(anthropic.NotFoundError) as caught:
         client.messages.batches.retrieve("msgbatch_doesnotexist000000000000")
+    assert "no batch with id 'msgbatch_doesnotexist000000000000'" in caught.value.message
 
 
 def test_rate_limit_error(emulator: Emulator, client: anthropic.Anthropic) -> None:
@@ -158,30 +160,28 @@ def test_rate_limit_error(emulator: Emulator, client: anthropic.Anthropic) -> No
     with pytest.raises(anthropic.RateLimitError) as caught:
         client.messages.batches.list()
     assert caught.value.response.headers["retry-after"] == "1"
-
-
-def test_internal_server_error(emulator: Emulator, client: anthropic.Anthropic) -> None:
-    emulator.admin.set_config(next_faults=["500"])
-    with pytest.raises(anthropic.InternalServerError) as caught:
-        client.messages.batches.list()
-    assert caught.value.status_code == 500
-
-
-def test_overloaded_is_api_status_error_529(emulator: Emulator, client: anthropic.Anthropic) -> None:
-    emulator.admin.set_config(next_faults=["529"])
-    with pytest.raises(anthropic.APIStatusError) as caught:
-        client.messages.batches.list()
-    assert caught.value.status_code == 529
     assert isinstance(caught.value.body, dict)
-    assert caught.value.body["error"]["type"] == "overloaded_error"
-    assert caught.value.response.headers["x-should-retry"] == "true"
+    assert caught.value.body["error"]["type"] == "rate_limit_error"
 
 
-def test_gateway_timeout_is_api_status_error_504(emulator: Emulator, client: anthropic.Anthropic) -> None:
-    emulator.admin.set_config(next_faults=["504"])
-    with pytest.raises(anthropic.APIStatusError) as caught:
+@pytest.mark.parametrize(
+    ("fault", "sdk_error", "error_type"),
+    [
+        ("500", anthropic.InternalServerError, "api_error"),
+        ("529", anthropic.APIStatusError, "overloaded_error"),
+        ("504", anthropic.APIStatusError, "timeout_error"),
+    ],
+)
+def test_server_errors_carry_their_status_type_and_should_retry(
+    emulator: Emulator, client: anthropic.Anthropic, fault: str, sdk_error: type, error_type: str
+) -> None:
+    emulator.admin.set_config(next_faults=[fault])
+    with pytest.raises(sdk_error) as caught:
         client.messages.batches.list()
-    assert caught.value.status_code == 504
+    assert caught.value.status_code == int(fault)
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["error"]["type"] == error_type
+    assert caught.value.response.headers["x-should-retry"] == "true"
 
 
 def test_sdk_retries_injected_529_and_succeeds(emulator: Emulator) -> None:

@@ -20,7 +20,8 @@ def default_connection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Records retry waits instead of sleeping."""
+    """Records retry waits instead of sleeping, for the lost-create tests (the other retry and
+    wait policy tests step the plans instead: tests/plans.py)."""
     waited: list[float] = []
     monkeypatch.setattr("airflow_provider_batches.client_core.time.sleep", waited.append)
 

@@ -12,7 +12,7 @@ from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.hooks.anthropic import AnthropicHook, BatchBody
 from airflow_provider_batches.models import ErroredResult, SucceededResult
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 
 
 def params(text: str = "Say hello", **extra: Any) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def test_delete_while_in_progress_is_an_invalid_request(anthropic_emulator: Emul
     anthropic_emulator.admin.set_config(processing_seconds=3600)
     hook = AnthropicHook()
     batch = hook.create_batch(requests(1))
-    with pytest.raises(errors.InvalidRequestError):
+    with pytest.raises(errors.InvalidRequestError, match="only ended batches can be deleted"):
         hook.delete_batch(batch.id)
 
 

@@ -73,12 +73,12 @@ def test_count_tokens_drops_max_tokens_and_stream() -> None:
 
 
 def test_create_batch_streams_a_body_factory() -> None:
-    recorder = Recorder(httpx.Response(200, json=batch_json(total=1)))
+    recorder = Recorder(_listing(), httpx.Response(200, json=batch_json(total=1)))
     body = BatchBody(lambda: iter([b'{"requests": [', b'{"custom_id": "a", "params": {}}', b"]}"]), 1)
     batch = hook_for(recorder).create_batch(body)
     assert batch.id == "msgbatch_1"
-    assert json.loads(recorder.requests[0].content) == {"requests": [{"custom_id": "a", "params": {}}]}
-    assert recorder.requests[0].headers["content-type"] == "application/json"
+    assert json.loads(recorder.requests[1].content) == {"requests": [{"custom_id": "a", "params": {}}]}
+    assert recorder.requests[1].headers["content-type"] == "application/json"
 
 
 def test_a_batch_id_with_a_slash_is_refused_before_any_call() -> None:
@@ -88,116 +88,21 @@ def test_a_batch_id_with_a_slash_is_refused_before_any_call() -> None:
     assert recorder.requests == []
 
 
-# -- retries --------------------------------------------------------------------------------------
+# -- retries (the policy itself: tests/test_retry_policy.py, stepping the plans) ------------------
 
 
-def test_retry_after_ms_is_honoured(sleeps: list[float]) -> None:
+def test_the_connection_sets_the_retry_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_connection(monkeypatch, extra={"max_retries": 4, "max_retry_wait": 25})
+    settings = AnthropicHook().get_settings()
+    assert (settings.max_retries, settings.max_retry_wait) == (4, 25.0)
+
+
+def test_the_hook_waits_and_retries_as_its_plan_says() -> None:
     recorder = Recorder(
-        error(529, "overloaded_error", **{"retry-after-ms": "1500"}), httpx.Response(200, json=batch_json())
-    )
-    hook_for(recorder).get_batch("msgbatch_1")
-    assert sleeps == [1.5]
-
-
-def test_retry_after_seconds_is_honoured(sleeps: list[float]) -> None:
-    recorder = Recorder(
-        error(429, "rate_limit_error", **{"retry-after": "7"}), httpx.Response(200, json=batch_json())
-    )
-    hook_for(recorder).get_batch("msgbatch_1")
-    assert sleeps == [7.0]
-
-
-def test_an_absurd_retry_after_falls_back_to_exponential_backoff(sleeps: list[float]) -> None:
-    recorder = Recorder(
-        error(429, "rate_limit_error", **{"retry-after": "3600"}), httpx.Response(200, json=batch_json())
-    )
-    hook_for(recorder).get_batch("msgbatch_1")
-    assert 0.375 <= sleeps[0] <= 0.5
-
-
-def test_backoff_grows_exponentially_with_jitter(
-    sleeps: list[float], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    set_connection(monkeypatch, extra={"max_retries": 3})
-    recorder = Recorder(
-        error(500, "api_error"),
-        error(500, "api_error"),
-        error(500, "api_error"),
-        httpx.Response(200, json=batch_json()),
-    )
-    hook_for(recorder).get_batch("msgbatch_1")
-    bases = [0.5, 1.0, 2.0]
-    assert len(sleeps) == len(bases)
-    assert all(0.75 * base <= waited <= base for waited, base in zip(sleeps, bases, strict=True))
-
-
-def test_x_should_retry_false_stops_retries(sleeps: list[float]) -> None:
-    recorder = Recorder(error(529, "overloaded_error", **{"x-should-retry": "false"}))
-    with pytest.raises(errors.OverloadedError):
-        hook_for(recorder).get_batch("msgbatch_1")
-    assert len(recorder.requests) == 1
-    assert sleeps == []
-
-
-def test_x_should_retry_true_retries_even_a_400(sleeps: list[float]) -> None:
-    recorder = Recorder(
-        error(400, "invalid_request_error", **{"x-should-retry": "true"}),
-        httpx.Response(200, json=batch_json()),
+        error(529, "overloaded_error", **{"retry-after-ms": "1"}), httpx.Response(200, json=batch_json())
     )
     assert hook_for(recorder).get_batch("msgbatch_1").id == "msgbatch_1"
     assert len(recorder.requests) == 2
-
-
-@pytest.mark.parametrize(
-    ("status", "error_type"),
-    [
-        (400, "invalid_request_error"),
-        (401, "authentication_error"),
-        (403, "permission_error"),
-        (404, "not_found_error"),
-    ],
-)
-def test_client_errors_are_not_retried(status: int, error_type: str, sleeps: list[float]) -> None:
-    recorder = Recorder(error(status, error_type))
-    with pytest.raises(errors.AnthropicAPIError):
-        hook_for(recorder).get_batch("msgbatch_1")
-    assert len(recorder.requests) == 1
-
-
-@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 504, 529])
-def test_transient_statuses_are_retried(status: int, sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.Response(status, text="busy"), httpx.Response(200, json=batch_json()))
-    assert hook_for(recorder).get_batch("msgbatch_1").id == "msgbatch_1"
-    assert len(recorder.requests) == 2
-
-
-def test_connection_errors_are_retried(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ConnectError("refused"), httpx.Response(200, json=batch_json()))
-    assert hook_for(recorder).get_batch("msgbatch_1").id == "msgbatch_1"
-
-
-def test_retries_are_bounded_by_max_retries_from_the_connection(
-    sleeps: list[float], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    set_connection(monkeypatch, extra={"max_retries": 4})
-    recorder = Recorder(error(529, "overloaded_error"))
-    with pytest.raises(errors.OverloadedError):
-        hook_for(recorder).get_batch("msgbatch_1")
-    assert len(recorder.requests) == 5
-
-
-def test_retries_are_bounded_by_total_wait(sleeps: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
-    set_connection(monkeypatch, extra={"max_retries": 10, "max_retry_wait": 25})
-    recorder = Recorder(error(429, "rate_limit_error", **{"retry-after": "10"}))
-    with pytest.raises(errors.RateLimitError):
-        hook_for(recorder).get_batch("msgbatch_1")
-    assert sleeps == [10.0, 10.0]
-
-
-def test_unreachable_api_raises_a_connection_error_naming_the_url(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ConnectError("connection refused"))
-    with pytest.raises(errors.APIConnectionError, match=r"http://api\.test.*gave up after 3 attempts"):
-        hook_for(recorder).get_batch("msgbatch_1")
 
 
 # -- error mapping --------------------------------------------------------------------------------
@@ -262,14 +167,7 @@ def test_an_html_error_page_gives_a_readable_error(monkeypatch: pytest.MonkeyPat
 # -- create without paying twice ------------------------------------------------------------------
 
 
-def _created_just_now(batch_id: str, total: int) -> dict[str, object]:
-    from datetime import datetime, timezone
-
-    now = datetime.now(timezone.utc).isoformat()
-    return batch_json(batch_id, total=total, created_at=now)
-
-
-def _listing(*batches: dict[str, object]) -> httpx.Response:
+def _listing(*batches: dict[str, object], has_more: bool = False) -> httpx.Response:
     ids = [b["id"] for b in batches]
     return httpx.Response(
         200,
@@ -277,63 +175,129 @@ def _listing(*batches: dict[str, object]) -> httpx.Response:
             "data": list(batches),
             "first_id": ids[0] if ids else None,
             "last_id": ids[-1] if ids else None,
-            "has_more": False,
+            "has_more": has_more,
         },
     )
 
 
-def test_a_create_whose_answer_was_lost_returns_the_batch_it_made(sleeps: list[float]) -> None:
+def watermark() -> httpx.Response:
+    """The listing a create takes first: the newest batch before it, an older one of 1 request."""
+    return _listing(batch_json("msgbatch_before", total=1))
+
+
+ONE_REQUEST = [{"custom_id": "a", "params": {}}]
+
+
+def test_a_create_lists_the_newest_batch_before_the_paid_call() -> None:
+    recorder = Recorder(watermark(), httpx.Response(200, json=batch_json(total=1)))
+    hook_for(recorder).create_batch(ONE_REQUEST)
+    assert [(r.method, r.url.params.get("limit")) for r in recorder.requests] == [
+        ("GET", "1"),
+        ("POST", None),
+    ]
+
+
+def test_a_create_whose_answer_was_lost_returns_the_batch_listed_since(sleeps: list[float]) -> None:
     recorder = Recorder(
+        watermark(),
         httpx.ReadTimeout("lost"),
-        _listing(_created_just_now("msgbatch_mine", 2), _created_just_now("msgbatch_other", 5)),
+        _listing(batch_json("msgbatch_mine", total=1), batch_json("msgbatch_before", total=1)),
     )
-    batch = hook_for(recorder).create_batch(
-        [{"custom_id": "a", "params": {}}, {"custom_id": "b", "params": {}}]
-    )
-    assert batch.id == "msgbatch_mine"
-    assert [r.method for r in recorder.requests] == ["POST", "GET"]
+    assert hook_for(recorder).create_batch(ONE_REQUEST).id == "msgbatch_mine"
+    assert [r.method for r in recorder.requests].count("POST") == 1
 
 
-def test_a_lost_create_with_several_candidates_names_them_and_sends_nothing_more(sleeps: list[float]) -> None:
+def test_a_batch_of_the_same_size_created_before_the_watermark_is_never_adopted(sleeps: list[float]) -> None:
     recorder = Recorder(
+        watermark(), httpx.ReadTimeout("lost"), _listing(batch_json("msgbatch_before", total=1))
+    )
+    with pytest.raises(
+        errors.BatchCreateUncertainError, match="no batch of 1 requests is listed since"
+    ) as raised:
+        hook_for(recorder).create_batch(ONE_REQUEST)
+    assert raised.value.candidate_batch_ids == []
+    assert [r.method for r in recorder.requests].count("POST") == 1
+
+
+def test_a_lost_create_with_two_batches_listed_since_names_both_and_adopts_neither(
+    sleeps: list[float],
+) -> None:
+    recorder = Recorder(
+        watermark(),
         httpx.RemoteProtocolError("dropped"),
-        _listing(_created_just_now("msgbatch_x", 1), _created_just_now("msgbatch_y", 1)),
+        _listing(
+            batch_json("msgbatch_x", total=1),
+            batch_json("msgbatch_y", total=1),
+            batch_json("msgbatch_before"),
+        ),
     )
     with pytest.raises(errors.BatchCreateUncertainError, match="msgbatch_x, msgbatch_y") as raised:
-        hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}])
+        hook_for(recorder).create_batch(ONE_REQUEST)
     assert raised.value.candidate_batch_ids == ["msgbatch_x", "msgbatch_y"]
     assert [r.method for r in recorder.requests].count("POST") == 1
 
 
-def test_a_lost_create_with_no_candidate_says_a_batch_may_exist(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ReadTimeout("lost"), _listing())
-    with pytest.raises(errors.BatchCreateUncertainError, match="a billed batch may exist"):
-        hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}])
-    assert [r.method for r in recorder.requests] == ["POST", "GET", "GET"]
+def test_a_lost_create_never_adopts_an_excluded_batch(sleeps: list[float]) -> None:
+    recorder = Recorder(
+        watermark(),
+        httpx.ReadTimeout("lost"),
+        _listing(batch_json("msgbatch_sibling", total=1), batch_json("msgbatch_before", total=1)),
+    )
+    with pytest.raises(errors.BatchCreateUncertainError, match="no batch of 1 requests"):
+        hook_for(recorder).create_batch(ONE_REQUEST, exclude=["msgbatch_sibling"])
+
+
+def test_a_lost_create_ignores_batches_of_another_size(sleeps: list[float]) -> None:
+    recorder = Recorder(
+        watermark(),
+        httpx.ReadTimeout("lost"),
+        _listing(
+            batch_json("msgbatch_other", total=5),
+            batch_json("msgbatch_mine", total=1),
+            batch_json("msgbatch_before"),
+        ),
+    )
+    assert hook_for(recorder).create_batch(ONE_REQUEST).id == "msgbatch_mine"
+
+
+def test_a_listing_that_never_reaches_the_watermark_is_doubt_not_adoption(sleeps: list[float]) -> None:
+    page = _listing(batch_json("msgbatch_mine", total=1), has_more=True)
+    recorder = Recorder(watermark(), httpx.ReadTimeout("lost"), page)
+    with pytest.raises(errors.BatchCreateUncertainError, match="cannot be told apart"):
+        hook_for(recorder).create_batch(ONE_REQUEST)
 
 
 def test_a_create_answered_500_is_looked_up_not_resent(sleeps: list[float]) -> None:
-    recorder = Recorder(error(500, "api_error"), _listing(_created_just_now("msgbatch_mine", 1)))
-    assert hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}]).id == "msgbatch_mine"
+    recorder = Recorder(
+        watermark(),
+        error(500, "api_error"),
+        _listing(batch_json("msgbatch_mine", total=1), batch_json("msgbatch_before")),
+    )
+    assert hook_for(recorder).create_batch(ONE_REQUEST).id == "msgbatch_mine"
     assert [r.method for r in recorder.requests].count("POST") == 1
 
 
 def test_a_create_refused_before_sending_is_retried(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ConnectError("refused"), httpx.Response(200, json=batch_json(total=1)))
-    assert hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}]).id == "msgbatch_1"
-    assert [r.method for r in recorder.requests] == ["POST", "POST"]
+    recorder = Recorder(
+        watermark(), httpx.ConnectError("refused"), httpx.Response(200, json=batch_json(total=1))
+    )
+    assert hook_for(recorder).create_batch(ONE_REQUEST).id == "msgbatch_1"
+    assert [r.method for r in recorder.requests] == ["GET", "POST", "POST"]
 
 
 def test_a_create_answered_529_is_retried(sleeps: list[float]) -> None:
-    recorder = Recorder(error(529, "overloaded_error"), httpx.Response(200, json=batch_json(total=1)))
-    assert hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}]).id == "msgbatch_1"
-    assert [r.method for r in recorder.requests] == ["POST", "POST"]
+    recorder = Recorder(
+        watermark(), error(529, "overloaded_error"), httpx.Response(200, json=batch_json(total=1))
+    )
+    assert hook_for(recorder).create_batch(ONE_REQUEST).id == "msgbatch_1"
+    assert [r.method for r in recorder.requests] == ["GET", "POST", "POST"]
 
 
-def test_old_batches_are_not_taken_for_a_lost_create(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ReadTimeout("lost"), _listing(batch_json("msgbatch_old", total=1)))
-    with pytest.raises(errors.BatchCreateUncertainError):
-        hook_for(recorder).create_batch([{"custom_id": "a", "params": {}}])
+def test_a_failed_watermark_listing_sends_no_create(sleeps: list[float]) -> None:
+    recorder = Recorder(error(401, "authentication_error"))
+    with pytest.raises(errors.AuthenticationError):
+        hook_for(recorder).create_batch(ONE_REQUEST)
+    assert [r.method for r in recorder.requests] == ["GET"]
 
 
 # -- pagination -----------------------------------------------------------------------------------
@@ -521,8 +485,9 @@ def test_test_connection_reports_success_and_failure() -> None:
 
 
 def test_the_key_never_shows_in_logs_exceptions_or_reprs(
-    sleeps: list[float], caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    set_connection(monkeypatch, extra={"max_retries": 0})
     caplog.set_level(logging.DEBUG)
     recorder = Recorder(httpx.ConnectError(f"refused by {BASE_URL}"))
     hook = hook_for(recorder)
@@ -546,13 +511,13 @@ def test_the_key_is_registered_with_the_secrets_masker(monkeypatch: pytest.Monke
 # -- async twins ----------------------------------------------------------------------------------
 
 
-async def test_async_get_batch_retries_like_the_sync_one(sleeps: list[float]) -> None:
+async def test_async_get_batch_retries_like_the_sync_one() -> None:
     recorder = Recorder(
-        error(529, "overloaded_error", **{"retry-after": "2"}), httpx.Response(200, json=batch_json())
+        error(529, "overloaded_error", **{"retry-after-ms": "1"}), httpx.Response(200, json=batch_json())
     )
     hook = async_hook_for(recorder)
     assert (await hook.aget_batch("msgbatch_1")).id == "msgbatch_1"
-    assert sleeps == [2.0]
+    assert len(recorder.requests) == 2
     await hook.aclose()
 
 
@@ -563,11 +528,15 @@ async def test_async_client_errors_are_mapped_and_not_retried() -> None:
 
 
 async def test_async_lost_create_is_looked_up_not_resent(sleeps: list[float]) -> None:
-    recorder = Recorder(httpx.ReadTimeout("lost"), _listing(_created_just_now("msgbatch_mine", 1)))
+    recorder = Recorder(
+        watermark(),
+        httpx.ReadTimeout("lost"),
+        _listing(batch_json("msgbatch_mine", total=1), batch_json("msgbatch_before", total=1)),
+    )
     hook = async_hook_for(recorder)
     body = BatchBody(lambda: [b'{"requests": [{"custom_id": "a", "params": {}}]}'], 1)
     assert (await hook.acreate_batch(body)).id == "msgbatch_mine"
-    assert [r.method for r in recorder.requests] == ["POST", "GET"]
+    assert [r.method for r in recorder.requests] == ["GET", "POST", "GET"]
 
 
 async def test_async_results_parse_crlf_and_blank_lines() -> None:

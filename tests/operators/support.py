@@ -47,18 +47,24 @@ class FakeTaskStateStore:
 
 
 class FakeTI:
-    """The task instance bits the operators use: xcom_push (recorded)."""
+    """The task instance bits the operators use: xcom_push (recorded), and ``max_tries``, which Airflow
+    raises on every clear of the task (and leaves alone on a retry)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_tries: int = 0) -> None:
         self.xcoms: dict[str, Any] = {}
+        self.max_tries = max_tries
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[key] = value
 
 
-def task_context(store: FakeTaskStateStore | None = None) -> dict[str, Any]:
-    """A minimal context for ``operator.execute(context)``; pass the same store to simulate a retry."""
-    return {"ti": FakeTI(), "task_state_store": store if store is not None else FakeTaskStateStore()}
+def task_context(store: FakeTaskStateStore | None = None, *, max_tries: int = 0) -> dict[str, Any]:
+    """A minimal context for ``operator.execute(context)``; pass the same store to simulate a retry,
+    and a higher ``max_tries`` with it to simulate a clear."""
+    return {
+        "ti": FakeTI(max_tries),
+        "task_state_store": store if store is not None else FakeTaskStateStore(),
+    }
 
 
 def batches_created(emulator: Emulator) -> int:

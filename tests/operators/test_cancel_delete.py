@@ -67,9 +67,14 @@ def test_cancel_of_an_ended_or_deleted_batch_succeeds(monkeypatch: pytest.Monkey
 
 def test_cancel_twice_is_harmless(slow_emulator: Emulator) -> None:
     batch = AnthropicHook().create_batch(requests(1))
+    cancel(batch.id).execute(task_context())
+    canceled = AnthropicHook().get_batch(batch.id)
 
-    cancel(batch.id).execute(task_context())
-    cancel(batch.id).execute(task_context())
+    assert cancel(batch.id).execute(task_context()) == {"batch_ids": [batch.id]}
+
+    again = AnthropicHook().get_batch(batch.id)
+    assert again.cancel_initiated_at == canceled.cancel_initiated_at is not None
+    assert again.request_counts.canceled == 1
 
 
 def test_cancel_with_a_bad_key_is_a_clear_error(

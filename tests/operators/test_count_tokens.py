@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_batches.emulator import Emulator, EmulatorConfig
-from airflow_provider_batches.emulator.config import DEFAULT_MODELS
-from airflow_provider_batches.errors import BudgetExceededError, RequestValidationError
+from airflow_provider_batches.emulator import Emulator
+from airflow_provider_batches.errors import BudgetExceededError, RequestValidationError, UnpricedModelError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.operators.tokens import AnthropicCountTokensOperator
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
+UNPRICED = "claude-emulator-test"  # the emulator's test model has no price
 
 
 def params(text: str, *, model: str = MODEL, max_tokens: int = 100) -> dict[str, Any]:
@@ -26,15 +26,6 @@ def job(count: int, **kwargs: Any) -> list[dict[str, Any]]:
         {"custom_id": f"r{i}", "params": params(f"question number {i} " * (i + 1), **kwargs)}
         for i in range(count)
     ]
-
-
-UNPRICED_MODEL = "claude-future-9"
-
-
-@pytest.fixture
-def anthropic_emulator_config() -> EmulatorConfig:
-    """The emulator knows one more model than the price table: a model released after it."""
-    return EmulatorConfig(processing_seconds=0, canceling_seconds=0, models=[*DEFAULT_MODELS, UNPRICED_MODEL])
 
 
 def run(**kwargs: Any) -> dict[str, Any]:
@@ -71,7 +62,7 @@ def test_a_job_from_a_file_counts_the_same_as_inline(anthropic_emulator: Emulato
 
 
 def test_the_estimate_is_half_the_standard_price(anthropic_emulator: Emulator) -> None:
-    summary = run(requests=job(2), prices={"claude-sonnet": {"input": 2.0, "output": 10.0}})
+    summary = run(requests=job(2), prices={MODEL: {"input": 2.0, "output": 10.0}})
     expected_input = summary["input_tokens"] * 2.0 / 1e6 * 0.5
     expected_output = 200 * 10.0 / 1e6 * 0.5
     assert summary["estimated_cost_usd"] == {
@@ -81,10 +72,10 @@ def test_the_estimate_is_half_the_standard_price(anthropic_emulator: Emulator) -
     }
 
 
-def test_an_unknown_model_has_no_estimate(anthropic_emulator: Emulator) -> None:
-    summary = run(requests=job(1, model=UNPRICED_MODEL))
+def test_an_unpriced_model_has_no_estimate(anthropic_emulator: Emulator) -> None:
+    summary = run(requests=job(1, model=UNPRICED))
     assert summary["estimated_cost_usd"] is None
-    assert summary["unpriced_models"] == [UNPRICED_MODEL]
+    assert summary["unpriced_models"] == [UNPRICED]
 
 
 def test_max_input_tokens_fails_before_any_batch(anthropic_emulator: Emulator) -> None:
@@ -94,15 +85,23 @@ def test_max_input_tokens_fails_before_any_batch(anthropic_emulator: Emulator) -
 
 
 def test_max_cost_counts_the_output_bound(anthropic_emulator: Emulator) -> None:
-    prices = {"claude-sonnet": {"input": 0.0, "output": 1_000_000.0}}
+    prices = {MODEL: {"input": 0.0, "output": 1_000_000.0}}
     with pytest.raises(BudgetExceededError, match=r"may cost up to \$100.00"):
         run(requests=job(2), prices=prices, max_cost_usd=50)
     assert run(requests=job(2), prices=prices, max_cost_usd=100)["estimated_cost_usd"]["total_max"] == 100.0
 
 
-def test_max_cost_with_an_unpriced_model_asks_for_prices(anthropic_emulator: Emulator) -> None:
-    with pytest.raises(BudgetExceededError, match="pass prices="):
-        run(requests=job(1, model=UNPRICED_MODEL), max_cost_usd=1)
+def test_max_cost_with_an_unpriced_model_names_it_and_the_prices_fix(anthropic_emulator: Emulator) -> None:
+    with pytest.raises(
+        UnpricedModelError, match=rf"no price is known for {UNPRICED}.*prices=\{{'{UNPRICED}'"
+    ):
+        run(requests=job(1, model=UNPRICED), max_cost_usd=1)
+
+
+def test_prices_give_an_unpriced_model_its_estimate(anthropic_emulator: Emulator) -> None:
+    summary = run(requests=job(1, model=UNPRICED), prices={UNPRICED: {"input": 1.0, "output": 1.0}})
+    assert summary["unpriced_models"] == []
+    assert summary["estimated_cost_usd"]["input"] == round(summary["input_tokens"] / 1e6 * 0.5, 6)
 
 
 def test_bad_requests_fail_before_counting(anthropic_emulator: Emulator) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,16 @@ from airflow_provider_batches.errors import (
     BatchOutcomeError,
     BatchTimeoutError,
     BatchWaitError,
+    InputChangedError,
+    JobRecordError,
     RequestValidationError,
 )
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.job_state import RECORD_KEY
+from airflow_provider_batches.identity import digest_of
+from airflow_provider_batches.job_state import RECORD_KEY, TaskStateJobStore
 from airflow_provider_batches.links import CONSOLE_BATCHES_URL
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
+from airflow_provider_batches.operators.submission import JobSubmission
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from tests.operators.support import (
     AirflowSkipException,
@@ -44,14 +49,6 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
 def create(**kwargs: Any) -> AnthropicCreateBatchOperator:
     settings: dict[str, Any] = {"requests": requests(2), "poll_interval": 0.05, "deferrable": False, **kwargs}
     return AnthropicCreateBatchOperator(task_id="create", **settings)
-
-
-class CrashingCreate(AnthropicCreateBatchOperator):
-    """Dies right after the paid create returns, before its id is recorded (a worker crash)."""
-
-    def _create_slice(self, job: Any, part: Any) -> Any:
-        super()._create_slice(job, part)
-        raise SystemExit("worker died")
 
 
 # -- happy path ------------------------------------------------------------------------------------
@@ -181,13 +178,16 @@ def test_timeout_cancels_the_batches_and_fails(monkeypatch: pytest.MonkeyPatch) 
 
 def test_a_timeout_event_cancels_the_batches_and_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     with running_emulator(monkeypatch, processing_seconds=600, canceling_seconds=600):
-        batch = AnthropicHook().create_batch(requests(1))
-        event = {"status": "timeout", "batch_ids": [batch.id], "request_counts": {}, "message": "too slow"}
+        context = task_context()
+        with pytest.raises(TaskDeferred):
+            create(deferrable=True).execute(context)
+        (batch_id,) = context["ti"].xcoms["batch_ids"]
+        event = {"status": "timeout", "batch_ids": [batch_id], "request_counts": {}, "message": "too slow"}
 
         with pytest.raises(BatchTimeoutError, match="too slow"):
-            create().execute_complete(task_context(), event=event, manifest={"batch_ids": [batch.id]})
+            create(deferrable=True).execute_complete(context, event=event)
 
-        assert AnthropicHook().get_batch(batch.id).cancel_initiated_at is not None
+        assert AnthropicHook().get_batch(batch_id).cancel_initiated_at is not None
 
 
 def test_resuming_without_a_record_of_the_job_fails_loudly() -> None:
@@ -197,11 +197,14 @@ def test_resuming_without_a_record_of_the_job_fails_loudly() -> None:
         create().execute_complete(task_context(), event=event)
 
 
-def test_resuming_with_an_event_of_other_batches_fails_loudly() -> None:
+def test_resuming_with_an_event_of_other_batches_fails_loudly(emulator: Emulator) -> None:
+    context = task_context()
+    with pytest.raises(TaskDeferred):
+        create(deferrable=True).execute(context)
     event = {"status": "success", "batch_ids": ["msgbatch_x"], "request_counts": {}, "message": ""}
 
     with pytest.raises(BatchWaitError, match="unexpected trigger event"):
-        create().execute_complete(task_context(), event=event, manifest={"batch_ids": ["msgbatch_1"]})
+        create(deferrable=True).execute_complete(context, event=event)
 
 
 def test_on_kill_cancels_the_batches_it_created(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,7 +224,7 @@ RULES = {
     "custom_id-pattern": (request("has space"), "custom_id 'has space' is invalid"),
     "custom_id-too-long": (request("x" * 65), "is invalid"),
     "stream": (request("s", stream=True), "stream"),
-    "max_tokens-zero": (request("m", max_tokens=0), "max_tokens must be an integer from 1 to"),
+    "max_tokens-zero": (request("m", max_tokens=0), "max_tokens must be an integer from 1"),
     "model-missing": (
         {"custom_id": "n", "params": {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}},
         "params.model is missing",
@@ -264,19 +267,39 @@ def test_requests_and_requests_path_are_exclusive() -> None:
         create(requests_path="/tmp/x.jsonl")
 
 
-# -- retries ---------------------------------------------------------------------------------------
+# -- retries: a job only ever owns its own batches, and a retry never pays twice ------------------
 
 
-def test_a_retry_after_a_crash_after_create_reattaches(emulator: Emulator) -> None:
+def submission_for(store: FakeTaskStateStore, reqs: list[dict[str, Any]], **kwargs: Any) -> JobSubmission:
+    """The create operator's submission of ``reqs``, recording in ``store``, its paid call injectable."""
+    job = create(requests=reqs, **kwargs).prepare()
+    return JobSubmission(
+        AnthropicHook(), TaskStateJobStore(store), job, log=logging.getLogger("test"), cancel=lambda *_: None
+    )
+
+
+def die_after_create(submission: JobSubmission) -> None:
+    """The worker dies right after the paid create returns, before its id is recorded."""
+    real = submission.create
+
+    def call(part: Any, watermark: Any, exclude: Any) -> Any:
+        real(part, watermark, exclude)
+        raise SystemExit("worker died")
+
+    submission.create = call
+
+
+def custom_ids_of(batch_id: str) -> set[str]:
+    return {result.custom_id for result in AnthropicHook().iter_results(batch_id)}
+
+
+def named(prefix: str, count: int) -> list[dict[str, Any]]:
+    return [request(f"{prefix}-{index}") for index in range(count)]
+
+
+def test_a_retry_after_a_crash_while_waiting_reattaches(emulator: Emulator) -> None:
     store = FakeTaskStateStore()
-
-    class CrashWhileWaiting(AnthropicCreateBatchOperator):
-        def _submit(self, store: Any, job: Any) -> Any:
-            super()._submit(store, job)
-            raise SystemExit("worker died while waiting")
-
-    with pytest.raises(SystemExit):
-        CrashWhileWaiting(task_id="create", requests=requests(2)).execute(task_context(store))
+    submission_for(store, requests(2)).run()  # created and recorded; the worker then dies waiting
     recorded = [part["batch_id"] for part in store.values[RECORD_KEY]["slices"]]
 
     manifest = create().execute(task_context(store))
@@ -298,11 +321,12 @@ def test_a_retry_after_a_timeout_resubmits_the_canceled_batches(monkeypatch: pyt
         assert batches_created(emulator) == 2
 
 
-def test_a_retry_after_a_crash_between_create_and_record_adopts_the_orphan(emulator: Emulator) -> None:
+def test_a_retry_after_a_crash_between_create_and_record_adopts_its_own_batch(emulator: Emulator) -> None:
     store = FakeTaskStateStore()
-    crashing = CrashingCreate(task_id="create", requests=requests(3), deferrable=False, poll_interval=0.05)
+    crashing = submission_for(store, requests(3))
+    die_after_create(crashing)
     with pytest.raises(SystemExit):
-        crashing.execute(task_context(store))
+        crashing.run()
     (orphan,) = [batch.id for batch in AnthropicHook().iter_batches()]
 
     manifest = create(requests=requests(3)).execute(task_context(store))
@@ -311,69 +335,263 @@ def test_a_retry_after_a_crash_between_create_and_record_adopts_the_orphan(emula
     assert batches_created(emulator) == 1
 
 
+def test_a_retry_after_a_crash_never_adopts_an_older_batch_of_the_same_size(emulator: Emulator) -> None:
+    other_job = AnthropicHook().create_batch(named("other", 3))
+    store = FakeTaskStateStore()
+    crashing = submission_for(store, named("mine", 3))
+    crashing.create = lambda *_: (_ for _ in ()).throw(SystemExit("died before the create was sent"))
+    with pytest.raises(SystemExit):
+        crashing.run()
+
+    manifest = create(requests=named("mine", 3)).execute(task_context(store))
+
+    assert other_job.id not in manifest["batch_ids"]
+    assert custom_ids_of(manifest["batch_ids"][0]) == {f"mine-{index}" for index in range(3)}
+
+
+def test_a_lost_create_never_adopts_another_jobs_batch_of_the_same_size(emulator: Emulator) -> None:
+    job_a = create(requests=named("a", 50), wait_for_completion=False).execute(task_context())
+    emulator.admin.set_config(next_faults=["ok", "drop"])  # job B: the watermark passes, its create drops
+
+    store = FakeTaskStateStore()
+    with pytest.raises(BatchCreateUncertainError, match="no batch of 50 requests is listed since"):
+        create(requests=named("b", 50), wait_for_completion=False).execute(task_context(store))
+    job_b = create(requests=named("b", 50)).execute(task_context(store))
+
+    assert set(job_b["batch_ids"]).isdisjoint(job_a["batch_ids"])
+    assert custom_ids_of(job_b["batch_ids"][0]) == {f"b-{index}" for index in range(50)}
+    assert batches_created(emulator) == 2
+
+
+def test_a_create_whose_answer_is_lost_after_the_batch_was_made_adopts_it(emulator: Emulator) -> None:
+    create(requests=named("a", 50), wait_for_completion=False).execute(task_context())
+    emulator.admin.set_config(next_faults=["ok", "drop_after"])
+
+    manifest = create(requests=named("b", 50)).execute(task_context())
+
+    assert custom_ids_of(manifest["batch_ids"][0]) == {f"b-{index}" for index in range(50)}
+    assert batches_created(emulator) == 2
+
+
+def test_a_create_answered_500_after_the_batch_was_made_adopts_it(emulator: Emulator) -> None:
+    emulator.admin.set_config(next_faults=["ok", "500_after"])
+
+    manifest = create(requests=named("b", 4)).execute(task_context())
+
+    assert custom_ids_of(manifest["batch_ids"][0]) == {f"b-{index}" for index in range(4)}
+    assert batches_created(emulator) == 1
+
+
+def test_a_lost_create_with_a_same_size_batch_made_in_the_same_moment_adopts_neither(
+    emulator: Emulator,
+) -> None:
+    store = FakeTaskStateStore()
+    racing = submission_for(store, named("mine", 5))
+    real = racing.create
+
+    def another_job_creates_first(part: Any, watermark: Any, exclude: Any) -> Any:
+        AnthropicHook().create_batch(named("theirs", 5))  # after our watermark, before our create
+        emulator.admin.set_config(next_faults=["drop_after"])
+        return real(part, watermark, exclude)
+
+    racing.create = another_job_creates_first
+
+    with pytest.raises(BatchCreateUncertainError, match="2 batches of 5 requests") as uncertain:
+        racing.run()
+
+    assert len(uncertain.value.candidate_batch_ids) == 2
+    assert store.values[RECORD_KEY]["slices"][0]["batch_id"] is None
+    assert batches_created(emulator) == 2
+
+
+def test_a_split_job_never_adopts_its_own_first_batch_for_a_lost_second_create(emulator: Emulator) -> None:
+    store = FakeTaskStateStore()
+    emulator.admin.set_config(next_faults=["ok", "ok", "ok", "drop"])  # the second create drops
+    with pytest.raises(BatchCreateUncertainError):
+        create(requests=named("r", 100), max_requests_per_batch=50).execute(task_context(store))
+
+    manifest = create(requests=named("r", 100), max_requests_per_batch=50).execute(task_context(store))
+
+    first, second = manifest["batch_ids"]
+    assert first != second
+    assert custom_ids_of(first) == {f"r-{index}" for index in range(50)}
+    assert custom_ids_of(second) == {f"r-{index}" for index in range(50, 100)}
+    assert manifest["request_counts"]["succeeded"] == 100
+    assert batches_created(emulator) == 2
+
+
+def test_a_split_job_whose_second_answer_is_lost_after_creation_adopts_the_right_batch(
+    emulator: Emulator,
+) -> None:
+    emulator.admin.set_config(next_faults=["ok", "ok", "ok", "drop_after"])
+
+    manifest = create(requests=named("r", 100), max_requests_per_batch=50).execute(task_context())
+
+    first, second = manifest["batch_ids"]
+    assert custom_ids_of(second) == {f"r-{index}" for index in range(50, 100)}
+    assert first != second
+    assert batches_created(emulator) == 2
+
+
 def test_a_retry_of_a_split_job_creates_only_the_missing_batches(emulator: Emulator) -> None:
     store = FakeTaskStateStore()
+    partial = submission_for(store, requests(5), max_requests_per_batch=2)
+    real = partial.create
 
-    class CrashOnSecond(AnthropicCreateBatchOperator):
-        def _create_slice(self, job: Any, part: Any) -> Any:
-            if part.index == 1:
-                raise ConnectionError("network down before the second create was sent")
-            return super()._create_slice(job, part)
+    def network_down_at_second(part: Any, watermark: Any, exclude: Any) -> Any:
+        if part.index == 1:
+            raise ConnectionError("network down before the second create was sent")
+        return real(part, watermark, exclude)
 
+    partial.create = network_down_at_second
     with pytest.raises(ConnectionError):
-        CrashOnSecond(task_id="create", requests=requests(5), max_requests_per_batch=2).execute(
-            task_context(store)
-        )
+        partial.run()
 
     manifest = create(requests=requests(5), max_requests_per_batch=2).execute(task_context(store))
 
-    assert len(manifest["batch_ids"]) == 3
+    assert len(set(manifest["batch_ids"])) == 3
     assert batches_created(emulator) == 3
 
 
-def test_a_retry_with_several_possible_orphans_fails_naming_them(emulator: Emulator) -> None:
+def test_a_retry_after_the_sync_job_finished_returns_the_same_manifest_without_paying(
+    emulator: Emulator,
+) -> None:
     store = FakeTaskStateStore()
-    with pytest.raises(SystemExit):
-        CrashingCreate(task_id="create", requests=requests(2)).execute(task_context(store))
-    stranger = AnthropicHook().create_batch([request("other-a"), request("other-b")])
+    first = create().execute(task_context(store))  # then, say, the XCom push fails: Airflow retries
 
-    with pytest.raises(BatchCreateUncertainError, match=stranger.id) as uncertain:
-        create().execute(task_context(store))
+    second = create().execute(task_context(store))
 
-    assert len(uncertain.value.candidate_batch_ids) == 2
-    assert batches_created(emulator) == 2
+    assert second == first
+    assert batches_created(emulator) == 1
 
 
-def test_a_retry_with_changed_input_submits_afresh(emulator: Emulator) -> None:
+def test_a_retry_after_execute_complete_succeeded_returns_the_same_manifest_without_paying(
+    emulator: Emulator,
+) -> None:
     store = FakeTaskStateStore()
-    first = create(wait_for_completion=False).execute(task_context(store))
-    store.values[RECORD_KEY]["finished"] = False
+    context = task_context(store)
+    with pytest.raises(TaskDeferred) as deferred:
+        create(deferrable=True).execute(context)
+    event = asyncio.run(_events(deferred.value.trigger))[0]
+    first = create(deferrable=True).execute_complete(context, event=event)  # then the worker is lost
 
-    second = create(requests=requests(3), wait_for_completion=False).execute(task_context(store))
+    second = create(deferrable=True).execute(task_context(store))  # no TaskDeferred: nothing to wait for
 
-    assert second["batch_ids"] != first["batch_ids"]
-    assert batches_created(emulator) == 2
+    assert second == first
+    assert batches_created(emulator) == 1
+
+
+def test_a_retry_after_a_partial_failure_fails_the_same_way_without_paying(emulator: Emulator) -> None:
+    store = FakeTaskStateStore()
+    failing = [request("ok"), request("bad", "[emulator:errored]")]
+    with pytest.raises(BatchOutcomeError):
+        create(requests=failing, fail_on_partial_error=True).execute(task_context(store))
+
+    with pytest.raises(BatchOutcomeError):
+        create(requests=failing, fail_on_partial_error=True).execute(task_context(store))
+
+    assert batches_created(emulator) == 1
 
 
 def test_a_cleared_task_whose_job_finished_submits_afresh(emulator: Emulator) -> None:
     store = FakeTaskStateStore()
-    first = create().execute(task_context(store))
+    first = create().execute(task_context(store, max_tries=0))
 
-    second = create().execute(task_context(store))
+    second = create().execute(task_context(store, max_tries=1))  # a clear raises max_tries
 
     assert second["batch_ids"] != first["batch_ids"]
+    assert batches_created(emulator) == 2
 
 
-def test_the_intent_is_recorded_before_the_paid_call(emulator: Emulator) -> None:
+def test_a_cleared_task_whose_batches_still_run_reattaches(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_emulator(monkeypatch, processing_seconds=600) as emulator:
+        store = FakeTaskStateStore()
+        submission_for(store, requests(2)).run()
+
+        manifest = create(wait_for_completion=False).execute(task_context(store, max_tries=3))
+
+        assert manifest["batch_ids"] == [part["batch_id"] for part in store.values[RECORD_KEY]["slices"]]
+        assert batches_created(emulator) == 1
+
+
+def test_an_input_edited_between_tries_fails_before_any_paid_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_emulator(monkeypatch, processing_seconds=600) as emulator:
+        store = FakeTaskStateStore()
+        submission_for(store, requests(2)).run()  # try 1 created its batch, then died waiting
+        (earlier,) = [part["batch_id"] for part in store.values[RECORD_KEY]["slices"]]
+
+        with pytest.raises(InputChangedError, match=f"{earlier}.*on_input_change='cancel_and_resubmit'"):
+            create(requests=requests(3)).execute(task_context(store))
+
+        assert batches_created(emulator) == 1
+        assert AnthropicHook().get_batch(earlier).cancel_initiated_at is None
+
+
+def test_an_input_edited_between_tries_can_cancel_and_resubmit(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_emulator(monkeypatch, processing_seconds=600) as emulator:
+        store = FakeTaskStateStore()
+        submission_for(store, requests(2)).run()
+        (earlier,) = [part["batch_id"] for part in store.values[RECORD_KEY]["slices"]]
+
+        manifest = create(
+            requests=requests(3), on_input_change="cancel_and_resubmit", wait_for_completion=False
+        ).execute(task_context(store))
+
+        assert AnthropicHook().get_batch(earlier).cancel_initiated_at is not None
+        assert earlier not in manifest["batch_ids"]
+        assert batches_created(emulator) == 2
+
+
+def test_an_input_edited_after_the_job_finished_is_not_submitted_on_a_retry(emulator: Emulator) -> None:
     store = FakeTaskStateStore()
+    create().execute(task_context(store))
 
-    class Inspecting(AnthropicCreateBatchOperator):
-        def _create_slice(self, job: Any, part: Any) -> Any:
-            (slice_record,) = store.values[RECORD_KEY]["slices"]
-            assert slice_record["intent_at"]
-            assert slice_record["batch_id"] is None
-            return super()._create_slice(job, part)
+    with pytest.raises(InputChangedError, match="ended"):
+        create(requests=requests(3)).execute(task_context(store))
 
-    Inspecting(task_id="create", requests=requests(1), poll_interval=0.05).execute(task_context(store))
+    assert batches_created(emulator) == 1
+
+
+def test_an_unknown_on_input_change_is_refused() -> None:
+    with pytest.raises(ValueError, match="on_input_change"):
+        create(on_input_change="ignore")
+
+
+def test_a_record_naming_one_batch_twice_fails_fast_instead_of_waiting_forever(emulator: Emulator) -> None:
+    store = FakeTaskStateStore()
+    submission_for(store, requests(4), max_requests_per_batch=2).run()
+    slices = store.values[RECORD_KEY]["slices"]
+    slices[1]["batch_id"] = slices[0]["batch_id"]
+
+    with pytest.raises(JobRecordError, match="for two parts of the job"):
+        create(requests=requests(4), max_requests_per_batch=2).execute(task_context(store))
+
+    assert batches_created(emulator) == 2
+
+
+def test_the_intent_and_watermark_are_recorded_before_the_paid_call(emulator: Emulator) -> None:
+    store = FakeTaskStateStore()
+    inspecting = submission_for(store, requests(1))
+    real = inspecting.create
+
+    def inspect_then_create(part: Any, watermark: Any, exclude: Any) -> Any:
+        (slice_record,) = store.values[RECORD_KEY]["slices"]
+        assert slice_record["intent_at"]
+        assert slice_record["watermark"] == {"newest_id": None, "newest_created_at": None}
+        assert slice_record["batch_id"] is None
+        return real(part, watermark, exclude)
+
+    inspecting.create = inspect_then_create
+    inspecting.run()
 
     assert store.values[RECORD_KEY]["slices"][0]["batch_id"]
+
+
+def test_the_manifest_carries_each_batchs_custom_id_digest(emulator: Emulator) -> None:
+    manifest = create(requests=named("r", 5), max_requests_per_batch=3).execute(task_context())
+
+    digests = {batch_id: entry["custom_ids_digest"] for batch_id, entry in manifest["batches"].items()}
+    assert set(digests) == set(manifest["batch_ids"])
+    first, second = manifest["batch_ids"]
+    assert digests[first] == digest_of([f"r-{index}" for index in range(3)])
+    assert digests[second] == digest_of(["r-3", "r-4"])

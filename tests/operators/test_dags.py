@@ -129,6 +129,7 @@ with DAG("sync_pipeline", schedule=None, start_date=datetime(2026, 1, 1)):
     assert SENTINEL not in outcome.rendered_fields_text()
     assert SENTINEL not in outcome.all_xcom_text()
     assert "line 2 (custom_id 'has space')" in outcome.output
+    assert "XCom not found" not in outcome.output  # the failed task's console link looks nothing up
     assert "Some requests did not succeed: 1 succeeded, 1 errored" in outcome.output
     assert batches_created(emulator) == 3 + 3  # the split job and one per outcome task; none for "invalid"
     monkeypatch.setenv("AIRFLOW_CONN_ANTHROPIC_DEFAULT", connection_json(emulator))
@@ -176,6 +177,7 @@ with DAG("deferred_pipeline", schedule=None, start_date=datetime(2026, 1, 1)):
     assert len(manifest["batch_ids"]) == 2
     assert manifest["request_counts"]["succeeded"] == 3
     assert outcome.xcom("create", key="batch_ids") == manifest["batch_ids"]
+    assert outcome.xcom("create", key="_link_AnthropicBatchLink").startswith("https://console.anthropic.com/")
     assert outcome.xcom("wait")["request_counts"]["succeeded"] == 3
     assert batches_created(emulator) == 2 + 3
 
@@ -188,19 +190,33 @@ def test_retries_reattach_instead_of_creating_again(airflow_env: AirflowEnv, emu
         "retries",
         """
 class CrashBeforeRecord(AnthropicCreateBatchOperator):
-    def _create_slice(self, job, part):
-        batch = super()._create_slice(job, part)
-        if first_try():
-            raise RuntimeError("worker lost between the create and its record")
-        return batch
+    def submission_for(self, context, store, job):
+        submission = super().submission_for(context, store, job)
+        paid_call = submission.create
+
+        def create(part, watermark, exclude):
+            batch = paid_call(part, watermark, exclude)
+            if first_try():
+                raise RuntimeError("worker lost between the create and its record")
+            return batch
+
+        submission.create = create
+        return submission
 
 
 class CrashAfterCreate(AnthropicCreateBatchOperator):
-    def _submit(self, store, job):
-        record = super()._submit(store, job)
-        if first_try():
-            raise RuntimeError("worker lost after the create")
-        return record
+    def submission_for(self, context, store, job):
+        submission = super().submission_for(context, store, job)
+        run_submission = submission.run
+
+        def run():
+            record = run_submission()
+            if first_try():
+                raise RuntimeError("worker lost after the create")
+            return record
+
+        submission.run = run
+        return submission
 
 
 class CrashOnResume(AnthropicCreateBatchOperator):
@@ -208,6 +224,22 @@ class CrashOnResume(AnthropicCreateBatchOperator):
         if first_try():
             raise RuntimeError("worker lost after the trigger fired")
         return super().execute_complete(context, event=event, manifest=manifest)
+
+
+class CrashAfterSyncSuccess(AnthropicCreateBatchOperator):
+    def execute(self, context):
+        manifest = super().execute(context)
+        if first_try():
+            raise RuntimeError("worker lost after the job finished, before its success was recorded")
+        return manifest
+
+
+class CrashAfterDeferredSuccess(AnthropicCreateBatchOperator):
+    def execute_complete(self, context, event=None, manifest=None):
+        result = super().execute_complete(context, event=event, manifest=manifest)
+        if first_try():
+            raise RuntimeError("XCom push failed after the job finished")
+        return result
 
 
 def asks(count):
@@ -220,13 +252,25 @@ with DAG("retries", schedule=None, start_date=datetime(2026, 1, 1), default_args
     CrashAfterCreate(task_id="sync_recorded", requests=asks(2), deferrable=False, poll_interval=0.5)
     CrashBeforeRecord(task_id="deferred_orphan", requests=asks(3), deferrable=True, poll_interval=0.5)
     CrashOnResume(task_id="deferred_resumed", requests=asks(4), deferrable=True, poll_interval=0.5)
+    CrashAfterSyncSuccess(task_id="sync_finished", requests=asks(5), deferrable=False, poll_interval=0.5)
+    CrashAfterDeferredSuccess(
+        task_id="deferred_finished", requests=asks(6), deferrable=True, poll_interval=0.5
+    )
 """,
     )
 
-    tasks = ["sync_orphan", "sync_recorded", "deferred_orphan", "deferred_resumed"]
+    tasks = [
+        "sync_orphan",
+        "sync_recorded",
+        "deferred_orphan",
+        "deferred_resumed",
+        "sync_finished",
+        "deferred_finished",
+    ]
     assert outcome.task_states() == dict.fromkeys(tasks, "success"), outcome.output[-5000:]
     assert {task: outcome.tries(task) for task in tasks} == dict.fromkeys(tasks, 2)
-    assert batches_created(emulator) == 4  # exactly one batch per task
+    assert batches_created(emulator) == 6  # exactly one batch per task
+    assert "finished this job" in outcome.output  # the retries after success paid nothing
     assert "adopting batch" in outcome.output
     # 3.3+ keeps the record in task_state_store; older versions use the documented Variable fallback.
     used_fallback = "task_state_store is not available" in outcome.output

@@ -94,16 +94,18 @@ class FaultsWithRateLimits(FaultInjector):
         return decision
 
 
-#: 10 % of calls answered 429, 529 or 500; 2 % dropped; one results download in five cut.
+#: 10 % of calls answered 429, 529 or 500; 2 % dropped before the server acts, 2 % after it acted
+#: (the answer is lost: a create has made its batch); one results download in five cut.
 FAULTS = {
     "overloaded_fraction": 0.035,
     "api_error_fraction": 0.035,
     "drop_fraction": 0.02,
+    "drop_after_fraction": 0.02,
     "retry_after_ms": 100,
     "cut_results_after_bytes": 3000,
     "cut_results_fraction": 0.2,
 }
-RATE_LIMITED_FRACTION = 0.035 / (1 - 0.035 - 0.035 - 0.02)
+RATE_LIMITED_FRACTION = 0.035 / (1 - 0.035 - 0.035 - 0.02 - 0.02)
 
 
 def start_emulator(*, faults: bool = False, seed: int = 7, **settings: Any) -> Emulator:

@@ -24,9 +24,9 @@ from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
 )
+from tests.conftest import S3Endpoint
 from tests.operators.support import task_context
 from tests.reliability.conftest import FIGURES, ask, assert_no_secret, connection
-from tests.transfers.conftest import S3Endpoint, s3_endpoint  # noqa: F401  (the moto server fixture)
 
 REQUESTS = 16_000  # about 10 MB of results: more than one 8 MiB upload part
 
@@ -91,7 +91,7 @@ class FailingS3Proxy:
 
 
 @pytest.fixture
-def s3_proxy(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[FailingS3Proxy]:  # noqa: F811
+def s3_proxy(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[FailingS3Proxy]:
     proxy = FailingS3Proxy(s3_endpoint.url)
     monkeypatch.setenv(
         "AIRFLOW_CONN_FLAKY_S3",
@@ -113,7 +113,7 @@ def s3_proxy(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterat
 @pytest.mark.slow
 def test_s3_failing_mid_upload_publishes_nothing_and_a_rerun_succeeds(
     emulator: Emulator,
-    s3_endpoint: S3Endpoint,  # noqa: F811
+    s3_endpoint: S3Endpoint,
     s3_proxy: FailingS3Proxy,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -138,7 +138,7 @@ def test_s3_failing_mid_upload_publishes_nothing_and_a_rerun_succeeds(
         return dict(operator.execute(task_context()))
 
     s3_proxy.failing = True
-    with pytest.raises(Exception, match=r"(?i)503|unavailable|injected") as raised:
+    with pytest.raises(OSError, match=r"(?i)503|unavailable|injected") as raised:  # s3fs: OSError
         transfer()
     assert s3_proxy.failed_parts >= 1, "the upload never reached a second part"
     assert s3_endpoint.keys(bucket) == [], s3_endpoint.keys(bucket)  # nothing final, nothing staged

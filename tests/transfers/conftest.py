@@ -1,32 +1,25 @@
-"""Fixtures for the results transfer: a scripted results API (httpx.MockTransport) and a loopback S3.
+"""Fixtures for the results transfer: a scripted results API (httpx.MockTransport) and destinations.
 
-The S3 endpoint is moto's real HTTP server on 127.0.0.1, reached through the Amazon provider's
-object storage (an ``aws`` connection from an ``AIRFLOW_CONN_...`` variable), as a user's DAG would.
+The S3 endpoint (``s3_endpoint``, ``s3_bucket``) is the moto server of tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from airflow.sdk import ObjectStoragePath
-from moto.server import ThreadedMotoServer
 
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
+from airflow_provider_batches.models import RESULT_TYPES
 from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
 )
+from tests.conftest import S3_CONN_ID
 from tests.fakes import API_KEY, BASE_URL, batch_json
-
-S3_CONN_ID = "results_s3"
-RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
-
 
 # -- result lines ---------------------------------------------------------------------------------
 
@@ -150,66 +143,6 @@ def make_operator(api: FakeBatchesAPI, **kwargs: Any) -> AnthropicBatchResultsTo
 @pytest.fixture
 def local_destination(tmp_path: Any) -> ObjectStoragePath:
     return ObjectStoragePath(f"file://{tmp_path}/claude/2026-11-22/")
-
-
-class S3Endpoint:
-    """moto's S3 server on loopback, with a boto3 client to look behind object storage's back."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    def new_bucket(self) -> str:
-        name = f"results-{uuid.uuid4().hex[:12]}"
-        self.client.create_bucket(Bucket=name)
-        return name
-
-    def keys(self, bucket: str) -> list[str]:
-        listing = self.client.list_objects_v2(Bucket=bucket)
-        return sorted(item["Key"] for item in listing.get("Contents", []))
-
-    def open_uploads(self, bucket: str) -> list[str]:
-        return [
-            upload["Key"] for upload in self.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-        ]
-
-    def read(self, bucket: str, key: str) -> bytes:
-        body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        return body
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[S3Endpoint]:
-    """One moto server for the session; ``AIRFLOW_CONN_RESULTS_S3`` points the Amazon provider at it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    env_var = f"AIRFLOW_CONN_{S3_CONN_ID.upper()}"
-    os.environ[env_var] = json.dumps(
-        {
-            "conn_type": "aws",
-            "login": "testing",
-            "password": "testing",
-            "extra": {"endpoint_url": url, "region_name": "us-east-1"},
-        }
-    )
-    try:
-        yield S3Endpoint(url)
-    finally:
-        os.environ.pop(env_var, None)
-        server.stop()
-
-
-@pytest.fixture
-def s3_bucket(s3_endpoint: S3Endpoint) -> str:
-    return s3_endpoint.new_bucket()
 
 
 @pytest.fixture

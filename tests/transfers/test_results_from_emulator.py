@@ -18,7 +18,7 @@ from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
 )
 from tests.airflow_harness import AirflowEnv
-from tests.transfers.conftest import S3Endpoint
+from tests.conftest import S3Endpoint
 
 NO_CONTEXT = cast(Context, {})
 PREFIX = "claude/2026-11-22/"

@@ -265,7 +265,7 @@ def test_a_failure_in_a_later_batch_publishes_no_earlier_batch(
     api.add_batch("msgbatch_a", [result_line("a-1")])
     api.add_batch("msgbatch_b", [result_line("b-1")], counts={"succeeded": 2})
     operator = make_operator(api, batch_id=["msgbatch_a", "msgbatch_b"], destination=local_destination)
-    with pytest.raises(ResultsVerificationError):
+    with pytest.raises(ResultsVerificationError, match="batch msgbatch_b: .*succeeded: expected 2, got 1"):
         operator.execute(NO_CONTEXT)
     assert published(local_destination) == []
 

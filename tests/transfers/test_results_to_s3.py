@@ -11,9 +11,14 @@ import pytest
 from airflow.sdk import Context, ObjectStoragePath
 
 from airflow_provider_batches.errors import APIConnectionError
-from airflow_provider_batches.transfers._publish import UPLOAD_BLOCK_SIZE, Staging
+from airflow_provider_batches.transfers._publish import (
+    UPLOAD_BLOCK_SIZE,
+    DestinationNotFoundError,
+    Staging,
+)
 from airflow_provider_batches.transfers.results_to_object_storage import ResultsVerificationError
-from tests.transfers.conftest import FakeBatchesAPI, S3Endpoint, jsonl, make_operator, result_line
+from tests.conftest import S3_CONN_ID, S3Endpoint
+from tests.transfers.conftest import FakeBatchesAPI, jsonl, make_operator, result_line
 
 NO_CONTEXT = cast(Context, {})
 PREFIX = "claude/2026-11-22/"
@@ -107,6 +112,20 @@ def test_a_count_mismatch_leaves_no_object(
         make_operator(api, batch_id="msgbatch_a", destination=s3_destination).execute(NO_CONTEXT)
     assert s3_endpoint.keys(s3_bucket) == []
     assert s3_endpoint.open_uploads(s3_bucket) == []
+
+
+def test_a_destination_in_a_missing_bucket_fails_before_any_download_and_creates_no_bucket(
+    api: FakeBatchesAPI, s3_endpoint: S3Endpoint
+) -> None:
+    api.add_batch("msgbatch_a", [result_line("a-1")])
+    destination = ObjectStoragePath("s3://nosuchbucket/prefix/", conn_id=S3_CONN_ID)
+    operator = make_operator(api, batch_id="msgbatch_a", destination=destination)
+    with pytest.raises(
+        DestinationNotFoundError, match=r"bucket 'nosuchbucket' does not exist.*aws s3 mb s3://nosuchbucket"
+    ):
+        operator.execute(NO_CONTEXT)
+    assert "nosuchbucket" not in s3_endpoint.bucket_names()
+    assert api.downloads == []
 
 
 def test_a_rerun_without_overwrite_skips_the_complete_output(

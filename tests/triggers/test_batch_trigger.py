@@ -66,12 +66,12 @@ async def test_on_kill_leaves_batches_it_does_not_own_alone(monkeypatch: pytest.
         assert AnthropicHook().get_batch(batch.id).cancel_initiated_at is None
 
 
-# -- exact cases with scripted answers ---------------------------------------------------------------
+# -- scripted answers (the wait's policy itself: tests/test_waiting.py, stepping the plan) -----------
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Records the trigger's waits instead of sleeping; the hook makes no retries of its own."""
+def scripted_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default connection, its calls making no retries of their own."""
     conn = {
         "conn_type": "anthropic_batches",
         "host": BASE_URL,
@@ -79,13 +79,6 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         "extra": {"max_retries": 0},
     }
     monkeypatch.setenv("AIRFLOW_CONN_ANTHROPIC_DEFAULT", json.dumps(conn))
-    waited: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        waited.append(round(seconds, 3))
-
-    monkeypatch.setattr(trigger_module.asyncio, "sleep", fake_sleep)
-    return waited
 
 
 def scripted(monkeypatch: pytest.MonkeyPatch, *answers: Any) -> Recorder:
@@ -95,30 +88,9 @@ def scripted(monkeypatch: pytest.MonkeyPatch, *answers: Any) -> Recorder:
     return recorder
 
 
-def in_progress() -> httpx.Response:
-    return httpx.Response(200, json=batch_json())
-
-
-def ended() -> httpx.Response:
-    return httpx.Response(200, json=batch_json(status="ended"))
-
-
-async def test_poll_interval_backs_off_toward_the_cap(
-    monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
-) -> None:
-    scripted(monkeypatch, in_progress(), in_progress(), in_progress(), in_progress(), ended())
-    trigger = AnthropicBatchTrigger(
-        batch_ids=["msgbatch_1"], deadline=FAR, poll_interval=2, max_poll_interval=4
-    )
-
-    assert (await first_event(trigger))["status"] == "success"
-    assert sleeps == pytest.approx([2, 3, 4, 4], abs=0.1)  # less the time each round took
-
-
-async def test_deadline_passed_sends_a_timeout_event(
-    monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
-) -> None:
-    scripted(monkeypatch, in_progress())
+@pytest.mark.usefixtures("scripted_connection")
+async def test_a_passed_deadline_sends_a_timeout_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    scripted(monkeypatch, httpx.Response(200, json=batch_json()))
     trigger = AnthropicBatchTrigger(batch_ids=["msgbatch_1"], deadline=time.time() - 1)
 
     event = await first_event(trigger)
@@ -127,17 +99,9 @@ async def test_deadline_passed_sends_a_timeout_event(
     assert "msgbatch_1" in event["message"]
 
 
-async def test_never_sleeps_past_the_deadline(monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> None:
-    scripted(monkeypatch, in_progress(), ended())
-    trigger = AnthropicBatchTrigger(batch_ids=["msgbatch_1"], deadline=time.time() + 5, poll_interval=60)
-
-    await first_event(trigger)
-
-    assert 0 < sleeps[0] <= 5
-
-
-async def test_authentication_error_ends_the_wait_at_once(
-    monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+@pytest.mark.usefixtures("scripted_connection")
+async def test_an_authentication_error_sends_an_error_event_after_one_poll(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     recorder = scripted(monkeypatch, error(401, "authentication_error", "invalid x-api-key"))
     event = await first_event(AnthropicBatchTrigger(batch_ids=["msgbatch_1"], deadline=FAR))
@@ -145,52 +109,18 @@ async def test_authentication_error_ends_the_wait_at_once(
     assert event["status"] == "error"
     assert "authentication_error" in event["message"]
     assert len(recorder.requests) == 1
-    assert sleeps == []
 
 
-@pytest.mark.parametrize("status", [500, 529, 429])
-async def test_transient_errors_are_tolerated(
-    monkeypatch: pytest.MonkeyPatch, sleeps: list[float], status: int
-) -> None:
-    scripted(monkeypatch, error(status, "api_error"), error(status, "api_error"), ended())
-    event = await first_event(AnthropicBatchTrigger(batch_ids=["msgbatch_1"], deadline=FAR, poll_interval=1))
-
-    assert event["status"] == "success"
-    assert len(sleeps) == 2
-
-
-async def test_not_found_right_after_create_is_tolerated(
-    monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
-) -> None:
-    scripted(monkeypatch, error(404, "not_found_error"), ended())
-    trigger = AnthropicBatchTrigger(
-        batch_ids=["msgbatch_1"], deadline=FAR, not_found_grace_until=time.time() + 60
-    )
-
-    assert (await first_event(trigger))["status"] == "success"
-
-
-async def test_not_found_after_the_grace_window_ends_the_wait(
-    monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
-) -> None:
-    scripted(monkeypatch, error(404, "not_found_error"))
-    trigger = AnthropicBatchTrigger(
-        batch_ids=["msgbatch_1"], deadline=FAR, not_found_grace_until=time.time() - 1
-    )
-
-    event = await first_event(trigger)
-
-    assert event["status"] == "error"
-    assert "not_found_error" in event["message"]
-
-
-async def test_a_crash_while_polling_still_yields_one_error_event(
-    monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+@pytest.mark.usefixtures("scripted_connection")
+async def test_a_crash_while_polling_still_yields_one_error_event_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_ANTHROPIC_DEFAULT")
     event = await first_event(AnthropicBatchTrigger(batch_ids=["msgbatch_1"], deadline=FAR))
 
     assert event["status"] == "error"
+    assert event["message"].startswith("polling stopped: ")
+    assert "anthropic_default" in event["message"]
 
 
 # -- serialization ---------------------------------------------------------------------------------

@@ -1,0 +1,239 @@
+"""The create operator's retry-safe submission: which batches a try must create, re-attach or adopt.
+
+A small state machine over the task's durable :class:`~airflow_provider_batches.job_state.JobRecord`,
+kept apart from the operator so that every path (re-attach, adopt a lost create's batch, changed
+input, clear versus retry) is tested by injecting the paid call instead of overriding private
+methods. It never sends a create without first recording the intent and the watermark, and never
+records a batch that another part of the job already owns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from airflow_provider_batches.client_core import CreateWatermark
+from airflow_provider_batches.errors import (
+    BatchCreateUncertainError,
+    BatchWaitError,
+    InputChangedError,
+    InvalidRequestError,
+    NotFoundError,
+)
+from airflow_provider_batches.job_state import RECORD_KEY, JobRecord, JobStore, SliceRecord, utcnow
+from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.requests import BatchSlice, PreparedJob
+from airflow_provider_batches.waiting import NOT_FOUND_GRACE_SECONDS
+
+if TYPE_CHECKING:
+    from logging import Logger
+
+    from airflow_provider_batches.hooks.anthropic import AnthropicHook
+
+OnInputChange = Literal["fail", "cancel_and_resubmit"]
+ON_INPUT_CHANGE_CHOICES: tuple[str, ...] = ("fail", "cancel_and_resubmit")
+
+#: The paid call: create one batch of the job, given the watermark and the batches to exclude.
+CreateCall = Callable[[BatchSlice, CreateWatermark, Sequence[str]], MessageBatch]
+#: Best-effort cancel of batches, with the reason logged.
+CancelCall = Callable[[Sequence[str], str], None]
+
+
+class JobSubmission:
+    """Brings the task's record and the API in line with ``job``, paying only for what is missing."""
+
+    def __init__(
+        self,
+        hook: AnthropicHook,
+        store: JobStore,
+        job: PreparedJob,
+        *,
+        log: Logger,
+        cancel: CancelCall,
+        generation: int | None = None,
+        on_input_change: OnInputChange = "fail",
+        create: CreateCall | None = None,
+    ) -> None:
+        if on_input_change not in ON_INPUT_CHANGE_CHOICES:
+            raise ValueError(
+                f"on_input_change must be one of {ON_INPUT_CHANGE_CHOICES}, got {on_input_change!r}"
+            )
+        self.hook = hook
+        self.store = store
+        self.job = job
+        self.log = log
+        self.cancel = cancel
+        self.generation = generation
+        self.on_input_change = on_input_change
+        self.create: CreateCall = create or self._create_with_hook
+        #: Updated as batches are recorded, so that a kill mid-submission cancels what exists.
+        self.batch_ids: list[str] = []
+
+    def run(self) -> JobRecord:
+        """The record with every batch of the job created (or the finished record of an earlier try)."""
+        record = self._record()
+        if record.finished:
+            return record
+        self.batch_ids = record.batch_ids
+        for part, entry in zip(self.job.slices, record.slices, strict=True):
+            if entry.batch_id and self._reattach(entry):
+                continue
+            if entry.batch_id:  # canceled: its requests are submitted again
+                entry.replaced.append(entry.batch_id)
+                entry.batch_id = None
+                entry.intent_at = None
+            if entry.intent_at and self._adopt_orphan(record, entry):
+                continue
+            self._create(record, part, entry)
+        return record
+
+    # -- the record -------------------------------------------------------------------------------
+
+    def _record(self) -> JobRecord:
+        """The earlier tries' record of this job, or a fresh one; refuses to guess on changed input."""
+        record = self.store.load()
+        if record is None:
+            return JobRecord.for_job(self.job, generation=self.generation)
+        cleared = (
+            record.generation is not None
+            and self.generation is not None
+            and record.generation != self.generation
+        )
+        if record.matches(self.job):
+            if record.finished and cleared:
+                self.log.info(
+                    "The task was cleared after its job (batches %s) finished: submitting the input afresh",
+                    ", ".join(record.batch_ids),
+                )
+                return JobRecord.for_job(self.job, generation=self.generation)
+            if record.finished:
+                self.log.info(
+                    "An earlier try of this task finished this job (batches %s): returning its manifest "
+                    "without any paid call",
+                    ", ".join(record.batch_ids),
+                )
+            else:
+                self.log.info(
+                    "Resuming the job an earlier try started (batches on record: %s)",
+                    ", ".join(record.batch_ids) or "none yet",
+                )
+            return record
+        if record.finished and cleared:
+            self.log.info("The task was cleared and its input changed: submitting the new input")
+            return JobRecord.for_job(self.job, generation=self.generation)
+        earlier = record.known_batch_ids
+        if self.on_input_change == "fail":
+            raise InputChangedError(
+                f"The input changed since an earlier try of this task submitted it (fingerprint "
+                f"{record.fingerprint[:16]}, now {self.job.fingerprint[:16]}); that try's batch(es) "
+                f"{', '.join(earlier) or '(none created yet)'} "
+                f"{'ended' if record.finished else 'may still be running and billed'}. Nothing new was sent. "
+                "To go on: restore the input to re-attach; or set on_input_change='cancel_and_resubmit' to "
+                "cancel those batches and submit the new input; or clear the task once they have ended."
+            )
+        if earlier:
+            self.cancel(earlier, "the input changed and on_input_change='cancel_and_resubmit'")
+        self.log.warning(
+            "The input changed since an earlier try: submitting the new input (earlier batches %s canceled "
+            "where still running)",
+            ", ".join(earlier) or "none",
+        )
+        return JobRecord.for_job(self.job, generation=self.generation)
+
+    def _save(self, record: JobRecord) -> None:
+        record.check_consistent()
+        self.store.save(record)
+        self.batch_ids = record.batch_ids
+
+    # -- the three ways a part of the job gets its batch ------------------------------------------
+
+    def _reattach(self, entry: SliceRecord) -> bool:
+        """Whether the recorded batch can be waited on (it was not canceled, nor deleted)."""
+        assert entry.batch_id is not None
+        try:
+            batch = self.hook.get_batch(entry.batch_id)
+        except NotFoundError as exc:
+            intent = entry.intent_time
+            if intent is not None and (utcnow() - intent).total_seconds() < NOT_FOUND_GRACE_SECONDS:
+                return True  # a fresh batch can answer 404 for a few seconds
+            raise BatchWaitError(
+                f"batch {entry.batch_id}, created by an earlier try, is not found (deleted?); not "
+                f"resubmitting it on a guess. Clear the task (or delete its '{RECORD_KEY}' state) to "
+                "submit afresh."
+            ) from exc
+        if batch.cancel_initiated_at is not None:
+            self.log.warning(
+                "Batch %s of an earlier try was canceled: submitting its requests again", batch.id
+            )
+            return False
+        self.log.info("Re-attached to batch %s (%s)", batch.id, batch.processing_status)
+        return True
+
+    def _adopt_orphan(self, record: JobRecord, entry: SliceRecord) -> bool:
+        """A try sent this create and did not live to record its answer: adopt its batch if provably its."""
+        if entry.watermark is None:
+            raise BatchCreateUncertainError(
+                f"An earlier try (of an older provider version) sent a create at {entry.intent_at} and did "
+                "not record its answer; without a watermark its batch cannot be told apart. Check the "
+                f"Anthropic console, cancel any batch of {entry.count} requests it made, then clear the task."
+            )
+        found = self.hook.find_created_batch(
+            CreateWatermark.from_json(entry.watermark),
+            entry.count,
+            exclude=record.known_batch_ids,
+            reason=f"sent by an earlier try at {entry.intent_at}",
+        )
+        if found is None:
+            self.log.info(
+                "An earlier try sent a create at %s; no batch of %d requests is listed since: creating it",
+                entry.intent_at,
+                entry.count,
+            )
+            return False
+        self.log.warning(
+            "An earlier try sent a create at %s and did not record its answer: adopting batch %s, the one "
+            "batch of %d requests listed since that is not already this job's",
+            entry.intent_at,
+            found.id,
+            entry.count,
+        )
+        entry.batch_id = found.id
+        self._save(record)
+        return True
+
+    def _create(self, record: JobRecord, part: BatchSlice, entry: SliceRecord) -> None:
+        """The paid call, bracketed by the intent (with its watermark) and the id."""
+        watermark = self.hook.create_watermark()
+        entry.intent_at = utcnow().isoformat()
+        entry.watermark = watermark.to_json()
+        self._save(record)  # the intent, before the paid call
+        batch = self.create(part, watermark, record.known_batch_ids)
+        if batch.id in record.known_batch_ids:
+            raise BatchCreateUncertainError(
+                f"the create of part {part.index + 1} answered batch {batch.id}, which is already this "
+                "job's; not recording one batch twice. Check the Anthropic console.",
+                [batch.id],
+            )
+        entry.batch_id = batch.id
+        self._save(record)  # the id, right after
+        self.log.info(
+            "Created batch %s (%d of %d, %d requests)",
+            batch.id,
+            part.index + 1,
+            len(self.job.slices),
+            part.count,
+        )
+
+    def _create_with_hook(
+        self, part: BatchSlice, watermark: CreateWatermark, exclude: Sequence[str]
+    ) -> MessageBatch:
+        """The paid call: one batch, its body streamed from the source; API errors located by line."""
+        try:
+            return self.hook.create_batch(self.job.body(part), watermark=watermark, exclude=exclude)
+        except InvalidRequestError as exc:  # "requests.N..." -> the file line and custom_id
+            message = self.job.explain_api_error(part, exc.message)
+            if message == exc.message:
+                raise
+            raise type(exc)(
+                message, status_code=exc.status_code, error_type=exc.error_type, request_id=exc.request_id
+            ) from exc

@@ -1,0 +1,164 @@
+"""The provider's decisions, each written once, below the operators, sensor and trigger that apply them.
+
+* the result-type vocabulary (defined by :class:`~airflow_provider_batches.models.RequestCounts`);
+* which HTTP statuses are worth repeating, for a call (client_core) and for a poll (the wait);
+* which failed poll is transient;
+* the wait's outcome (:class:`WaitEvent`), as a trigger sends it and a resumed task checks it;
+* the outcome policy for ended batches (all canceled skips; errored or expired warn or fail).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow_provider_batches._compat import AirflowSkipException, conf
+from airflow_provider_batches.batch_ids import normalize_batch_ids
+from airflow_provider_batches.errors import (
+    AnthropicAPIError,
+    APIConnectionError,
+    BatchOutcomeError,
+    BatchWaitError,
+    NotFoundError,
+)
+from airflow_provider_batches.models import COUNT_FIELDS, RESULT_TYPES
+
+if TYPE_CHECKING:
+    from logging import Logger
+
+__all__ = [
+    "COUNT_FIELDS",
+    "RESULT_TYPES",
+    "RETRYABLE_STATUSES",
+    "WAIT_STATUSES",
+    "WaitEvent",
+    "WaitStatus",
+    "check_outcome",
+    "default_deferrable",
+    "describe_counts",
+    "is_retryable_status",
+    "is_transient",
+    "parse_wait_event",
+    "total_counts",
+]
+
+# -- retries --------------------------------------------------------------------------------------
+
+#: Statuses below 500 retried when the server does not say otherwise, as the official SDKs do.
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+def is_retryable_status(status: int) -> bool:
+    """408, 409, 429 and every 5xx (500, 529 overloaded...): the same request may well succeed later."""
+    return status in RETRYABLE_STATUSES or status >= 500
+
+
+def is_transient(exc: BaseException, *, now: float, not_found_grace_until: float | None) -> bool:
+    """Whether a failed poll is worth repeating: a retryable status, the network, an early 404."""
+    if isinstance(exc, APIConnectionError):
+        return True
+    if isinstance(exc, NotFoundError):
+        return not_found_grace_until is not None and now < not_found_grace_until
+    if isinstance(exc, AnthropicAPIError):
+        return is_retryable_status(exc.status_code or 0)
+    return False
+
+
+def default_deferrable() -> bool:
+    """Airflow's ``[operators] default_deferrable``: where a wait runs when the task does not say."""
+    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
+
+
+# -- the wait's outcome ---------------------------------------------------------------------------
+
+WaitStatus = Literal["success", "error", "timeout"]
+WAIT_STATUSES: tuple[str, ...] = ("success", "error", "timeout")
+
+
+@dataclass(frozen=True)
+class WaitEvent:
+    """The outcome of a wait: one for the whole job, whatever the number of batches."""
+
+    status: WaitStatus
+    batch_ids: list[str]
+    message: str
+    request_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "batch_ids": list(self.batch_ids),
+            "request_counts": {batch_id: dict(counts) for batch_id, counts in self.request_counts.items()},
+            "message": self.message,
+        }
+
+
+def parse_wait_event(event: Any, *, expected_batch_ids: Sequence[str] | None = None) -> WaitEvent:
+    """Check the event a deferred task resumes with; anything unexpected fails loudly."""
+
+    def bad(reason: str) -> BatchWaitError:
+        return BatchWaitError(f"unexpected trigger event ({reason}): {event!r}")
+
+    if not isinstance(event, Mapping):
+        raise bad("not a mapping")
+    status = event.get("status")
+    if status not in WAIT_STATUSES:
+        raise bad(f"status must be one of {', '.join(WAIT_STATUSES)}")
+    message = event.get("message")
+    if not isinstance(message, str):
+        raise bad("message must be a string")
+    try:
+        batch_ids = normalize_batch_ids(event.get("batch_ids"), field="batch_ids")
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if expected_batch_ids is not None and sorted(batch_ids) != sorted(expected_batch_ids):
+        raise bad(f"batch_ids differ from the task's {list(expected_batch_ids)}")
+    raw_counts = event.get("request_counts") or {}
+    if not isinstance(raw_counts, Mapping):
+        raise bad("request_counts must map batch ids to counts")
+    counts: dict[str, dict[str, int]] = {}
+    for batch_id, batch_counts in raw_counts.items():
+        if batch_id not in batch_ids or not isinstance(batch_counts, Mapping):
+            raise bad(f"request_counts has an entry for {batch_id!r}")
+        if not all(isinstance(batch_counts.get(name, 0), int) for name in COUNT_FIELDS):
+            raise bad(f"request_counts of {batch_id} must be integers")
+        counts[batch_id] = {name: int(batch_counts.get(name, 0)) for name in COUNT_FIELDS}
+    if status == "success" and set(counts) != set(batch_ids):
+        raise bad("a success event must give the final counts of every batch")
+    return WaitEvent(status, batch_ids, message, counts)
+
+
+# -- outcomes -------------------------------------------------------------------------------------
+
+
+def total_counts(request_counts: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Request counts of every batch, added up."""
+    return {
+        name: sum(int(counts.get(name, 0)) for counts in request_counts.values()) for name in COUNT_FIELDS
+    }
+
+
+def describe_counts(totals: Mapping[str, int], batch_count: int) -> str:
+    total = sum(totals.values())
+    parts = ", ".join(f"{totals[name]} {name}" for name in RESULT_TYPES)
+    return f"{parts} of {total} requests in {batch_count} batch(es)"
+
+
+def check_outcome(
+    request_counts: Mapping[str, Mapping[str, int]], *, fail_on_partial_error: bool, log: Logger
+) -> dict[str, int]:
+    """Apply the outcome policy to ended batches: all canceled skips, errored/expired warn or fail."""
+    totals = total_counts(request_counts)
+    summary = describe_counts(totals, len(request_counts))
+    if totals["canceled"] and totals["canceled"] == sum(totals.values()):
+        raise AirflowSkipException(f"Every request was canceled: {summary}")
+    if totals["errored"] or totals["expired"]:
+        if fail_on_partial_error:
+            raise BatchOutcomeError(f"Some requests did not succeed: {summary}")
+        log.warning("Some requests did not succeed: %s", summary)
+    elif totals["canceled"]:
+        log.warning("Some requests were canceled: %s", summary)
+    else:
+        log.info("Every request succeeded: %s", summary)
+    return totals

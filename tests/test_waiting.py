@@ -1,0 +1,159 @@
+"""The wait's policy, tested by stepping ``wait_plan``: back-off toward the cap, the deadline, which
+failed polls are tolerated and which end the wait. (The trigger and the worker run this same plan.)"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_provider_batches.policy import WaitEvent
+from airflow_provider_batches.waiting import MAX_CONSECUTIVE_ERRORS, wait_plan
+from tests.fakes import batch_json, error
+from tests.plans import Answer, PlanRun, settings
+
+FAR = 10**10  # a deadline that never comes
+LOG = logging.getLogger(__name__)
+
+
+def wait(
+    *answers: Answer, batch_ids: tuple[str, ...] = ("msgbatch_1",), **options: Any
+) -> PlanRun[WaitEvent]:
+    """A wait whose polls make no retries of their own (max_retries=0): each answer is one poll."""
+    arguments: dict[str, Any] = {
+        "deadline": FAR,
+        "poll_interval": 1.0,
+        "max_poll_interval": 1.0,
+        "not_found_grace_until": None,
+        "log": LOG,
+        **options,
+    }
+    return PlanRun(wait_plan(settings(max_retries=0), list(batch_ids), **arguments), *answers)
+
+
+def in_progress() -> httpx.Response:
+    return httpx.Response(200, json=batch_json())
+
+
+def ended() -> httpx.Response:
+    return httpx.Response(200, json=batch_json(status="ended"))
+
+
+def test_the_poll_interval_backs_off_toward_the_cap() -> None:
+    run = wait(
+        in_progress(),
+        in_progress(),
+        in_progress(),
+        in_progress(),
+        ended(),
+        poll_interval=2,
+        max_poll_interval=4,
+    )
+
+    assert run.result().status == "success"
+    assert run.sleeps == pytest.approx([2, 3, 4, 4], abs=0.1)  # less the time each round took
+
+
+def test_success_carries_the_final_counts_of_every_batch() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        batch_id = request.url.path.rsplit("/", 1)[-1]
+        return httpx.Response(200, json=batch_json(batch_id, status="ended", total=3))
+
+    event = wait(answer, batch_ids=("msgbatch_a", "msgbatch_b")).result()
+
+    assert event.status == "success"
+    assert {batch_id: counts["succeeded"] for batch_id, counts in event.request_counts.items()} == {
+        "msgbatch_a": 3,
+        "msgbatch_b": 3,
+    }
+
+
+def test_a_passed_deadline_ends_the_wait_with_a_timeout_naming_the_batch() -> None:
+    run = wait(in_progress(), deadline=time.time() - 1)
+
+    event = run.result()
+
+    assert event.status == "timeout"
+    assert "msgbatch_1" in event.message
+    assert run.sleeps == []
+
+
+def test_the_wait_never_sleeps_past_the_deadline() -> None:
+    run = wait(in_progress(), ended(), deadline=time.time() + 5, poll_interval=60, max_poll_interval=60)
+
+    run.result()
+
+    assert 0 < run.sleeps[0] <= 5
+
+
+def test_an_authentication_error_ends_the_wait_at_once() -> None:
+    run = wait(error(401, "authentication_error", "invalid x-api-key"))
+
+    event = run.result()
+
+    assert event.status == "error"
+    assert "authentication_error" in event.message
+    assert len(run.requests) == 1
+    assert run.sleeps == []
+
+
+@pytest.mark.parametrize("status", [500, 529, 429, 408])
+def test_transient_errors_are_tolerated(status: int) -> None:
+    run = wait(error(status, "api_error"), error(status, "api_error"), ended())
+
+    assert run.result().status == "success"
+    assert len(run.sleeps) == 2
+
+
+def test_a_network_error_is_tolerated() -> None:
+    run = wait(httpx.ConnectError("refused"), ended())
+
+    assert run.result().status == "success"
+    assert len(run.requests) == 2
+
+
+def test_transient_errors_end_the_wait_after_too_many_rounds_in_a_row() -> None:
+    run = wait(error(503, "api_error"))
+
+    event = run.result()
+
+    assert event.status == "error"
+    assert f"polling failed {MAX_CONSECUTIVE_ERRORS} rounds in a row" in event.message
+    assert len(run.requests) == MAX_CONSECUTIVE_ERRORS
+
+
+def test_a_not_found_right_after_create_is_tolerated() -> None:
+    run = wait(error(404, "not_found_error"), ended(), not_found_grace_until=time.time() + 60)
+
+    assert run.result().status == "success"
+    assert len(run.requests) == 2
+
+
+def test_a_not_found_after_the_grace_window_ends_the_wait() -> None:
+    run = wait(error(404, "not_found_error"), not_found_grace_until=time.time() - 1)
+
+    event = run.result()
+
+    assert event.status == "error"
+    assert "not_found_error" in event.message
+    assert len(run.requests) == 1
+
+
+def test_ended_batches_are_not_polled_again() -> None:
+    answers = {"msgbatch_a": [ended()], "msgbatch_b": [in_progress(), ended()]}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        script = answers[request.url.path.rsplit("/", 1)[-1]]
+        return script.pop(0) if len(script) > 1 else script[0]
+
+    run = wait(answer, batch_ids=("msgbatch_a", "msgbatch_b"))
+
+    assert run.result().status == "success"
+    assert [request.url.path.rsplit("/", 1)[-1] for request in run.requests] == [
+        "msgbatch_a",
+        "msgbatch_b",
+        "msgbatch_b",
+    ]
