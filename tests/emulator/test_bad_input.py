@@ -225,14 +225,6 @@ def test_a_model_not_in_the_catalogue_is_404_naming_it(emulator: Emulator) -> No
     assert response.json()["error"]["type"] == "not_found_error"
 
 
-def test_count_tokens_for_a_model_not_in_the_catalogue_is_404(emulator: Emulator) -> None:
-    body = {"model": "claude-nonexistent-9", "messages": [{"role": "user", "content": "x"}]}
-    response = httpx.post(
-        f"{emulator.base_url}/v1/messages/count_tokens", json=body, headers=api_headers(emulator)
-    )
-    assert _error(response, 404) == "model: claude-nonexistent-9"
-
-
 def test_a_batch_request_for_an_unknown_model_ends_errored_not_found(emulator: Emulator) -> None:
     client = sdk_client(emulator)
     batch = client.messages.batches.create(
