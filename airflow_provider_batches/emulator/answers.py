@@ -201,7 +201,9 @@ def _cache_prefix(params: dict[str, Any]) -> list[Any]:
     for message in params.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
         parts += content if isinstance(content, list) else [content]
-    last = max((i for i, part in enumerate(parts) if isinstance(part, dict) and "cache_control" in part), default=-1)
+    last = max(
+        (i for i, part in enumerate(parts) if isinstance(part, dict) and "cache_control" in part), default=-1
+    )
     return parts[: last + 1]
 
 

@@ -114,7 +114,9 @@ class BatchStore:
         try:
             with body_path.open("rb") as body, requests_path.open("w", encoding="utf-8") as out:
                 attempts: dict[str, int] = {}
-                codes = self._spool_requests(body, out, config, lambda c, p: self._attempt(owner, c, p, attempts))
+                codes = self._spool_requests(
+                    body, out, config, lambda c, p: self._attempt(owner, c, p, attempts)
+                )
             self._count_attempts(attempts)
             self._path(batch_id, ".codes").write_bytes(codes)
         except MalformedJson as exc:
@@ -171,9 +173,7 @@ class BatchStore:
             os.replace(target.with_suffix(".tmp"), target)
 
     @staticmethod
-    def _spool_requests(
-        body: Any, out: TextIO, config: EmulatorConfig, attempt_of: Any = None
-    ) -> bytes:
+    def _spool_requests(body: Any, out: TextIO, config: EmulatorConfig, attempt_of: Any = None) -> bytes:
         """Validate each request, write it as one JSONL line; return the planned-outcome codes."""
         codes = bytearray()
         first_seen: dict[str, int] = {}
