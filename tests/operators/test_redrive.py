@@ -11,7 +11,7 @@ import pytest
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import BatchOutcomeError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.job_state import RECORD_KEY, JobRecord
+from airflow_provider_batches.job_state import JobRecord
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.operators.submission import JobSubmission
 from airflow_provider_batches.redrive import Redrive
@@ -283,8 +283,9 @@ def test_a_version_2_record_is_still_read() -> None:
 
     record = JobRecord.from_json(data)
 
-    assert record is not None and record.rounds == [] and record.all_batch_ids == ["msgbatch_1"]
-    assert RECORD_KEY
+    assert record is not None
+    assert record.rounds == []
+    assert record.all_batch_ids == ["msgbatch_1"]
 
 
 def test_redrive_refuses_permanent_error_types_and_needs_a_wait() -> None:
