@@ -21,11 +21,20 @@ except ImportError:  # Airflow 3.1
         AirflowTaskTimeout,
     )
 
+try:  # Airflow 3.2+ (airflow.stats warns there, and the core-side airflow.observability is not the SDK's)
+    from airflow.sdk.observability.stats import Stats
+except ImportError:  # Airflow 3.1
+    try:
+        from airflow.stats import Stats  # type: ignore[no-redef,attr-defined,unused-ignore]
+    except ImportError:  # metrics are optional: never fail a task for them
+        Stats = None  # type: ignore[assignment,misc,unused-ignore]
+
 __all__ = [
     "AirflowException",
     "AirflowFailException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
     "AirflowTaskTimeout",
+    "Stats",
     "conf",
 ]

@@ -41,3 +41,8 @@ def digest_of(custom_ids: Iterable[str]) -> str:
     for custom_id in custom_ids:
         digest.add(custom_id)
     return digest.hexdigest()
+
+
+def combine_digests(hexdigests: Iterable[str]) -> str:
+    """The digest of the union of disjoint sets, from their digests (the digest is a sum)."""
+    return f"{sum(int(value, 16) for value in hexdigests) % _MODULUS:032x}"

@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 #: The task_state_store key. Renaming it breaks re-attaching for tries already in flight.
 RECORD_KEY = "anthropic_batch_job"
-RECORD_VERSION = 2
-#: Versions this code reads (version 1 lacks watermarks and custom_id digests).
-READABLE_VERSIONS = (1, 2)
+RECORD_VERSION = 3
+#: Versions this code reads (version 1 lacks watermarks and custom_id digests, 2 lacks rounds).
+READABLE_VERSIONS = (1, 2, 3)
 #: A batch processes for up to 24 h and its results stay 29 days: the record outlives both.
 RECORD_RETENTION = timedelta(days=31)
 
@@ -65,6 +65,43 @@ class SliceRecord:
 
 
 @dataclass
+class RoundRecord:
+    """A follow-up round (re-drive): the failed requests of the round before, submitted again.
+
+    Recorded (with its fingerprint and split) *before* any of its creates, so a retry recomputes the
+    same round from the earlier round's results and re-attaches instead of submitting it twice.
+    """
+
+    number: int
+    fingerprint: str
+    request_count: int
+    slices: list[SliceRecord]
+    #: Not submitted before this time (``Redrive.delay`` after the earlier round ended).
+    not_before: str | None = None
+    ended_counts: dict[str, dict[str, int]] | None = None
+    #: Per result type, how many of this round's results were sent again in the next round.
+    redriven: dict[str, int] | None = None
+
+    @classmethod
+    def for_job(cls, job: PreparedJob, number: int, *, not_before: str | None = None) -> RoundRecord:
+        return cls(number, job.fingerprint, job.request_count, _slices_of(job), not_before)
+
+    @property
+    def batch_ids(self) -> list[str]:
+        return [part.batch_id for part in self.slices if part.batch_id]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RoundRecord:
+        return cls(**{**data, "slices": [SliceRecord(**part) for part in data["slices"]]})
+
+
+def _slices_of(job: PreparedJob) -> list[SliceRecord]:
+    return [
+        SliceRecord(count=part.count, sha256=part.sha256, ids_digest=part.ids_digest) for part in job.slices
+    ]
+
+
+@dataclass
 class JobRecord:
     """What a create task has submitted for one input; ``finished`` once a try completed the job."""
 
@@ -78,17 +115,19 @@ class JobRecord:
     finished: bool = False
     expires_at: str | None = None
     version: int = RECORD_VERSION
+    #: The re-drive policy (``Redrive.to_json``) the job runs with; None: no re-drive.
+    redrive: dict[str, Any] | None = None
+    #: Redriven result counts of the first round (the later rounds keep theirs in ``rounds``).
+    redriven: dict[str, int] | None = None
+    #: Follow-up rounds (re-drive), in order: round 2 first.
+    rounds: list[RoundRecord] = field(default_factory=list)
 
     @classmethod
     def for_job(cls, job: PreparedJob, *, generation: int | None = None) -> JobRecord:
-        slices = [
-            SliceRecord(count=part.count, sha256=part.sha256, ids_digest=part.ids_digest)
-            for part in job.slices
-        ]
         return cls(
             fingerprint=job.fingerprint,
             request_count=job.request_count,
-            slices=slices,
+            slices=_slices_of(job),
             generation=generation,
         )
 
@@ -103,15 +142,24 @@ class JobRecord:
         return [part.batch_id for part in self.slices if part.batch_id]
 
     @property
+    def all_batch_ids(self) -> list[str]:
+        """The batches of every round, first round first."""
+        return [*self.batch_ids, *(batch_id for later in self.rounds for batch_id in later.batch_ids)]
+
+    @property
     def known_batch_ids(self) -> list[str]:
-        """Every batch this job ever made, replaced ones included: never another slice's batch."""
-        return [*self.batch_ids, *(old for part in self.slices for old in part.replaced)]
+        """Every batch this job ever made, in every round, replaced ones included: never another
+        slice's batch (the ``exclude`` of every lost-create search)."""
+        slices = [*self.slices, *(part for later in self.rounds for part in later.slices)]
+        return [*self.all_batch_ids, *(old for part in slices for old in part.replaced)]
 
     def batches(self) -> dict[str, dict[str, Any]]:
-        """Per batch: its request count and custom_id digest (the results transfer checks both)."""
+        """Per batch of every round: its request count and custom_id digest (the results transfer
+        checks both)."""
+        slices = [*self.slices, *(part for later in self.rounds for part in later.slices)]
         return {
             part.batch_id: {"request_count": part.count, "custom_ids_digest": part.ids_digest}
-            for part in self.slices
+            for part in slices
             if part.batch_id
         }
 
@@ -152,6 +200,9 @@ class JobRecord:
                 ended_counts=data.get("ended_counts"),
                 finished=bool(data.get("finished", False)),
                 expires_at=data.get("expires_at"),
+                redrive=data.get("redrive"),
+                redriven=data.get("redriven"),
+                rounds=[RoundRecord.from_json(entry) for entry in data.get("rounds", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _unreadable(data) from exc

@@ -73,3 +73,27 @@ def batch_cost_usd(
     """What the tokens cost inside a batch (``discount`` of the standard price)."""
     standard = input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok
     return standard / 1_000_000 * discount
+
+
+#: Prompt-cache writes (5-minute cache) and reads, as multiples of the model's input price.
+CACHE_WRITE_MULTIPLIER = 1.25
+CACHE_READ_MULTIPLIER = 0.1
+
+
+def usage_cost_usd(
+    price: Price,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cache_creation_input_tokens: int = 0,
+    cache_read_input_tokens: int = 0,
+    discount: float = BATCH_DISCOUNT,
+) -> float:
+    """What reported ``usage`` costs inside a batch, cache writes and reads included."""
+    effective_input = (
+        input_tokens
+        + cache_creation_input_tokens * CACHE_WRITE_MULTIPLIER
+        + cache_read_input_tokens * CACHE_READ_MULTIPLIER
+    )
+    standard = effective_input * price.input_per_mtok + output_tokens * price.output_per_mtok
+    return standard / 1_000_000 * discount

@@ -1,4 +1,5 @@
-"""A complete batch pipeline: budget check -> batch (deferred wait) -> results to storage -> summary.
+"""A complete batch pipeline: budget check -> batch (deferred wait, transient failures re-driven)
+-> results to storage (one final result per request, and what it actually cost) -> summary.
 
 Run it with ``make demo`` (against the bundled emulator), or trigger it with params pointing at
 your own requests file and bucket. Only ids, counts and paths travel through XCom.
@@ -15,6 +16,7 @@ from airflow.sdk import DAG, ObjectStoragePath, Param, task
 
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.operators.tokens import AnthropicCountTokensOperator
+from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
 )
@@ -44,6 +46,7 @@ with DAG(
         deferrable=True,
         poll_interval=2,
         retries=2,
+        redrive=Redrive(max_rounds=3),  # overloaded, api, rate-limit, timeout errors and expiries
     )
 
     results_to_storage = AnthropicBatchResultsToObjectStorageOperator(
@@ -51,6 +54,7 @@ with DAG(
         batch_id=create_batch.output,
         destination="{{ params.destination }}{{ run_id | replace(':', '_') | replace('+', '_') }}/",
         split_by_result_type=True,
+        cost_estimate=count_tokens.output,  # reported beside the actual cost
     )
 
     @task
@@ -69,6 +73,7 @@ with DAG(
                     first_answer = "".join(b.get("text", "") for b in message["content"])
         summary = {
             "counts": manifest["counts"],
+            "cost_usd": manifest["spend"]["cost_usd"],
             "stop_reasons": dict(stop_reasons),
             "output_tokens": output_tokens,
             "first_answer": first_answer,

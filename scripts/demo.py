@@ -30,12 +30,15 @@ TOPICS = ["photosynthesis", "binary search", "the French revolution", "TCP hands
 
 
 def write_requests(path: Path, count: int, model: str) -> None:
-    """A small job; with the emulator, a few requests are marked to end errored, as real jobs do."""
+    """A small job; with the emulator, a few requests fail transiently on their first attempt (overloaded,
+    or expired), as real jobs do: the create task re-drives them as a second round."""
     with path.open("w") as out:
         for index in range(count):
             prompt = f"In two sentences, explain {TOPICS[index % len(TOPICS)]} (variant {index})."
             if index % 25 == 7:
-                prompt += " [emulator:errored=overloaded_error]"
+                prompt += " [emulator:errored_once=overloaded_error]"
+            elif index % 25 == 19:
+                prompt += " [emulator:expired_once]"
             params = {"model": model, "max_tokens": 200, "messages": [{"role": "user", "content": prompt}]}
             out.write(json.dumps({"custom_id": f"question-{index:04d}", "params": params}) + "\n")
 
@@ -134,10 +137,18 @@ def report(run: Any, log_path: Path) -> int:
     cost = count["estimated_cost_usd"]
     print(f"\nBatches:            {', '.join(created['batch_ids'])}")
     print(f"Requests:           {created['request_count']}")
+    for entry in created.get("rounds", []):
+        print(
+            f"  round {entry['round']}: {entry['request_count']} request(s) sent, "
+            f"{json.dumps(entry['request_counts'])}, re-driven {json.dumps(entry['redriven'])}"
+        )
     print(f"Input tokens:       {count['input_tokens']:,}")
     if cost:
         print(f"Estimated cost:     ${cost['input']:.4f} input + at most ${cost['output_max']:.4f} output")
-    print(f"Results per type:   {json.dumps(summary['counts'])}")
+    print(f"Results per type:   {json.dumps(summary['counts'])} (final, after re-drive)")
+    spend = exported["spend"]
+    estimate = f"estimated at most ${cost['total_max']:.4f}, " if cost else ""
+    print(f"Cost:               {estimate}actually ${spend['cost_usd']:.4f}")
     print(f"Results landed in:  {exported['destination']}")
     for entry in exported["files"]:
         print(f"  {entry['uri']}  ({entry['bytes']:,} bytes, {entry['results']} results)")

@@ -26,8 +26,15 @@ TOKEN_RELEVANT_KEYS = ("system", "messages", "tools")
 PER_MESSAGE_TOKENS = 4
 BYTES_PER_TOKEN = 4
 
-MARKER_RE = re.compile(r"\[emulator:(succeeded|canceled|expired|errored)(?:=([A-Za-z0-9_]+))?\]")
-"""``[emulator:succeeded]``, ``[emulator:canceled]``, ``[emulator:expired]``, ``[emulator:errored=T]``."""
+MARKER_RE = re.compile(
+    r"\[emulator:(succeeded|canceled|expired|errored)(?:_(once|twice))?(?:=([A-Za-z0-9_]+))?\]"
+)
+"""``[emulator:succeeded]``, ``[emulator:canceled]``, ``[emulator:expired]``, ``[emulator:errored=T]``;
+with ``_once`` or ``_twice`` (``[emulator:errored_once=overloaded_error]``, ``[emulator:expired_twice]``)
+the outcome applies to the first one or two attempts of the request only, and later attempts succeed."""
+
+#: How many attempts a transient marker spoils.
+TRANSIENT_ATTEMPTS = {"once": 1, "twice": 2}
 
 OutcomeKind = Literal["succeeded", "errored", "canceled", "expired"]
 OUTCOME_CODES: dict[OutcomeKind, bytes] = {
@@ -69,6 +76,8 @@ def last_user_text(params: dict[str, Any]) -> str:
 class Marker:
     kind: OutcomeKind
     error_type: str | None
+    #: For a transient marker, the attempts it applies to (then the request succeeds); None: always.
+    attempts: int | None = None
 
 
 def find_marker(params: dict[str, Any]) -> Marker | None:
@@ -77,8 +86,15 @@ def find_marker(params: dict[str, Any]) -> Marker | None:
     if match is None:
         return None
     kind: OutcomeKind = match.group(1)  # type: ignore[assignment]
-    error_type = (match.group(2) or "api_error") if kind == "errored" else None
-    return Marker(kind, error_type)
+    error_type = (match.group(3) or "api_error") if kind == "errored" else None
+    attempts = TRANSIENT_ATTEMPTS[match.group(2)] if match.group(2) else None
+    return Marker(kind, error_type, attempts)
+
+
+def is_transient_marked(params: dict[str, Any]) -> bool:
+    """Whether the request's outcome depends on its attempt (so the store counts its attempts)."""
+    marker = find_marker(params)
+    return marker is not None and marker.attempts is not None
 
 
 @dataclass(frozen=True)
@@ -108,10 +124,15 @@ def plan_outcome(
     errored_fraction: float,
     errored_type: str,
     known_model: bool,
+    attempt: int = 1,
 ) -> PlannedOutcome:
-    """Marker first, then model check (async not_found_error), then the seeded errored fraction."""
+    """Marker first, then model check (async not_found_error), then the seeded errored fraction.
+
+    ``attempt`` counts this request's submissions (same key, custom_id and params): a transient
+    marker applies to its first attempts only.
+    """
     marker = find_marker(params)
-    if marker is not None:
+    if marker is not None and (marker.attempts is None or attempt <= marker.attempts):
         if marker.kind == "errored":
             return PlannedOutcome("errored", marker.error_type, f"Emulated {marker.error_type} (marker).")
         return PlannedOutcome(marker.kind)
@@ -122,8 +143,14 @@ def plan_outcome(
     return PlannedOutcome("succeeded")
 
 
-def build_message(params: dict[str, Any], *, message_id: str, service_tier: str) -> dict[str, Any]:
+def build_message(
+    params: dict[str, Any], *, message_id: str, service_tier: str, cache_seen: set[str] | None = None
+) -> dict[str, Any]:
     """A ``Message`` whose text echoes the last user message, truncated at ``max_tokens``.
+
+    A request with ``cache_control`` blocks has its cached prefix (:func:`cached_prefix_tokens`)
+    billed as ``cache_creation_input_tokens`` the first time ``cache_seen`` meets that prefix and as
+    ``cache_read_input_tokens`` after; ``input_tokens`` is the rest of the prompt.
 
     Text: ``Emulated reply <12-char digest of the prompt>: <last user text>``; output_tokens =
     ceil(UTF-8 bytes / 4), capped at max_tokens (then the text is cut and stop_reason is max_tokens).
@@ -140,7 +167,9 @@ def build_message(params: dict[str, Any], *, message_id: str, service_tier: str)
             "name": ask.tool_name,
             "input": value,
         }
-        return _message(params, message_id, service_tier, [block], canonical_json(value), "tool_use")
+        return _message(
+            params, message_id, service_tier, [block], canonical_json(value), "tool_use", cache_seen
+        )
     if ask is not None:
         text = answer_text(ask, prompt_digest, invalid=invalid)
     else:
@@ -151,7 +180,8 @@ def build_message(params: dict[str, Any], *, message_id: str, service_tier: str)
     if math.ceil(len(encoded) / BYTES_PER_TOKEN) > max_tokens:
         text = encoded[: max_tokens * BYTES_PER_TOKEN].decode("utf-8", errors="ignore")
         stop_reason = "max_tokens"
-    return _message(params, message_id, service_tier, [{"type": "text", "text": text}], text, stop_reason)
+    content = [{"type": "text", "text": text}]
+    return _message(params, message_id, service_tier, content, text, stop_reason, cache_seen)
 
 
 def _message(
@@ -161,8 +191,20 @@ def _message(
     content: list[dict[str, Any]],
     output: str,
     stop_reason: str,
+    cache_seen: set[str] | None = None,
 ) -> dict[str, Any]:
     output_tokens = min(math.ceil(len(output.encode("utf-8")) / BYTES_PER_TOKEN), params["max_tokens"])
+    input_tokens = estimate_input_tokens(params)
+    cached = min(cached_prefix_tokens(params), input_tokens)
+    cache_creation = cache_read = 0
+    if cached:
+        prefix = cached_prefix_digest(params)
+        if cache_seen is not None and prefix in cache_seen:
+            cache_read = cached
+        else:
+            cache_creation = cached
+            if cache_seen is not None:
+                cache_seen.add(prefix)
     return {
         "id": message_id,
         "type": "message",
@@ -172,13 +214,38 @@ def _message(
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": {
-            "input_tokens": estimate_input_tokens(params),
+            "input_tokens": input_tokens - cached,
             "output_tokens": output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": cache_creation,
+            "cache_read_input_tokens": cache_read,
             "service_tier": service_tier,
         },
     }
+
+
+def _cache_prefix(params: dict[str, Any]) -> list[Any]:
+    """The prompt's parts in cache order (tools, system, message blocks) up to the last ``cache_control``."""
+    parts: list[Any] = list(params.get("tools") or [])
+    system = params.get("system")
+    if isinstance(system, list):
+        parts += system
+    for message in params.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        parts += content if isinstance(content, list) else [content]
+    last = max(
+        (i for i, part in enumerate(parts) if isinstance(part, dict) and "cache_control" in part), default=-1
+    )
+    return parts[: last + 1]
+
+
+def cached_prefix_tokens(params: dict[str, Any]) -> int:
+    """ceil(UTF-8 bytes of the canonical JSON of the cached prefix / 4); 0 without ``cache_control``."""
+    prefix = _cache_prefix(params)
+    return math.ceil(len(canonical_json(prefix).encode("utf-8")) / BYTES_PER_TOKEN) if prefix else 0
+
+
+def cached_prefix_digest(params: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json([params.get("model"), _cache_prefix(params)]).encode()).hexdigest()
 
 
 def message_id_for(*parts: str) -> str:

@@ -20,13 +20,27 @@ from airflow_provider_batches.emulator.answers import (
 from airflow_provider_batches.emulator.lifecycle import BatchRecord
 
 
-def result_for(record: BatchRecord, index: int, planned_code: int, request: dict[str, Any]) -> dict[str, Any]:
-    """``{"custom_id": ..., "result": {...}}`` for one request of an ended batch."""
+def result_for(
+    record: BatchRecord,
+    index: int,
+    planned_code: int,
+    request: dict[str, Any],
+    cache_seen: set[str] | None = None,
+) -> dict[str, Any]:
+    """``{"custom_id": ..., "result": {...}}`` for one request of an ended batch.
+
+    ``cache_seen`` holds the cached prompt prefixes met so far in the batch (cache creation, then reads).
+    """
     custom_id: str = request["custom_id"]
     params: dict[str, Any] = request["params"]
     kind = lifecycle.final_outcome(planned_code, index, record)
     if kind == "succeeded":
-        message = build_message(params, message_id=message_id_for(record.id, custom_id), service_tier="batch")
+        message = build_message(
+            params,
+            message_id=message_id_for(record.id, custom_id),
+            service_tier="batch",
+            cache_seen=cache_seen,
+        )
         return {"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}
     if kind == "errored":
         plan = plan_outcome(
@@ -49,8 +63,10 @@ def result_for(record: BatchRecord, index: int, planned_code: int, request: dict
 def iter_result_lines(record: BatchRecord, codes: bytes, request_lines: Iterable[str]) -> Iterator[str]:
     """JSONL result lines (with newline), neighbours swapped; memory: two requests at a time."""
     waiting: str | None = None
+    cache_seen: set[str] = set()
     for index, line in enumerate(request_lines):
-        encoded = json.dumps(result_for(record, index, codes[index], json.loads(line)), ensure_ascii=False)
+        result = result_for(record, index, codes[index], json.loads(line), cache_seen)
+        encoded = json.dumps(result, ensure_ascii=False)
         if waiting is None:
             waiting = encoded + "\n"
             continue

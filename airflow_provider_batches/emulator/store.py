@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from airflow_provider_batches.emulator import lifecycle
-from airflow_provider_batches.emulator.answers import plan_outcome
+from airflow_provider_batches.emulator.answers import canonical_json, is_transient_marked, plan_outcome
 from airflow_provider_batches.emulator.apierrors import ApiError, invalid_request, not_found
 from airflow_provider_batches.emulator.config import EmulatorConfig
 from airflow_provider_batches.emulator.ids import new_batch_id, random_base62
@@ -57,6 +57,9 @@ class BatchStore:
             max_workers=2, thread_name_prefix="emulator-results"
         )
         self._next_seq = 1
+        #: Submissions so far of each request whose outcome depends on its attempt (a transient
+        #: marker), keyed by a hash of (owner, custom_id, params); kept in ``attempts.json``.
+        self._attempts: dict[str, int] = {}
         self._load()
 
     # -- files -------------------------------------------------------------------------------------
@@ -65,6 +68,9 @@ class BatchStore:
         return self.root / f"{batch_id}{suffix}"
 
     def _load(self) -> None:
+        attempts = self.root / "attempts.json"
+        if attempts.exists():
+            self._attempts = json.loads(attempts.read_text("utf-8"))
         for meta in sorted(self.root.glob("msgbatch_*.json")):
             record = BatchRecord.from_json(json.loads(meta.read_text("utf-8")))
             self._records[record.id] = record
@@ -94,6 +100,8 @@ class BatchStore:
         with self._lock:
             batch_ids = list(self._records)
             self._records.clear()
+            self._attempts.clear()
+            (self.root / "attempts.json").unlink(missing_ok=True)
         for batch_id in batch_ids:
             self._discard_when_written(batch_id)
 
@@ -105,7 +113,10 @@ class BatchStore:
         requests_path = self._path(batch_id, ".requests.jsonl")
         try:
             with body_path.open("rb") as body, requests_path.open("w", encoding="utf-8") as out:
-                codes, unknown_models = self._spool_requests(body, out, config)
+                attempts: dict[str, int] = {}
+                codes, unknown_models = self._spool_requests(
+                    body, out, config, lambda c, p: self._attempt(owner, c, p, attempts)
+                )
             self._path(batch_id, ".codes").write_bytes(codes)
         except MalformedJson as exc:
             self._remove_files(batch_id)
@@ -139,6 +150,7 @@ class BatchStore:
             self._next_seq += 1
             self._records[batch_id] = record
             self._save(record)
+        self._count_attempts(attempts)  # only a batch that was made counts as an attempt
         return record
 
     def _check_queue(self, owner: str, request_count: int, limit: int | None, now: float) -> None:
@@ -165,10 +177,32 @@ class BatchStore:
             if batch_id not in self._records and not self._path(batch_id, ".json").exists():
                 return batch_id
 
+    def _attempt(self, owner: str, custom_id: str, params: dict[str, Any], seen: dict[str, int]) -> int:
+        """Which attempt of this request a create is (1 for the first); counted only for transient markers."""
+        if not is_transient_marked(params):
+            return 1
+        key = hashlib.sha256(canonical_json([owner, custom_id, params]).encode()).hexdigest()[:32]
+        with self._lock:
+            seen[key] = self._attempts.get(key, 0) + 1
+        return seen[key]
+
+    def _count_attempts(self, attempts: dict[str, int]) -> None:
+        """Only a batch that was created counts as an attempt of its requests."""
+        if not attempts:
+            return
+        with self._lock:
+            self._attempts.update(attempts)
+            target = self.root / "attempts.json"
+            target.with_suffix(".tmp").write_text(json.dumps(self._attempts), "utf-8")
+            os.replace(target.with_suffix(".tmp"), target)
+
     @staticmethod
-    def _spool_requests(body: Any, out: TextIO, config: EmulatorConfig) -> tuple[bytes, list[str]]:
+    def _spool_requests(
+        body: Any, out: TextIO, config: EmulatorConfig, attempt_of: Any = None
+    ) -> tuple[bytes, list[str]]:
         """Validate each request, write it as one JSONL line; return the planned-outcome codes and
-        the models not in the catalogue (their requests end ``errored`` with ``not_found_error``)."""
+        the models not in the catalogue (their requests end ``errored`` with ``not_found_error``).
+        ``attempt_of(custom_id, params)`` says which attempt of a transient-marked request this is."""
         codes = bytearray()
         first_seen: dict[str, int] = {}
         catalogue = frozenset(config.models)
@@ -187,6 +221,7 @@ class BatchStore:
                 errored_fraction=config.errored_fraction,
                 errored_type=config.errored_type,
                 known_model=params["model"] in catalogue,
+                attempt=attempt_of(custom_id, params) if attempt_of is not None else 1,
             )
             codes += plan.code
             line = json.dumps(item, separators=(",", ":"), ensure_ascii=False)

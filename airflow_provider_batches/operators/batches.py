@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,13 @@ from airflow_provider_batches.operators.cancel_delete import (
     cancel_batches,
     cancel_if_running,
 )
+from airflow_provider_batches.operators.rounds import (
+    JobRounds,
+    current_round,
+    final_counts,
+    rounds_manifest,
+    set_round_ended,
+)
 from airflow_provider_batches.operators.submission import (
     ON_INPUT_CHANGE_CHOICES,
     JobSubmission,
@@ -43,6 +50,7 @@ from airflow_provider_batches.policy import (
     total_counts,
 )
 from airflow_provider_batches.prompts import build_prompt_requests
+from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.requests import (
     MAX_BATCH_BYTES,
     MAX_REQUESTS_PER_BATCH,
@@ -91,14 +99,19 @@ def job_manifest(record: JobRecord) -> dict[str, Any]:
     """What the create operator returns: small, and accepted by every ``batch_id`` argument.
 
     ``batches`` gives each batch's request count and custom_id digest, which the results transfer
-    checks the results against before publishing anything.
+    checks the results against before publishing anything. A re-driven job lists the batches of every
+    round in ``batch_ids`` and ``batches``, and its ``rounds`` (see :mod:`.rounds`).
     """
-    return {
-        "batch_ids": record.batch_ids,
+    manifest: dict[str, Any] = {
+        "batch_ids": record.all_batch_ids,
         "request_count": record.request_count,
         "fingerprint": record.fingerprint,
         "batches": record.batches(),
     }
+    if record.redrive is not None:
+        manifest["redrive"] = record.redrive
+        manifest["rounds"] = rounds_manifest(record)
+    return manifest
 
 
 class AnthropicCreateBatchOperator(BaseOperator):
@@ -135,6 +148,10 @@ class AnthropicCreateBatchOperator(BaseOperator):
         retry re-attaches to them).
     :param output_schema: a Pydantic model class or JSON schema every answer must follow: put into
         each request (``output_config.format``, or a forced tool call on older models) before validation.
+    :param redrive: a :class:`~airflow_provider_batches.redrive.Redrive` policy: once the batches end,
+        the requests that failed transiently are submitted again as follow-up rounds (retry-safe like
+        the first; ``timeout`` applies to each round's wait), and ``fail_on_partial_error`` judges the
+        final outcome. Needs ``wait_for_completion``.
     """
 
     template_fields: Sequence[str] = (
@@ -173,10 +190,16 @@ class AnthropicCreateBatchOperator(BaseOperator):
         message_params: Mapping[str, Any] | None = None,
         cancel_on_kill: bool = True,
         cancel_on_timeout: bool = True,
+        redrive: Redrive | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.output_schema = None if output_schema is None else StructuredOutput.of(output_schema)
+        if redrive is not None and (not isinstance(redrive, Redrive) or not wait_for_completion):
+            raise ValueError(
+                f"{self.task_id}: redrive must be a Redrive(...) and needs wait_for_completion=True, got "
+                f"redrive={redrive!r}, wait_for_completion={wait_for_completion!r}"
+            )
         if on_input_change not in ON_INPUT_CHANGE_CHOICES:
             raise ValueError(
                 f"{self.task_id}: on_input_change must be one of {', '.join(ON_INPUT_CHANGE_CHOICES)}, "
@@ -202,6 +225,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self.max_requests_per_batch = max_requests_per_batch
         self.max_bytes_per_batch = max_bytes_per_batch
         self.on_input_change = on_input_change
+        self.redrive = redrive
+        self._rounds: JobRounds | None = None
         self._owned_batch_ids: list[str] = []
         self._submission: JobSubmission | None = None
         self.prompts = prompts
@@ -217,8 +242,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
     def hook(self) -> AnthropicHook:
         return AnthropicHook(self.conn_id)
 
-    def prepare(self) -> PreparedJob:
-        """Validate the whole input and plan its batches: no API call, nothing held in memory."""
+    def source(self) -> RequestSource:
+        """The job's requests as given (inline, a file, or built from prompts), with the output schema."""
         requests = self.requests
         if self.prompts is not None:
             requests = build_prompt_requests(
@@ -230,9 +255,14 @@ class AnthropicCreateBatchOperator(BaseOperator):
             requests_conn_id=self.requests_conn_id,
             model=self.model,
         )
-        source = with_output_schema(source, self.output_schema)
+        return with_output_schema(source, self.output_schema)
+
+    def prepare(self) -> PreparedJob:
+        """Validate the whole input and plan its batches: no API call, nothing held in memory."""
         return prepare_job(
-            source, max_requests=int(self.max_requests_per_batch), max_bytes=int(self.max_bytes_per_batch)
+            self.source(),
+            max_requests=int(self.max_requests_per_batch),
+            max_bytes=int(self.max_bytes_per_batch),
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -249,13 +279,80 @@ class AnthropicCreateBatchOperator(BaseOperator):
         store = job_store_for(context)
         self._submission = self.submission_for(context, store, job)
         record = self._submission.run()
-        batch_ids = record.batch_ids
-        self._owned_batch_ids = batch_ids
-        AnthropicBatchLink.persist(context, batch_ids)
+        self._owned_batch_ids = record.all_batch_ids
+        AnthropicBatchLink.persist(context, record.all_batch_ids)
         if record.finished:
             return self._outcome(record)
         if not self.wait_for_completion:
             return self._complete(store, record, None)
+        if self.redrive is not None and record.redrive is None:
+            record.redrive = self.redrive.to_json()
+            store.save(record)
+        return self._drive(context, store, record)
+
+    def _drive(self, context: Context, store: JobStore, record: JobRecord) -> dict[str, Any]:
+        """Wait for the round in flight; with ``redrive``, then submit and wait for the next rounds."""
+        while True:
+            state = current_round(record)
+            if state.ended_counts is None:
+                if state.record is not None:
+                    self._submit_round(context, store, record)
+                    state = current_round(record)
+                counts = self._wait(store, record, state.batch_ids, state.number)
+                set_round_ended(record, state.number, counts)
+                store.save(record)
+            planned = self._job_rounds().plan_next(record) if self.redrive is not None else None
+            if planned is None:
+                return self._complete(store, record, None)
+            record.rounds.append(planned)
+            store.save(record)  # the round's intent, before any of its creates
+
+    def _job_rounds(self) -> JobRounds:
+        if self._rounds is None:
+            assert self.redrive is not None
+            self._rounds = JobRounds(
+                self.hook,
+                self.redrive,
+                self.source(),
+                max_requests=int(self.max_requests_per_batch),
+                max_bytes=int(self.max_bytes_per_batch),
+                log=self.log,
+            )
+        return self._rounds
+
+    def _submit_round(self, context: Context, store: JobStore, record: JobRecord) -> None:
+        """Submit (or re-attach to) the follow-up round on record, after its delay."""
+        state = current_round(record)
+        assert state.record is not None
+        not_before = state.record.not_before
+        if not_before is not None and not state.batch_ids:
+            moment = datetime.fromisoformat(not_before)
+            remaining = (moment - datetime.now(moment.tzinfo)).total_seconds()
+            if remaining > 0 and self.deferrable:
+                from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+                self.defer(
+                    trigger=DateTimeTrigger(moment=moment),
+                    method_name="resume_redrive",
+                    timeout=timedelta(seconds=remaining + DEFER_TIMEOUT_MARGIN_SECONDS),
+                )
+            if remaining > 0:
+                self.log.info("Round %d starts in %.1f s (Redrive.delay)", state.number, remaining)
+                time.sleep(remaining)
+        job = self._job_rounds().job_of(record, state.number)
+        self._submission = self.submission_for(context, store, job)
+        self._submission.run_round(record, state.record)
+        self._owned_batch_ids = record.all_batch_ids
+        AnthropicBatchLink.persist(context, record.all_batch_ids)
+
+    def resume_redrive(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Resume after ``Redrive.delay`` (deferred): submit the round on record and go on."""
+        return self._drive(context, job_store_for(context), self._load_record(context, None))
+
+    def _wait(
+        self, store: JobStore, record: JobRecord, batch_ids: list[str], number: int
+    ) -> Mapping[str, Mapping[str, int]]:
+        """The ended counts of the round's batches, waited for here or (deferred) in the triggerer."""
         deadline = time.time() + self.timeout
         grace_until = time.time() + NOT_FOUND_GRACE_SECONDS
         if self.deferrable:
@@ -270,11 +367,11 @@ class AnthropicCreateBatchOperator(BaseOperator):
                     cancel_on_kill=self.cancel_on_kill,
                 ),
                 method_name="execute_complete",
-                kwargs={"manifest": job_manifest(record)},
+                kwargs={"manifest": job_manifest(record), "round": number},
                 timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
             )
         try:
-            counts = wait_for_batches(
+            return wait_for_batches(
                 self.hook,
                 batch_ids,
                 deadline=deadline,
@@ -287,7 +384,6 @@ class AnthropicCreateBatchOperator(BaseOperator):
             if self.cancel_on_timeout:
                 cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
             raise
-        return self._complete(store, record, counts)
 
     def submission_for(self, context: Context, store: JobStore, job: PreparedJob) -> JobSubmission:
         """The retry-safe submission of ``job`` (its ``create`` is the one paid call: tests wrap it)."""
@@ -302,26 +398,39 @@ class AnthropicCreateBatchOperator(BaseOperator):
         )
 
     def execute_complete(
-        self, context: Context, event: Any = None, manifest: Mapping[str, Any] | None = None
+        self,
+        context: Context,
+        event: Any = None,
+        manifest: Mapping[str, Any] | None = None,
+        round: int | None = None,
     ) -> dict[str, Any]:
-        """Resume after the trigger: check its event against the durable record, then apply the policy."""
+        """Resume after the trigger: check its event against the durable record (which says the round
+        in flight), record the round's counts, then go on (a next round, or the outcome)."""
         store = job_store_for(context)
-        record = store.load()
+        record = self._load_record(context, manifest)
+        if record.finished:
+            return self._outcome(record)
+        state = current_round(record)
+        wait = parse_wait_event(event, expected_batch_ids=state.batch_ids)
+        if wait.status == "timeout":
+            if self.cancel_on_timeout:
+                cancel_batches(self.hook, state.batch_ids, reason="the task timed out", log=self.log)
+            raise BatchTimeoutError(wait.message)
+        if wait.status == "error":
+            raise BatchWaitError(wait.message)
+        if state.ended_counts is None:
+            set_round_ended(record, state.number, wait.request_counts)
+            store.save(record)
+        return self._drive(context, store, record)
+
+    def _load_record(self, context: Context, manifest: Mapping[str, Any] | None) -> JobRecord:
+        record = job_store_for(context).load()
         if record is None or not record.batch_ids:
             raise BatchWaitError(
                 "resumed without a record of the job's batches (task state deleted?); not guessing. "
                 f"The batches the deferral was for: {(manifest or {}).get('batch_ids')}"
             )
-        if record.finished:
-            return self._outcome(record)
-        wait = parse_wait_event(event, expected_batch_ids=record.batch_ids)
-        if wait.status == "timeout":
-            if self.cancel_on_timeout:
-                cancel_batches(self.hook, record.batch_ids, reason="the task timed out", log=self.log)
-            raise BatchTimeoutError(wait.message)
-        if wait.status == "error":
-            raise BatchWaitError(wait.message)
-        return self._complete(store, record, wait.request_counts)
+        return record
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """A deferral that timed out in Airflow itself (not in the trigger) also cancels the batches."""
@@ -329,7 +438,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         if next_method == "__fail__" and str(getattr(error, "value", error)) == "Trigger timeout":
             record = job_store_for(context).load()
             if record is not None and self.cancel_on_timeout:
-                cancel_batches(self.hook, record.batch_ids, reason="the deferral timed out", log=self.log)
+                batch_ids = current_round(record).batch_ids
+                cancel_batches(self.hook, batch_ids, reason="the deferral timed out", log=self.log)
         return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
@@ -353,13 +463,21 @@ class AnthropicCreateBatchOperator(BaseOperator):
 
     def _outcome(self, record: JobRecord) -> dict[str, Any]:
         manifest = job_manifest(record)
-        if record.ended_counts is not None:
+        if record.ended_counts is None:
+            self._completed_manifest = manifest
+            return manifest
+        final = final_counts(record) if record.rounds or record.redrive is not None else None
+        if final is not None:  # after re-drive: each request once, by its last round's answer
+            self.log.info("Outcome after %d round(s):", 1 + len(record.rounds))
+            totals = check_outcome(
+                {"job": final}, fail_on_partial_error=self.fail_on_partial_error, log=self.log
+            )
+        else:
             totals = check_outcome(
                 record.ended_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log
             )
-            manifest = {**manifest, "request_counts": totals}
-        self._completed_manifest = manifest
-        return manifest
+        self._completed_manifest = {**manifest, "request_counts": totals}
+        return self._completed_manifest
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the requests file in, the batches out, models and counts (None without it)."""

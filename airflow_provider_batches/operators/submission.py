@@ -18,9 +18,17 @@ from airflow_provider_batches.errors import (
     BatchWaitError,
     InputChangedError,
     InvalidRequestError,
+    JobRecordError,
     NotFoundError,
 )
-from airflow_provider_batches.job_state import RECORD_KEY, JobRecord, JobStore, SliceRecord, utcnow
+from airflow_provider_batches.job_state import (
+    RECORD_KEY,
+    JobRecord,
+    JobStore,
+    RoundRecord,
+    SliceRecord,
+    utcnow,
+)
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.requests import BatchSlice, PreparedJob
 from airflow_provider_batches.waiting import NOT_FOUND_GRACE_SECONDS
@@ -74,8 +82,25 @@ class JobSubmission:
         record = self._record()
         if record.finished:
             return record
-        self.batch_ids = record.batch_ids
-        for part, entry in zip(self.job.slices, record.slices, strict=True):
+        self._submit(record, record.slices)
+        return record
+
+    def run_round(self, record: JobRecord, round_record: RoundRecord) -> None:
+        """Bring a follow-up round (``self.job`` is its subset of the input) in line with the API, with
+        the same proof as the first round: intent and watermark first, every batch of every round
+        excluded from a lost create's search."""
+        if round_record.fingerprint != self.job.fingerprint:
+            raise JobRecordError(
+                f"round {round_record.number} on record (fingerprint {round_record.fingerprint[:16]}) is not "
+                f"the round the earlier round's results give now ({self.job.fingerprint[:16]}): the input "
+                "or the results changed; nothing was sent. Check the batches in the Anthropic console, then "
+                "clear the task to submit afresh."
+            )
+        self._submit(record, round_record.slices)
+
+    def _submit(self, record: JobRecord, entries: list[SliceRecord]) -> None:
+        self.batch_ids = record.all_batch_ids
+        for part, entry in zip(self.job.slices, entries, strict=True):
             if entry.batch_id and self._reattach(entry):
                 continue
             if entry.batch_id:  # canceled: its requests are submitted again
@@ -85,7 +110,6 @@ class JobSubmission:
             if entry.intent_at and self._adopt_orphan(record, entry):
                 continue
             self._create(record, part, entry)
-        return record
 
     # -- the record -------------------------------------------------------------------------------
 
@@ -144,7 +168,7 @@ class JobSubmission:
     def _save(self, record: JobRecord) -> None:
         record.check_consistent()
         self.store.save(record)
-        self.batch_ids = record.batch_ids
+        self.batch_ids = record.all_batch_ids
 
     # -- the three ways a part of the job gets its batch ------------------------------------------
 

@@ -26,10 +26,19 @@ from airflow_provider_batches.errors import AnthropicBatchesError, APIConnection
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.lineage import results_transfer_lineage
 from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.spend import (
+    TOKEN_FIELDS,
+    Spend,
+    UsageMeter,
+    describe_spend,
+    emit_metrics,
+    estimate_of,
+)
 from airflow_provider_batches.structured_output import OutputSchema, StructuredOutput
 from airflow_provider_batches.transfers._publish import StagedFile, Staging, remove_if_exists, uri_of
 from airflow_provider_batches.transfers.outputs import OutputFormat, OutputOptions, ResultOutputs
 from airflow_provider_batches.transfers.parquet_writer import DEFAULT_ROW_GROUP_SIZE
+from airflow_provider_batches.transfers.rounds import check_merged, round_ledgers, rounds_of
 from airflow_provider_batches.transfers.verification import (
     RESULT_TYPES,
     BatchIdentity,
@@ -92,9 +101,15 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
     :param parquet_compression: the codec inside Parquet files (``zstd``, ``snappy``, ``none``...).
     :param output_schema: a Pydantic model class or JSON schema: succeeded answers are validated and
         added as ``parsed``; those that do not validate are listed in ``invalid_output.jsonl``.
+    :param include_attempts: for a re-driven job (the create operator's manifest with ``rounds``), also
+        publish every batch's raw results as ``attempt-round-<n>-<batch_id>.jsonl`` for audit; the
+        main output holds one final result per custom_id either way.
+    :param prices: USD per million tokens for models the price table lacks (as for count tokens).
+    :param cost_estimate: the pre-flight estimate to report beside the actual cost: a number, or
+        ``AnthropicCountTokensOperator``'s output (templated).
     """
 
-    template_fields: Sequence[str] = ("batch_id", "destination", "dest_conn_id")
+    template_fields: Sequence[str] = ("batch_id", "destination", "dest_conn_id", "cost_estimate")
     ui_color = "#d4a27f"
 
     def __init__(
@@ -115,6 +130,9 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
         parquet_compression: str = "zstd",
         output_schema: OutputSchema | None = None,
+        include_attempts: bool = False,
+        prices: Mapping[str, Mapping[str, float]] | None = None,
+        cost_estimate: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -140,6 +158,12 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         self.download_retry_delay = download_retry_delay
         self.progress_interval = progress_interval
         self.gzip_level = gzip_level
+        self.include_attempts = include_attempts
+        self.prices = prices
+        self.cost_estimate = cost_estimate
+        self._rounds: dict[str, int] = {}
+        self._meters: dict[str, UsageMeter] = {}
+        self._staging: Staging | None = None
 
     @cached_property
     def hook(self) -> AnthropicHook:
@@ -155,14 +179,24 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
                 "batch_id gives plain ids, not the create operator's manifest: the results are checked "
                 "for counts and unique custom_ids, not against the job's custom_ids"
             )
+        self._rounds = rounds_of(self.batch_id)
         destination = self._destination_path()
         try:
             manifest = self._existing_manifest(destination, batch_ids)
             if manifest is None:
                 batches = self._ended_batches(batch_ids)
                 manifest = self._transfer(destination, batches, expected)
+                if manifest.get("spend"):
+                    ti = context.get("ti")
+                    emit_metrics(
+                        manifest["spend"],
+                        dag_id=str(getattr(ti, "dag_id", self.dag_id)),
+                        task_id=str(getattr(ti, "task_id", self.task_id)),
+                    )
         finally:
             self.hook.close()
+        if manifest.get("spend"):
+            self.log.info("Spend: %s", describe_spend(manifest["spend"]))
         self._emit_asset_events(context, manifest)
         self._completed_manifest = manifest
         return manifest
@@ -238,7 +272,12 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         progress = TransferProgress(self.log, self.progress_interval)
         staging = Staging(destination, gzip_level=self.gzip_level if self.compression == "gzip" else None)
         outputs = ResultOutputs(staging, self.output_options)
-        ledgers = [BatchLedger(batch, expected.get(batch.id)) for batch in batches]
+        self._staging = staging
+        merged = None
+        if self._rounds:  # a re-driven job: last round first, one final result per custom_id
+            ledgers, merged = round_ledgers(batches, expected, self._rounds)
+        else:
+            ledgers = [BatchLedger(batch, expected.get(batch.id)) for batch in batches]
         file_counts: dict[str, dict[str, int]] = {}
         try:
             if self.split_by_result_type:
@@ -246,12 +285,17 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             else:
                 self._write_per_batch(outputs, ledgers, progress, file_counts)
             file_counts.update(outputs.finish())
+            merged_identity = check_merged(ledgers, expected, self._rounds, merged) if merged else None
+            self._close_attempts(staging, ledgers, file_counts)
             self.log.info("Downloaded and verified %d batch(es): %s", len(batches), progress.summary())
             remove_if_exists(destination / MANIFEST_NAME)  # a prefix with a manifest is always consistent
             for name in file_counts:
                 staging.publish(name)
             manifest = self._manifest(destination, batches, ledgers, staging, file_counts, started_at)
             manifest.update(outputs.manifest_fields())
+            manifest["spend"] = self._spend(batches)
+            if merged_identity is not None:
+                manifest["rounds"] = self._rounds_summary(ledgers, merged_identity)
             staging.write_json(MANIFEST_NAME, manifest)
             staging.publish(MANIFEST_NAME)
         except BaseException:
@@ -276,7 +320,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             name = staged.name
             self._download(ledger, _always(staged), progress)
             staged.close()
-            file_counts[name] = dict(ledger.counts)
+            file_counts[name] = dict(ledger.published_counts)
 
     def _write_split(
         self,
@@ -297,7 +341,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             self._download(ledger, route, progress)
         for kind, staged in by_kind.items():
             staged.close()
-            file_counts[staged.name] = {kind: sum(ledger.counts.get(kind, 0) for ledger in ledgers)}
+            file_counts[staged.name] = {kind: sum(ledger.published_counts.get(kind, 0) for ledger in ledgers)}
 
     def _download(self, ledger: BatchLedger, route: Route, progress: TransferProgress) -> None:
         """Stream one batch into its output(s), starting again from the first byte if the stream breaks."""
@@ -332,8 +376,58 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             return
 
     def _copy_once(self, ledger: BatchLedger, route: Route, progress: TransferProgress) -> None:
-        chunks = self.hook.iter_results_bytes(ledger.batch, chunk_size=CHUNK_SIZE)
+        meter = UsageMeter()
+        chunks = meter.tap(self.hook.iter_results_bytes(ledger.batch, chunk_size=CHUNK_SIZE))
+        if self.include_attempts and self._rounds and self._staging is not None:
+            chunks = self._tee_attempt(self._staging, ledger, chunks)
         copy_results(chunks, ledger, route, progress)
+        self._meters[ledger.batch.id] = meter  # the last complete attempt's usage
+
+    # -- rounds and spend -------------------------------------------------------------------------
+
+    def _attempt_name(self, ledger: BatchLedger) -> str:
+        """Raw results as received (JSONL, gzip when asked), whatever the output format."""
+        stem = f"attempt-round-{self._rounds.get(ledger.batch.id, 1)}-{ledger.batch.id}"
+        return self.output_options.jsonl_name(stem)
+
+    def _tee_attempt(self, staging: Staging, ledger: BatchLedger, chunks: Any) -> Any:
+        """The raw results, also written to the batch's audit file (started again with each attempt)."""
+        name = self._attempt_name(ledger)
+        if name in staging.files:
+            staging.files[name].abort()
+        staged = staging.open(name)
+        for chunk in chunks:
+            staged.write(chunk)
+            yield chunk
+
+    def _close_attempts(
+        self, staging: Staging, ledgers: list[BatchLedger], file_counts: dict[str, dict[str, int]]
+    ) -> None:
+        if not (self.include_attempts and self._rounds):
+            return
+        for ledger in ledgers:
+            name = self._attempt_name(ledger)
+            staging.files[name].close()
+            file_counts[name] = dict(ledger.counts)
+
+    def _spend(self, batches: list[MessageBatch]) -> dict[str, Any]:
+        spend = Spend(self.prices)
+        for batch in batches:
+            spend.add(self._rounds.get(batch.id, 1), self._meters[batch.id])
+        return spend.report(estimate_of(self.cost_estimate))
+
+    def _rounds_summary(self, ledgers: list[BatchLedger], merged: Any) -> dict[str, Any]:
+        """Per round: its batches, their counts, and how many of its results later rounds superseded."""
+        rounds: dict[str, dict[str, Any]] = {}
+        for ledger in sorted(ledgers, key=lambda item: getattr(item, "round_number", 1)):
+            entry = rounds.setdefault(
+                str(getattr(ledger, "round_number", 1)), {"batch_ids": [], "counts": {}, "superseded": 0}
+            )
+            entry["batch_ids"].append(ledger.batch.id)
+            for kind, count in ledger.counts.items():
+                entry["counts"][kind] = entry["counts"].get(kind, 0) + count
+            entry["superseded"] += getattr(ledger, "superseded", 0)
+        return {"merged": {**merged.to_json(), "checked": True}, "per_round": rounds}
 
     # -- outputs ----------------------------------------------------------------------------------
 
@@ -348,7 +442,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
     ) -> dict[str, Any]:
         totals: dict[str, int] = dict.fromkeys(RESULT_TYPES, 0)
         for ledger in ledgers:
-            for kind, count in ledger.counts.items():
+            for kind, count in ledger.published_counts.items():
                 totals[kind] = totals.get(kind, 0) + count
         files = [
             {
@@ -397,6 +491,13 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             "results": manifest["results"],
             "bytes": manifest["bytes"],
         }
+        if manifest.get("spend"):
+            spend = manifest["spend"]
+            extra["spend"] = {
+                key: spend[key]
+                for key in ("cost_usd", "estimated_cost_usd", "unpriced_models", *TOKEN_FIELDS)
+                if key in spend
+            }
         for asset in outlets:
             context["outlet_events"][asset].extra.update(extra)
 

@@ -135,6 +135,11 @@ class BatchLedger:
         self._attempt_seen: set[str] = self._written
         self._line_number = 0
 
+    @property
+    def published_counts(self) -> dict[str, int]:
+        """Counts per result type of the lines written to the output (a round merge writes fewer)."""
+        return self.counts
+
     def start_attempt(self) -> None:
         # While nothing is written yet, one set serves both purposes (half the memory).
         self._attempt_seen = set() if self._written else self._written

@@ -51,10 +51,10 @@ def run_example(airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, conf: 
     return run
 
 
-def test_the_pipeline_counts_creates_exports_and_summarizes(
+def test_the_pipeline_counts_creates_re_drives_exports_and_summarizes(
     airflow_env: AirflowEnv, emulator: Emulator, tmp_path: Path
 ) -> None:
-    requests = write_requests(tmp_path / "requests.jsonl", 30, errored_every=10)
+    requests = write_requests(tmp_path / "requests.jsonl", 30, errored_every=10)  # overloaded every time
     conf = {
         "requests_path": f"file://{requests}",
         "destination": f"file://{tmp_path}/out/",
@@ -62,12 +62,14 @@ def test_the_pipeline_counts_creates_exports_and_summarizes(
     }
     run = run_example(airflow_env, emulator, "anthropic_batch_pipeline", conf)
     assert run.xcom("count_tokens")["request_count"] == 30
-    assert len(run.xcom("create_batch")["batch_ids"]) == 1
+    rounds = run.xcom("create_batch")["rounds"]
+    assert [entry["request_count"] for entry in rounds] == [30, 3, 3]  # re-driven up to max_rounds=3
     summary = run.xcom("summarize")
     assert summary["counts"]["succeeded"] == 27
     assert summary["counts"]["errored"] == 3
     assert summary["first_answer"]
-    assert sum(emulator.admin.stats()["batches_created"].values()) == 1
+    assert summary["cost_usd"] > 0
+    assert sum(emulator.admin.stats()["batches_created"].values()) == 3
 
 
 def test_the_pipeline_budget_guard_stops_before_any_batch(

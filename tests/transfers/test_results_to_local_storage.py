@@ -448,11 +448,12 @@ def test_a_rerun_with_overwrite_rewrites_the_same_bytes(
 # -- Airflow integration --------------------------------------------------------------------------
 
 
-def test_template_fields_are_the_batch_ids_and_the_destination() -> None:
+def test_template_fields_are_the_batch_ids_the_destination_and_the_estimate() -> None:
     assert AnthropicBatchResultsToObjectStorageOperator.template_fields == (
         "batch_id",
         "destination",
         "dest_conn_id",
+        "cost_estimate",
     )
 
 
