@@ -52,6 +52,9 @@ NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
 )
 #: Listing pages (100 batches each) a lost create's batch is looked for in, newest first.
 CREATE_LOOKUP_PAGES = 10
+#: The waits' default request budget: safe at the lowest tier (50 requests per minute), with room
+#: left for creates and downloads.
+DEFAULT_MAX_REQUESTS_PER_MINUTE = 40
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class ClientSettings:
     max_retries: int = 2
     max_retry_wait: float = 300.0
     betas: tuple[str, ...] = ()
+    #: The waits' request budget for this key in one process (see ``budget``); 0 = unlimited.
+    max_requests_per_minute: int = DEFAULT_MAX_REQUESTS_PER_MINUTE
 
     def httpx_timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, connect=self.connect_timeout)
@@ -175,6 +180,16 @@ def server_retry_after(response: httpx.Response | None) -> float | None:
     return None
 
 
+#: A 429's retry-after is stretched by up to this fraction, at random: clients told the same
+#: whole second do not all come back in it (1,000 polls once retried at exactly 59.00 s).
+RATE_LIMIT_JITTER = 0.5
+
+
+def jittered_retry_after(seconds: float, rng: random.Random) -> float:
+    """Full jitter above the server's ``retry-after``: never sooner, spread over half as long again."""
+    return seconds * (1 + RATE_LIMIT_JITTER * rng.random())
+
+
 #: Jitter source shared by every call: seeding a new ``random.Random()`` reads the OS entropy pool and
 #: costs ~0.1 ms, a tenth of a status poll's whole CPU budget (see bench/results.md, scenario 3).
 _JITTER = random.Random()
@@ -194,6 +209,8 @@ class RetryBudget:
         if self.attempts >= self.settings.max_retries:
             return None
         delay = server_retry_after(response)
+        if delay is not None and response is not None and response.status_code == 429:
+            delay = jittered_retry_after(delay, self.rng)
         if delay is None:
             delay = min(0.5 * 2**self.attempts, 8.0) * (1 - 0.25 * self.rng.random())
         if self.waited + delay > self.settings.max_retry_wait:

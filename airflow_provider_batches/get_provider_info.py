@@ -79,6 +79,12 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["number", "null"], "default": 300},
                         "description": "Upper bound on the time one call spends waiting between retries.",
                     },
+                    "max_requests_per_minute": {
+                        "label": "Max requests per minute (waits)",
+                        "schema": {"type": ["integer", "null"], "default": 40},
+                        "description": "Request budget of the waits (triggers, sensors) per process "
+                        "on this API key; 0 = unlimited. Default 40 fits the lowest tier (50).",
+                    },
                     "betas": {
                         "label": "Default betas",
                         "schema": {"type": ["string", "null"]},

@@ -37,6 +37,7 @@ __all__ = [
     "check_outcome",
     "default_deferrable",
     "describe_counts",
+    "is_rate_limited",
     "is_retryable_status",
     "is_transient",
     "parse_wait_event",
@@ -63,6 +64,11 @@ def is_transient(exc: BaseException, *, now: float, not_found_grace_until: float
     if isinstance(exc, AnthropicAPIError):
         return is_retryable_status(exc.status_code or 0)
     return False
+
+
+def is_rate_limited(exc: BaseException) -> bool:
+    """A 429: the poll was refused for pace, not for the batch; it never counts toward failing a wait."""
+    return isinstance(exc, AnthropicAPIError) and exc.status_code == 429
 
 
 def default_deferrable() -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import re
 import zlib
 from collections import Counter
@@ -23,25 +24,41 @@ import msgspec
 from airflow_provider_batches.bodies import BatchBody
 from airflow_provider_batches.errors import RequestValidationError
 from airflow_provider_batches.identity import CustomIdDigest
+from airflow_provider_batches.message_params import params_problems
 
 MAX_REQUESTS_PER_BATCH = 100_000
 MAX_BATCH_BYTES = 256_000_000
-CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+CUSTOM_ID_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+"""A custom_id, matched whole (``fullmatch``: a trailing newline is not allowed)."""
 MAX_REPORTED_PROBLEMS = 20
+MAX_NESTING_DEPTH = 500
+"""Arrays and objects nested deeper than this are refused (no real request comes close)."""
 BODY_CHUNK_BYTES = 1 << 20
+READ_CHUNK_BYTES = 1 << 20
 
 _BODY_START = b'{"requests":['
 _BODY_END = b"]}"
 _ENVELOPE_BYTES = len(_BODY_START) + len(_BODY_END)
+MAX_LINE_BYTES = MAX_BATCH_BYTES - _ENVELOPE_BYTES
+"""A longer line fits in no batch: it is refused while it streams, never held whole."""
+
+_ENVELOPE_KEYS = frozenset({"custom_id", "params"})
+_BOM = b"\xef\xbb\xbf"
+_KEY_COLON = re.compile(rb'"\s*:')
+_CUSTOM_ID_HINT = re.compile(rb'"custom_id"\s*:\s*"([a-zA-Z0-9_-]{1,64})"')
 
 
 @dataclass(frozen=True)
 class SourceLine:
-    """One request as read: where it was (for messages), its raw bytes or object."""
+    """One request as read: where it was (for messages), its raw bytes or object.
+
+    ``size`` is set on a file line longer than the line limit: ``raw`` then holds only its start.
+    """
 
     location: str
     raw: bytes | None = None
     value: Any = None
+    size: int | None = None
 
 
 class RequestSource:
@@ -90,8 +107,11 @@ class RequestSource:
     def describe(self) -> str:
         return self.requests_path or f"{len(self.requests or ())} inline requests"
 
-    def iter_lines(self) -> Iterator[SourceLine]:
-        """Every non-blank request, in order, without parsing file lines."""
+    def iter_lines(self, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[SourceLine]:
+        """Every non-blank request, in order, without parsing file lines.
+
+        A file line longer than ``max_line_bytes`` comes back cut (``size`` set), in bounded memory.
+        """
         if self.requests is not None:
             for index, value in enumerate(self.requests):
                 yield SourceLine(f"requests[{index}]", value=value)
@@ -99,9 +119,11 @@ class RequestSource:
         number = 0
         with self._open() as stream:
             try:
-                for number, raw in enumerate(stream, start=1):
-                    if raw.strip():
-                        yield SourceLine(f"line {number}", raw=raw.strip())
+                for number, (raw, size) in enumerate(_read_lines(stream, max_line_bytes), start=1):
+                    if size > max_line_bytes:
+                        yield SourceLine(f"line {number}", raw=raw, size=size)
+                    elif raw := raw.strip():
+                        yield SourceLine(f"line {number}", raw=raw)
             except (OSError, EOFError, zlib.error) as exc:  # e.g. a ".gz" that is not gzip, or truncated
                 raise RequestValidationError(
                     f"requests_path {self.requests_path!r} cannot be read at line {number + 1}: "
@@ -150,28 +172,45 @@ class RequestChecker:
     default_model: str | None
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
+    invalid_count: int = 0
     _seen: dict[bytes, str] = field(default_factory=dict)
 
     def check(self, line: SourceLine) -> Checked | None:
-        """The request, with the default model filled in; None (and a problem noted) when it is bad."""
-        value = line.value
+        """The request, with the default model filled in; None (and its problems noted) when it is bad."""
+        if line.size is not None:
+            self.note(
+                line.location, _custom_id_hint(line.raw), f"is {line.size:,} bytes, over the line limit"
+            )
+            return None
         if line.raw is not None:
-            try:
-                value = _decode_json(line.raw)
-            except json.JSONDecodeError as exc:
-                self.note(line.location, None, f"is not valid JSON ({exc.msg} at column {exc.colno})")
+            value, problem = _parse_line(line.raw)
+            if problem is not None:
+                self.note(line.location, _custom_id_hint(line.raw), problem)
                 return None
-            except ValueError as exc:  # not UTF-8, or a NaN/Infinity literal the API would refuse
-                self.note(line.location, None, f"is not valid JSON ({exc})")
+        else:
+            value = line.value
+            if problem := _json_value_problem(value, ""):
+                self.note(line.location, _inline_custom_id(value), problem)
                 return None
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             self.note(line.location, None, f"must be a JSON object, got {type(value).__name__}")
             return None
         custom_id = value.get("custom_id")
         shown_id = custom_id if isinstance(custom_id, str) else None
-        problem = _envelope_problem(value) or _params_problem(value.get("params"), self.default_model)
+        problem = _envelope_problem(value)
         if problem:
             self.note(line.location, shown_id, problem)
+            return None
+        params = value["params"]
+        if type(params) is not dict and not isinstance(params, Mapping):
+            self.note(line.location, shown_id, f"params must be an object, got {type(params).__name__}")
+            return None
+        if line.raw is None or "model" not in params:  # never change the caller's own objects
+            params = dict(params)
+            if "model" not in params and self.default_model is not None:
+                params["model"] = self.default_model
+        if problems := params_problems(params):
+            self.note(line.location, shown_id, *problems)
             return None
         assert isinstance(custom_id, str)
         digest = hashlib.blake2b(custom_id.encode(), digest_size=12).digest()
@@ -179,90 +218,225 @@ class RequestChecker:
             self.note(line.location, shown_id, f"custom_id duplicates the one at {first}")
             return None
         self._seen[digest] = line.location
-        params = dict(value["params"])
-        if "model" in params and line.raw is not None:
-            return Checked({"custom_id": custom_id, "params": params}, line.raw)
-        params.setdefault("model", self.default_model)
         request = {"custom_id": custom_id, "params": params}
+        if line.raw is not None and "model" in value["params"]:
+            return Checked(request, line.raw)
         return Checked(request, json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode())
 
-    def note(self, location: str, custom_id: str | None, message: str) -> None:
-        self.problem_count += 1
-        if len(self.problems) < MAX_REPORTED_PROBLEMS:
-            where = f"{location} (custom_id {custom_id!r})" if custom_id else location
-            self.problems.append(f"{where}: {message}")
+    def note(self, location: str, custom_id: str | None, *messages: str) -> None:
+        """Record the problems of one request (all of them, listed up to MAX_REPORTED_PROBLEMS)."""
+        self.invalid_count += 1
+        self.problem_count += len(messages)
+        where = f"{location} (custom_id {custom_id!r})" if custom_id else location
+        for message in messages:
+            if len(self.problems) < MAX_REPORTED_PROBLEMS:
+                self.problems.append(f"{where}: {message}")
 
     def error(self, source: RequestSource) -> RequestValidationError:
         more = self.problem_count - len(self.problems)
         listing = "\n".join(f"  - {problem}" for problem in self.problems)
         tail = f"\n  ... and {more} more" if more > 0 else ""
         return RequestValidationError(
-            f"{self.problem_count} invalid request(s) in {source.describe()}; "
+            f"{self.invalid_count} invalid request(s) in {source.describe()}; "
             f"nothing was sent:\n{listing}{tail}"
         )
 
 
-_fast_decode = msgspec.json.Decoder().decode
+def _read_lines(stream: IO[bytes], limit: int) -> Iterator[tuple[bytes, int]]:
+    """Each line of ``stream`` (without its newline) and its size, read in chunks.
 
-
-def _decode_json(raw: bytes) -> Any:
-    """``json.loads(raw)``, several times faster for the lines msgspec (an Airflow dependency) accepts.
-
-    msgspec is stricter than the json module (no NaN/Infinity literals, no integers beyond 64 bits, no
-    UTF-16 input, no BOM), never laxer: whatever it refuses goes to ``json.loads``, which refuses
-    NaN/Infinity too (they are not JSON, and the API would refuse the whole batch body).
+    A line over ``limit`` bytes is never held whole: only its first chunk is kept (to name its
+    custom_id), the rest is skipped, and it comes back with its full size.
     """
+    parts: list[bytes] = []
+    size = 0  # bytes of the current, unfinished line
+    while chunk := stream.read(READ_CHUNK_BYTES):
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            piece = chunk[start:end]
+            start = end + 1
+            if size:
+                yield _finish_line(parts, piece, size + len(piece), limit)
+                parts, size = [], 0
+            else:
+                yield (piece if len(piece) <= limit else piece[:READ_CHUNK_BYTES]), len(piece)
+        if start < len(chunk):
+            rest = chunk[start:]
+            if size + len(rest) <= limit or not parts:
+                parts.append(rest)  # the line so far; or, for a line over the limit, its start only
+            size += len(rest)
+    if size:
+        yield _finish_line(parts, b"", size, limit)
+
+
+def _finish_line(parts: list[bytes], last: bytes, size: int, limit: int) -> tuple[bytes, int]:
+    if size > limit:
+        return parts[0][:READ_CHUNK_BYTES], size
+    return b"".join([*parts, last]), size
+
+
+_API_REQUEST_INDEX = re.compile(r"\brequests\.(\d+)((?:\.[A-Za-z0-9_]+)*)")
+_fast_decode = msgspec.json.Decoder().decode
+_fast_encode = msgspec.json.Encoder().encode
+_TOO_DEEP = f"is nested more than {MAX_NESTING_DEPTH} levels deep: flatten the data"
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _parse_line(raw: bytes) -> tuple[Any, str | None]:
+    """A file line's value, or the reason it is not a request the API would read as we do.
+
+    msgspec (fast) reads almost every line; anything it refuses or may have read differently from
+    the API (a duplicate key keeps only its last value) is read again by :func:`_parse_strictly`.
+    """
+    if raw.startswith(_BOM):
+        return (
+            None,
+            "starts with a UTF-8 byte order mark (BOM), which is not JSON: save it as UTF-8 without BOM",
+        )
     try:
-        return _fast_decode(raw)
-    except msgspec.DecodeError:
-        return json.loads(raw, parse_constant=_reject_constant)
+        value = _fast_decode(raw)
+    except RecursionError:
+        return None, _TOO_DEEP
+    except (msgspec.DecodeError, UnicodeDecodeError):  # also numbers out of range such as 1e400
+        return _parse_strictly(raw)
+    if _may_repeat_a_key(raw, value):
+        return _parse_strictly(raw)
+    if raw.count(b"{") + raw.count(b"[") >= MAX_NESTING_DEPTH:  # else it cannot be that deep
+        problem = _json_value_problem(value, "")
+        if problem:
+            return None, problem
+    return value, None
+
+
+def _may_repeat_a_key(raw: bytes, value: Any) -> bool:
+    """False when ``raw`` surely has no key twice in one object (the decoded ``value`` kept one).
+
+    Every key ends in ``"`` then ``:`` (whitespace between is allowed); the re-encoding of ``value``
+    has each key once and the same string contents, so equal counts of that pattern mean no
+    duplicates. Byte counts do it when no ``"`` is followed by whitespace (almost every line);
+    ``\\u0022`` (a quote written as an escape) would skew the count, so it takes the slow path.
+    """
+    if b"\\u0022" in raw:
+        return True
+    encoded = _fast_encode(value)
+    if b'" ' in raw or b'"\t' in raw or b'"\r' in raw:
+        return len(_KEY_COLON.findall(raw)) != len(_KEY_COLON.findall(encoded))
+    return raw.count(b'":') != encoded.count(b'":')
+
+
+def _parse_strictly(raw: bytes) -> tuple[Any, str | None]:
+    """The slow, exact reading: names duplicate keys, NaN/Infinity, 1e400 and lone surrogates."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            None,
+            f"is not valid JSON (not utf-8: {exc.reason} at byte {exc.start}): save the file as UTF-8",
+        )
+    try:
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+    except RecursionError:
+        return None, _TOO_DEEP
+    except _DuplicateKey as exc:
+        return None, str(exc)
+    except json.JSONDecodeError as exc:
+        return None, f"is not valid JSON ({exc.msg} at column {exc.colno})"
+    except ValueError as exc:
+        return None, f"is not valid JSON ({exc})"
+    return value, _json_value_problem(value, "")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        key = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise _DuplicateKey(
+            f"has the key {key!r} twice in one object: keep one (the API could read the other value)"
+        )
+    return value
 
 
 def _reject_constant(name: str) -> Any:
     """NaN and Infinity are not JSON: the API would refuse the whole batch body for one such line."""
-    raise ValueError(f"{name} is not a JSON number")
+    raise ValueError(f"{name} is not a JSON number: use a finite number or null")
+
+
+def _json_value_problem(value: Any, path: str) -> str | None:
+    """The first value JSON cannot carry as the API reads it, named by its dotted path; None if all can.
+
+    Catches what ``json.dumps`` would fail on or send wrongly: non-JSON types (datetime, set, bytes),
+    non-string keys, NaN/Infinity (also 1e400, read as infinity), lone surrogates, deep nesting.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        named = where or "the request"
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    return (
+                        f"{named} holds a lone surrogate ({item[exc.start]!r}), which is not valid "
+                        "Unicode: fix the text's encoding"
+                    )
+        elif item is None or kind is bool or kind is int:
+            continue
+        elif kind is float:
+            if not math.isfinite(item):
+                return (
+                    f"{named} is {item!r}, which is not a JSON number (1e400 reads as inf): use a finite one"
+                )
+        elif isinstance(item, (Mapping, list, tuple)):
+            if depth >= MAX_NESTING_DEPTH:
+                return f"{named} {_TOO_DEEP}"
+            if isinstance(item, Mapping):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        return f"{named} has the key {key!r}, which is not a string: JSON keys are strings"
+                    stack.append((child, f"{where}.{key}" if where else key, depth + 1))
+            else:
+                stack.extend(
+                    (child, f"{where}.{i}" if where else str(i), depth + 1) for i, child in enumerate(item)
+                )
+        else:
+            return (
+                f"{named} is a {kind.__name__}, which is not JSON: convert it to a string, number, "
+                "list or object (a datetime to an ISO 8601 string, a set to a list)"
+            )
+    return None
+
+
+def _custom_id_hint(raw: bytes | None) -> str | None:
+    """The custom_id of a line that cannot be read whole, when its start names one."""
+    match = _CUSTOM_ID_HINT.search(raw[:READ_CHUNK_BYTES]) if raw else None
+    return match.group(1).decode() if match else None
+
+
+def _inline_custom_id(value: Any) -> str | None:
+    custom_id = value.get("custom_id") if isinstance(value, Mapping) else None
+    return custom_id if isinstance(custom_id, str) else None
 
 
 def _envelope_problem(value: Mapping[str, Any]) -> str | None:
-    extra = sorted(set(value) - {"custom_id", "params"})
-    if extra:
+    if not value.keys() <= _ENVELOPE_KEYS:
+        extra = sorted(map(str, set(value) - _ENVELOPE_KEYS))
         return f"unknown key(s) {', '.join(map(repr, extra))}: a request has only 'custom_id' and 'params'"
     custom_id = value.get("custom_id")
     if custom_id is None:
         return "custom_id is missing"
-    if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.match(custom_id):
+    if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.fullmatch(custom_id):
         return (
             f"custom_id {custom_id!r} is invalid: use 1 to 64 letters, digits, '_' or '-' "
-            "(pattern ^[a-zA-Z0-9_-]{1,64}$)"
+            "(pattern ^[a-zA-Z0-9_-]{1,64}$, nothing else, not even a trailing newline)"
         )
     if "params" not in value:
         return "params is missing"
-    return None
-
-
-def _params_problem(params: Any, default_model: str | None) -> str | None:
-    if not isinstance(params, Mapping):
-        return f"params must be an object, got {type(params).__name__}"
-    model = params.get("model", default_model)
-    if model is None:
-        return "params.model is missing: set it in the request or pass model= to the operator"
-    if not isinstance(model, str) or not model:
-        return f"params.model must be a model name, got {model!r}"
-    max_tokens = params.get("max_tokens")
-    if max_tokens is None:
-        return "params.max_tokens is missing: set the most output tokens the answer may use (>= 1)"
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        return f"params.max_tokens must be an integer >= 1, got {max_tokens!r}"
-    if params.get("stream"):
-        return "params.stream: true is not allowed in a batch; remove it"
-    messages = params.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "params.messages must be a non-empty list of {'role', 'content'} objects"
-    for index, message in enumerate(messages):
-        if not isinstance(message, Mapping) or message.get("role") not in ("user", "assistant"):
-            return f"params.messages.{index}.role must be 'user' or 'assistant'"
-        if not isinstance(message.get("content"), (str, list)):
-            return f"params.messages.{index}.content must be a string or a list of content blocks"
     return None
 
 
@@ -303,6 +477,37 @@ class PreparedJob:
     def body(self, batch_slice: BatchSlice) -> BatchBody:
         """The create body of one batch, streamed from the source again on every attempt."""
         return BatchBody(lambda: self._chunks(batch_slice), batch_slice.count)
+
+    def locate(self, batch_slice: BatchSlice, index: int) -> tuple[str, str | None]:
+        """Where request ``index`` of a batch's body came from: its line (or inline index) and custom_id.
+
+        Re-reads the source up to that request: only for error messages, so the happy path keeps no map.
+        """
+        wanted = batch_slice.start + index
+        for position, line in enumerate(self.source.iter_lines()):
+            if position == wanted:
+                value = line.value if line.raw is None else _parse_line(line.raw)[0]
+                return line.location, _inline_custom_id(value)
+        return f"request {index} of batch {batch_slice.index + 1}", None
+
+    def explain_api_error(self, batch_slice: BatchSlice, message: str) -> str:
+        """``message`` with each ``requests.N`` (an index in the batch body) as file line and custom_id."""
+        located: dict[int, str] = {}
+
+        def where(match: re.Match[str]) -> str:
+            index = int(match.group(1))
+            if index not in located:
+                if len(located) >= MAX_REPORTED_PROBLEMS:
+                    return match.group(0)
+                location, custom_id = self.locate(batch_slice, index)
+                located[index] = f"{location} (custom_id {custom_id!r})" if custom_id else location
+            field = match.group(2).lstrip(".")
+            return f"{located[index]}, {field}" if field else located[index]
+
+        explained = _API_REQUEST_INDEX.sub(where, message)
+        if explained == message:
+            return message
+        return f"{explained} (in {self.source.describe()}; the API said: {message})"
 
     def _chunks(self, batch_slice: BatchSlice) -> Iterator[bytes]:
         end = batch_slice.start + batch_slice.count
@@ -355,7 +560,11 @@ def prepare_job(
     models: Counter[str] = Counter()
     planner = _SlicePlanner(max_requests, max_bytes)
     reencoded = bytearray()
-    for line in source.iter_lines():
+    for line in source.iter_lines(max_bytes - _ENVELOPE_BYTES):
+        if line.size is not None:
+            message = f"is {line.size:,} bytes, {_over_limit(max_bytes)}"
+            checker.note(line.location, _custom_id_hint(line.raw), message)
+            continue
         checked = checker.check(line)
         if checked is None or checker.problem_count:
             continue  # keep checking the rest, to report every problem at once
@@ -363,7 +572,7 @@ def prepare_job(
             checker.note(
                 line.location,
                 checked.request["custom_id"],
-                f"is {len(checked.encoded):,} bytes, over the {max_bytes:,}-byte batch limit",
+                f"is {len(checked.encoded):,} bytes, {_over_limit(max_bytes)}",
             )
             continue
         models[checked.request["params"]["model"]] += 1
@@ -379,6 +588,10 @@ def prepare_job(
         "\n".join(f"{s.start}:{s.count}:{s.size}:{s.sha256}" for s in slices).encode()
     ).hexdigest()
     return PreparedJob(source, planner.total, fingerprint, slices, dict(models), bytes(reencoded))
+
+
+def _over_limit(max_bytes: int) -> str:
+    return f"over the {max_bytes:,}-byte batch limit: split or shorten it"
 
 
 class _SlicePlanner:

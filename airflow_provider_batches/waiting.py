@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
-from airflow_provider_batches.client_core import ClientSettings, Plan, Sleep, get_batch_plan
+from airflow_provider_batches.client_core import (
+    ClientSettings,
+    Plan,
+    Sleep,
+    get_batch_plan,
+    list_page_plan,
+)
 from airflow_provider_batches.errors import BatchTimeoutError, BatchWaitError
 from airflow_provider_batches.models import COUNT_FIELDS, MessageBatch
-from airflow_provider_batches.policy import WAIT_STATUSES, WaitEvent, WaitStatus, is_transient
+from airflow_provider_batches.policy import (
+    WAIT_STATUSES,
+    WaitEvent,
+    WaitStatus,
+    is_rate_limited,
+    is_transient,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_batches.hooks.anthropic import AnthropicHook
@@ -25,17 +39,23 @@ if TYPE_CHECKING:
 __all__ = [
     "COUNT_FIELDS",
     "WAIT_STATUSES",
+    "Survey",
     "WaitEvent",
+    "WaitProgress",
     "WaitStatus",
     "is_transient",
+    "judge_round",
     "poll_plan",
     "poll_round",
+    "survey_plan",
     "wait_for_batches",
     "wait_plan",
 ]
 
 DEFAULT_POLL_INTERVAL = 30.0
-DEFAULT_MAX_POLL_INTERVAL = 300.0
+#: The back-off's default cap: with coalesced polling a round costs one listing for every batch of
+#: the connection, so an ended batch is noticed within a minute for about one request a minute.
+DEFAULT_MAX_POLL_INTERVAL = 60.0
 DEFAULT_TIMEOUT = 24 * 60 * 60.0
 #: The deferral's own timeout lies this far past the trigger's deadline, so the trigger's clean
 #: timeout event (which cancels the batches) normally comes first.
@@ -63,24 +83,26 @@ def poll_plan(settings: ClientSettings, batch_id: str) -> Plan[MessageBatch | Ex
         return exc
 
 
-def poll_round(
-    settings: ClientSettings,
-    batch_ids: Sequence[str],
+def judge_round(
+    outcomes: Mapping[str, MessageBatch | Exception],
     *,
     not_found_grace_until: float | None,
     log: logging.Logger,
-) -> Plan[RoundResult]:
-    """Poll each batch once: the counts of those that have ended, and how many polls failed transiently.
+) -> RoundResult:
+    """What one round's polls mean: the counts of the batches that have ended, and how many polls
+    failed transiently (a rate-limited poll is not a failure: the budget slows down instead).
 
     Raises :class:`BatchWaitError` on a failure that waiting longer will not cure (auth, not found).
     """
     ended: dict[str, dict[str, int]] = {}
     failures = 0
-    for batch_id in batch_ids:
-        outcome = yield from poll_plan(settings, batch_id)
+    for batch_id, outcome in outcomes.items():
         if isinstance(outcome, Exception):
             if not is_transient(outcome, now=time.time(), not_found_grace_until=not_found_grace_until):
                 raise BatchWaitError(f"polling batch {batch_id} failed: {outcome}") from outcome
+            if is_rate_limited(outcome):
+                log.info("Polling batch %s was rate limited, will try again: %s", batch_id, outcome)
+                continue
             log.warning("Polling batch %s failed, will try again: %s", batch_id, outcome)
             failures += 1
         elif outcome.is_ended:
@@ -89,6 +111,51 @@ def poll_round(
         else:  # debug: a triggerer runs hundreds of these every few seconds
             log.debug("Batch %s is %s", batch_id, outcome.processing_status)
     return ended, failures
+
+
+def poll_round(
+    settings: ClientSettings,
+    batch_ids: Sequence[str],
+    *,
+    not_found_grace_until: float | None,
+    log: logging.Logger,
+) -> Plan[RoundResult]:
+    """Poll each batch once (see :func:`judge_round` for what the answers mean)."""
+    outcomes: dict[str, MessageBatch | Exception] = {}
+    for batch_id in batch_ids:
+        outcomes[batch_id] = yield from poll_plan(settings, batch_id)
+    return judge_round(outcomes, not_found_grace_until=not_found_grace_until, log=log)
+
+
+@dataclass
+class WaitProgress:
+    """One wait's progress across rounds, and when it is over; the worker's plan and the
+    triggerer's coalesced poller both keep one per wait."""
+
+    batch_ids: list[str]
+    ended: dict[str, dict[str, int]] = field(default_factory=dict)
+    failed_rounds: int = 0
+
+    def pending(self) -> list[str]:
+        return [batch_id for batch_id in self.batch_ids if batch_id not in self.ended]
+
+    def after_round(self, newly_ended: Mapping[str, dict[str, int]], failures: int) -> WaitEvent | None:
+        """The wait's event once it is over (every batch ended, too many failed rounds), else None."""
+        self.ended.update(newly_ended)
+        if len(self.ended) == len(self.batch_ids):
+            return WaitEvent("success", self.batch_ids, f"{len(self.ended)} batch(es) ended", self.ended)
+        self.failed_rounds = self.failed_rounds + 1 if failures else 0
+        if self.failed_rounds >= MAX_CONSECUTIVE_ERRORS:
+            return self.error(f"polling failed {self.failed_rounds} rounds in a row")
+        return None
+
+    def error(self, message: str) -> WaitEvent:
+        return WaitEvent("error", self.batch_ids, message, self.ended)
+
+    def timeout(self) -> WaitEvent:
+        waiting = ", ".join(self.pending())
+        message = f"batch(es) {waiting} had not ended by the deadline"
+        return WaitEvent("timeout", self.batch_ids, message, self.ended)
 
 
 def wait_plan(
@@ -102,39 +169,92 @@ def wait_plan(
     log: logging.Logger,
 ) -> Plan[WaitEvent]:
     """Poll until every batch has ended, the deadline (epoch seconds) passes, or polling cannot go on."""
-    ids = list(batch_ids)
-    ended: dict[str, dict[str, int]] = {}
+    progress = WaitProgress(list(batch_ids))
     interval = poll_interval
-    failed_rounds = 0
     log.info(
         "Waiting for %d batch(es) to end: polling every %.0f s, backing off to %.0f s",
-        len(ids),
+        len(progress.batch_ids),
         poll_interval,
         max_poll_interval,
     )
     while True:
         round_started = time.monotonic()
-        pending = [batch_id for batch_id in ids if batch_id not in ended]
         try:
             newly_ended, failures = yield from poll_round(
-                settings, pending, not_found_grace_until=not_found_grace_until, log=log
+                settings, progress.pending(), not_found_grace_until=not_found_grace_until, log=log
             )
         except BatchWaitError as exc:
-            return WaitEvent("error", ids, str(exc), ended)
-        ended.update(newly_ended)
-        if len(ended) == len(ids):
-            return WaitEvent("success", ids, f"{len(ended)} batch(es) ended", ended)
-        failed_rounds = failed_rounds + 1 if failures else 0
-        if failed_rounds >= MAX_CONSECUTIVE_ERRORS:
-            return WaitEvent("error", ids, f"polling failed {failed_rounds} rounds in a row", ended)
+            return progress.error(str(exc))
+        event = progress.after_round(newly_ended, failures)
+        if event is not None:
+            return event
         remaining = deadline - time.time()
         if remaining <= 0:
-            waiting = ", ".join(batch_id for batch_id in ids if batch_id not in ended)
-            return WaitEvent("timeout", ids, f"batch(es) {waiting} had not ended by the deadline", ended)
-        log.debug("%d of %d batch(es) ended; next poll in %.0f s", len(ended), len(ids), interval)
+            return progress.timeout()
+        log.debug(
+            "%d of %d batch(es) ended; next poll in %.0f s",
+            len(progress.ended),
+            len(progress.batch_ids),
+            interval,
+        )
         # Polls keep their rhythm: the time the round took comes off the wait.
         yield Sleep(max(0.0, min(interval - (time.monotonic() - round_started), remaining)))
         interval = next_interval(interval, max_poll_interval)
+
+
+#: Batches per listing page (the API's most): one request learns the status of up to this many.
+LIST_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class Survey:
+    """One round of the coalesced poller: each batch's status (or the error its poll ended with),
+    and the batches the listing did not reach (fetched one by one)."""
+
+    outcomes: dict[str, MessageBatch | Exception]
+    unreached: frozenset[str]
+
+
+def survey_plan(
+    settings: ClientSettings,
+    listed: Mapping[str, datetime | None],
+    direct: Sequence[str] = (),
+    *,
+    page_size: int = LIST_PAGE_SIZE,
+) -> Plan[Survey]:
+    """The status of many batches with as few requests as possible.
+
+    ``listed`` (id to ``created_at`` when known) are looked for in the listing, newest first: pages
+    are read while more batches are unseen than pages were read (a page then still costs less than
+    a GET per batch), until every batch is seen, the listing ends, or its batches are older than
+    every unseen one. The unseen, and ``direct`` (known to lie beyond the listing's reach), get one
+    GET each. A failed listing page is each unseen batch's poll failure.
+    """
+    outcomes: dict[str, MessageBatch | Exception] = {}
+    unseen = dict(listed)
+    pages = 0
+    after_id: str | None = None
+    while len(unseen) > max(pages, 1):
+        try:
+            page = yield from list_page_plan(settings, limit=page_size, after_id=after_id)
+        except Exception as exc:
+            outcomes.update(dict.fromkeys(unseen, exc))
+            unseen.clear()
+            break
+        pages += 1
+        for batch in page.data:
+            if batch.id in unseen:
+                del unseen[batch.id]
+                outcomes[batch.id] = batch
+        if not (page.has_more and page.last_id and page.data):
+            break
+        dates = list(unseen.values())
+        if dates and None not in dates and page.data[-1].created_at < min(d for d in dates if d):
+            break
+        after_id = page.last_id
+    for batch_id in [*unseen, *direct]:
+        outcomes[batch_id] = yield from poll_plan(settings, batch_id)
+    return Survey(outcomes, frozenset(unseen))
 
 
 def wait_for_batches(
@@ -157,7 +277,8 @@ def wait_for_batches(
             max_poll_interval=max_poll_interval,
             not_found_grace_until=not_found_grace_until,
             log=log,
-        )
+        ),
+        budget=True,
     )
     if event.status == "timeout":
         raise BatchTimeoutError(event.message)

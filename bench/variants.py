@@ -43,12 +43,17 @@ def import_airflow() -> dict[str, Any]:
 
 def results_raw_copy(results_url: str, out_dir: str) -> dict[str, Any]:
     """The floor: httpx streams the results URL's bytes into a local file, nothing else."""
-    import httpx
-
     timer = Timer()
     target = Path(out_dir) / "raw.jsonl"
+    with timer.measure():
+        _download(results_url, target)
+    return _result(timer, bytes=target.stat().st_size)
+
+
+def _download(results_url: str, target: Path) -> None:
+    import httpx
+
     with (
-        timer.measure(),
         httpx.Client(headers=API_HEADERS, timeout=600) as client,
         client.stream("GET", results_url) as response,
         target.open("wb") as out,
@@ -56,22 +61,38 @@ def results_raw_copy(results_url: str, out_dir: str) -> dict[str, Any]:
         response.raise_for_status()
         for chunk in response.iter_raw(CHUNK):
             out.write(chunk)
-    return _result(timer, bytes=target.stat().st_size)
 
 
-def results_ours(batch_id: str, out_dir: str) -> dict[str, Any]:
-    """AnthropicBatchResultsToObjectStorageOperator.execute to a file:// destination."""
+def results_ours(batch_id: str, out_dir: str, **options: Any) -> dict[str, Any]:
+    """AnthropicBatchResultsToObjectStorageOperator.execute to a file:// destination (``options``: e.g.
+    ``output_format="parquet"``)."""
     from airflow_provider_batches.transfers.results_to_object_storage import (
         AnthropicBatchResultsToObjectStorageOperator,
     )
 
     operator = AnthropicBatchResultsToObjectStorageOperator(
-        task_id="export", batch_id=batch_id, destination=f"file://{out_dir}/ours/", overwrite=True
+        task_id="export", batch_id=batch_id, destination=f"file://{out_dir}/ours/", overwrite=True, **options
     )
     timer = Timer()
     with timer.measure():
         manifest = operator.execute({})  # type: ignore[arg-type]  # no outlets: the context is not read
     return _result(timer, bytes=manifest["bytes"], results=manifest["results"], counts=manifest["counts"])
+
+
+def results_pyarrow_plain(results_url: str, out_dir: str) -> dict[str, Any]:
+    """The Parquet floor: download the lines to a file, then ``pyarrow.json.read_json`` + ``write_table``
+    (schema inferred, the whole table in memory, no verification)."""
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    timer = Timer()
+    lines = Path(out_dir) / "plain.jsonl"
+    target = Path(out_dir) / "plain.parquet"
+    with timer.measure():
+        _download(results_url, lines)
+        table = pj.read_json(lines)
+        pq.write_table(table, target, compression="zstd")
+    return _result(timer, bytes=target.stat().st_size, results=table.num_rows)
 
 
 def results_vendor(batch_id: str, out_dir: str) -> dict[str, Any]:
@@ -144,47 +165,82 @@ def create_vendor(requests_path: str) -> dict[str, Any]:
 # -- 3. waiting -------------------------------------------------------------------------------------
 
 
-async def _drive(triggers: list[Any], seconds: float) -> tuple[int, int]:
-    """Run every trigger's ``run()`` concurrently for ``seconds``; returns (events, crashed)."""
-    events = crashed = 0
+async def _drive_until_ended(
+    triggers: list[Any], end_after: float, max_wait: float, base_url: str
+) -> dict[str, Any]:
+    """Run every trigger's ``run()`` concurrently; after ``end_after`` s end every batch at once (the
+    emulator's clock jumps a day) and wait up to ``max_wait`` s for the events.
+
+    Returns the latency of each event after the end, the statuses, and the CPU spent while merely
+    waiting (from 5 s after the start, past the start-up, to the end)."""
+    import httpx
+
+    fired: list[float] = []
+    statuses: dict[str, int] = {}
 
     async def consume(trigger: Any) -> None:
-        nonlocal events
-        async for _event in trigger.run():
-            events += 1
+        async for event in trigger.run():
+            fired.append(time.time())
+            status = str(getattr(event, "payload", {}).get("status"))
+            statuses[status] = statuses.get(status, 0) + 1
 
     tasks = [asyncio.create_task(consume(trigger)) for trigger in triggers]
-    await asyncio.sleep(seconds)
+    settle = min(5.0, end_after / 2)
+    await asyncio.sleep(settle)
+    cpu_start = time.process_time()
+    await asyncio.sleep(end_after - settle)
+    waiting_cpu = time.process_time() - cpu_start
+    early = len(fired)
+    ended_at = time.time()
+    async with httpx.AsyncClient(timeout=60) as client:
+        await client.post(f"{base_url}/_emulator/clock", json={"advance_seconds": 2 * 86400})
+    deadline = ended_at + max_wait
+    while len(fired) < len(triggers) and time.time() < deadline:
+        await asyncio.sleep(0.2)
     for task in tasks:
-        if task.done() and task.exception() is not None:
-            crashed += 1
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return events, crashed
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    crashed = sum(1 for result in results if isinstance(result, Exception))
+    return {
+        "latencies": sorted(f - ended_at for f in fired[early:]),
+        "early_events": early,
+        "statuses": statuses,
+        "crashed": crashed,
+        "waiting_cpu": waiting_cpu,
+        "waiting_seconds": end_after - settle,
+    }
 
 
-def wait_ours(batch_ids: list[str], seconds: float, interval: float) -> dict[str, Any]:
-    """``AnthropicBatchTrigger`` per batch, polling every ``interval`` s (no back-off: cap = interval)."""
+def wait_ours(
+    batch_ids_path: str, end_after: float, max_wait: float, interval: float, max_interval: float
+) -> dict[str, Any]:
+    """``AnthropicBatchTrigger`` per batch (all of one connection: they share its poller)."""
     from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
+
+    batch_ids: list[str] = json.loads(Path(batch_ids_path).read_text())
 
     triggers = [
         AnthropicBatchTrigger(
             batch_ids=[batch_id],
             deadline=time.time() + 24 * 3600,
             poll_interval=interval,
-            max_poll_interval=interval,
+            max_poll_interval=max_interval,
         )
         for batch_id in batch_ids
     ]
     timer = Timer()
     with timer.measure():
-        events, crashed = asyncio.run(_drive(triggers, seconds))
-    return _result(timer, events=events, crashed=crashed)
+        outcome = asyncio.run(_drive_until_ended(triggers, end_after, max_wait, _base_url()))
+    return _result(timer, **outcome)
 
 
-def wait_vendor(batch_ids: list[str], seconds: float, interval: float) -> dict[str, Any]:
-    """The vendor's ``AnthropicBatchTrigger`` per batch (it polls with the sync SDK in threads)."""
+def wait_vendor(
+    batch_ids_path: str, end_after: float, max_wait: float, interval: float, max_interval: float
+) -> dict[str, Any]:
+    """The vendor's ``AnthropicBatchTrigger`` per batch (the sync SDK in threads, no back-off)."""
     from airflow.providers.anthropic.triggers.batch import AnthropicBatchTrigger
+
+    batch_ids: list[str] = json.loads(Path(batch_ids_path).read_text())
 
     triggers = [
         AnthropicBatchTrigger(
@@ -197,8 +253,8 @@ def wait_vendor(batch_ids: list[str], seconds: float, interval: float) -> dict[s
     ]
     timer = Timer()
     with timer.measure():
-        events, crashed = asyncio.run(_drive(triggers, seconds))
-    return _result(timer, events=events, crashed=crashed)
+        outcome = asyncio.run(_drive_until_ended(triggers, end_after, max_wait, _base_url()))
+    return _result(timer, **outcome)
 
 
 # -- 4. token counting ------------------------------------------------------------------------------

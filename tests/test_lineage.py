@@ -30,7 +30,7 @@ from airflow_provider_batches.transfers.results_to_object_storage import (
 from tests.airflow_harness import AirflowEnv
 from tests.operators.support import MODEL, request, running_emulator, task_context
 
-OTHER_MODEL = "claude-emulator-other"
+OTHER_MODEL = "claude-haiku-4-5"  # in the emulator's catalogue: unknown models end errored
 
 
 @pytest.fixture

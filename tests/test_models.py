@@ -43,7 +43,7 @@ def test_unknown_content_blocks_parse_and_keep_their_data() -> None:
     message = Message.model_validate(
         {
             "id": "msg_1",
-            "model": "claude-x",
+            "model": "claude-emulator-test",
             "content": [
                 {"type": "text", "text": "hello "},
                 {"type": "web_search_tool_result", "tool_use_id": "t1", "content": []},

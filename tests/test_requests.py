@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -103,11 +104,11 @@ def test_gzip_files_are_decompressed(tmp_path: Path) -> None:
         (json.dumps({"custom_id": "a", "params": "hi"}), "params must be an object"),
         (json.dumps(request(model=None)), "params.model is missing"),
         (json.dumps(request(max_tokens=None)), "params.max_tokens is missing"),
-        (json.dumps(request(max_tokens=0)), "params.max_tokens must be an integer >= 1"),
-        (json.dumps(request(max_tokens="10")), "params.max_tokens must be an integer >= 1"),
-        (json.dumps(request(stream=True)), "params.stream: true is not allowed"),
+        (json.dumps(request(max_tokens=0)), "params.max_tokens must be an integer from 1 to 1,000,000"),
+        (json.dumps(request(max_tokens="10")), "params.max_tokens must be an integer from 1 to 1,000,000"),
+        (json.dumps(request(stream=True)), "params.stream must be false, got True (a batch cannot stream"),
         (json.dumps(request(messages=[])), "params.messages must be a non-empty list"),
-        (json.dumps(request(messages=[{"role": "system", "content": "x"}])), "params.messages.0.role"),
+        (json.dumps(request(messages=[{"role": "tool", "content": "x"}])), "params.messages.0.role"),
         (json.dumps(request(messages=[{"role": "user", "content": 3}])), "params.messages.0.content"),
         (json.dumps({**request(), "extra": 1}), "unknown key(s) 'extra'"),
     ],
@@ -219,3 +220,238 @@ def test_a_file_mixing_own_and_default_models_sends_each_line_right(tmp_path: Pa
     body = b"".join(job.body(job.slices[0]).chunks())
     assert body.startswith(b'{"requests":[' + own.encode() + b",")
     assert [r["params"]["model"] for r in json.loads(body)["requests"]] == ["own", "dflt", "own"]
+
+
+# -- inputs that used to get through --------------------------------------------------------------
+
+
+def problems_of(tmp_path: Path, *lines: str | bytes) -> str:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"".join((line if isinstance(line, bytes) else line.encode()) + b"\n" for line in lines))
+    return invalid(RequestSource(requests_path=str(path)))
+
+
+def test_a_byte_order_mark_is_refused_with_the_fix(tmp_path: Path) -> None:
+    message = problems_of(tmp_path, b"\xef\xbb\xbf" + json.dumps(request("a")).encode())
+    assert "line 1 (custom_id 'a'): starts with a UTF-8 byte order mark" in message
+    assert "save it as UTF-8 without BOM" in message
+
+
+def test_a_custom_id_must_match_whole_so_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    assert "custom_id 'abc\\n' is invalid" in problems_of(tmp_path, json.dumps(request("abc\n")))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"custom_id":"bad id!","custom_id":"okid","params":{"model":"m","max_tokens":5,'
+        '"messages":[{"role":"user","content":"x"}]}}',
+        '{"custom_id":"okid","params":{"model":"m","max_tokens":0,"max_tokens":5,'
+        '"messages":[{"role":"user","content":"x"}]}}',
+        '{"custom_id" : "okid", "params": {"model": "m", "max_tokens" : 0, "max_tokens": 5, '
+        '"messages": [{"role": "user", "content": "x"}]}}',
+    ],
+    ids=["custom_id twice", "max_tokens twice", "spaced keys twice"],
+)
+def test_a_key_given_twice_in_one_object_is_refused(tmp_path: Path, line: str) -> None:
+    assert "twice in one object: keep one" in problems_of(tmp_path, line)
+
+
+def test_keys_that_merely_look_alike_in_text_are_not_duplicates(tmp_path: Path) -> None:
+    text = 'he said "a": 1, \\"b\\" : 2'
+    path = write_jsonl(tmp_path / "r.jsonl", [request("a", messages=[{"role": "user", "content": text}])])
+    assert prepare_job(RequestSource(requests_path=path)).request_count == 1
+
+
+def test_an_absurd_max_tokens_is_refused_naming_the_cap(tmp_path: Path) -> None:
+    message = problems_of(tmp_path, json.dumps(request("a", max_tokens=10**20)))
+    assert "params.max_tokens must be an integer from 1 to 1,000,000, got 100000000000000000000" in message
+
+
+def test_deep_nesting_is_refused_per_line_not_with_a_recursion_error(tmp_path: Path) -> None:
+    deep = json.dumps(request("a")).replace('"hi"', "[" * 5000 + "]" * 5000)
+    message = problems_of(tmp_path, json.dumps(request("ok")), deep)
+    assert "line 2 (custom_id 'a'): is nested more than 500 levels deep" in message
+
+
+def test_nesting_just_over_the_limit_is_refused_by_path() -> None:
+    deep: Any = "x"
+    for _ in range(501):
+        deep = [deep]
+    message = invalid(RequestSource(requests=[request("a", metadata={"user_id": deep})]))
+    assert "requests[0] (custom_id 'a'): params.metadata.user_id" in message
+    assert "nested more than 500 levels deep" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (__import__("datetime").datetime(2026, 1, 1), "is a datetime, which is not JSON"),
+        ({"a", "b"}, "is a set, which is not JSON"),
+        (b"bytes", "is a bytes, which is not JSON"),
+        (float("nan"), "is nan, which is not a JSON number"),
+        (float("inf"), "is inf, which is not a JSON number"),
+        ("lone \ud800", "holds a lone surrogate"),
+    ],
+    ids=["datetime", "set", "bytes", "nan", "inf", "lone surrogate"],
+)
+def test_inline_values_json_cannot_carry_are_named_by_request_and_path(value: Any, words: str) -> None:
+    requests = [request("a"), request("b", metadata={"user_id": "u", "when": [1, value]})]
+    message = invalid(RequestSource(requests=requests))
+    assert f"requests[1] (custom_id 'b'): params.metadata.when.1 {words}" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('"temperature": 1e400', "params.temperature is inf, which is not a JSON number"),
+        ('"temperature": NaN', "is not valid JSON (NaN is not a JSON number"),
+        ('"system": "\\ud800"', "params.system holds a lone surrogate"),
+    ],
+    ids=["1e400", "NaN", "lone surrogate"],
+)
+def test_file_values_json_cannot_carry_are_named_by_line_and_path(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    line = json.dumps(request("a")).replace('"max_tokens": 16', f'"max_tokens": 16, {text}')
+    assert f"line 1 (custom_id 'a'): {words}" in problems_of(tmp_path, line)
+
+
+def test_an_over_long_line_is_refused_while_streaming_with_its_custom_id(tmp_path: Path) -> None:
+    long_line = json.dumps(request("long", messages=[{"role": "user", "content": "x" * 5000}]))
+    path = write_jsonl(tmp_path / "r.jsonl", [request("a"), long_line, request("b")])
+    with pytest.raises(RequestValidationError) as raised:
+        prepare_job(RequestSource(requests_path=path), max_bytes=1000)
+    assert "line 2 (custom_id 'long'): is 5,1" in str(raised.value)
+    assert "over the 1,000-byte batch limit: split or shorten it" in str(raised.value)
+
+
+def test_memory_for_an_over_long_line_is_bounded_by_the_limit_not_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    with path.open("wb") as out:
+        out.write(json.dumps(request("a")).encode() + b"\n" + b'{"custom_id": "long", "text": "')
+        for _ in range(64):
+            out.write(b"x" * (1 << 20))
+        out.write(b'"}\n')
+    prepare_job(RequestSource(requests_path=write_jsonl(tmp_path / "warm.jsonl", [request("a")])))  # imports
+    tracemalloc.start()
+    try:
+        with pytest.raises(RequestValidationError, match="line 2 .custom_id 'long'.: is 67,108,"):
+            prepare_job(RequestSource(requests_path=str(path)), max_bytes=4_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 12_000_000, f"a 64 MB line under a 4 MB limit peaked at {peak:,} bytes"
+
+
+def test_an_over_long_line_is_never_held_whole(tmp_path: Path) -> None:
+    from airflow_provider_batches.requests import READ_CHUNK_BYTES, _read_lines
+
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"a\n" + b"x" * (5 * READ_CHUNK_BYTES) + b"\nb")
+    with path.open("rb") as stream:
+        lines = list(_read_lines(stream, 2 * READ_CHUNK_BYTES))
+    assert [size for _, size in lines] == [1, 5 * READ_CHUNK_BYTES, 1]
+    assert len(lines[1][0]) <= READ_CHUNK_BYTES  # only the start of the long line was kept
+
+
+# -- params against the typed model of the Messages request ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"temprature": 0.5}, "params.temprature is not a known field: did you mean 'temperature'?"),
+        ({"temperature": "hot"}, "params.temperature must be a number from 0 to 1, got 'hot'"),
+        ({"temperature": 5}, "params.temperature must be a number from 0 to 1, got 5"),
+        ({"top_p": -0.1}, "params.top_p must be a number from 0 to 1"),
+        ({"top_k": -1}, "params.top_k must be an integer >= 0"),
+        ({"tools": {"name": "t"}}, "params.tools must be a list of objects with 'name', got dict"),
+        ({"tools": [{"input_schema": {}}]}, "params.tools.0.name is missing"),
+        ({"stop_sequences": "END"}, "params.stop_sequences must be a list of strings, got 'END'"),
+        ({"system": 7}, "params.system must be a string or a list of objects"),
+        (
+            {"metadata": {"userid": "u"}},
+            "params.metadata.userid is not a known field: did you mean 'user_id'?",
+        ),
+        ({"service_tier": "batch"}, "params.service_tier must be one of 'auto', 'standard_only'"),
+        ({"tool_choice": {"type": "sometimes"}}, "params.tool_choice.type must be one of 'auto', 'any'"),
+        ({"tool_choice": {"type": "tool"}}, "params.tool_choice.name is missing"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 10}}, "budget_tokens must be an integer >= 1,024"),
+        ({"output_config": {"effort": "extreme"}}, "params.output_config.effort must be one of"),
+        ({"cache_control": {"type": "permanent"}}, "params.cache_control.type must be 'ephemeral'"),
+        (
+            {"messages": [{"role": "user", "content": [{"text": "hi"}]}]},
+            "params.messages.0.content.0.type is missing",
+        ),
+        ({"messages": [{"role": "user"}]}, "params.messages.0.content is missing"),
+        (
+            {"messages": [{"role": "user", "content": "x", "name": "n"}]},
+            "params.messages.0.name is not a known",
+        ),
+    ],
+)
+def test_params_are_checked_against_the_messages_request(params: dict[str, Any], words: str) -> None:
+    assert words in invalid(RequestSource(requests=[request("a", **params)]))
+
+
+def test_every_problem_of_one_request_is_listed_at_once() -> None:
+    message = invalid(RequestSource(requests=[request("a", temprature=1, top_k="x", tools=3)]))
+    assert "1 invalid request(s)" in message
+    assert all(field in message for field in ("params.temprature", "params.top_k", "params.tools"))
+
+
+def test_valid_real_requests_pass_the_typed_model() -> None:
+    content = [
+        {"type": "text", "text": "Look", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}},
+        {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}, "title": "A"},
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "42"}]},
+        {"type": "some_future_block", "anything": {"goes": True}},
+    ]
+    full = request(
+        "a",
+        system=[{"type": "text", "text": "Be brief", "cache_control": {"type": "ephemeral"}}],
+        messages=[
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "calc", "input": {}}],
+            },
+            {"role": "user", "content": content},
+        ],
+        metadata={"user_id": "u-1"},
+        stop_sequences=["END"],
+        temperature=0,
+        top_p=1,
+        top_k=40,
+        tools=[
+            {"name": "calc", "input_schema": {"type": "object"}},
+            {"type": "web_search_20250305", "name": "web_search"},
+        ],
+        tool_choice={"type": "tool", "name": "calc", "disable_parallel_tool_use": True},
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        service_tier="auto",
+        output_config={"effort": "high", "format": {"type": "json_schema", "schema": {"type": "object"}}},
+        max_tokens=1_000_000,
+        stream=False,
+    )
+    assert prepare_job(RequestSource(requests=[full])).request_count == 1
+
+
+# -- API errors translated to the file line --------------------------------------------------------
+
+
+def test_an_api_error_naming_a_batch_index_is_translated_to_line_and_custom_id(tmp_path: Path) -> None:
+    lines: list[Any] = [request(f"r{i}") for i in range(5)]
+    lines.insert(3, "")  # a blank line: indexes and line numbers differ
+    job = prepare_job(RequestSource(requests_path=write_jsonl(tmp_path / "r.jsonl", lines)), max_requests=2)
+    second = job.slices[1]  # r2, r3
+    explained = job.explain_api_error(second, "requests.1.params.temperature: Input should be <= 1")
+    assert explained.startswith("line 5 (custom_id 'r3'), params.temperature: Input should be <= 1")
+    assert "the API said: requests.1.params.temperature" in explained
+
+
+def test_an_api_error_without_an_index_is_left_as_it_is() -> None:
+    job = prepare_job(RequestSource(requests=[request("a")]))
+    assert job.explain_api_error(job.slices[0], "body: invalid JSON") == "body: invalid JSON"

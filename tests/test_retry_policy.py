@@ -26,9 +26,30 @@ def test_retry_after_ms_is_honoured() -> None:
 
 
 def test_retry_after_seconds_is_honoured() -> None:
-    run = get_batch(error(429, "rate_limit_error", **{"retry-after": "7"}), OK)
+    run = get_batch(error(529, "overloaded_error", **{"retry-after": "7"}), OK)
     run.result()
     assert run.sleeps == [7.0]
+
+
+def test_a_rate_limited_retry_waits_at_least_the_retry_after_and_at_most_half_again() -> None:
+    run = get_batch(error(429, "rate_limit_error", **{"retry-after": "7"}), OK)
+    run.result()
+    assert len(run.sleeps) == 1
+    assert 7.0 <= run.sleeps[0] <= 10.5
+
+
+def test_rate_limited_retries_told_the_same_second_spread_out() -> None:
+    """1,000 clients told ``retry-after: 59`` do not all come back at 59.00 s."""
+    told = error(429, "rate_limit_error", **{"retry-after": "59"})
+    waits = []
+    for _ in range(1000):
+        run = get_batch(told, OK)
+        run.result()
+        waits.extend(run.sleeps)
+    assert min(waits) >= 59.0
+    assert max(waits) - min(waits) > 25.0
+    in_any_second = max(sum(1 for w in waits if start <= w < start + 1) for start in range(59, 89))
+    assert in_any_second < 100
 
 
 def test_an_absurd_retry_after_falls_back_to_exponential_backoff() -> None:
@@ -101,9 +122,9 @@ def test_retries_are_bounded_by_max_retries() -> None:
 
 def test_retries_are_bounded_by_total_wait() -> None:
     run = get_batch(
-        error(429, "rate_limit_error", **{"retry-after": "10"}), max_retries=10, max_retry_wait=25
+        error(529, "overloaded_error", **{"retry-after": "10"}), max_retries=10, max_retry_wait=25
     )
-    with pytest.raises(errors.RateLimitError):
+    with pytest.raises(errors.OverloadedError):
         run.result()
     assert run.sleeps == [10.0, 10.0]
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 import pytest
 
-from airflow_provider_batches.policy import WaitEvent
-from airflow_provider_batches.waiting import MAX_CONSECUTIVE_ERRORS, wait_plan
+from airflow_provider_batches.policy import WaitEvent, is_rate_limited
+from airflow_provider_batches.waiting import MAX_CONSECUTIVE_ERRORS, Survey, survey_plan, wait_plan
 from tests.fakes import batch_json, error
 from tests.plans import Answer, PlanRun, settings
 
@@ -157,3 +158,109 @@ def test_ended_batches_are_not_polled_again() -> None:
         "msgbatch_b",
         "msgbatch_b",
     ]
+
+
+def test_rate_limited_polls_never_count_toward_failing_the_wait() -> None:
+    limited = error(429, "rate_limit_error", **{"x-should-retry": "false"})
+    run = wait(*[limited] * (MAX_CONSECUTIVE_ERRORS + 10), ended())
+
+    assert run.result().status == "success"
+    assert len(run.requests) == MAX_CONSECUTIVE_ERRORS + 11
+
+
+# -- the coalesced poller's round: listing pages first, a GET only beyond their reach --------------
+
+
+def page(*batches: dict[str, Any], has_more: bool = False) -> httpx.Response:
+    ids = [batch["id"] for batch in batches]
+    return httpx.Response(
+        200,
+        json={
+            "data": list(batches),
+            "has_more": has_more,
+            "first_id": ids[0] if ids else None,
+            "last_id": ids[-1] if ids else None,
+        },
+    )
+
+
+def survey(
+    listed: dict[str, datetime | None], *answers: Answer, direct: tuple[str, ...] = ()
+) -> PlanRun[Survey]:
+    return PlanRun(survey_plan(settings(max_retries=0), listed, direct), *answers)
+
+
+def called(run: PlanRun[Any]) -> list[str]:
+    """Each request as ``list`` (with its cursor) or the id it fetched."""
+    return [
+        f"list after {request.url.params.get('after_id')}"
+        if request.url.path == "/v1/messages/batches"
+        else request.url.path.rsplit("/", 1)[-1]
+        for request in run.requests
+    ]
+
+
+def test_one_listing_page_reports_every_batch_it_holds() -> None:
+    run = survey(
+        dict.fromkeys(["b1", "b2", "b3"]),
+        page(batch_json("b3", status="ended"), batch_json("b2"), batch_json("b1")),
+    )
+
+    result = run.result()
+
+    assert called(run) == ["list after None"]
+    assert result.outcomes["b3"].is_ended  # type: ignore[union-attr]
+    assert set(result.outcomes) == {"b1", "b2", "b3"}
+    assert run.requests[0].url.params["limit"] == "1000"
+
+
+def test_a_batch_the_listing_does_not_hold_is_fetched_on_its_own() -> None:
+    run = survey(dict.fromkeys(["b1", "b2", "gone"]), page(batch_json("b2"), batch_json("b1")), OK_GONE)
+
+    result = run.result()
+
+    assert called(run) == ["list after None", "gone"]
+    assert result.unreached == frozenset({"gone"})
+
+
+def test_paging_stops_once_the_listing_is_older_than_every_unseen_batch() -> None:
+    newer = datetime(2026, 11, 22, 11, tzinfo=timezone.utc)  # batch_json's batches are from 10:00
+    run = survey(dict.fromkeys(["w1", "w2", "w3"], newer), page(batch_json("x1"), has_more=True), OK_GONE)
+
+    run.result()
+
+    assert called(run) == ["list after None", "w1", "w2", "w3"]
+
+
+def test_pages_are_read_while_more_batches_are_unseen_than_pages_were_read() -> None:
+    elsewhere = page(batch_json("other"), has_more=True)
+    run = survey(dict.fromkeys(["b1", "b2", "b3"]), elsewhere, elsewhere, elsewhere, in_progress())
+
+    run.result()
+
+    assert called(run) == ["list after None", "list after other", "list after other", "b1", "b2", "b3"]
+
+
+def test_a_single_batch_is_fetched_without_a_listing() -> None:
+    run = survey({"b1": None}, in_progress())
+    run.result()
+    assert called(run) == ["b1"]
+
+
+def test_batches_beyond_the_listing_are_fetched_directly() -> None:
+    listing = page(batch_json("b1"), batch_json("b2"))
+    run = survey(dict.fromkeys(["b1", "b2"]), listing, in_progress(), direct=("old",))
+    run.result()
+    assert called(run) == ["list after None", "old"]
+
+
+def test_a_failed_listing_page_is_each_unseen_batch_failure_without_more_requests() -> None:
+    run = survey(dict.fromkeys(["b1", "b2"]), error(429, "rate_limit_error"))
+
+    result = run.result()
+
+    assert called(run) == ["list after None"]
+    assert all(is_rate_limited(outcome) for outcome in result.outcomes.values())  # type: ignore[arg-type]
+
+
+OK_GONE = error(404, "not_found_error")

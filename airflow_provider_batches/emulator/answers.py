@@ -14,11 +14,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from airflow_provider_batches.emulator.ids import hashed_base62
+from airflow_provider_batches.emulator.structured import (
+    INVALID_OUTPUT_MARKER,
+    answer_text,
+    example_value,
+    invalid_value,
+    structured_ask,
+)
 
 TOKEN_RELEVANT_KEYS = ("system", "messages", "tools")
 PER_MESSAGE_TOKENS = 4
 BYTES_PER_TOKEN = 4
-KNOWN_MODEL_PREFIX = "claude-"
 
 MARKER_RE = re.compile(r"\[emulator:(succeeded|canceled|expired|errored)(?:=([A-Za-z0-9_]+))?\]")
 """``[emulator:succeeded]``, ``[emulator:canceled]``, ``[emulator:expired]``, ``[emulator:errored=T]``."""
@@ -42,10 +48,6 @@ def estimate_input_tokens(params: dict[str, Any]) -> int:
     relevant = {key: params[key] for key in TOKEN_RELEVANT_KEYS if key in params}
     size = len(canonical_json(relevant).encode("utf-8"))
     return math.ceil(size / BYTES_PER_TOKEN) + PER_MESSAGE_TOKENS * len(params.get("messages") or [])
-
-
-def is_known_model(model: str) -> bool:
-    return model.startswith(KNOWN_MODEL_PREFIX)
 
 
 def last_user_text(params: dict[str, Any]) -> str:
@@ -99,7 +101,13 @@ def seeded_fraction(seed: int, custom_id: str) -> float:
 
 
 def plan_outcome(
-    custom_id: str, params: dict[str, Any], *, seed: int, errored_fraction: float, errored_type: str
+    custom_id: str,
+    params: dict[str, Any],
+    *,
+    seed: int,
+    errored_fraction: float,
+    errored_type: str,
+    known_model: bool,
 ) -> PlannedOutcome:
     """Marker first, then model check (async not_found_error), then the seeded errored fraction."""
     marker = find_marker(params)
@@ -107,9 +115,8 @@ def plan_outcome(
         if marker.kind == "errored":
             return PlannedOutcome("errored", marker.error_type, f"Emulated {marker.error_type} (marker).")
         return PlannedOutcome(marker.kind)
-    model = params["model"]
-    if not is_known_model(model):
-        return PlannedOutcome("errored", "not_found_error", f"model: {model}")
+    if not known_model:
+        return PlannedOutcome("errored", "not_found_error", f"model: {params['model']}")
     if errored_fraction > 0 and seeded_fraction(seed, custom_id) < errored_fraction:
         return PlannedOutcome("errored", errored_type, f"Emulated {errored_type} (errored fraction).")
     return PlannedOutcome("succeeded")
@@ -120,23 +127,48 @@ def build_message(params: dict[str, Any], *, message_id: str, service_tier: str)
 
     Text: ``Emulated reply <12-char digest of the prompt>: <last user text>``; output_tokens =
     ceil(UTF-8 bytes / 4), capped at max_tokens (then the text is cut and stop_reason is max_tokens).
+    A request asking for structured output gets JSON for its schema instead (see ``structured``).
     """
     prompt_digest = hashed_base62(canonical_json(params.get("messages")), 12)
-    text = f"Emulated reply {prompt_digest}: {last_user_text(params)}"
-    encoded = text.encode("utf-8")
-    natural_tokens = math.ceil(len(encoded) / BYTES_PER_TOKEN)
-    max_tokens: int = params["max_tokens"]
-    if natural_tokens > max_tokens:
-        text = encoded[: max_tokens * BYTES_PER_TOKEN].decode("utf-8", errors="ignore")
-        output_tokens, stop_reason = max_tokens, "max_tokens"
+    ask = structured_ask(params)
+    invalid = INVALID_OUTPUT_MARKER in last_user_text(params)
+    if ask is not None and ask.tool_name is not None:
+        value = (invalid_value if invalid else example_value)(ask.schema, prompt_digest)
+        block = {
+            "type": "tool_use",
+            "id": "toolu_emu_" + prompt_digest,
+            "name": ask.tool_name,
+            "input": value,
+        }
+        return _message(params, message_id, service_tier, [block], canonical_json(value), "tool_use")
+    if ask is not None:
+        text = answer_text(ask, prompt_digest, invalid=invalid)
     else:
-        output_tokens, stop_reason = natural_tokens, "end_turn"
+        text = f"Emulated reply {prompt_digest}: {last_user_text(params)}"
+    encoded = text.encode("utf-8")
+    max_tokens: int = params["max_tokens"]
+    stop_reason = "end_turn"
+    if math.ceil(len(encoded) / BYTES_PER_TOKEN) > max_tokens:
+        text = encoded[: max_tokens * BYTES_PER_TOKEN].decode("utf-8", errors="ignore")
+        stop_reason = "max_tokens"
+    return _message(params, message_id, service_tier, [{"type": "text", "text": text}], text, stop_reason)
+
+
+def _message(
+    params: dict[str, Any],
+    message_id: str,
+    service_tier: str,
+    content: list[dict[str, Any]],
+    output: str,
+    stop_reason: str,
+) -> dict[str, Any]:
+    output_tokens = min(math.ceil(len(output.encode("utf-8")) / BYTES_PER_TOKEN), params["max_tokens"])
     return {
         "id": message_id,
         "type": "message",
         "role": "assistant",
         "model": params["model"],
-        "content": [{"type": "text", "text": text}],
+        "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": {

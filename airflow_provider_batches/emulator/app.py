@@ -22,7 +22,6 @@ from airflow_provider_batches.emulator.answers import (
     canonical_json,
     estimate_input_tokens,
     find_marker,
-    is_known_model,
     message_id_for,
 )
 from airflow_provider_batches.emulator.apierrors import (
@@ -34,6 +33,7 @@ from airflow_provider_batches.emulator.apierrors import (
     not_found,
     too_large,
 )
+from airflow_provider_batches.emulator.config import EmulatorConfig
 from airflow_provider_batches.emulator.ids import rfc3339
 from airflow_provider_batches.emulator.lifecycle import BatchRecord
 from airflow_provider_batches.emulator.middleware import (
@@ -111,9 +111,21 @@ async def _read_json(request: Request, limit: int) -> Any:
     if size > limit:
         raise too_large(f"request body is {size} bytes; the limit is {limit} bytes")
     try:
-        return json.loads(b"".join(chunks))
+        value = json.loads(b"".join(chunks))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise invalid_request(f"body: invalid JSON: {exc}") from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate escape such as "\ud800"
+        raise invalid_request(
+            f"body: invalid JSON: lone surrogate {exc.object[exc.start]!r} in a string"
+        ) from None
+    return value
+
+
+def _require_known_model(config: EmulatorConfig, model: str) -> None:
+    if model not in config.models:
+        raise not_found(f"model: {model}")
 
 
 class ResultsFileResponse(Response):
@@ -212,8 +224,7 @@ class ApiHandlers:
         params = check_message_params(
             await _read_json(request, self.state.config.max_message_body_bytes), "", in_batch=False
         )
-        if not is_known_model(params["model"]):
-            raise not_found(f"model: {params['model']}")
+        _require_known_model(self.state.config, params["model"])
         marker = find_marker(params)
         if marker is not None and marker.kind == "errored" and marker.error_type is not None:
             status = ERROR_STATUS.get(marker.error_type, 500)
@@ -225,8 +236,7 @@ class ApiHandlers:
         params = check_count_tokens_params(
             await _read_json(request, self.state.config.max_message_body_bytes)
         )
-        if not is_known_model(params["model"]):
-            raise not_found(f"model: {params['model']}")
+        _require_known_model(self.state.config, params["model"])
         return JSONResponse({"input_tokens": estimate_input_tokens(params)})
 
     async def create_batch(self, request: Request) -> Response:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from airflow_provider_batches.emulator.config import DEFAULT_API_KEY, EmulatorConfig
+from airflow_provider_batches.emulator.config import DEFAULT_API_KEY, DEFAULT_MODELS, EmulatorConfig
 from airflow_provider_batches.emulator.server import NotifyingServer, base_url_of, bind_socket, uvicorn_config
 from airflow_provider_batches.emulator.state import EmulatorState
 
@@ -44,11 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--expiry-seconds", type=float, default=defaults.expiry_seconds, help="created -> expires_at")
     add("--archive-seconds", type=float, default=defaults.archive_seconds, help="created -> archived_at")
     add("--max-body-bytes", type=int, default=defaults.max_batch_body_bytes, help="create-batch body limit")
+    add(
+        "--model",
+        action="append",
+        dest="models",
+        default=[],
+        help="a model id to know besides the default catalogue (the SDK's ids), repeatable",
+    )
     add("--errored-fraction", type=float, default=0.0, help="fraction of batch requests that end errored")
     add("--errored-type", default=defaults.errored_type, help="error type for --errored-fraction")
     add("--seed", type=int, default=0, help="seed of every random decision (faults, errored fraction)")
     add("--rpm", type=int, default=0, dest="requests_per_minute", help="requests per minute per key; 0 = off")
     add("--count-tokens-rpm", type=int, default=0, help="count_tokens requests per minute per key; 0 = off")
+    add("--max-queued-requests", type=int, default=None, help="queue limit per key (429 on create)")
     add("--overloaded-fraction", type=float, default=0.0, help="fraction of calls answered 529")
     add("--api-error-fraction", type=float, default=0.0, help="fraction of calls answered 500")
     add("--timeout-fraction", type=float, default=0.0, help="fraction of calls answered 504")
@@ -81,11 +89,13 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         expiry_seconds=args.expiry_seconds,
         archive_seconds=args.archive_seconds,
         max_batch_body_bytes=args.max_body_bytes,
+        models=list(dict.fromkeys([*DEFAULT_MODELS, *args.models])),
         errored_fraction=args.errored_fraction,
         errored_type=args.errored_type,
         seed=args.seed,
         requests_per_minute=args.requests_per_minute,
         count_tokens_requests_per_minute=args.count_tokens_rpm,
+        max_queued_requests=args.max_queued_requests,
         overloaded_fraction=args.overloaded_fraction,
         api_error_fraction=args.api_error_fraction,
         timeout_fraction=args.timeout_fraction,

@@ -28,6 +28,37 @@ makes its batch) and then lose the answer: the connection closes, or a 500 comes
 
 STARTUP_ONLY_FIELDS = frozenset({"host", "port", "data_dir"})
 
+TEST_MODEL = "claude-emulator-test"
+"""A model id only the emulator knows, for tests that must not depend on the real catalogue."""
+
+DEFAULT_MODELS = (
+    # The ``Model`` literal of the official SDK (anthropic 2.12), newest first.
+    "claude-fable-5-2",
+    "claude-mythos-5-2",
+    "claude-haiku-5-5",
+    "claude-sonnet-5-5",
+    "claude-fable-5-1",
+    "claude-opus-5-5",
+    "claude-mythos-5-1",
+    "claude-sonnet-5",
+    "claude-fable-5",
+    "claude-mythos-5",
+    "claude-opus-5",
+    "claude-opus-4-8",
+    "claude-opus-4-7",
+    "claude-mythos-preview",
+    "claude-opus-4-6",
+    "claude-sonnet-4-6",
+    "claude-haiku-4-5",
+    "claude-haiku-4-5-20251001",
+    "claude-opus-4-5",
+    "claude-opus-4-5-20251101",
+    "claude-sonnet-4-5",
+    "claude-sonnet-4-5-20250929",
+    TEST_MODEL,
+)
+"""The model ids the emulator knows by default; any other answers 404 ``not_found_error``."""
+
 
 class EmulatorConfig(BaseModel):
     """All emulator settings. Fractions are probabilities in [0, 1] drawn from a ``seed``-ed RNG."""
@@ -53,10 +84,16 @@ class EmulatorConfig(BaseModel):
     max_batch_body_bytes: int = Field(default=MAX_BATCH_BODY_BYTES, ge=1)
     max_message_body_bytes: int = Field(default=MAX_MESSAGE_BODY_BYTES, ge=1)
     max_batch_requests: int = Field(default=MAX_BATCH_REQUESTS, ge=1)
+    max_queued_requests: int | None = Field(
+        default=None, ge=1, description="requests per key in batches still processing; None = unlimited"
+    )
 
     # Open points of the API, answered by configuration.
     results_before_end_status: int = Field(default=400, description="400 or 404")
     results_after_archive_status: int = Field(default=404, description="404 or 400")
+
+    # Models: the catalogue of known ids (extend it with your own: models=[*DEFAULT_MODELS, "x"]).
+    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS), min_length=1)
 
     # Synthetic outcomes.
     errored_fraction: float = Field(default=0.0, ge=0, le=1)

@@ -16,7 +16,7 @@ Rules (P = processing seconds, C = canceling seconds, both copied into the batch
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_batches.emulator.answers import OUTCOME_CODES, OutcomeKind
@@ -47,6 +47,8 @@ class BatchRecord:
     cutoff: int | None = None
     cutoff_outcome: OutcomeKind | None = None
     counts: dict[str, int] | None = None
+    #: Models of this batch's requests that were not in the catalogue when it was created.
+    unknown_models: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))

@@ -97,7 +97,7 @@ class ApiGate:
         label = route_label(scope["method"], scope["path"])
         extra_headers = {"request-id": request_id}
         counted_send = _with_headers(
-            send, extra_headers, lambda status: state.stats.record_call(label, status)
+            send, extra_headers, lambda status: state.stats.record_call(label, status, state.clock.now())
         )
         state.stats.record_betas(betas_of(scope))
 

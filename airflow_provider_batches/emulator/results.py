@@ -35,6 +35,7 @@ def result_for(record: BatchRecord, index: int, planned_code: int, request: dict
             seed=record.plan_seed,
             errored_fraction=record.errored_fraction,
             errored_type=record.errored_type,
+            known_model=params["model"] not in record.unknown_models,
         )
         error = {
             "type": "error",

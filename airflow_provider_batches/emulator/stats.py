@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 MAX_DISTINCT_BETAS = 100
+#: Minutes of per-minute counts kept per route (older minutes are dropped).
+MINUTES_KEPT = 120
+WINDOW_SECONDS = 60.0
+ALL_ROUTES = "all"
 _BATCH_PATH_RE = re.compile(r"^/v1/messages/batches/[^/]+")
 
 
@@ -30,10 +34,28 @@ class Stats:
             self._requests_received = 0
             self._betas_seen: Counter[str] = Counter()
             self._faults_injected: Counter[str] = Counter()
+            self._started: float | None = None
+            self._per_minute: dict[str, dict[int, int]] = {}
+            self._windows: dict[str, deque[float]] = {}
+            self._max_in_a_minute: Counter[str] = Counter()
 
-    def record_call(self, label: str, status: int) -> None:
+    def record_call(self, label: str, status: int, now: float) -> None:
+        """One answered /v1/ call at ``now`` (the emulator's clock, as the rate limiter reads it)."""
         with self._lock:
             self._calls.setdefault(label, Counter())[str(status)] += 1
+            if self._started is None:
+                self._started = now
+            minute = int((now - self._started) // 60)
+            for key in (label, ALL_ROUTES):
+                minutes = self._per_minute.setdefault(key, {})
+                minutes[minute] = minutes.get(minute, 0) + 1
+                for old in [m for m in minutes if m <= minute - MINUTES_KEPT]:
+                    del minutes[old]
+                window = self._windows.setdefault(key, deque())
+                while window and window[0] <= now - WINDOW_SECONDS:
+                    window.popleft()
+                window.append(now)
+                self._max_in_a_minute[key] = max(self._max_in_a_minute[key], len(window))
 
     def record_batch(self, key_label: str, request_count: int) -> None:
         with self._lock:
@@ -58,4 +80,9 @@ class Stats:
                 "requests_received": self._requests_received,
                 "betas_seen": dict(self._betas_seen),
                 "faults_injected": dict(self._faults_injected),
+                "calls_per_minute": {
+                    key: {str(minute): count for minute, count in sorted(minutes.items())}
+                    for key, minutes in self._per_minute.items()
+                },
+                "max_calls_in_any_minute": dict(self._max_in_a_minute),
             }

@@ -105,7 +105,7 @@ class BatchStore:
         requests_path = self._path(batch_id, ".requests.jsonl")
         try:
             with body_path.open("rb") as body, requests_path.open("w", encoding="utf-8") as out:
-                codes = self._spool_requests(body, out, config)
+                codes, unknown_models = self._spool_requests(body, out, config)
             self._path(batch_id, ".codes").write_bytes(codes)
         except MalformedJson as exc:
             self._remove_files(batch_id)
@@ -116,6 +116,11 @@ class BatchStore:
         finally:
             body_path.unlink(missing_ok=True)
         with self._lock:
+            try:
+                self._check_queue(owner, len(codes), config.max_queued_requests, now)
+            except ApiError:
+                self._remove_files(batch_id)
+                raise
             record = BatchRecord(
                 id=batch_id,
                 seq=self._next_seq,
@@ -129,11 +134,30 @@ class BatchStore:
                 plan_seed=config.seed,
                 errored_fraction=config.errored_fraction,
                 errored_type=config.errored_type,
+                unknown_models=unknown_models,
             )
             self._next_seq += 1
             self._records[batch_id] = record
             self._save(record)
         return record
+
+    def _check_queue(self, owner: str, request_count: int, limit: int | None, now: float) -> None:
+        """429 when the key's processing queue would exceed ``limit`` requests (no batch is made)."""
+        if limit is None:
+            return
+        queued = sum(
+            record.request_count
+            for record in self._records.values()
+            if record.owner == owner and not lifecycle.has_ended_by(record, now)
+        )
+        if queued + request_count > limit:
+            raise ApiError(
+                429,
+                "rate_limit_error",
+                f"processing queue full: {queued} requests are processing and this batch adds "
+                f"{request_count}; the limit is {limit}. No batch was created.",
+                {"retry-after": "60"},
+            )
 
     def _unused_batch_id(self) -> str:
         while True:
@@ -142,28 +166,41 @@ class BatchStore:
                 return batch_id
 
     @staticmethod
-    def _spool_requests(body: Any, out: TextIO, config: EmulatorConfig) -> bytes:
-        """Validate each request, write it as one JSONL line; return the planned-outcome codes."""
+    def _spool_requests(body: Any, out: TextIO, config: EmulatorConfig) -> tuple[bytes, list[str]]:
+        """Validate each request, write it as one JSONL line; return the planned-outcome codes and
+        the models not in the catalogue (their requests end ``errored`` with ``not_found_error``)."""
         codes = bytearray()
         first_seen: dict[str, int] = {}
+        catalogue = frozenset(config.models)
+        unknown: set[str] = set()
         limit = config.max_batch_requests
         for index, item in enumerate(iter_batch_requests(body)):
             if index >= limit:
                 raise invalid_request(f"requests: List should have at most {limit} items after validation")
             custom_id, params = check_batch_item(item, index, first_seen)
+            if params["model"] not in catalogue:
+                unknown.add(params["model"])
             plan = plan_outcome(
                 custom_id,
                 params,
                 seed=config.seed,
                 errored_fraction=config.errored_fraction,
                 errored_type=config.errored_type,
+                known_model=params["model"] in catalogue,
             )
             codes += plan.code
-            out.write(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
+            line = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+            try:
+                out.write(line)
+            except UnicodeEncodeError as exc:  # a lone surrogate escape such as "\ud800"
+                surrogate = exc.object[exc.start]
+                raise invalid_request(
+                    f"body: invalid JSON: lone surrogate {surrogate!r} in a string of requests.{index}"
+                ) from None
             out.write("\n")
         if not codes:
             raise invalid_request("requests: List should have at least 1 item after validation, not 0")
-        return bytes(codes)
+        return bytes(codes), sorted(unknown)
 
     # -- read and change ---------------------------------------------------------------------------
 

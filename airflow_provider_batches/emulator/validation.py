@@ -31,11 +31,19 @@ MESSAGE_OPTIONAL = frozenset(
         "container",
         "mcp_servers",
         "context_management",
+        # Also in the SDK's MessageCreateParams (anthropic 2.12).
+        "cache_control",
+        "diagnostics",
+        "inference_geo",
+        "output_config",
+        "speed",
+        "user_profile_id",
+        "workspace_id",
     }
 )
 COUNT_TOKENS_REQUIRED = ("model", "messages")
 COUNT_TOKENS_OPTIONAL = frozenset(
-    {"system", "tools", "tool_choice", "thinking", "mcp_servers", "context_management"}
+    {"system", "tools", "tool_choice", "thinking", "mcp_servers", "context_management", "output_config"}
 )
 BATCH_ITEM_KEYS = ("custom_id", "params")
 
@@ -81,8 +89,8 @@ def _check_messages(messages: object, path: str) -> None:
         item_path = field_path(path, index)
         item = _require_object(message, item_path)
         _check_keys(item, item_path, ("role", "content"), frozenset())
-        if item["role"] not in ("user", "assistant"):
-            raise _fail(field_path(item_path, "role"), "Input should be 'user' or 'assistant'")
+        if item["role"] not in ("user", "assistant", "system"):
+            raise _fail(field_path(item_path, "role"), "Input should be 'user', 'assistant' or 'system'")
         content = item["content"]
         if isinstance(content, str):
             continue
@@ -105,7 +113,7 @@ def _check_common(params: dict[str, Any], path: str) -> None:
     for list_key in ("tools", "mcp_servers"):
         if list_key in params and not isinstance(params[list_key], list):
             raise _fail(field_path(path, list_key), "Input should be a valid list")
-    for object_key in ("tool_choice", "thinking", "metadata", "context_management"):
+    for object_key in ("tool_choice", "thinking", "metadata", "context_management", "output_config"):
         if object_key in params and not isinstance(params[object_key], dict):
             raise _fail(field_path(path, object_key), "Input should be a valid dictionary")
 
@@ -156,7 +164,7 @@ def check_custom_id(value: object, path: str) -> str:
         raise _fail(path, "String should have at most 64 characters")
     if not value:
         raise _fail(path, "String should have at least 1 character")
-    if not _CUSTOM_ID_RE.match(value):
+    if not _CUSTOM_ID_RE.fullmatch(value):  # "abc\n" matches "...$" with re.match
         raise _fail(path, f"String should match pattern '{CUSTOM_ID_PATTERN}'")
     return value
 

@@ -18,9 +18,11 @@ from airflow.sdk.log import mask_secret
 from pydantic import BaseModel
 
 from airflow_provider_batches.bodies import BatchBody as BatchBody  # re-exported: its old home
+from airflow_provider_batches.budget import budgeted, shared_budget
 from airflow_provider_batches.client_core import (
     DEFAULT_ANTHROPIC_VERSION,
     DEFAULT_BASE_URL,
+    DEFAULT_MAX_REQUESTS_PER_MINUTE,
     Call,
     ClientSettings,
     CreateWatermark,
@@ -59,7 +61,9 @@ M = TypeVar("M", bound=BaseModel)
 PlanFactory = Callable[[ClientSettings], Plan[T]]
 
 #: Params that count_tokens accepts; the others (max_tokens, temperature...) do not change the count.
-COUNTED_PARAMS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"})
+COUNTED_PARAMS = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers", "output_config"}
+)
 #: Connection types whose connections this hook reads: its own, and the vendor provider's.
 ACCEPTED_CONN_TYPES = frozenset({"anthropic_batches", "anthropic"})
 
@@ -104,6 +108,7 @@ def settings_from_connection(conn: Any, betas: Sequence[str] = ()) -> ClientSett
         connect_timeout=option("connect_timeout", float, 10.0),
         max_retries=option("max_retries", int, 2),
         max_retry_wait=option("max_retry_wait", float, 300.0),
+        max_requests_per_minute=option("max_requests_per_minute", int, DEFAULT_MAX_REQUESTS_PER_MINUTE),
         betas=tuple(dict.fromkeys([*conn_betas, *betas])),
     )
 
@@ -144,7 +149,7 @@ class AnthropicHook(BaseHook):
 
     :param conn_id: an ``anthropic_batches`` or ``anthropic`` connection (password: API key,
         host: base URL, extras: ``timeout``, ``max_retries``, ``max_retry_wait``, ``betas``,
-        ``anthropic_version``).
+        ``anthropic_version``, ``max_requests_per_minute``: the waits' request budget, 0 = none).
     :param betas: beta features sent as ``anthropic-beta`` with ``?beta=true`` on every call.
     :param transport: an httpx transport for the sync client (tests, proxies).
     :param async_transport: the same for the async client.
@@ -223,16 +228,21 @@ class AnthropicHook(BaseHook):
 
     # -- plans ------------------------------------------------------------------------------------
 
-    def run_plan(self, plan: PlanFactory[T]) -> T:
+    def run_plan(self, plan: PlanFactory[T], *, budget: bool = False) -> T:
         """Run a plan (see :mod:`~airflow_provider_batches.client_core`) with this hook's settings and
-        client, blocking: every endpoint method, and the wait in the worker, goes through here."""
+        client, blocking: every endpoint method, and the wait in the worker, goes through here.
+        ``budget``: pace its sends by the connection's request budget (waits do)."""
         settings = self.get_settings()
-        return run_sync(plan(settings), self.get_conn())
+        return run_sync(self._paced(plan(settings), settings, budget), self.get_conn())
 
-    async def arun_plan(self, plan: PlanFactory[T]) -> T:
+    async def arun_plan(self, plan: PlanFactory[T], *, budget: bool = False) -> T:
         """:meth:`run_plan` on the event loop (the triggerer), with the async client."""
         settings = await self.aget_settings()
-        return await run_async(plan(settings), await self.aget_conn())
+        return await run_async(self._paced(plan(settings), settings, budget), await self.aget_conn())
+
+    @staticmethod
+    def _paced(plan: Plan[T], settings: ClientSettings, budget: bool) -> Plan[T]:
+        return budgeted(plan, shared_budget(settings)) if budget else plan
 
     _run = run_plan
     _arun = arun_plan

@@ -50,6 +50,7 @@ from airflow_provider_batches.requests import (
     RequestSource,
     prepare_job,
 )
+from airflow_provider_batches.structured_output import OutputSchema, StructuredOutput, with_output_schema
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from airflow_provider_batches.waiting import (
     DEFAULT_MAX_POLL_INTERVAL,
@@ -132,6 +133,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         later try re-attaches to them).
     :param cancel_on_timeout: cancel the batches when ``timeout`` passes (else they keep running and a
         retry re-attaches to them).
+    :param output_schema: a Pydantic model class or JSON schema every answer must follow: put into
+        each request (``output_config.format``, or a forced tool call on older models) before validation.
     """
 
     template_fields: Sequence[str] = (
@@ -162,6 +165,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         fail_on_partial_error: bool = False,
         max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH,
         max_bytes_per_batch: int = MAX_BATCH_BYTES,
+        output_schema: OutputSchema | None = None,
         on_input_change: OnInputChange = "fail",
         prompts: Sequence[str | Mapping[str, Any]] | None = None,
         max_tokens: int | None = None,
@@ -172,6 +176,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.output_schema = None if output_schema is None else StructuredOutput.of(output_schema)
         if on_input_change not in ON_INPUT_CHANGE_CHOICES:
             raise ValueError(
                 f"{self.task_id}: on_input_change must be one of {', '.join(ON_INPUT_CHANGE_CHOICES)}, "
@@ -225,6 +230,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             requests_conn_id=self.requests_conn_id,
             model=self.model,
         )
+        source = with_output_schema(source, self.output_schema)
         return prepare_job(
             source, max_requests=int(self.max_requests_per_batch), max_bytes=int(self.max_bytes_per_batch)
         )

@@ -17,6 +17,7 @@ from airflow_provider_batches.errors import (
     BatchCreateUncertainError,
     BatchWaitError,
     InputChangedError,
+    InvalidRequestError,
     NotFoundError,
 )
 from airflow_provider_batches.job_state import RECORD_KEY, JobRecord, JobStore, SliceRecord, utcnow
@@ -93,11 +94,12 @@ class JobSubmission:
         record = self.store.load()
         if record is None:
             return JobRecord.for_job(self.job, generation=self.generation)
-        cleared = (
-            record.generation is not None
-            and self.generation is not None
-            and record.generation != self.generation
-        )
+        if record.generation is None or self.generation is None:
+            # No clear generation to compare (a record of the previous provider version, or no task
+            # instance): a finished job is taken as cleared, as that version did.
+            cleared = record.finished
+        else:
+            cleared = record.generation != self.generation
         if record.matches(self.job):
             if record.finished and cleared:
                 self.log.info(
@@ -226,4 +228,13 @@ class JobSubmission:
     def _create_with_hook(
         self, part: BatchSlice, watermark: CreateWatermark, exclude: Sequence[str]
     ) -> MessageBatch:
-        return self.hook.create_batch(self.job.body(part), watermark=watermark, exclude=exclude)
+        """The paid call: one batch, its body streamed from the source; API errors located by line."""
+        try:
+            return self.hook.create_batch(self.job.body(part), watermark=watermark, exclude=exclude)
+        except InvalidRequestError as exc:  # "requests.N..." -> the file line and custom_id
+            message = self.job.explain_api_error(part, exc.message)
+            if message == exc.message:
+                raise
+            raise type(exc)(
+                message, status_code=exc.status_code, error_type=exc.error_type, request_id=exc.request_id
+            ) from exc

@@ -16,6 +16,7 @@ from airflow_provider_batches.errors import BudgetExceededError, RateLimitError,
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.pricing import BATCH_DISCOUNT, batch_cost_usd, price_for, require_prices
 from airflow_provider_batches.requests import RequestSource
+from airflow_provider_batches.structured_output import OutputSchema, StructuredOutput, with_output_schema
 
 
 @dataclass
@@ -46,6 +47,7 @@ class AnthropicCountTokensOperator(BaseOperator):
     exceeded. Prices come from :mod:`airflow_provider_batches.pricing` (exact model ids); add or override
     them with ``prices={"claude-sonnet-4-6": {"input": 3.0, "output": 15.0}}`` (standard USD per million
     tokens). With ``max_cost_usd``, a model with no price fails the task, naming it and that fix.
+    Give the create operator's ``output_schema`` too: requests are counted with it, as they will be sent.
 
     Returns (XCom) ``request_count``, ``input_tokens``, ``input_tokens_per_model``,
     ``max_output_tokens``, ``estimated_cost_usd`` (``input``, ``output_max``, ``total_max``, or None
@@ -82,9 +84,11 @@ class AnthropicCountTokensOperator(BaseOperator):
         prices: Mapping[str, Mapping[str, float]] | None = None,
         betas: list[str] | None = None,
         rate_limit_timeout: float = 900.0,
+        output_schema: OutputSchema | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.output_schema = None if output_schema is None else StructuredOutput.of(output_schema)
         if messages is not None and (requests is not None or requests_path is not None):
             raise ValueError("give either messages (one request) or requests/requests_path (a job), not both")
         if max_concurrency < 1:
@@ -106,7 +110,7 @@ class AnthropicCountTokensOperator(BaseOperator):
         self.rate_limit_timeout = rate_limit_timeout
 
     def execute(self, context: Context) -> dict[str, Any]:
-        source = self._source()
+        source = with_output_schema(self._source(), self.output_schema)  # counted as it will be sent
         hook = AnthropicHook(self.conn_id, betas=self.betas)
         hook.get_settings()  # the connection is read once, before the event loop starts
         tally = asyncio.run(self._count(hook, source))

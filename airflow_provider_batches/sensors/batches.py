@@ -111,7 +111,7 @@ class AnthropicBatchSensor(BaseSensorOperator):
         round_plan = partial(
             poll_round, batch_ids=batch_ids, not_found_grace_until=self._grace_until(context), log=self.log
         )
-        ended, _ = self.hook.run_plan(round_plan)
+        ended, _ = self.hook.run_plan(round_plan, budget=True)
         if len(ended) < len(batch_ids):
             return False
         totals = check_outcome(ended, fail_on_partial_error=self.fail_on_partial_error, log=self.log)

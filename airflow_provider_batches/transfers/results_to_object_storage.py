@@ -26,7 +26,10 @@ from airflow_provider_batches.errors import AnthropicBatchesError, APIConnection
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.lineage import results_transfer_lineage
 from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.structured_output import OutputSchema, StructuredOutput
 from airflow_provider_batches.transfers._publish import StagedFile, Staging, remove_if_exists, uri_of
+from airflow_provider_batches.transfers.outputs import OutputFormat, OutputOptions, ResultOutputs
+from airflow_provider_batches.transfers.parquet_writer import DEFAULT_ROW_GROUP_SIZE
 from airflow_provider_batches.transfers.verification import (
     RESULT_TYPES,
     BatchIdentity,
@@ -83,6 +86,12 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
     :param download_retry_delay: seconds before a retried download, times the attempt number.
     :param progress_interval: seconds between progress log lines.
     :param gzip_level: compression level for ``compression="gzip"`` (1 fastest, 9 smallest).
+    :param output_format: ``"jsonl"`` (the lines as received) or ``"parquet"`` (flattened rows, see
+        :mod:`airflow_provider_batches.transfers.rows`; needs the ``parquet`` extra).
+    :param row_group_size: rows per Parquet row group (bounds the memory of the transfer).
+    :param parquet_compression: the codec inside Parquet files (``zstd``, ``snappy``, ``none``...).
+    :param output_schema: a Pydantic model class or JSON schema: succeeded answers are validated and
+        added as ``parsed``; those that do not validate are listed in ``invalid_output.jsonl``.
     """
 
     template_fields: Sequence[str] = ("batch_id", "destination", "dest_conn_id")
@@ -102,9 +111,20 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         download_retry_delay: float = 5.0,
         progress_interval: float = 10.0,
         gzip_level: int = 6,
+        output_format: OutputFormat = "jsonl",
+        row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+        parquet_compression: str = "zstd",
+        output_schema: OutputSchema | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.output_options = OutputOptions(
+            output_format=output_format,
+            compression=compression,
+            row_group_size=row_group_size,
+            parquet_compression=parquet_compression,
+            structured=None if output_schema is None else StructuredOutput.of(output_schema),
+        )
         if compression not in (None, "gzip"):
             raise ValueError(f"compression must be None or 'gzip', got {compression!r}")
         if download_retries < 0:
@@ -158,9 +178,6 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             return ObjectStoragePath(str(self.destination), conn_id=self.dest_conn_id)
         return ObjectStoragePath(self.destination, conn_id=self.dest_conn_id)
 
-    def _file_name(self, stem: str) -> str:
-        return f"{stem}.jsonl.gz" if self.compression == "gzip" else f"{stem}.jsonl"
-
     def _ended_batches(self, batch_ids: list[str]) -> list[MessageBatch]:
         """Every batch, or a clear refusal naming each one not ready, before anything is written."""
         batches = [self.hook.get_batch(batch_id) for batch_id in batch_ids]
@@ -188,6 +205,8 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             and manifest.get("batch_ids") == batch_ids
             and manifest.get("split_by_result_type") == self.split_by_result_type
             and manifest.get("compression") == self.compression
+            and manifest.get("output_format", "jsonl") == self.output_options.output_format
+            and manifest.get("output_schema") == self.output_options.manifest_fields()["output_schema"]
         )
         if not same_inputs:
             raise DestinationConflictError(
@@ -218,18 +237,21 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         started_at = datetime.now(timezone.utc)
         progress = TransferProgress(self.log, self.progress_interval)
         staging = Staging(destination, gzip_level=self.gzip_level if self.compression == "gzip" else None)
+        outputs = ResultOutputs(staging, self.output_options)
         ledgers = [BatchLedger(batch, expected.get(batch.id)) for batch in batches]
         file_counts: dict[str, dict[str, int]] = {}
         try:
             if self.split_by_result_type:
-                self._write_split(staging, ledgers, progress, file_counts)
+                self._write_split(outputs, ledgers, progress, file_counts)
             else:
-                self._write_per_batch(staging, ledgers, progress, file_counts)
+                self._write_per_batch(outputs, ledgers, progress, file_counts)
+            file_counts.update(outputs.finish())
             self.log.info("Downloaded and verified %d batch(es): %s", len(batches), progress.summary())
             remove_if_exists(destination / MANIFEST_NAME)  # a prefix with a manifest is always consistent
             for name in file_counts:
                 staging.publish(name)
             manifest = self._manifest(destination, batches, ledgers, staging, file_counts, started_at)
+            manifest.update(outputs.manifest_fields())
             staging.write_json(MANIFEST_NAME, manifest)
             staging.publish(MANIFEST_NAME)
         except BaseException:
@@ -243,33 +265,35 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
 
     def _write_per_batch(
         self,
-        staging: Staging,
+        outputs: ResultOutputs,
         ledgers: list[BatchLedger],
         progress: TransferProgress,
         file_counts: dict[str, dict[str, int]],
     ) -> None:
         for ledger in ledgers:
-            name = self._file_name(ledger.batch.id)
-            staged = staging.open(name)
+            outputs.start_batch(ledger.batch.id)
+            staged = outputs.open(ledger.batch.id)
+            name = staged.name
             self._download(ledger, _always(staged), progress)
             staged.close()
             file_counts[name] = dict(ledger.counts)
 
     def _write_split(
         self,
-        staging: Staging,
+        outputs: ResultOutputs,
         ledgers: list[BatchLedger],
         progress: TransferProgress,
         file_counts: dict[str, dict[str, int]],
     ) -> None:
-        by_kind: dict[str, StagedFile] = {kind: staging.open(self._file_name(kind)) for kind in RESULT_TYPES}
+        by_kind: dict[str, StagedFile] = {kind: outputs.open(kind) for kind in RESULT_TYPES}
 
         def route(kind: str) -> StagedFile:
             if kind not in by_kind:  # a result type newer than this code: it gets its own file
-                by_kind[kind] = staging.open(self._file_name(kind))
+                by_kind[kind] = outputs.open(kind)
             return by_kind[kind]
 
         for ledger in ledgers:
+            outputs.start_batch(ledger.batch.id)
             self._download(ledger, route, progress)
         for kind, staged in by_kind.items():
             staged.close()

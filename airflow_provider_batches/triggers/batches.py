@@ -1,16 +1,18 @@
 """AnthropicBatchTrigger: waits in the triggerer until every batch of a job has ended.
 
-It polls with the hook's async client (no threads, no blocking call on the event loop), backs off
-toward a cap, and keeps nothing a fresh triggerer could not rebuild from ``serialize()``: the
-deadline and the 404 grace window are wall-clock epoch seconds. It yields exactly one event,
-whose shape :func:`parse_wait_event` checks when the task resumes.
+Triggers of one connection in one triggerer share a poller (:mod:`.poller`): one async client,
+listing pages covering many batches per request, the connection's request budget. Each trigger
+keeps its poll interval and back-off, and nothing a fresh triggerer could not rebuild from
+``serialize()``: the deadline and the 404 grace window are wall-clock epoch seconds. It yields
+exactly one event, whose shape :func:`parse_wait_event` checks when the task resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
-from functools import partial
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -18,12 +20,15 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.policy import WaitEvent, WaitStatus, parse_wait_event
-from airflow_provider_batches.waiting import wait_plan
+from airflow_provider_batches.triggers import poller as poller_module
+from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
 
 __all__ = ["AnthropicBatchTrigger", "parse_wait_event"]
 
 #: Bound on the cancel calls ``on_kill`` makes (the triggerer also bounds ``on_kill``).
 CANCEL_TIMEOUT_SECONDS = 20.0
+#: A trigger whose deadline has passed (a triggerer started late) still looks once, this long at most.
+LAST_LOOK_SECONDS = 60.0
 
 
 class AnthropicBatchTrigger(BaseTrigger):
@@ -44,8 +49,8 @@ class AnthropicBatchTrigger(BaseTrigger):
         batch_ids: Sequence[str],
         conn_id: str = AnthropicHook.default_conn_name,
         deadline: float,
-        poll_interval: float = 30.0,
-        max_poll_interval: float = 300.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         not_found_grace_until: float | None = None,
         cancel_on_kill: bool = False,
     ) -> None:
@@ -73,26 +78,40 @@ class AnthropicBatchTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = AnthropicHook(self.conn_id)
         try:
-            event = await self._wait(hook)
+            event = await self._wait(AnthropicHook(self.conn_id))
         except Exception as exc:  # one event, always: the task must not hang on a trigger crash
             event = self._event("error", f"polling stopped: {type(exc).__name__}: {exc}", {})
-        finally:
-            await hook.aclose()
         yield TriggerEvent(event.to_payload())
 
     async def _wait(self, hook: AnthropicHook) -> WaitEvent:
-        plan = partial(
-            wait_plan,
-            batch_ids=self.batch_ids,
-            deadline=self.deadline,
+        """Wait on the connection's shared poller (see :mod:`.poller`) until the event or the deadline."""
+        poller, entry = await poller_module.watch(
+            hook,
+            self.batch_ids,
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
             not_found_grace_until=self.not_found_grace_until,
             log=self.log,
         )
-        return await hook.arun_plan(plan)
+        self.log.info(
+            "Waiting for %d batch(es) to end: polling every %.0f s, backing off to %.0f s, with the "
+            "connection's other triggers in this triggerer",
+            len(self.batch_ids),
+            self.poll_interval,
+            self.max_poll_interval,
+        )
+        try:
+            try:
+                return await asyncio.wait_for(asyncio.shield(entry.done), self.deadline - time.time())
+            except TimeoutError:
+                pass
+            if not entry.observed.is_set():  # a past deadline (a late triggerer): look once before giving up
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(entry.observed.wait(), LAST_LOOK_SECONDS)
+            return entry.done.result() if entry.done.done() else entry.progress.timeout()
+        finally:
+            await poller_module.release(poller, entry)
 
     def _event(self, status: WaitStatus, message: str, counts: dict[str, dict[str, int]]) -> WaitEvent:
         return WaitEvent(status, list(self.batch_ids), message, dict(counts))

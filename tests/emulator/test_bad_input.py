@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 
-from airflow_provider_batches.emulator import Emulator
+from airflow_provider_batches.emulator import Emulator, EmulatorConfig
+from airflow_provider_batches.emulator.cli import build_parser, config_from_args
+from airflow_provider_batches.emulator.config import DEFAULT_MODELS
 from tests.emulator.conftest import EmulatorFactory
-from tests.emulator.helpers import MODEL, VERSION_HEADERS, api_headers, batch_request
+from tests.emulator.helpers import MODEL, VERSION_HEADERS, api_headers, batch_request, sdk_client
 
 
 def _create(emu: Emulator, body: Any) -> httpx.Response:
@@ -94,7 +96,7 @@ def test_too_many_requests_is_400(make_emulator: EmulatorFactory) -> None:
 
 
 def test_100001_requests_is_400(emulator: Emulator) -> None:
-    params = '{"model":"claude-x","max_tokens":1,"messages":[{"role":"user","content":"x"}]}'
+    params = '{"model":"claude-emulator-test","max_tokens":1,"messages":[{"role":"user","content":"x"}]}'
     template = '{"custom_id":"r%d","params":' + params + "}"
     body = '{"requests":[' + ",".join(template % i for i in range(100_001)) + "]}"
     response = httpx.post(
@@ -207,3 +209,75 @@ def test_list_limit_out_of_range_is_400(emulator: Emulator) -> None:
 def test_unknown_route_is_404_error_body(emulator: Emulator) -> None:
     response = httpx.get(f"{emulator.base_url}/v1/nothing", headers=api_headers(emulator))
     assert response.json()["error"]["type"] == "not_found_error"
+
+
+# -- model catalogue and input the API refuses that the emulator used to take ------------------------
+
+
+def _message(emu: Emulator, **params: Any) -> httpx.Response:
+    body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], **params}
+    return httpx.post(f"{emu.base_url}/v1/messages", json=body, headers=api_headers(emu))
+
+
+def test_a_model_not_in_the_catalogue_is_404_naming_it(emulator: Emulator) -> None:
+    response = _message(emulator, model="claude-nonexistent-9")
+    assert _error(response, 404) == "model: claude-nonexistent-9"
+    assert response.json()["error"]["type"] == "not_found_error"
+
+
+def test_a_batch_request_for_an_unknown_model_ends_errored_not_found(emulator: Emulator) -> None:
+    client = sdk_client(emulator)
+    batch = client.messages.batches.create(
+        requests=[batch_request("known"), batch_request("unknown", model="claude-nonexistent-9")]
+    )
+    client.messages.batches.retrieve(batch.id)
+    results = {line.custom_id: line.result for line in client.messages.batches.results(batch.id)}
+    assert results["known"].type == "succeeded"
+    assert results["unknown"].type == "errored"
+    assert results["unknown"].error.error.type == "not_found_error"
+    assert results["unknown"].error.error.message == "model: claude-nonexistent-9"
+
+
+def test_every_model_id_of_the_sdk_is_in_the_default_catalogue() -> None:
+    from anthropic.types.model import Model
+
+    sdk_ids = {value for option in get_args(Model) for value in get_args(option)}
+    assert sdk_ids
+    assert sdk_ids <= set(EmulatorConfig().models)
+
+
+def test_users_can_extend_the_catalogue(make_emulator: EmulatorFactory) -> None:
+    with make_emulator(models=[*DEFAULT_MODELS, "my-fine-tune"]) as emu:
+        assert _message(emu, model="my-fine-tune").status_code == 200
+
+
+def test_the_cli_adds_models_to_the_default_catalogue() -> None:
+    config = config_from_args(build_parser().parse_args(["--model", "my-fine-tune", "--model", "other"]))
+    assert config.models == [*DEFAULT_MODELS, "my-fine-tune", "other"]
+
+
+def test_a_lone_surrogate_in_a_message_is_400_not_500(emulator: Emulator) -> None:
+    body = b'{"model":"%s","max_tokens":5,"messages":[{"role":"user","content":"x\\ud800"}]}' % MODEL.encode()
+    response = httpx.post(
+        f"{emulator.base_url}/v1/messages",
+        content=body,
+        headers=api_headers(emulator, **{"content-type": "application/json"}),
+    )
+    assert _error(response, 400) == "body: invalid JSON: lone surrogate '\\ud800' in a string"
+
+
+def test_a_lone_surrogate_in_a_batch_is_400_naming_the_request(emulator: Emulator) -> None:
+    good = json.dumps(batch_request("a")).encode()
+    bad = json.dumps(batch_request("b")).replace("hello", "\\udc00").encode()
+    response = httpx.post(
+        f"{emulator.base_url}/v1/messages/batches",
+        content=b'{"requests":[' + good + b"," + bad + b"]}",
+        headers=api_headers(emulator, **{"content-type": "application/json"}),
+    )
+    assert _error(response, 400) == "body: invalid JSON: lone surrogate '\\udc00' in a string of requests.1"
+    assert emulator.admin.stats()["batches_created"] == {}
+
+
+def test_a_custom_id_with_a_trailing_newline_is_400(emulator: Emulator) -> None:
+    message = _error(_create(emulator, {"requests": [batch_request("abc\n")]}), 400)
+    assert message == "requests.0.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'"

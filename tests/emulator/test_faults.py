@@ -55,9 +55,13 @@ def test_count_tokens_has_its_own_rate_limit(make_emulator: EmulatorFactory) -> 
     with make_emulator(requests_per_minute=1, count_tokens_requests_per_minute=3) as emu:
         client = sdk_client(emu)
         for _ in range(3):
-            client.messages.count_tokens(model="claude-x", messages=[{"role": "user", "content": "hi"}])
+            client.messages.count_tokens(
+                model="claude-emulator-test", messages=[{"role": "user", "content": "hi"}]
+            )
         with pytest.raises(anthropic.RateLimitError):
-            client.messages.count_tokens(model="claude-x", messages=[{"role": "user", "content": "hi"}])
+            client.messages.count_tokens(
+                model="claude-emulator-test", messages=[{"role": "user", "content": "hi"}]
+            )
         assert _list(emu).status_code == 200
 
 

@@ -25,7 +25,11 @@ def test_fixture_sets_the_connection_env_var(anthropic_emulator: Emulator) -> No
 
 def test_fixture_emulator_serves_the_sdk_with_instant_lifecycle(anthropic_emulator: Emulator) -> None:
     client = anthropic.Anthropic(api_key=anthropic_emulator.api_key, base_url=anthropic_emulator.base_url)
-    params: Any = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    params: Any = {
+        "model": "claude-emulator-test",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     batch = client.messages.batches.create(requests=[{"custom_id": "a", "params": params}])
     assert client.messages.batches.retrieve(batch.id).processing_status == "ended"
 

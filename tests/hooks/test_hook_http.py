@@ -60,14 +60,14 @@ def test_connection_default_betas_are_merged_with_call_betas(monkeypatch: pytest
 def test_count_tokens_drops_max_tokens_and_stream() -> None:
     recorder = Recorder(httpx.Response(200, json={"input_tokens": 17}))
     params = {
-        "model": "claude-x",
+        "model": "claude-emulator-test",
         "max_tokens": 10,
         "stream": False,
         "messages": [{"role": "user", "content": "hi"}],
     }
     assert hook_for(recorder).count_tokens(params) == 17
     assert json.loads(recorder.requests[0].content) == {
-        "model": "claude-x",
+        "model": "claude-emulator-test",
         "messages": [{"role": "user", "content": "hi"}],
     }
 

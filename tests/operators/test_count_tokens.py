@@ -116,3 +116,12 @@ def test_rate_limit_answers_pause_the_count_until_it_completes(anthropic_emulato
     summary = run(requests=job(12), max_concurrency=4)
     assert summary["input_tokens"] == expected
     assert anthropic_emulator.admin.stats()["calls"]["POST /v1/messages/count_tokens"]["429"] == 10
+
+
+def test_an_output_schema_is_counted_as_the_create_operator_will_send_it(
+    anthropic_emulator: Emulator,
+) -> None:
+    schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    requests = job(2, model="claude-emulator-test")  # a forced tool call: the tool's schema is input
+    plain = run(requests=requests)["input_tokens"]
+    assert run(requests=requests, output_schema=schema)["input_tokens"] > plain

@@ -224,7 +224,7 @@ RULES = {
     "custom_id-pattern": (request("has space"), "custom_id 'has space' is invalid"),
     "custom_id-too-long": (request("x" * 65), "is invalid"),
     "stream": (request("s", stream=True), "stream"),
-    "max_tokens-zero": (request("m", max_tokens=0), "max_tokens must be an integer >= 1"),
+    "max_tokens-zero": (request("m", max_tokens=0), "max_tokens must be an integer from 1"),
     "model-missing": (
         {"custom_id": "n", "params": {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}},
         "params.model is missing",
@@ -512,6 +512,17 @@ def test_a_cleared_task_whose_batches_still_run_reattaches(monkeypatch: pytest.M
 
         assert manifest["batch_ids"] == [part["batch_id"] for part in store.values[RECORD_KEY]["slices"]]
         assert batches_created(emulator) == 1
+
+
+def test_a_finished_record_of_the_previous_version_submits_afresh_as_it_did(emulator: Emulator) -> None:
+    store = FakeTaskStateStore()
+    first = create().execute(task_context(store))
+    store.values[RECORD_KEY]["generation"] = None  # version 1 records have no clear generation
+    store.values[RECORD_KEY]["version"] = 1
+
+    second = create().execute(task_context(store))
+
+    assert second["batch_ids"] != first["batch_ids"]
 
 
 def test_an_input_edited_between_tries_fails_before_any_paid_call(monkeypatch: pytest.MonkeyPatch) -> None:

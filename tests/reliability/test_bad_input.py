@@ -13,6 +13,7 @@ import gzip
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,16 @@ from airflow_provider_batches.sensors.batches import AnthropicBatchSensor
 from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
 )
-from tests.operators.support import task_context
-from tests.reliability.conftest import FIGURES, SECRET_KEY, ask, connection, leaks_in_text, start_emulator
+from tests.operators.support import batches_created, task_context
+from tests.reliability.conftest import (
+    FIGURES,
+    MODEL,
+    SECRET_KEY,
+    ask,
+    connection,
+    leaks_in_text,
+    start_emulator,
+)
 
 OK = json.dumps(ask("ok-1")).encode()
 
@@ -142,6 +151,19 @@ def transfer(tmp: Path, **kwargs: Any) -> Callable[[], Any]:
     return lambda: operator.execute(task_context())
 
 
+def raw_request(envelope: str, params: str) -> bytes:
+    """A line written by hand (duplicate keys, 1e400...): ``{<envelope>,"params":{<params>...}}``."""
+    body = f'"model":"{MODEL}","max_tokens":40,"messages":[{{"role":"user","content":"hi"}}]'
+    return f'{{{envelope},"params":{{{params}{body}}}}}\n'.encode()
+
+
+def nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def duplicates_far_apart() -> bytes:
     lines = [line(ask(f"r{i}")) for i in range(50)] + [line(ask("r7"))]
     return b"".join(lines)
@@ -229,28 +251,30 @@ CASES: list[Case] = [
     Case(
         "model not a string",
         create_from_file(with_params(model=4)),
-        ("params.model must be a model name", "4"),
+        ("line 2", "'bad-1'", "params.model must be a string, got 4"),
     ),
-    Case("model empty", create_from_file(with_params(model="")), ("params.model must be a model name", "''")),
+    Case("model empty", create_from_file(with_params(model="")), ("params.model must be a string, got ''",)),
     Case(
         "max_tokens missing", create_from_file(without_param("max_tokens")), ("params.max_tokens is missing",)
     ),
     Case(
         "max_tokens zero",
         create_from_file(with_params(max_tokens=0)),
-        ("params.max_tokens must be an integer >= 1", "0"),
+        ("line 2", "'bad-1'", "params.max_tokens must be an integer from 1 to 1,000,000, got 0"),
     ),
     Case("max_tokens negative", create_from_file(with_params(max_tokens=-5)), ("max_tokens", "-5")),
     Case("max_tokens a string", create_from_file(with_params(max_tokens="10")), ("max_tokens", "'10'")),
     Case("max_tokens a float", create_from_file(with_params(max_tokens=1.5)), ("max_tokens", "1.5")),
     Case("max_tokens a bool", create_from_file(with_params(max_tokens=True)), ("max_tokens", "True")),
     Case(
-        "stream: true", create_from_file(with_params(stream=True)), ("line 2", "stream: true is not allowed")
+        "stream: true",
+        create_from_file(with_params(stream=True)),
+        ("line 2", "params.stream must be false", "a batch cannot stream; remove it"),
     ),
     Case(
         "messages missing",
         create_from_file(without_param("messages")),
-        ("params.messages must be a non-empty list",),
+        ("params.messages is missing",),
     ),
     Case(
         "messages empty",
@@ -264,13 +288,183 @@ CASES: list[Case] = [
     ),
     Case(
         "bad role",
-        create_from_file(with_params(messages=[{"role": "system", "content": "x"}])),
+        create_from_file(with_params(messages=[{"role": "tool", "content": "x"}])),
         ("params.messages.0.role",),
     ),
     Case(
         "content a number",
         create_from_file(with_params(messages=[{"role": "user", "content": 7}])),
         ("params.messages.0.content",),
+    ),
+    # -- inputs that used to get through (issue 12): each names line or index, custom_id and the fix --
+    Case(
+        "UTF-8 byte order mark",
+        create_from_file(b"\xef\xbb\xbf" + OK + b"\n"),
+        ("line 1", "'ok-1'", "byte order mark", "save it as UTF-8 without BOM"),
+    ),
+    Case(
+        "custom_id with a trailing newline",
+        create_from_file(OK + b"\n" + line(ask("abc\n"))),
+        ("line 2", "custom_id 'abc\\n' is invalid", "use 1 to 64 letters"),
+    ),
+    Case(
+        "custom_id key twice",
+        create_from_file(OK + b"\n" + raw_request('"custom_id":"bad id!","custom_id":"okid"', "")),
+        ("line 2", "'okid'", "'custom_id' twice in one object", "keep one"),
+    ),
+    Case(
+        "max_tokens key twice",
+        create_from_file(OK + b"\n" + raw_request('"custom_id":"twice"', '"max_tokens":0,')),
+        ("line 2", "'twice'", "'max_tokens' twice in one object", "keep one"),
+    ),
+    Case(
+        "max_tokens 10**20",
+        create_from_file(with_params(max_tokens=10**20)),
+        ("line 2", "'bad-1'", "params.max_tokens must be an integer from 1 to 1,000,000"),
+    ),
+    Case(
+        "very deep nesting in a file",
+        create_from_file(
+            OK + b"\n" + raw_request('"custom_id":"deep"', '"metadata":' + "[" * 3000 + "]" * 3000 + ",")
+        ),
+        ("line 2", "'deep'", "nested more than 500 levels deep", "flatten"),
+    ),
+    Case(
+        "very deep nesting inline",
+        create_inline([ask("a"), ask("deep", metadata={"user_id": nested(600)})]),
+        ("requests[1]", "'deep'", "params.metadata.user_id", "nested more than 500 levels deep"),
+    ),
+    Case(
+        "inline datetime",
+        create_inline([ask("when", metadata={"user_id": datetime(2026, 1, 1)})]),
+        ("requests[0]", "'when'", "params.metadata.user_id is a datetime", "ISO 8601 string"),
+    ),
+    Case(
+        "inline set",
+        create_inline([ask("a"), ask("tags", stop_sequences={"END"})]),
+        ("requests[1]", "'tags'", "params.stop_sequences is a set", "a set to a list"),
+    ),
+    Case(
+        "inline bytes",
+        create_inline([ask("raw", "x", system=b"be brief")]),
+        ("requests[0]", "'raw'", "params.system is a bytes", "convert it"),
+    ),
+    Case(
+        "inline NaN",
+        create_inline([ask("nan", temperature=float("nan"))]),
+        ("requests[0]", "'nan'", "params.temperature is nan", "use a finite one"),
+    ),
+    Case(
+        "inline infinity",
+        create_inline([ask("inf", top_p=float("inf"))]),
+        ("requests[0]", "'inf'", "params.top_p is inf", "use a finite one"),
+    ),
+    Case(
+        "inline lone surrogate",
+        create_inline([ask("sur", "half \ud83d")]),
+        (
+            "requests[0]",
+            "'sur'",
+            "params.messages.0.content holds a lone surrogate",
+            "fix the text's encoding",
+        ),
+    ),
+    Case(
+        "inline key that is not a string",
+        create_inline([ask("key", metadata={1: "x"})]),
+        ("requests[0]", "'key'", "params.metadata has the key 1", "JSON keys are strings"),
+    ),
+    Case(
+        "1e400 in a file",
+        create_from_file(OK + b"\n" + raw_request('"custom_id":"huge"', '"temperature":1e400,')),
+        ("line 2", "'huge'", "params.temperature is inf", "use a finite one"),
+    ),
+    Case(
+        "lone surrogate escape in a file",
+        create_from_file(line(ask("sur", "half \\ud83d")).replace(b"\\\\ud83d", b"\\ud83d")),
+        ("line 1", "'sur'", "params.messages.0.content holds a lone surrogate", "fix the text's encoding"),
+    ),
+    Case(
+        "misspelt temperature",
+        create_from_file(with_params(temprature=0.5)),
+        ("line 2", "'bad-1'", "params.temprature is not a known field", "did you mean 'temperature'?"),
+    ),
+    Case(
+        "temperature a word",
+        create_from_file(with_params(temperature="hot")),
+        ("line 2", "'bad-1'", "params.temperature must be a number from 0 to 1, got 'hot'"),
+    ),
+    Case(
+        "temperature 5",
+        create_from_file(with_params(temperature=5)),
+        ("line 2", "'bad-1'", "params.temperature must be a number from 0 to 1, got 5"),
+    ),
+    Case(
+        "tools not a list",
+        create_from_file(with_params(tools={"name": "calc"})),
+        ("line 2", "'bad-1'", "params.tools must be a list of objects with 'name', got dict"),
+    ),
+    Case(
+        "tool without a name",
+        create_from_file(with_params(tools=[{"input_schema": {"type": "object"}}])),
+        ("line 2", "'bad-1'", "params.tools.0.name is missing", "it must be a string"),
+    ),
+    Case(
+        "top_k negative",
+        create_from_file(with_params(top_k=-1)),
+        ("line 2", "'bad-1'", "params.top_k must be an integer >= 0, got -1"),
+    ),
+    Case(
+        "top_p over 1",
+        create_from_file(with_params(top_p=1.5)),
+        ("line 2", "'bad-1'", "params.top_p must be a number from 0 to 1, got 1.5"),
+    ),
+    Case(
+        "stop_sequences a string",
+        create_from_file(with_params(stop_sequences="END")),
+        ("line 2", "'bad-1'", "params.stop_sequences must be a list of strings, got 'END'"),
+    ),
+    Case(
+        "system a number",
+        create_from_file(with_params(system=3)),
+        ("line 2", "'bad-1'", "params.system must be a string or a list of objects", "got 3"),
+    ),
+    Case(
+        "tool_choice of an unknown type",
+        create_from_file(with_params(tool_choice={"type": "sometimes"})),
+        ("line 2", "'bad-1'", "params.tool_choice.type must be one of 'auto', 'any', 'tool', 'none'"),
+    ),
+    Case(
+        "thinking budget under 1,024",
+        create_from_file(with_params(thinking={"type": "enabled", "budget_tokens": 100})),
+        ("line 2", "'bad-1'", "params.thinking.budget_tokens must be an integer >= 1,024, got 100"),
+    ),
+    Case(
+        "service_tier batch",
+        create_from_file(with_params(service_tier="batch")),
+        ("line 2", "'bad-1'", "params.service_tier must be one of 'auto', 'standard_only'"),
+    ),
+    Case(
+        "metadata with a misspelt key",
+        create_from_file(with_params(metadata={"userid": "u1"})),
+        ("line 2", "'bad-1'", "params.metadata.userid is not a known field", "did you mean 'user_id'?"),
+    ),
+    Case(
+        "content block without a type",
+        create_from_file(with_params(messages=[{"role": "user", "content": [{"text": "hi"}]}])),
+        ("line 2", "'bad-1'", "params.messages.0.content.0.type is missing", "it must be a string"),
+    ),
+    Case(
+        "cache_control of an unknown type",
+        create_from_file(
+            with_params(system=[{"type": "text", "text": "x", "cache_control": {"type": "forever"}}])
+        ),
+        ("line 2", "'bad-1'", "params.system.0.cache_control.type must be 'ephemeral'"),
+    ),
+    Case(
+        "several problems in one request, all listed",
+        create_from_file(with_params(temprature=1, top_k="x", tools=3)),
+        ("1 invalid request(s)", "params.temprature", "params.top_k must be", "params.tools must be"),
     ),
     # -- limits --
     Case(
@@ -375,7 +569,7 @@ CASES: list[Case] = [
                 task_context()
             )
         ),
-        ("stream: true is not allowed",),
+        ("params.stream must be false",),
     ),
     Case(
         "results: no batch id (empty template)",
@@ -459,15 +653,19 @@ def _connection(corpus_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_the_corpus_is_large_enough() -> None:
-    assert len(CASES) >= 30
+    assert len(CASES) >= 60
     assert len({case.name for case in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_bad_input_is_refused_with_a_clear_message(case: Case, tmp_path: Path) -> None:
+def test_bad_input_is_refused_with_a_clear_message(
+    case: Case, tmp_path: Path, corpus_emulator: Emulator
+) -> None:
     run = case.build(tmp_path)
+    created = batches_created(corpus_emulator)
     with pytest.raises(case.error) as raised:
         run()
+    assert batches_created(corpus_emulator) == created, f"{case.name}: a batch was created"
     message = str(raised.value)
     missing = [words for words in case.expect if words.lower() not in message.lower()]
     assert not missing, f"{case.name}: the message does not say {missing}:\n{message}"

@@ -60,20 +60,34 @@ def announce(task_id, moment):
 
 
 class KilledAfterCreate(AnthropicCreateBatchOperator):
-    def _create_slice(self, job, part):
-        batch = super()._create_slice(job, part)
-        if first_try():
-            announce(self.task_id, "created")
-            time.sleep(600)  # the test SIGKILLs this process here, before the id is recorded
-        return batch
+    def submission_for(self, context, store, job):
+        submission = super().submission_for(context, store, job)
+        paid_call = submission.create
+
+        def create(part, watermark, exclude):
+            batch = paid_call(part, watermark, exclude)
+            if first_try():
+                announce(self.task_id, "created")
+                time.sleep(600)  # the test SIGKILLs this process here, before the id is recorded
+            return batch
+
+        submission.create = create
+        return submission
 
 
 class KilledWhileWaiting(AnthropicCreateBatchOperator):
-    def _submit(self, store, job):
-        record = super()._submit(store, job)
-        if first_try():
-            announce(self.task_id, "waiting")
-        return record
+    def submission_for(self, context, store, job):
+        submission = super().submission_for(context, store, job)
+        run_submission = submission.run
+
+        def run():
+            record = run_submission()
+            if first_try():
+                announce(self.task_id, "waiting")
+            return record
+
+        submission.run = run
+        return submission
 
 
 def asks(prefix, count):

@@ -34,7 +34,7 @@ def result_line(custom_id: str, kind: str = "succeeded", *, padding: int = 0) ->
                 "id": f"msg_{custom_id}",
                 "type": "message",
                 "role": "assistant",
-                "model": "claude-test",
+                "model": "claude-emulator-test",
                 "content": [{"type": "text", "text": text}],
                 "stop_reason": "end_turn",
                 "stop_sequence": None,

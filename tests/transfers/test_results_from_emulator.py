@@ -37,7 +37,7 @@ def ended_batch(outcomes: list[str], prefix: str = "req") -> MessageBatch:
         {
             "custom_id": f"{prefix}-{number}",
             "params": {
-                "model": "claude-test",
+                "model": "claude-emulator-test",
                 "max_tokens": 16,
                 "messages": [{"role": "user", "content": f"question {number}{MARKERS[outcome]}"}],
             },
@@ -118,7 +118,11 @@ def test_a_stream_cut_on_every_attempt_leaves_no_object_at_the_final_path(
 def test_a_batch_still_in_progress_is_refused(anthropic_emulator: Emulator, tmp_path: Path) -> None:
     anthropic_emulator.admin.set_config(processing_seconds=3600)
     hook = AnthropicHook()
-    params = {"model": "claude-test", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+    params = {
+        "model": "claude-emulator-test",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     batch = hook.create_batch([{"custom_id": "a", "params": params}])
     hook.close()
     with pytest.raises(BatchNotReadyError, match="is in_progress; results exist only once it has ended"):

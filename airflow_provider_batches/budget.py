@@ -1,0 +1,154 @@
+"""A connection's request budget: requests per minute its waits never exceed, within one process.
+
+The API limits requests per minute per organization (50 at the lowest tier). Every wait of a
+process on the same API key (the triggerer's pollers, sensors and worker-side waits) draws from
+one :class:`RequestBudget`, a token bucket of capacity one: sends are spaced ``60 / rate`` seconds
+apart, so no sliding minute holds more than ``rate`` of them. It also reads the API's
+``anthropic-ratelimit-requests-*`` headers and a 429's ``retry-after`` to slow down when the
+organization (other processes, other tools) spends the rest.
+
+It does no I/O: :func:`budgeted` wraps a plan so each ``Send`` is preceded by the ``Sleep`` the
+bucket asks for; the drivers in :mod:`~airflow_provider_batches.client_core` do the sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+import httpx
+
+from airflow_provider_batches.client_core import (
+    DEFAULT_MAX_REQUESTS_PER_MINUTE,
+    ClientSettings,
+    Plan,
+    Send,
+    Sleep,
+    server_retry_after,
+)
+
+__all__ = ["DEFAULT_MAX_REQUESTS_PER_MINUTE", "RequestBudget", "budgeted", "shared_budget"]
+
+T = TypeVar("T")
+
+#: A reset further away than this is not believed (the API's windows are a minute).
+MAX_RESET_SECONDS = 60.0
+
+
+class RequestBudget:
+    """A token bucket of capacity one, refilled ``requests_per_minute / 60`` times a second.
+
+    Thread-safe, so worker threads and the event loop of one process can share it. Times are the
+    caller's monotonic seconds (``now``) and, to read the API's reset timestamps, wall-clock epoch
+    seconds (``wall_now``).
+    """
+
+    def __init__(self, requests_per_minute: int) -> None:
+        if requests_per_minute < 1:
+            raise ValueError(f"requests_per_minute must be at least 1, got {requests_per_minute}")
+        self.requests_per_minute = requests_per_minute
+        self._lock = threading.Lock()
+        self._next_slot = -math.inf
+        self._hold_until = -math.inf
+
+    @property
+    def spacing(self) -> float:
+        return 60.0 / self.requests_per_minute
+
+    def reserve(self, now: float) -> float:
+        """Take the next send slot: the seconds to wait before sending (0: send now)."""
+        with self._lock:
+            slot = max(now, self._next_slot, self._hold_until)
+            self._next_slot = slot + self.spacing
+            return slot - now
+
+    def observe(self, response: httpx.Response, now: float, wall_now: float) -> None:
+        """Slow down on what the API says: a 429 holds sends for its ``retry-after``; a low
+        ``anthropic-ratelimit-requests-remaining`` spreads the rest until the window's reset."""
+        hold = -math.inf
+        if response.status_code == 429:
+            hold = now + (server_retry_after(response) or 1.0)
+        remaining = _int_header(response, "anthropic-ratelimit-requests-remaining")
+        reset_at = _time_header(response, "anthropic-ratelimit-requests-reset")
+        if remaining is not None and reset_at is not None:
+            reset_in = min(max(reset_at - wall_now, 0.0), MAX_RESET_SECONDS)
+            hold = max(hold, now + (reset_in if remaining <= 0 else reset_in / (remaining + 1)))
+        if hold > -math.inf:
+            with self._lock:
+                self._hold_until = max(self._hold_until, hold)
+
+
+def _int_header(response: httpx.Response, name: str) -> int | None:
+    try:
+        return int(response.headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _time_header(response: httpx.Response, name: str) -> float | None:
+    value = response.headers.get(name)
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+_BUDGETS: dict[tuple[str, str], RequestBudget] = {}
+_BUDGETS_LOCK = threading.Lock()
+
+
+def shared_budget(settings: ClientSettings) -> RequestBudget | None:
+    """This process's budget for the API key and host of ``settings`` (None: unlimited).
+
+    Connections sharing a key share its budget (the API counts per organization); when they set
+    different limits, the lowest applies.
+    """
+    rate = settings.max_requests_per_minute
+    if rate <= 0:
+        return None
+    key = (settings.base_url, hashlib.sha256(settings.api_key.encode("utf-8")).hexdigest()[:16])
+    with _BUDGETS_LOCK:
+        budget = _BUDGETS.get(key)
+        if budget is None:
+            budget = _BUDGETS[key] = RequestBudget(rate)
+        elif rate < budget.requests_per_minute:
+            budget.requests_per_minute = rate
+        return budget
+
+
+def budgeted(
+    plan: Plan[T],
+    budget: RequestBudget | None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+) -> Plan[T]:
+    """``plan`` with each ``Send`` paced by ``budget`` and each answer shown to it."""
+    if budget is None:
+        return (yield from plan)
+    try:
+        effect = next(plan)
+        while True:
+            if isinstance(effect, Send):
+                wait = budget.reserve(clock())
+                if wait > 0:
+                    yield Sleep(wait)
+                try:
+                    response = yield effect
+                except Exception as exc:  # a transport error: the plan decides
+                    effect = plan.throw(exc)
+                    continue
+                budget.observe(response, clock(), wall_clock())
+                effect = plan.send(response)
+            else:
+                yield effect
+                effect = plan.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

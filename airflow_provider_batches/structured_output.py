@@ -1,0 +1,231 @@
+"""Structured output: one schema (a Pydantic model or a JSON schema) for every request and answer.
+
+The create operator puts the schema into each request before validation (``output_config.format``
+where the model supports it, otherwise a forced tool call), and the results transfer reads the
+answer back out of the message, validates it and hands on the parsed value. Both sides use
+:class:`StructuredOutput`, so the request form and the answer form are decided in one place.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from airflow_provider_batches.errors import RequestValidationError
+from airflow_provider_batches.requests import MAX_LINE_BYTES, RequestChecker, RequestSource, SourceLine
+
+#: The tool the answer is forced into on models without ``output_config`` structured outputs.
+STRUCTURED_TOOL_NAME = "structured_output"
+STRUCTURED_TOOL_DESCRIPTION = "Give the answer as this tool's input: it must match the input schema."
+
+#: ``claude-<family>-<major>[-<minor>]``: the minor version has one or two digits (a date has eight).
+_MODEL_VERSION = re.compile(r"^claude-[a-z]+-(\d+)(?:-(\d{1,2}))?(?:-|$)")
+#: The first models with ``output_config.format`` (structured outputs); later versions have it too.
+_FIRST_STRUCTURED = {(4, 1): ("claude-opus-",), (4, 5): ("claude-opus-", "claude-sonnet-", "claude-haiku-")}
+
+OutputSchema = type[BaseModel] | Mapping[str, Any]
+RequestForm = Literal["output_config", "tool"]
+
+
+class InvalidOutputError(ValueError):
+    """An answer that does not match the output schema; the message says why."""
+
+
+def request_form(model: str) -> RequestForm:
+    """``output_config`` on models with structured outputs (Opus 4.1, 4.5 family, later), else ``tool``."""
+    match = _MODEL_VERSION.match(model)
+    if match is None:
+        return "tool"
+    version = (int(match.group(1)), int(match.group(2) or 0))
+    if version >= (4, 5):
+        return "output_config"
+    families = _FIRST_STRUCTURED.get(version, ())
+    return "output_config" if model.startswith(families) else "tool"
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """The schema of every answer of a job; ``model`` is set when it came from a Pydantic class."""
+
+    json_schema: Mapping[str, Any]
+    model: type[BaseModel] | None = None
+
+    @classmethod
+    def of(cls, output_schema: OutputSchema | StructuredOutput) -> StructuredOutput:
+        """Accept a Pydantic model class or a JSON schema dict of an object, or refuse it clearly."""
+        if isinstance(output_schema, StructuredOutput):
+            return output_schema
+        if isinstance(output_schema, type) and issubclass(output_schema, BaseModel):
+            return cls(output_schema.model_json_schema(), output_schema)
+        if not isinstance(output_schema, Mapping):
+            raise ValueError(
+                f"output_schema must be a Pydantic model class or a JSON schema dict, "
+                f"got {type(output_schema).__name__}"
+            )
+        if output_schema.get("type") != "object":
+            raise ValueError(
+                'output_schema must describe an object ({"type": "object", "properties": {...}}): '
+                "answers are objects, so that their fields can become columns"
+            )
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            _validator_class(output_schema).check_schema(output_schema)
+        except SchemaError as exc:
+            raise ValueError(f"output_schema is not a valid JSON schema: {exc.message}") from None
+        return cls(copy.deepcopy(dict(output_schema)))
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    @cached_property
+    def strict_schema(self) -> dict[str, Any]:
+        """The schema for ``output_config.format``: every object closed (``additionalProperties: false``)."""
+        schema = copy.deepcopy(dict(self.json_schema))
+        _close_objects(schema)
+        return schema
+
+    def apply(self, params: Mapping[str, Any], model: str) -> dict[str, Any]:
+        """``params`` asking for an answer in this schema; ValueError if the request asks otherwise."""
+        rewritten = dict(params)
+        if request_form(model) == "output_config":
+            output_config = dict(rewritten.get("output_config") or {})
+            if output_config.get("format") is not None:
+                raise ValueError(
+                    "params.output_config.format is already set; remove it or drop output_schema"
+                )
+            output_config["format"] = {"type": "json_schema", "schema": self.strict_schema}
+            rewritten["output_config"] = output_config
+            return rewritten
+        if rewritten.get("tool_choice") is not None:
+            raise ValueError("params.tool_choice is already set; remove it or drop output_schema")
+        tools = list(rewritten.get("tools") or [])
+        if any(isinstance(tool, Mapping) and tool.get("name") == STRUCTURED_TOOL_NAME for tool in tools):
+            raise ValueError(f"params.tools already has a tool named {STRUCTURED_TOOL_NAME!r}; rename it")
+        tools.append(
+            {
+                "name": STRUCTURED_TOOL_NAME,
+                "description": STRUCTURED_TOOL_DESCRIPTION,
+                "input_schema": dict(self.json_schema),
+            }
+        )
+        rewritten["tools"] = tools
+        rewritten["tool_choice"] = {"type": "tool", "name": STRUCTURED_TOOL_NAME}
+        return rewritten
+
+    # -- answers ----------------------------------------------------------------------------------
+
+    def parse(self, message: Mapping[str, Any]) -> Any:
+        """The validated answer of a succeeded message (JSON-compatible), or InvalidOutputError saying why."""
+        return self.validate(answer_value(message))
+
+    def validate(self, value: Any) -> Any:
+        if self.model is not None:
+            try:
+                return self.model.model_validate(value).model_dump(mode="json")
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(part) for part in first["loc"]) or "(root)"
+                raise InvalidOutputError(f"{where}: {first['msg']}") from None
+        error = _best_error(self._validator, value)
+        if error is not None:
+            where = ".".join(str(part) for part in error.absolute_path) or "(root)"
+            raise InvalidOutputError(f"{where}: {error.message}")
+        return value
+
+    @cached_property
+    def _validator(self) -> Any:
+        return _validator_class(self.json_schema)(self.json_schema)
+
+
+def answer_value(message: Mapping[str, Any]) -> Any:
+    """The answer as JSON: the forced tool call's input, else the text blocks parsed as one JSON value."""
+    content = message.get("content") or []
+    for block in content:
+        if (
+            isinstance(block, Mapping)
+            and block.get("type") == "tool_use"
+            and block.get("name") == STRUCTURED_TOOL_NAME
+        ):
+            return block.get("input")
+    text = "".join(
+        block.get("text", "")
+        for block in content
+        if isinstance(block, Mapping) and block.get("type") == "text"
+    )
+    if message.get("stop_reason") == "max_tokens":
+        raise InvalidOutputError(
+            "the answer was cut at max_tokens (stop_reason max_tokens); raise max_tokens"
+        )
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidOutputError(f"the answer is not JSON ({exc})") from None
+
+
+class StructuredRequestSource(RequestSource):
+    """A request source whose requests all ask for ``structured`` answers (rewritten as they stream)."""
+
+    def __init__(self, source: RequestSource, structured: StructuredOutput) -> None:
+        super().__init__(
+            requests=source.requests,
+            requests_path=source.requests_path,
+            requests_conn_id=source.requests_conn_id,
+            model=source.model,
+        )
+        self.structured = structured
+
+    def iter_lines(self, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[SourceLine]:
+        checker = RequestChecker(self.model)  # only valid requests are rewritten; the rest pass as read
+        for line in super().iter_lines(max_line_bytes):
+            checked = checker.check(line)
+            if checked is None:
+                yield line  # the job's own check names what is wrong with it
+                continue
+            request = checked.request
+            try:
+                rewritten = self.structured.apply(request["params"], request["params"]["model"])
+            except ValueError as exc:
+                raise RequestValidationError(
+                    f"{line.location} (custom_id {request['custom_id']!r}) of {self.describe()}: {exc}; "
+                    "nothing was sent"
+                ) from None
+            yield SourceLine(line.location, value={**request, "params": rewritten})
+
+
+def with_output_schema(
+    source: RequestSource, output_schema: OutputSchema | StructuredOutput | None
+) -> RequestSource:
+    """``source`` asking for structured answers when a schema is given (the create operator's one call)."""
+    if output_schema is None:
+        return source
+    return StructuredRequestSource(source, StructuredOutput.of(output_schema))
+
+
+def _close_objects(node: Any) -> None:
+    if isinstance(node, dict):
+        for value in node.values():
+            _close_objects(value)
+        if node.get("type") == "object":
+            node.setdefault("additionalProperties", False)
+    elif isinstance(node, list):
+        for value in node:
+            _close_objects(value)
+
+
+def _validator_class(schema: Mapping[str, Any]) -> Any:
+    from jsonschema.validators import validator_for
+
+    return validator_for(schema)
+
+
+def _best_error(validator: Any, value: Any) -> Any:
+    from jsonschema.exceptions import best_match
+
+    return best_match(validator.iter_errors(value))

@@ -1,0 +1,314 @@
+"""Flattened result rows: the documented columns of the Parquet output and how a result line fills them.
+
+One row per result line. The schema is explicit (never inferred from data), so every file of a job,
+including an empty one, has the same columns and types and all of them load into one table. With an
+output schema, a ``parsed`` struct column holds the validated answer, typed from the schema, and
+``parse_error`` says why an answer did not validate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from airflow_provider_batches.pricing import batch_cost_usd, price_for
+from airflow_provider_batches.structured_output import InvalidOutputError, StructuredOutput
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: (name, arrow type name, nullable, meaning): the README's column reference is this table.
+COLUMNS: tuple[tuple[str, str, bool, str], ...] = (
+    ("custom_id", "string", False, "the request's custom_id"),
+    ("batch_id", "string", False, "the batch the result came from"),
+    ("round", "int32", True, "the re-drive round (null until re-drive exists)"),
+    ("result_type", "string", False, "succeeded, errored, canceled or expired"),
+    ("model", "string", True, "the model that answered (succeeded only)"),
+    ("stop_reason", "string", True, "end_turn, max_tokens, tool_use... (succeeded only)"),
+    ("text", "string", True, "the text blocks of the answer, joined without separator"),
+    ("tool_calls", "string", True, 'JSON array of {"id", "name", "input"}; null when none'),
+    ("input_tokens", "int64", True, "usage.input_tokens"),
+    ("output_tokens", "int64", True, "usage.output_tokens"),
+    ("cache_creation_input_tokens", "int64", True, "usage.cache_creation_input_tokens"),
+    ("cache_read_input_tokens", "int64", True, "usage.cache_read_input_tokens"),
+    ("cost_usd", "float64", True, "input and output tokens at batch prices; null for an unpriced model"),
+    ("error_type", "string", True, "the error's type (errored only), e.g. overloaded_error"),
+    ("error_message", "string", True, "the error's message (errored only)"),
+    ("raw", "string", False, "the whole result line as JSON: nothing is lost"),
+)
+PARSED_COLUMN = "parsed"
+PARSE_ERROR_COLUMN = "parse_error"
+
+
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class _Block(msgspec.Struct):
+    type: str
+    text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _Message(msgspec.Struct):
+    model: str | None = None
+    stop_reason: str | None = None
+    content: list[_Block] = []
+    usage: _Usage | None = None
+
+
+class _ErrorDetail(msgspec.Struct):
+    type: str | None = None
+    message: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _ErrorDetail | None = None
+
+
+class _Result(msgspec.Struct):
+    type: str
+    message: _Message | None = None
+    error: _ErrorBody | None = None
+
+
+class _Line(msgspec.Struct):
+    custom_id: str
+    result: _Result
+
+
+_decode_line = msgspec.json.Decoder(_Line).decode
+_decode_lines = msgspec.json.Decoder(list[_Line]).decode
+_decode_any = msgspec.json.Decoder().decode
+_encode = msgspec.json.encode
+
+
+def result_schema(structured: StructuredOutput | None = None) -> pa.Schema:
+    """The explicit schema of every Parquet file of a job (with ``parsed``/``parse_error`` given a schema)."""
+    import pyarrow as pa
+
+    fields = [
+        pa.field(name, pa.type_for_alias(kind), nullable=nullable) for name, kind, nullable, _ in COLUMNS
+    ]
+    if structured is not None:
+        fields.append(pa.field(PARSED_COLUMN, parsed_type(structured.json_schema)))
+        fields.append(pa.field(PARSE_ERROR_COLUMN, pa.string()))
+    return pa.schema(fields)
+
+
+def schema_description(schema: pa.Schema) -> list[dict[str, Any]]:
+    """The schema as the manifest records it: name, type and nullability of every column."""
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+
+
+# -- typed columns from a JSON schema -------------------------------------------------------------
+
+
+def parsed_type(json_schema: Mapping[str, Any]) -> pa.DataType:
+    """The arrow type of an answer: objects become structs, arrays lists, scalars their type.
+
+    Whatever has no single type (a union of several, an object without properties, a recursive
+    reference) is kept as a JSON string, so no answer is ever lost to the typing.
+    """
+    return _Shape.of(json_schema, json_schema, depth=0).arrow
+
+
+@dataclass
+class _Shape:
+    """An arrow type and how a JSON value is converted to it (``json``: encoded as a JSON string)."""
+
+    arrow: Any
+    kind: str  # "scalar", "json", "struct" or "list"
+    fields: dict[str, _Shape] = field(default_factory=dict)
+    item: _Shape | None = None
+
+    @classmethod
+    def of(cls, node: Any, root: Mapping[str, Any], depth: int) -> _Shape:
+        import pyarrow as pa
+
+        node = _resolve(node, root)
+        if depth > 32 or not isinstance(node, Mapping):
+            return cls(pa.string(), "json")
+        kind = node.get("type")
+        variants = node.get("anyOf") or node.get("oneOf")
+        if isinstance(kind, list):
+            variants = [{**node, "type": one} for one in kind]
+        if variants:
+            typed = [v for v in variants if _resolve(v, root).get("type") != "null"]
+            if len(typed) == 1:
+                return cls.of(typed[0], root, depth + 1)
+            return cls(pa.string(), "json")
+        if kind is None and "enum" in node and all(isinstance(v, str) for v in node["enum"]):
+            kind = "string"
+        if kind == "object" and isinstance(node.get("properties"), Mapping) and node["properties"]:
+            fields = {name: cls.of(sub, root, depth + 1) for name, sub in node["properties"].items()}
+            return cls(pa.struct([pa.field(n, s.arrow) for n, s in fields.items()]), "struct", fields)
+        if kind == "array" and isinstance(node.get("items"), Mapping):
+            item = cls.of(node["items"], root, depth + 1)
+            return cls(pa.list_(item.arrow), "list", item=item)
+        scalar = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}
+        if kind in scalar:
+            return cls(scalar[kind], "scalar")
+        return cls(pa.string(), "json")
+
+    def convert(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if self.kind == "json":
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        if self.kind == "struct":
+            if not isinstance(value, Mapping):
+                return None
+            return {name: shape.convert(value.get(name)) for name, shape in self.fields.items()}
+        if self.kind == "list":
+            assert self.item is not None
+            return [self.item.convert(v) for v in value] if isinstance(value, list) else None
+        return value
+
+
+def _resolve(node: Any, root: Mapping[str, Any]) -> Any:
+    """Follow a local ``$ref`` (``#/$defs/Name``, as Pydantic writes nested models)."""
+    seen = 0
+    while isinstance(node, Mapping) and isinstance(node.get("$ref"), str) and seen < 32:
+        target: Any = root
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target.get(part) if isinstance(target, Mapping) else None
+        node, seen = target, seen + 1
+    return node
+
+
+# -- rows -----------------------------------------------------------------------------------------
+
+
+class RowBuffer:
+    """Columns of the rows not yet written, filled line by line; ``nbytes`` counts their input bytes."""
+
+    def __init__(self, schema: pa.Schema, structured: StructuredOutput | None = None) -> None:
+        self.schema = schema
+        self.structured = structured
+        self._parsed_shape = (
+            _Shape.of(structured.json_schema, structured.json_schema, 0) if structured else None
+        )
+        self._prices: dict[str, Any] = {}
+        self.nbytes = 0
+        self.columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+
+    def __len__(self) -> int:
+        return len(self.columns["custom_id"])
+
+    def add_lines(
+        self, lines: list[bytes], batch_id: str, round_number: int | None
+    ) -> list[tuple[str, str, bytes]]:
+        """Append the rows of result lines (decoded in one call); ``(custom_id, reason, line)`` of each
+        answer that does not match the output schema."""
+        try:
+            parsed = _decode_lines(b"[" + b",".join(lines) + b"]")
+        except msgspec.ValidationError:  # some line has an unexpected shape: decode one at a time
+            parsed = [_decode_row(line) for line in lines]
+        invalid = []
+        for row, line in zip(parsed, lines, strict=True):
+            problem = self._add(row, line, batch_id, round_number)
+            if problem is not None:
+                invalid.append((row.custom_id, problem, line))
+        return invalid
+
+    def _add(self, parsed: _Line, raw: bytes, batch_id: str, round_number: int | None) -> str | None:
+        result = parsed.result
+        message = result.message if result.type == "succeeded" else None
+        usage = message.usage if message is not None else None
+        error = result.error.error if result.error is not None else None
+        columns = self.columns
+        columns["custom_id"].append(parsed.custom_id)
+        columns["batch_id"].append(batch_id)
+        columns["round"].append(round_number)
+        columns["result_type"].append(result.type)
+        columns["model"].append(message.model if message else None)
+        columns["stop_reason"].append(message.stop_reason if message else None)
+        columns["text"].append(_text(message))
+        columns["tool_calls"].append(_tool_calls(message))
+        columns["input_tokens"].append(usage.input_tokens if usage else None)
+        columns["output_tokens"].append(usage.output_tokens if usage else None)
+        columns["cache_creation_input_tokens"].append(usage.cache_creation_input_tokens if usage else None)
+        columns["cache_read_input_tokens"].append(usage.cache_read_input_tokens if usage else None)
+        columns["cost_usd"].append(self._cost(message.model if message else None, usage))
+        columns["error_type"].append(error.type if error else None)
+        columns["error_message"].append(error.message if error else None)
+        columns["raw"].append(raw)  # bytes: viewed as UTF-8 strings when taken (JSON is UTF-8)
+        self.nbytes += len(raw)
+        if self.structured is None:
+            return None
+        value, problem = parse_answer(self.structured, raw) if message is not None else (None, None)
+        assert self._parsed_shape is not None
+        columns[PARSED_COLUMN].append(self._parsed_shape.convert(value))
+        columns[PARSE_ERROR_COLUMN].append(problem)
+        return problem
+
+    def take(self) -> pa.RecordBatch:
+        """The buffered rows as one record batch of the schema; the buffer is empty afterwards."""
+        import pyarrow as pa
+
+        arrays = [
+            pa.array(self.columns[f.name], type=pa.binary()).view(f.type)
+            if f.name == "raw"
+            else pa.array(self.columns[f.name], type=f.type)
+            for f in self.schema
+        ]
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        self.columns = {name: [] for name in self.schema.names}
+        self.nbytes = 0
+        return batch
+
+    def _cost(self, model: str | None, usage: _Usage | None) -> float | None:
+        if model is None or usage is None:
+            return None
+        if model not in self._prices:
+            self._prices[model] = price_for(model)
+        price = self._prices[model]
+        if price is None:
+            return None
+        return batch_cost_usd(price, usage.input_tokens or 0, usage.output_tokens or 0)
+
+
+def _decode_row(line: bytes | memoryview) -> _Line:
+    """The fields of a row; a line whose message has unexpected shapes keeps its identity and raw JSON."""
+    try:
+        return _decode_line(line)
+    except msgspec.ValidationError:
+        loose = _decode_any(line)
+        return _Line(custom_id=loose["custom_id"], result=_Result(type=loose["result"]["type"]))
+
+
+def parse_answer(structured: StructuredOutput, line: bytes) -> tuple[Any, str | None]:
+    """``(validated answer, None)`` or ``(None, reason)`` for a succeeded result line."""
+    try:
+        message = _decode_any(line)["result"]["message"]
+        return structured.parse(message), None
+    except InvalidOutputError as exc:
+        return None, str(exc)
+
+
+def _text(message: _Message | None) -> str | None:
+    if message is None:
+        return None
+    texts = [block.text for block in message.content if block.type == "text" and block.text is not None]
+    return "".join(texts) if texts else None
+
+
+def _tool_calls(message: _Message | None) -> str | None:
+    if message is None:
+        return None
+    calls = [
+        {"id": block.id, "name": block.name, "input": block.input}
+        for block in message.content
+        if block.type == "tool_use"
+    ]
+    return _encode(calls).decode() if calls else None

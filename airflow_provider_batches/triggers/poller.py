@@ -1,0 +1,235 @@
+"""One poller per connection per triggerer process: every trigger of the connection waits on it.
+
+A triggerer runs hundreds of :class:`~airflow_provider_batches.triggers.batches.AnthropicBatchTrigger`
+on one event loop. Each used to poll its own batches with its own client; now they register a
+:class:`Watch` with the connection's :class:`ConnectionPoller`, which learns the status of every
+watched batch in one round (:func:`~airflow_provider_batches.waiting.survey_plan`: listing pages
+of 1,000 batches, a GET only for what the listing does not reach), paced by the connection's
+request budget, and wakes each trigger when its wait is over.
+
+Nothing here outlives its watchers: the poller is created by the first trigger of a connection
+(in the running event loop) and closed with its client when the last one leaves. A trigger keeps
+no state a fresh triggerer could not rebuild from its kwargs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from airflow_provider_batches.budget import budgeted, shared_budget
+from airflow_provider_batches.client_core import ClientSettings, run_async
+from airflow_provider_batches.errors import BatchWaitError
+from airflow_provider_batches.hooks.anthropic import AnthropicHook
+from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.policy import WaitEvent
+from airflow_provider_batches.waiting import (
+    Survey,
+    WaitProgress,
+    judge_round,
+    next_interval,
+    survey_plan,
+)
+
+__all__ = ["ConnectionPoller", "Watch", "release", "watch"]
+
+#: A newcomer's first round waits this long, so triggers started together share it.
+GATHER_SECONDS = 0.5
+
+log = logging.getLogger(__name__)
+
+
+def _new_future() -> asyncio.Future[WaitEvent]:
+    return asyncio.get_running_loop().create_future()
+
+
+@dataclass(eq=False)
+class Watch:
+    """One trigger's wait, as the poller keeps it: its progress, its rhythm, its outcome."""
+
+    progress: WaitProgress
+    interval: float
+    max_interval: float
+    not_found_grace_until: float | None
+    log: logging.Logger
+    due: float
+    done: asyncio.Future[WaitEvent] = field(default_factory=_new_future)
+    observed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def finish(self, event: WaitEvent) -> None:
+        if not self.done.done():
+            self.done.set_result(event)
+
+
+class ConnectionPoller:
+    """Polls every batch its watches wait for, one round at a time, on one client and one budget.
+
+    Rounds follow the watches' own rhythm (each keeps its poll interval and back-off): a round runs
+    when the earliest watch is due, and every watch it observes starts its interval again, so one
+    round serves all of them. A newcomer joins the connection's rhythm instead of forcing a round.
+    """
+
+    def __init__(self, hook: AnthropicHook, settings: ClientSettings) -> None:
+        self.hook = hook
+        self.settings = settings
+        self.budget = shared_budget(settings)
+        self.watches: set[Watch] = set()
+        self.created: dict[str, datetime] = {}
+        self.direct: set[str] = set()  # batches the listing did not reach: fetched one by one
+        self.rounds = 0
+        self._last_round = -math.inf
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(
+        self,
+        batch_ids: Sequence[str],
+        *,
+        poll_interval: float,
+        max_poll_interval: float,
+        not_found_grace_until: float | None,
+        log: logging.Logger,
+    ) -> Watch:
+        now = time.monotonic()
+        entry = Watch(
+            progress=WaitProgress(list(batch_ids)),
+            interval=poll_interval,
+            max_interval=max(max_poll_interval, poll_interval),
+            not_found_grace_until=not_found_grace_until,
+            log=log,
+            due=max(now + GATHER_SECONDS, self._last_round + poll_interval),
+        )
+        self.watches.add(entry)
+        self._wakeup.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return entry
+
+    def unwatch(self, entry: Watch) -> None:
+        self.watches.discard(entry)
+        still = {batch_id for other in self.watches for batch_id in other.progress.batch_ids}
+        for batch_id in set(entry.progress.batch_ids) - still:
+            self.created.pop(batch_id, None)
+            self.direct.discard(batch_id)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.hook.aclose()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                live = [entry for entry in self.watches if not entry.done.done()]
+                if not live:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                delay = min(entry.due for entry in live) - time.monotonic()
+                if delay > 0:
+                    self._wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), delay)
+                    continue
+                await self._round(live)
+        except Exception as exc:  # every trigger gets one event, even when the poller breaks
+            log.exception("The coalesced poller stopped")
+            for entry in self.watches:
+                entry.finish(entry.progress.error(f"polling stopped: {type(exc).__name__}: {exc}"))
+
+    async def _round(self, watches: list[Watch]) -> None:
+        started = time.monotonic()
+        self._last_round = started
+        self.rounds += 1
+        pending = {batch_id for entry in watches for batch_id in entry.progress.pending()}
+        listed = {batch_id: self.created.get(batch_id) for batch_id in pending if batch_id not in self.direct}
+        direct = sorted(pending & self.direct)
+        plan = budgeted(survey_plan(self.settings, listed, direct), self.budget)
+        survey: Survey = await run_async(plan, await self.hook.aget_conn())
+        for batch_id, outcome in survey.outcomes.items():
+            if isinstance(outcome, MessageBatch):
+                self.created[batch_id] = outcome.created_at
+                if batch_id in survey.unreached:
+                    self.direct.add(batch_id)
+        for entry in watches:
+            self._judge(entry, survey, started)
+
+    def _judge(self, entry: Watch, survey: Survey, started: float) -> None:
+        if entry.done.done():
+            return
+        outcomes = {batch_id: survey.outcomes[batch_id] for batch_id in entry.progress.pending()}
+        try:
+            newly_ended, failures = judge_round(
+                outcomes, not_found_grace_until=entry.not_found_grace_until, log=entry.log
+            )
+        except BatchWaitError as exc:
+            entry.finish(entry.progress.error(str(exc)))
+            return
+        event = entry.progress.after_round(newly_ended, failures)
+        entry.observed.set()
+        if event is not None:
+            entry.finish(event)
+            return
+        was_due = entry.due <= started
+        entry.due = started + entry.interval
+        if was_due:
+            entry.interval = next_interval(entry.interval, entry.max_interval)
+
+
+# -- the process-level registry ---------------------------------------------------------------------
+
+PollerKey = tuple[str, ClientSettings]
+_POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[PollerKey, ConnectionPoller]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def watch(
+    hook: AnthropicHook,
+    batch_ids: Sequence[str],
+    *,
+    poll_interval: float,
+    max_poll_interval: float,
+    not_found_grace_until: float | None,
+    log: logging.Logger,
+) -> tuple[ConnectionPoller, Watch]:
+    """Register a wait with the poller of ``hook``'s connection in this event loop (made if none)."""
+    settings = await hook.aget_settings()
+    pollers = _POLLERS.setdefault(asyncio.get_running_loop(), {})
+    key = (hook.conn_id, settings)
+    poller = pollers.get(key)
+    if poller is None:
+        poller = pollers[key] = ConnectionPoller(hook, settings)
+    entry = poller.watch(
+        batch_ids,
+        poll_interval=poll_interval,
+        max_poll_interval=max_poll_interval,
+        not_found_grace_until=not_found_grace_until,
+        log=log,
+    )
+    return poller, entry
+
+
+async def release(poller: ConnectionPoller, entry: Watch) -> None:
+    """The trigger is done (or cancelled): forget its watch; the last one out closes the poller."""
+    poller.unwatch(entry)
+    if poller.watches:
+        return
+    pollers = _POLLERS.get(asyncio.get_running_loop(), {})
+    for key, registered in list(pollers.items()):
+        if registered is poller:
+            del pollers[key]
+    await poller.close()
+
+
+def pollers_in_this_loop() -> list[ConnectionPoller]:
+    """The live pollers of the running event loop (tests, diagnostics)."""
+    return list(_POLLERS.get(asyncio.get_running_loop(), {}).values())
