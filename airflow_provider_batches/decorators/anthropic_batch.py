@@ -20,7 +20,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import DecoratedOperator, task_decorator_factory
+from airflow.providers.common.compat.sdk import (
+    DecoratedOperator,
+    context_merge,
+    determine_kwargs,
+    task_decorator_factory,
+)
 
 from airflow_provider_batches.errors import RequestValidationError
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
@@ -66,7 +71,10 @@ class _AnthropicBatchDecoratedOperator(DecoratedOperator, AnthropicCreateBatchOp
         )
 
     def execute(self, context: Context) -> Any:
-        output = self.python_callable(*self.op_args, **self.determine_kwargs({**context, **self.op_kwargs}))
+        context_merge(context, self.op_kwargs)
+        output = self.python_callable(
+            *self.op_args, **determine_kwargs(self.python_callable, self.op_args, context)
+        )
         path = self._spool(output)
         self.requests, self.requests_path = None, path.as_uri()
         try:
