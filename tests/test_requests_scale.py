@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import tracemalloc
@@ -49,9 +50,7 @@ def expected_bodies(data: bytes, job: PreparedJob, model: str) -> list[bytes]:
         else:
             value["params"]["model"] = model
             encoded.append(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
-    return [
-        b'{"requests":[' + b",".join(encoded[s.start : s.start + s.count]) + b"]}" for s in job.slices
-    ]
+    return [b'{"requests":[' + b",".join(encoded[s.start : s.start + s.count]) + b"]}" for s in job.slices]
 
 
 def body(job: PreparedJob, index: int) -> bytes:
@@ -190,11 +189,12 @@ def test_a_duplicate_among_colliding_keys_names_both_lines_and_only_it(tmp_path:
 @pytest.mark.usefixtures("two_bit_keys")
 def test_streamed_requests_with_colliding_keys_stop_only_at_a_real_duplicate() -> None:
     ids = [f"id{i}" for i in range(20)] + ["id3"]
-    streamed = []
+    streamed: list[str] = []
     duplicate = r"requests\[20\] \(custom_id 'id3'\): custom_id duplicates the one at requests\[3\]"
+    requests = RequestSource(requests=[request(i) for i in ids]).iter_requests()
+    streamed.extend(item["custom_id"] for item in itertools.islice(requests, 20))
     with pytest.raises(RequestValidationError, match=duplicate):
-        for item in RequestSource(requests=[request(i) for i in ids]).iter_requests():
-            streamed.append(item["custom_id"])
+        next(requests)
     assert streamed == ids[:20]
 
 
@@ -205,7 +205,9 @@ def test_the_custom_id_check_holds_about_16_bytes_per_request(tmp_path: Path) ->
     with path.open("wb") as out:
         for i in range(count):
             out.write(line.replace(b"X" * 40, f"{i:040d}".encode()) + b"\n")
-    prepare_job(RequestSource(requests=[request("warm")]))  # imports and caches outside the measure
+    warm = tmp_path / "warm.jsonl"
+    warm.write_text(json.dumps(request("warm")) + "\n")
+    prepare_job(RequestSource(requests_path=str(warm)))  # imports and caches outside the measure
     tracemalloc.start()
     try:
         job = prepare_job(RequestSource(requests_path=str(path)))
