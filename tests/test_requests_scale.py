@@ -15,6 +15,7 @@ import pytest
 from airflow_provider_batches import requests as requests_module
 from airflow_provider_batches.errors import RequestValidationError
 from airflow_provider_batches.requests import PreparedJob, RequestSource, prepare_job
+from tests.conftest import S3_CONN_ID, S3Endpoint
 
 
 def request(custom_id: str, model: str | None = "own", text: str = "hi") -> dict[str, Any]:
@@ -156,6 +157,30 @@ def test_a_file_cut_short_after_validation_is_refused(tmp_path: Path) -> None:
     path.write_bytes(data[: job.slices[3].offset + 10])
     with pytest.raises(RequestValidationError, match="nothing was (sent|submitted)"):
         body(job, 3)
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "jsonl.gz"])
+def test_batch_bodies_from_s3_equal_a_fresh_read(
+    s3_endpoint: S3Endpoint, s3_bucket: str, suffix: str
+) -> None:
+    data = mixed_lines(20)
+    uri = s3_endpoint.put(
+        s3_bucket, f"in/r.{suffix}", gzip.compress(data) if suffix.endswith(".gz") else data
+    )
+    source = RequestSource(requests_path=uri, requests_conn_id=S3_CONN_ID, model="dflt")
+    job = prepare_job(source, max_requests=5)
+    assert [body(job, k) for k in range(len(job.slices))] == expected_bodies(data, job, "dflt")
+
+
+def test_a_batch_body_from_s3_seeks_past_the_bytes_before_it(s3_endpoint: S3Endpoint, s3_bucket: str) -> None:
+    data = mixed_lines(20)
+    uri = s3_endpoint.put(s3_bucket, "in/r.jsonl", data)
+    job = prepare_job(
+        RequestSource(requests_path=uri, requests_conn_id=S3_CONN_ID, model="dflt"), max_requests=5
+    )
+    head = job.slices[2].offset
+    s3_endpoint.put(s3_bucket, "in/r.jsonl", b"#" * head + data[head:])  # garbage before batch 3
+    assert body(job, 2) == expected_bodies(data, job, "dflt")[2]
 
 
 # -- custom_ids: bounded memory, exact answers ----------------------------------------------------
