@@ -29,7 +29,11 @@ class CustomIdDigest:
     _sum: int = 0
 
     def add(self, custom_id: str | bytes) -> None:
-        self._sum = (self._sum + custom_id_hash(custom_id)) % _MODULUS
+        self.add_hash(custom_id_hash(custom_id))
+
+    def add_hash(self, id_hash: int) -> None:
+        """Add a custom_id by its :func:`custom_id_hash` (computed once, also for the duplicate check)."""
+        self._sum = (self._sum + id_hash) % _MODULUS
         self.count += 1
 
     def hexdigest(self) -> str:

@@ -181,9 +181,11 @@ class StructuredRequestSource(RequestSource):
         )
         self.structured = structured
 
-    def iter_lines(self, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[SourceLine]:
+    def iter_lines(
+        self, max_line_bytes: int = MAX_LINE_BYTES, *, offset: int = 0, first_line: int = 1
+    ) -> Iterator[SourceLine]:
         checker = RequestChecker(self.model)  # only valid requests are rewritten; the rest pass as read
-        for line in super().iter_lines(max_line_bytes):
+        for line in super().iter_lines(max_line_bytes, offset=offset, first_line=first_line):
             checked = checker.check(line)
             if checked is None:
                 yield line  # the job's own check names what is wrong with it
@@ -196,7 +198,10 @@ class StructuredRequestSource(RequestSource):
                     f"{line.location} (custom_id {request['custom_id']!r}) of {self.describe()}: {exc}; "
                     "nothing was sent"
                 ) from None
-            yield SourceLine(line.location, value={**request, "params": rewritten})
+            rewritten_request = {**request, "params": rewritten}
+            yield SourceLine(
+                line.number, line.offset, value=rewritten_request, file_line=line.raw is not None
+            )
 
 
 def with_output_schema(

@@ -171,3 +171,30 @@ def body_file(source: RequestsFile) -> Path:
             out.write(b"]}")
         temporary.replace(path)
     return path
+
+
+def batch_body_files(
+    source: RequestsFile, max_requests: int = 100_000, max_bytes: int = 256_000_000
+) -> list[Path]:
+    """The create bodies of ``source`` split as the API's limits require (the floor of a many-batch job)."""
+    paths: list[Path] = []
+    out = None
+    count = size = 0
+    with source.path.open("rb") as lines:
+        for line in lines:
+            line = line.rstrip(b"\n")
+            if out is None or count >= max_requests or size + 1 + len(line) > max_bytes:
+                if out is not None:
+                    out.write(b"]}")
+                    out.close()
+                paths.append(source.path.with_suffix(f".body-{len(paths)}.json"))
+                out = paths[-1].open("wb")
+                out.write(b'{"requests":[')
+                count, size = 0, 15
+            out.write((b"," if count else b"") + line)
+            size += (1 if count else 0) + len(line)
+            count += 1
+    if out is not None:
+        out.write(b"]}")
+        out.close()
+    return paths

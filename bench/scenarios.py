@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
-from bench.data import body_file, requests_file
+from bench.data import batch_body_files, body_file, requests_file
 from bench.emulator import EmulatorProcess
 from bench.measure import MIB, Measurement, run_variant
 from bench.report import Table
@@ -32,6 +32,7 @@ class Sizes:
     wait_max_wait: float = 40.0
     count_requests: int = 10_000
     count_rpm: int = 6000
+    scale_requests: tuple[int, int] = (100_000, 1_000_000)
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -45,6 +46,7 @@ class Sizes:
             wait_max_wait=20.0,
             count_requests=300,
             count_rpm=250,
+            scale_requests=(2_000, 20_000),
         )
 
 
@@ -546,10 +548,101 @@ def results_to_parquet(ctx: Context) -> Table:
     return table
 
 
+def _spread(values: Sequence[float], digits: int = 2) -> str:
+    return " / ".join(
+        f"{value:,.{digits}f}" for value in (min(values), statistics.median(values), max(values))
+    )
+
+
+def create_at_scale(ctx: Context) -> Table:
+    """The create operator's real ``execute()`` at two sizes ten times apart: does it stay linear?"""
+    small, large = ctx.sizes.scale_requests
+    sources = {count: requests_file(count) for count in (small, large)}
+    bodies = {count: batch_body_files(source) for count, source in sources.items()}
+    LOG(f"6. create at scale: {small:,} and {large:,} requests ({sources[large].size / 1e9:,.2f} GB)")
+    floor_label, ours_label = "httpx upload of each batch body (floor)", "ours: operator execute()"
+    runs: dict[tuple[int, str], list[Measurement]] = {}
+    with EmulatorProcess("--processing-seconds", "86400") as emulator:
+        env = {"AIRFLOW_CONN_ANTHROPIC_DEFAULT": emulator.connection_json}
+        for round_number in range(ctx.sizes.repeat):
+            for count in (small, large):
+                variants = [
+                    (floor_label, "create_raw_batches", {"body_paths": [str(b) for b in bodies[count]]}),
+                    (ours_label, "create_operator", {"requests_path": str(sources[count].path)}),
+                ]
+                for label, name, params in variants:
+                    measurement = run_variant(
+                        name, params, label=label, env=env, emulator=emulator, timeout=3600
+                    )
+                    assert measurement.extra["requests"] == count, measurement
+                    LOG(
+                        f"   run {round_number + 1}/{ctx.sizes.repeat} {count:,} {label}: "
+                        f"{measurement.wall:.2f} s wall, {measurement.cpu:.2f} s CPU, "
+                        f"{measurement.peak_rss_mib:,.0f} MiB, emulator {measurement.emulator_cpu:.2f} s CPU"
+                    )
+                    runs.setdefault((count, label), []).append(measurement)
+                    emulator.reset(batches=True)
+    for count in (large,) if large >= 1_000_000 else ():
+        for path in [sources[count].path, *bodies[count]]:
+            path.unlink(missing_ok=True)  # ~5 GB: not kept between runs
+    table = Table(
+        "6. Create at scale",
+        f"The create operator's real `execute()` (validation, job record in a task-state store, re-attach "
+        f"check, a watermark and a paid create per batch, manifest; no waiting) on {small:,} and {large:,} "
+        f"requests ({sources[small].size / 1e6:,.0f} MB and {sources[large].size / 1e9:,.2f} GB JSONL, "
+        f"{len(bodies[small])} and {len(bodies[large])} batches), against httpx uploading the same batch "
+        f"bodies from disk. {ctx.sizes.repeat} interleaved rounds; min / median / max. Client CPU is the "
+        "client process's own (getrusage); the emulator's is apart.",
+        [
+            "requests",
+            "variant",
+            "wall s",
+            "client CPU s",
+            "client CPU us / request",
+            "emulator CPU s (median)",
+            "peak RSS over `import airflow` MiB (max)",
+            "median wall vs floor",
+        ],
+    )
+    for count in (small, large):
+        floor_wall = statistics.median(run.wall for run in runs[(count, floor_label)])
+        for label in (floor_label, ours_label):
+            measured = runs[(count, label)]
+            table.rows.append(
+                [
+                    f"{count:,}",
+                    label,
+                    _spread([run.wall for run in measured]),
+                    _spread([run.cpu for run in measured]),
+                    f"{statistics.median(run.cpu for run in measured) / count * 1e6:,.1f}",
+                    f"{statistics.median(run.emulator_cpu for run in measured):.2f}",
+                    f"{(max(run.peak_rss for run in measured) - ctx.airflow_rss) / MIB:+,.0f}",
+                    f"{statistics.median(run.wall for run in measured) / floor_wall:.2f}x",
+                ]
+            )
+    ours_small, ours_large = runs[(small, ours_label)], runs[(large, ours_label)]
+    scale = large / small
+    for what, pick in (("client CPU", lambda run: run.cpu), ("wall", lambda run: run.wall)):
+        growth = statistics.median(map(pick, ours_large)) / statistics.median(map(pick, ours_small)) / scale
+        table.target(
+            f"ours: {what} grows linearly, {small:,} to {large:,} (per-request ratio within 1.10)",
+            f"{growth:.2f}",
+            growth <= 1.10,
+        )
+    over = (max(run.peak_rss for run in ours_large) - ctx.airflow_rss) / MIB
+    table.target(
+        f"ours: peak RSS within {RSS_BUDGET_MIB} MiB of `import airflow` at {large:,}",
+        f"{over:+,.0f} MiB",
+        over <= RSS_BUDGET_MIB,
+    )
+    return table
+
+
 SCENARIOS: dict[int, Callable[[Context], Table]] = {
     1: results_export,
     2: batch_creation,
     3: waiting,
     4: token_counting,
     5: results_to_parquet,
+    6: create_at_scale,
 }

@@ -150,6 +150,60 @@ def create_ours(requests_path: str) -> dict[str, Any]:
     return _result(timer, batches=len(batches), requests=requests, validate_wall=prepare.wall)
 
 
+def create_raw_batches(body_paths: list[str]) -> dict[str, Any]:
+    """The floor of a many-batch job: httpx streams each finished body from disk, one after another."""
+    import httpx
+
+    timer = Timer()
+    requests = 0
+    with timer.measure(), httpx.Client(headers=API_HEADERS, timeout=600) as client:
+        for body_path in body_paths:
+            response = client.post(
+                f"{_base_url()}/v1/messages/batches",
+                content=_file_chunks(Path(body_path)),
+                headers={"content-type": "application/json"},
+            )
+            response.raise_for_status()
+            requests += response.json()["request_counts"]["processing"]
+    return _result(timer, batches=len(body_paths), requests=requests)
+
+
+class _TaskStateStore:
+    """``context["task_state_store"]``: the job record kept in memory, as JSON (what Airflow stores)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(self.values[key]) if key in self.values else default
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self.values[key] = json.dumps(value)
+
+
+class _TaskInstance:
+    max_tries = 0
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
+def create_operator(requests_path: str) -> dict[str, Any]:
+    """The create operator's real ``execute()``: validation, job record, re-attach check, each batch's
+    create with intent and watermark, then the manifest (no waiting: the batches stay in progress)."""
+    from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
+
+    operator = AnthropicCreateBatchOperator(
+        task_id="create", requests_path=requests_path, wait_for_completion=False, deferrable=False
+    )
+    context = {"ti": _TaskInstance(), "task_state_store": _TaskStateStore()}
+    timer = Timer()
+    with timer.measure():
+        manifest = operator.execute(context)  # type: ignore[arg-type]
+    operator.hook.close()
+    return _result(timer, batches=len(manifest["batch_ids"]), requests=manifest["request_count"])
+
+
 def create_vendor(requests_path: str) -> dict[str, Any]:
     """The vendor provider: the request list loaded from the file, then ``create_batch``."""
     from airflow.providers.anthropic.hooks.anthropic import AnthropicHook

@@ -351,7 +351,8 @@ def test_an_over_long_line_is_never_held_whole(tmp_path: Path) -> None:
     path.write_bytes(b"a\n" + b"x" * (5 * READ_CHUNK_BYTES) + b"\nb")
     with path.open("rb") as stream:
         lines = list(_read_lines(stream, 2 * READ_CHUNK_BYTES))
-    assert [size for _, size in lines] == [1, 5 * READ_CHUNK_BYTES, 1]
+    assert [size for _, size, _ in lines] == [1, 5 * READ_CHUNK_BYTES, 1]
+    assert [start for _, _, start in lines] == [0, 2, 3 + 5 * READ_CHUNK_BYTES]
     assert len(lines[1][0]) <= READ_CHUNK_BYTES  # only the start of the long line was kept
 
 
