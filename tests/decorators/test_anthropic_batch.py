@@ -89,7 +89,8 @@ with DAG("decorated", schedule=None, start_date=datetime(2026, 1, 1)):
         return [f"{SENTINEL} {n}" for n in range(3)]
 
     @task.anthropic_batch(deferrable=False, poll_interval=0.2, max_requests_per_batch=2)
-    def yielded_requests():
+    def yielded_requests(ti):  # context keywords reach the function
+        assert ti.task_id == "yielded_requests"
         for n in range(3):
             yield {"custom_id": f"r{n}", "params": {"model": MODEL, "max_tokens": 8,
                    "messages": [{"role": "user", "content": f"{SENTINEL} {n}"}]}}
