@@ -21,7 +21,9 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 import boto3
 from moto.server import ThreadedMotoServer
 
+from airflow_provider_batches.emulator import Emulator
 from tests.airflow_harness import AirflowEnv
+from tests.operators.support import running_emulator
 
 #: The ``aws`` connection that points the Amazon provider at the moto server.
 S3_CONN_ID = "results_s3"
@@ -101,3 +103,11 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
 @pytest.fixture
 def s3_bucket(s3_endpoint: S3Endpoint) -> str:
     return s3_endpoint.new_bucket()
+
+
+@pytest.fixture
+def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """A running emulator (instant lifecycle) with ``anthropic_default`` pointing at it; suites that
+    need another shape (reliability, example DAGs, coalesced waiting) define their own."""
+    with running_emulator(monkeypatch) as emu:
+        yield emu

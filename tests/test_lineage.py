@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,15 +27,9 @@ from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
 )
 from tests.airflow_harness import AirflowEnv
-from tests.operators.support import MODEL, request, running_emulator, task_context
+from tests.operators.support import MODEL, request, task_context
 
 OTHER_MODEL = "claude-haiku-4-5"  # in the emulator's catalogue: unknown models end errored
-
-
-@pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with running_emulator(monkeypatch) as emu:
-        yield emu
 
 
 def requests_file(path: Path) -> Path:

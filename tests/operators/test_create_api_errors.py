@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,7 @@ import pytest
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import InvalidRequestError
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
-from tests.operators.support import batches_created, request, running_emulator, task_context
-
-
-@pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with running_emulator(monkeypatch) as emu:
-        yield emu
+from tests.operators.support import batches_created, request, task_context
 
 
 def test_an_api_refusal_of_requests_n_names_the_file_line_and_custom_id(

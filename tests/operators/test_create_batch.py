@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,6 @@ from tests.operators.support import (
     running_emulator,
     task_context,
 )
-
-
-@pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with running_emulator(monkeypatch) as emu:
-        yield emu
 
 
 def create(**kwargs: Any) -> AnthropicCreateBatchOperator:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
@@ -17,13 +14,7 @@ from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
 )
 from tests.conftest import S3_CONN_ID, S3Endpoint
-from tests.operators.support import requests, running_emulator, task_context
-
-
-@pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with running_emulator(monkeypatch) as emu:
-        yield emu
+from tests.operators.support import requests, task_context
 
 
 def jsonl(lines: list[dict[str, Any]]) -> bytes:

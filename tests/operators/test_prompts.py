@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,15 +17,8 @@ from tests.operators.support import (
     MODEL,
     FakeTaskStateStore,
     batches_created,
-    running_emulator,
     task_context,
 )
-
-
-@pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with running_emulator(monkeypatch) as emu:
-        yield emu
 
 
 def create(prompts: Any, **kwargs: Any) -> AnthropicCreateBatchOperator:

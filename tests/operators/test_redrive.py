@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,15 +21,8 @@ from tests.operators.support import (
     TaskDeferred,
     batches_created,
     request,
-    running_emulator,
     task_context,
 )
-
-
-@pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with running_emulator(monkeypatch) as emu:
-        yield emu
 
 
 def job(**outcomes: str) -> list[dict[str, Any]]:

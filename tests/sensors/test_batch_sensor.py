@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,12 +22,6 @@ from tests.operators.support import (
     running_emulator,
     task_context,
 )
-
-
-@pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with running_emulator(monkeypatch) as emu:
-        yield emu
 
 
 def sensor(batch_id: Any, **kwargs: Any) -> AnthropicBatchSensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -30,12 +29,6 @@ async def first_event(trigger: AnthropicBatchTrigger) -> dict[str, Any]:
 
 
 # -- against the emulator --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with running_emulator(monkeypatch) as emu:
-        yield emu
 
 
 async def test_reports_success_with_final_counts_of_every_batch(emulator: Emulator) -> None:
