@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import os
 import pwd
 import shutil
@@ -269,6 +270,16 @@ class CountingProxy:
                 first += 1
             most = max(most, last - first + 1)
         return most
+
+    def min_gap(self) -> float:
+        """The shortest time between two consecutive polls (the budget spaces them 60 / rate apart)."""
+        times = sorted(self.polls())
+        return min((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
+
+    def mean_per_minute(self) -> float:
+        """Polls per minute over the span from the first to the last (the long-run rate)."""
+        times = sorted(self.polls())
+        return 60.0 * (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
 
     def stop(self) -> None:
         if self._server is not None:

@@ -235,9 +235,14 @@ def run_scenario(cluster: AirflowCluster, runs: int) -> dict[str, Any]:
         assert created == runs, emulator.admin.stats()["batches_created"]
         FIGURES["batches_duplicated"] += created - runs
 
-        # No triggerer process polled more than its budget in any minute.
+        # No triggerer process polled above its budget. The bucket spaces sends 60 / BUDGET s apart
+        # when it grants them; on the wire a send the busy event loop made late shortens the gap to
+        # the next one, so a 60 s window can hold one poll more than the budget, never two.
         per_minute = {name: proxy.max_in_any_minute() for name, proxy in proxies.items()}
-        assert all(0 < most <= BUDGET for most in per_minute.values()), per_minute
+        mean_rate = {name: round(proxy.mean_per_minute(), 1) for name, proxy in proxies.items()}
+        gaps = {name: round(proxy.min_gap(), 2) for name, proxy in proxies.items()}
+        assert all(0 < most <= BUDGET + 1 for most in per_minute.values()), (per_minute, gaps)
+        assert all(rate <= BUDGET for rate in mean_rate.values()), (mean_rate, per_minute)
         tries = Counter(
             int(n) for (n,) in cluster.query("SELECT try_number FROM task_instance WHERE dag_id = ?", DAG_ID)
         )
@@ -250,6 +255,8 @@ def run_scenario(cluster: AirflowCluster, runs: int) -> dict[str, Any]:
             "runs": runs,
             "budget_per_triggerer_rpm": BUDGET,
             "max_polls_in_any_minute": per_minute,
+            "mean_polls_per_minute": mean_rate,
+            "min_seconds_between_polls": gaps,
             "polls": {name: len(proxy.polls()) for name, proxy in proxies.items()},
             "triggers_before_kill": dict(before_kill),
             "killed": victim,
@@ -277,3 +284,11 @@ def test_runs_survive_a_triggerer_kill_on_postgres_and_celery_within_the_budget(
     shaped_cluster: AirflowCluster,
 ) -> None:
     run_scenario(shaped_cluster, int(os.environ.get("RELIABILITY_SHAPE_RUNS", "200")))
+
+
+@pytest.mark.timeout(900)
+def test_20_runs_survive_a_triggerer_kill_on_postgres_and_celery_within_the_budget(
+    shaped_cluster: AirflowCluster,
+) -> None:
+    """The same scenario, small enough for ``make test`` (a few minutes with the apt install)."""
+    run_scenario(shaped_cluster, 20)
