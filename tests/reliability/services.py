@@ -45,10 +45,21 @@ def ensure_installed() -> None:
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "--no-install-recommends", *DEBIAN_PACKAGES]
-    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
-        # A fresh machine has no package lists yet.
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=True)
-        subprocess.run(install, env=env, capture_output=True, check=True)
+    # The packages' scripts would start system-wide services (postgres on 5432, redis on 6379) that
+    # nothing here stops; Debian's policy-rc.d hook (exit 101: "not allowed") keeps them stopped.
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+            # A fresh machine has no package lists yet.
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=True)
+            subprocess.run(install, env=env, capture_output=True, check=True)
+    finally:
+        if ours:
+            policy.unlink(missing_ok=True)
 
 
 def _wait_until(ready: Any, process: subprocess.Popen[Any], what: str, log: Path) -> None:
@@ -73,6 +84,7 @@ class Postgres:
         self.root = Path(tempfile.mkdtemp(prefix="reliability-pg-"))
         self.data = self.root / "data"
         self.process: subprocess.Popen[Any] | None = None
+        self.bin_dir = Path("/usr/bin")
 
     @property
     def url(self) -> str:
@@ -80,8 +92,7 @@ class Postgres:
 
     def start(self) -> Postgres:
         ensure_installed()
-        bin_dir = _postgres_bin()
-        assert bin_dir is not None
+        bin_dir = self.bin_dir = _postgres_bin() or Path("/usr/bin")
         user = pwd.getpwnam(self.USER)
         os.chown(self.root, user.pw_uid, user.pw_gid)
         as_postgres: dict[str, Any] = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
@@ -118,7 +129,19 @@ class Postgres:
         self, sql: str, *, check: bool = True, database: str = "postgres"
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.USER, "-d", database, "-Atc", sql],
+            [
+                str(self.bin_dir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.USER,
+                "-d",
+                database,
+                "-Atc",
+                sql,
+            ],
             capture_output=True,
             text=True,
             check=check,
