@@ -187,6 +187,7 @@ def run_scenario(cluster: AirflowCluster, runs: int) -> dict[str, Any]:
         )
         all_deferred = time.monotonic()
         before_kill = triggers_per_triggerer(cluster)
+        trigger_rows = cluster.query("SELECT classpath, kwargs FROM trigger")
         victim, held = before_kill.most_common(1)[0]
         survivor = next(name for name in cluster.triggerers if name != victim)
         time.sleep(10)  # both pollers are mid-wait
@@ -250,7 +251,11 @@ def run_scenario(cluster: AirflowCluster, runs: int) -> dict[str, Any]:
 
         # The API key: in no process log, task log or table.
         cluster.stop_all()
-        assert_no_secret(cluster.home, texts=db_texts(cluster))
+        tables = db_texts(cluster)
+        assert runs <= tables["table xcom"].count("wait_on_batch"), "the scan read no XCom rows"
+        assert len(trigger_rows) == runs
+        assert "AnthropicBatchTrigger" in repr(trigger_rows)
+        assert_no_secret(cluster.home, texts={**tables, "trigger rows": repr(trigger_rows)})
         figures = {
             "runs": runs,
             "budget_per_triggerer_rpm": BUDGET,
