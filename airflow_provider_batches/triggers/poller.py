@@ -114,10 +114,15 @@ class ConnectionPoller:
 
     def unwatch(self, entry: Watch) -> None:
         self.watches.discard(entry)
-        still = {batch_id for other in self.watches for batch_id in other.progress.batch_ids}
+        still = self._watched()
         for batch_id in set(entry.progress.batch_ids) - still:
             self.created.pop(batch_id, None)
             self.direct.discard(batch_id)
+
+    def _watched(self) -> set[str]:
+        """The batches some watch still waits for: all the poller may remember (a round outlives
+        the watches that leave during it)."""
+        return {batch_id for entry in self.watches for batch_id in entry.progress.batch_ids}
 
     async def close(self) -> None:
         if self._task is not None:
@@ -154,8 +159,9 @@ class ConnectionPoller:
         direct = sorted(pending & self.direct)
         plan = budgeted(survey_plan(self.settings, listed, direct), self.budget)
         survey: Survey = await run_async(plan, await self.hook.aget_conn())
+        watched = self._watched()
         for batch_id, outcome in survey.outcomes.items():
-            if isinstance(outcome, MessageBatch):
+            if isinstance(outcome, MessageBatch) and batch_id in watched:
                 self.created[batch_id] = outcome.created_at
                 if batch_id in survey.unreached:
                     self.direct.add(batch_id)

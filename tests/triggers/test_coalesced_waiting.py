@@ -130,3 +130,25 @@ def test_a_fresh_triggerer_rebuilds_the_wait_from_the_kwargs_alone(emulator: Emu
 
     assert classpath.endswith("AnthropicBatchTrigger")
     assert event["status"] == "success"
+
+
+async def test_a_trigger_cancelled_mid_round_leaves_nothing_of_its_batch_in_the_poller(
+    emulator: Emulator,
+) -> None:
+    leaving, staying = create_batches(emulator, 2, processing_seconds=600)
+    emulator.admin.set_config(slow_seconds=1.5, next_faults=["slow"])  # the first round's listing is slow
+    cancelled = asyncio.create_task(first_event(trigger_for(leaving)))
+    waiting = asyncio.create_task(first_event(trigger_for(staying)))
+    await asyncio.sleep(1)  # the round (after the 0.5 s gathering) is waiting on the listing
+    (poller,) = pollers_in_this_loop()
+    assert poller.rounds == 1
+
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    while staying not in poller.created:  # the round ends
+        await asyncio.sleep(0.1)
+
+    assert leaving not in poller.created
+    assert not waiting.done()  # the other trigger still waits
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
