@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -152,6 +153,31 @@ def test_a_queue_full_past_the_timeout_fails_without_creating_any_batch(
         (entry,) = store.values[RECORD_KEY]["slices"]
         assert entry["batch_id"] is None
         assert entry["intent_at"] is None  # a retry has nothing to look for
+
+
+def test_time_spent_waiting_for_the_jobs_own_batches_does_not_count_against_a_full_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second slice is refused while the first is in flight (2 s), and again once it has ended:
+    the queue then stays full for 2.5 s more, within ``timeout`` (4 s) of that second refusal."""
+    config = EmulatorConfig(processing_seconds=2, canceling_seconds=0, max_queued_requests=15)
+    with Emulator(config) as emulator:
+        extra = {"max_retries": 0, "max_requests_per_minute": 0}
+        connection = {"conn_type": "anthropic", "host": emulator.base_url, "password": emulator.api_key}
+        monkeypatch.setenv(CONNECTION_ENV_VAR, json.dumps({**connection, "extra": extra}))
+        fuller = threading.Timer(0.5, partial(emulator.admin.set_config, max_queued_requests=5))
+        roomier = threading.Timer(4.5, partial(emulator.admin.set_config, max_queued_requests=25))
+        fuller.start()
+        roomier.start()
+        try:
+            manifest = create(requests=requests(20), timeout=4).execute(task_context())
+        finally:
+            fuller.cancel()
+            roomier.cancel()
+
+        assert create_refusals(emulator) >= 2
+        assert len(manifest["batch_ids"]) == 2
+        assert manifest["request_counts"]["succeeded"] == 20
 
 
 def test_a_refused_create_takes_its_intent_back(queue_emulator: Emulator) -> None:
