@@ -435,7 +435,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
 
     def resume_submission(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after a pause (``Redrive.delay``, a full processing queue): submit and go on."""
-        return self._drive(context, job_store_for(context), self._load_record(context, None))
+        record = self._load_record(context, None, batches_needed=False)  # a full queue: maybe none yet
+        return self._drive(context, job_store_for(context), record)
 
     #: The name tasks deferred by version 0.1 resume with.
     resume_redrive = resume_submission
@@ -516,9 +517,11 @@ class AnthropicCreateBatchOperator(BaseOperator):
             store.save(record)
         return self._drive(context, store, record)
 
-    def _load_record(self, context: Context, manifest: Mapping[str, Any] | None) -> JobRecord:
+    def _load_record(
+        self, context: Context, manifest: Mapping[str, Any] | None, *, batches_needed: bool = True
+    ) -> JobRecord:
         record = job_store_for(context).load()
-        if record is None or not record.batch_ids:
+        if record is None or (batches_needed and not record.batch_ids):
             raise BatchWaitError(
                 "resumed without a record of the job's batches (task state deleted?); not guessing. "
                 f"The batches the deferral was for: {(manifest or {}).get('batch_ids')}"

@@ -136,6 +136,34 @@ def test_a_full_queue_with_nothing_of_the_job_in_flight_pauses_then_creates(
     assert manifest["request_counts"]["succeeded"] == 10
 
 
+def test_a_deferred_pause_for_a_full_queue_resumes_before_the_job_has_any_batch(
+    queue_emulator: Emulator,
+) -> None:
+    AnthropicHook().create_batch(requests(25))  # fills the key's queue for 0.6 s
+    store = FakeTaskStateStore()
+    with pytest.raises(TaskDeferred) as paused:
+        create(requests=requests(10), deferrable=True).execute(task_context(store))
+    assert paused.value.method_name == "resume_submission"
+    asyncio.run(asyncio.sleep(0.7))  # the other job's batch ends: the queue has room
+
+    with pytest.raises(TaskDeferred) as waiting:
+        create(requests=requests(10), deferrable=True).resume_submission(task_context(store))
+
+    assert isinstance(waiting.value.trigger, AnthropicBatchTrigger)
+    assert batches_created(queue_emulator) == 2
+
+
+def test_a_refused_create_then_a_lost_answer_is_adopted_not_sent_again(queue_emulator: Emulator) -> None:
+    # the calls: watermark, create (429: no batch), watermark, create (made, then its answer lost)
+    queue_emulator.admin.set_config(next_faults=["ok", "429", "ok", "drop_after"])
+
+    manifest = create(requests=requests(10)).execute(task_context())
+
+    assert create_refusals(queue_emulator) == 1
+    assert batches_created(queue_emulator) == 1
+    assert manifest["request_counts"]["succeeded"] == 10
+
+
 def test_a_queue_full_past_the_timeout_fails_without_creating_any_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
