@@ -79,7 +79,6 @@ class ConnectionPoller:
     def __init__(self, hook: AnthropicHook, settings: ClientSettings) -> None:
         self.hook = hook
         self.settings = settings
-        self.budget = shared_budget(settings)
         self.watches: set[Watch] = set()
         self.created: dict[str, datetime] = {}
         self.direct: set[str] = set()  # batches the listing did not reach: fetched one by one
@@ -157,7 +156,7 @@ class ConnectionPoller:
         pending = {batch_id for entry in watches for batch_id in entry.progress.pending()}
         listed = {batch_id: self.created.get(batch_id) for batch_id in pending if batch_id not in self.direct}
         direct = sorted(pending & self.direct)
-        plan = budgeted(survey_plan(self.settings, listed, direct), self.budget)
+        plan = budgeted(survey_plan(self.settings, listed, direct), shared_budget(self.settings))
         survey: Survey = await run_async(plan, await self.hook.aget_conn())
         watched = self._watched()
         for batch_id, outcome in survey.outcomes.items():
