@@ -15,11 +15,11 @@ no state a fresh triggerer could not rebuild from its kwargs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 import weakref
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,6 +80,7 @@ class ConnectionPoller:
         self.hook = hook
         self.settings = settings
         self.watches: set[Watch] = set()
+        self.watchers: Counter[str] = Counter()  # per batch, how many watches wait for it
         self.created: dict[str, datetime] = {}
         self.direct: set[str] = set()  # batches the listing did not reach: fetched one by one
         self.rounds = 0
@@ -106,22 +107,24 @@ class ConnectionPoller:
             due=max(now + GATHER_SECONDS, self._last_round + poll_interval),
         )
         self.watches.add(entry)
+        self.watchers.update(set(entry.progress.batch_ids))
         self._wakeup.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         return entry
 
     def unwatch(self, entry: Watch) -> None:
-        self.watches.discard(entry)
-        still = self._watched()
-        for batch_id in set(entry.progress.batch_ids) - still:
-            self.created.pop(batch_id, None)
-            self.direct.discard(batch_id)
-
-    def _watched(self) -> set[str]:
-        """The batches some watch still waits for: all the poller may remember (a round outlives
-        the watches that leave during it)."""
-        return {batch_id for entry in self.watches for batch_id in entry.progress.batch_ids}
+        """Forget ``entry``, and what the poller knows of batches no other watch waits for (in time
+        independent of how many watches stay: thousands of triggers leave at once)."""
+        if entry not in self.watches:
+            return
+        self.watches.remove(entry)
+        for batch_id in set(entry.progress.batch_ids):
+            self.watchers[batch_id] -= 1
+            if self.watchers[batch_id] <= 0:
+                del self.watchers[batch_id]
+                self.created.pop(batch_id, None)
+                self.direct.discard(batch_id)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -139,15 +142,24 @@ class ConnectionPoller:
                     continue
                 delay = min(entry.due for entry in live) - time.monotonic()
                 if delay > 0:
-                    self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), delay)
+                    await self._sleep_unless_woken(delay)
                     continue
                 await self._round(live)
         except Exception as exc:  # every trigger gets one event, even when the poller breaks
             log.exception("The coalesced poller stopped")
             for entry in self.watches:
                 entry.finish(entry.progress.error(f"polling stopped: {type(exc).__name__}: {exc}"))
+
+    async def _sleep_unless_woken(self, delay: float) -> None:
+        """Wait ``delay`` seconds or until a newcomer wakes the poller. Not ``asyncio.wait_for``: on
+        Python 3.10 and 3.11 it drops a cancel that arrives as the wake-up does, and ``close`` (the
+        last trigger leaving) then waited forever."""
+        self._wakeup.clear()
+        timer = asyncio.get_running_loop().call_later(delay, self._wakeup.set)
+        try:
+            await self._wakeup.wait()
+        finally:
+            timer.cancel()
 
     async def _round(self, watches: list[Watch]) -> None:
         started = time.monotonic()
@@ -158,9 +170,8 @@ class ConnectionPoller:
         direct = sorted(pending & self.direct)
         plan = budgeted(survey_plan(self.settings, listed, direct), shared_budget(self.settings))
         survey: Survey = await run_async(plan, await self.hook.aget_conn())
-        watched = self._watched()
-        for batch_id, outcome in survey.outcomes.items():
-            if isinstance(outcome, MessageBatch) and batch_id in watched:
+        for batch_id, outcome in survey.outcomes.items():  # a round outlives watches that leave in it
+            if isinstance(outcome, MessageBatch) and batch_id in self.watchers:
                 self.created[batch_id] = outcome.created_at
                 if batch_id in survey.unreached:
                     self.direct.add(batch_id)
