@@ -86,6 +86,9 @@ class ConnectionPoller:
         self.rounds = 0
         self._last_round = -math.inf
         self._wakeup = asyncio.Event()
+        #: When the poller next looks at its watches by itself (inf: idle; -inf: in a round). Only a
+        #: newcomer due earlier wakes it, so thousands arriving do not each cost a scan of all.
+        self._planned = math.inf
         self._task: asyncio.Task[None] | None = None
 
     def watch(
@@ -108,7 +111,8 @@ class ConnectionPoller:
         )
         self.watches.add(entry)
         self.watchers.update(set(entry.progress.batch_ids))
-        self._wakeup.set()
+        if entry.due < self._planned:
+            self._wakeup.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         return entry
@@ -137,6 +141,7 @@ class ConnectionPoller:
             while True:
                 live = [entry for entry in self.watches if not entry.done.done()]
                 if not live:
+                    self._planned = math.inf
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
@@ -144,6 +149,7 @@ class ConnectionPoller:
                 if delay > 0:
                     await self._sleep_unless_woken(delay)
                     continue
+                self._planned = -math.inf
                 await self._round(live)
         except Exception as exc:  # every trigger gets one event, even when the poller breaks
             log.exception("The coalesced poller stopped")
@@ -154,6 +160,7 @@ class ConnectionPoller:
         """Wait ``delay`` seconds or until a newcomer wakes the poller. Not ``asyncio.wait_for``: on
         Python 3.10 and 3.11 it drops a cancel that arrives as the wake-up does, and ``close`` (the
         last trigger leaving) then waited forever."""
+        self._planned = time.monotonic() + delay
         self._wakeup.clear()
         timer = asyncio.get_running_loop().call_later(delay, self._wakeup.set)
         try:

@@ -212,6 +212,24 @@ async def test_thousands_of_watches_leave_in_linear_time() -> None:
     assert spent < 0.5  # about 5 s when quadratic
 
 
+async def test_thousands_of_watches_arrive_in_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triggers arrive one event-loop step apart; each used to wake the poller to scan every watch."""
+    monkeypatch.setattr(poller_module, "GATHER_SECONDS", 600)  # no round during the measurement
+    poller = ConnectionPoller(AnthropicHook(), ClientSettings(api_key="sk-ant-unused"))
+    rhythm: dict[str, Any] = {"poll_interval": 30, "max_poll_interval": 60, "not_found_grace_until": None}
+    log = logging.getLogger(__name__)
+
+    started = time.process_time()
+    for n in range(5000):
+        poller.watch([f"msgbatch_{n}"], **rhythm, log=log)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    spent = time.process_time() - started
+
+    await poller.close()
+    assert spent < 1.5  # about 6 s when quadratic
+
+
 async def test_the_poller_closes_when_its_last_watches_leave_just_after_one_arrived(
     emulator: Emulator,
 ) -> None:
