@@ -376,9 +376,10 @@ class AnthropicCreateBatchOperator(BaseOperator):
         since = datetime.fromisoformat(record.queue_full_since) if record.queue_full_since else utcnow()
         waited = (utcnow() - since).total_seconds()
         if waited >= self.timeout:
+            unsent = unsubmitted_slices(record, current_round(record).number)
             raise BatchQueueFullError(
                 f"the processing queue stayed full for {waited:.0f} s (timeout {self.timeout:.0f} s): "
-                f"{unsubmitted_slices(record, 1)} slice(s) of the job were never created "
+                f"{unsent} slice(s) of the job were never created "
                 "and nothing was paid for them. Batches of the job so far: "
                 f"{', '.join(record.all_batch_ids) or 'none'}. Retry the task when the organization's queue "
                 "has room (its retry re-attaches to those batches), or set max_requests_in_flight."

@@ -21,9 +21,17 @@ from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import RECORD_KEY, TaskStateJobStore
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
+from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.testing import CONNECTION_ENV_VAR
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
-from tests.operators.support import FakeTaskStateStore, TaskDeferred, batches_created, requests, task_context
+from tests.operators.support import (
+    FakeTaskStateStore,
+    TaskDeferred,
+    batches_created,
+    request,
+    requests,
+    task_context,
+)
 
 CREATE_ROUTE = "POST /v1/messages/batches"
 
@@ -206,6 +214,39 @@ def test_time_spent_waiting_for_the_jobs_own_batches_does_not_count_against_a_fu
         assert create_refusals(emulator) >= 2
         assert len(manifest["batch_ids"]) == 2
         assert manifest["request_counts"]["succeeded"] == 20
+
+
+class QueueFullAfterFirstCreate(AnthropicCreateBatchOperator):
+    """The processing queue is full for every create after the job's first."""
+
+    creates = 0
+
+    def submission_for(self, context: Any, store: Any, job: Any) -> Any:
+        submission = super().submission_for(context, store, job)
+        paid = submission.create
+
+        def create(*args: Any) -> MessageBatch:
+            type(self).creates += 1
+            if type(self).creates > 1:
+                raise RateLimitError("processing queue full", status_code=429)
+            return paid(*args)
+
+        submission.create = create
+        return submission
+
+
+def test_a_queue_full_past_the_timeout_in_a_re_drive_round_counts_that_rounds_slices(
+    queue_emulator: Emulator,
+) -> None:
+    reqs = [request("a"), request("b", "[emulator:errored_once=overloaded_error]")]
+    operator = QueueFullAfterFirstCreate(
+        task_id="create", requests=reqs, redrive=Redrive(), poll_interval=0.05, timeout=1, deferrable=False
+    )
+
+    with pytest.raises(BatchQueueFullError, match="1 slice\\(s\\) of the job were never created"):
+        operator.execute(task_context())
+
+    assert batches_created(queue_emulator) == 1
 
 
 def test_a_refused_create_takes_its_intent_back(queue_emulator: Emulator) -> None:
