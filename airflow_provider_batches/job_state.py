@@ -104,7 +104,7 @@ def _slices_ended(slices: list[SliceRecord], ended_counts: Mapping[str, Mapping[
     """A round that ended has every slice ended: records of versions before ``SliceRecord.ended_counts``
     kept the counts per round only, and a retry must not take their slices for batches in flight."""
     for part in slices:
-        if ended_counts and part.ended_counts is None and part.batch_id in ended_counts:
+        if ended_counts and part.ended_counts is None and part.batch_id and part.batch_id in ended_counts:
             part.ended_counts = dict(ended_counts[part.batch_id])
 
 
