@@ -86,6 +86,7 @@ class JobSubmission:
         record = self._record()
         if record.finished:
             return record
+        record.queue_full_since = None  # each try waits its own ``timeout`` for room in the queue
         self._submit(record, record.slices)
         return record
 

@@ -249,6 +249,23 @@ def test_a_queue_full_past_the_timeout_in_a_re_drive_round_counts_that_rounds_sl
     assert batches_created(queue_emulator) == 1
 
 
+def test_a_retry_after_a_full_queue_waits_its_own_timeout_for_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = EmulatorConfig(processing_seconds=600, canceling_seconds=0, max_queued_requests=25)
+    with Emulator(config) as emulator:
+        connection = {"conn_type": "anthropic", "host": emulator.base_url, "password": emulator.api_key}
+        monkeypatch.setenv(CONNECTION_ENV_VAR, json.dumps({**connection, "extra": {"max_retries": 0}}))
+        AnthropicHook().create_batch(requests(25))  # the queue stays full
+        store = FakeTaskStateStore()
+        with pytest.raises(BatchQueueFullError):
+            create(requests=requests(10), timeout=0.3).execute(task_context(store))
+        first_try = create_refusals(emulator)
+
+        with pytest.raises(BatchQueueFullError):
+            create(requests=requests(10), timeout=0.3).execute(task_context(store))
+
+        assert create_refusals(emulator) - first_try > 1  # it paused and asked again, not gave up at once
+
+
 def test_a_refused_create_takes_its_intent_back(queue_emulator: Emulator) -> None:
     operator = create(requests=requests(10))
     store = FakeTaskStateStore()
