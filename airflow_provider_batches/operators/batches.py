@@ -289,8 +289,12 @@ class AnthropicCreateBatchOperator(BaseOperator):
         )
 
     def _batch_size_limit(self) -> int:
-        """Requests per batch: ``max_requests_per_batch``, and no more than may be in flight."""
-        return min(int(self.max_requests_per_batch), self.max_requests_in_flight or MAX_REQUESTS_PER_BATCH)
+        """Requests per batch: ``max_requests_per_batch`` (checked by ``prepare_job``), and no more than
+        may be in flight."""
+        limit = int(self.max_requests_per_batch)
+        if self.max_requests_in_flight is not None:
+            limit = min(limit, self.max_requests_in_flight)
+        return limit
 
     def execute(self, context: Context) -> dict[str, Any]:
         job = self.prepare()
