@@ -95,7 +95,17 @@ class RoundRecord:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RoundRecord:
-        return cls(**{**data, "slices": [SliceRecord(**part) for part in data["slices"]]})
+        round_record = cls(**{**data, "slices": [SliceRecord(**part) for part in data["slices"]]})
+        _slices_ended(round_record.slices, round_record.ended_counts)
+        return round_record
+
+
+def _slices_ended(slices: list[SliceRecord], ended_counts: Mapping[str, Mapping[str, int]] | None) -> None:
+    """A round that ended has every slice ended: records of versions before ``SliceRecord.ended_counts``
+    kept the counts per round only, and a retry must not take their slices for batches in flight."""
+    for part in slices:
+        if ended_counts and part.ended_counts is None and part.batch_id and part.batch_id in ended_counts:
+            part.ended_counts = dict(ended_counts[part.batch_id])
 
 
 def _slices_of(job: PreparedJob) -> list[SliceRecord]:
@@ -213,6 +223,7 @@ class JobRecord:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _unreadable(data) from exc
+        _slices_ended(record.slices, record.ended_counts)
         record.check_consistent()
         return record
 

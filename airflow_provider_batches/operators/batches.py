@@ -380,9 +380,10 @@ class AnthropicCreateBatchOperator(BaseOperator):
         since = datetime.fromisoformat(record.queue_full_since) if record.queue_full_since else utcnow()
         waited = (utcnow() - since).total_seconds()
         if waited >= self.timeout:
+            unsent = unsubmitted_slices(record, current_round(record).number)
             raise BatchQueueFullError(
                 f"the processing queue stayed full for {waited:.0f} s (timeout {self.timeout:.0f} s): "
-                f"{unsubmitted_slices(record, 1)} slice(s) of the job were never created "
+                f"{unsent} slice(s) of the job were never created "
                 "and nothing was paid for them. Batches of the job so far: "
                 f"{', '.join(record.all_batch_ids) or 'none'}. Retry the task when the organization's queue "
                 "has room (its retry re-attaches to those batches), or set max_requests_in_flight."
@@ -439,7 +440,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
 
     def resume_submission(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after a pause (``Redrive.delay``, a full processing queue): submit and go on."""
-        return self._drive(context, job_store_for(context), self._load_record(context, None))
+        record = self._load_record(context, None, batches_needed=False)  # a full queue: maybe none yet
+        return self._drive(context, job_store_for(context), record)
 
     #: The name tasks deferred by version 0.1 resume with.
     resume_redrive = resume_submission
@@ -520,9 +522,11 @@ class AnthropicCreateBatchOperator(BaseOperator):
             store.save(record)
         return self._drive(context, store, record)
 
-    def _load_record(self, context: Context, manifest: Mapping[str, Any] | None) -> JobRecord:
+    def _load_record(
+        self, context: Context, manifest: Mapping[str, Any] | None, *, batches_needed: bool = True
+    ) -> JobRecord:
         record = job_store_for(context).load()
-        if record is None or not record.batch_ids:
+        if record is None or (batches_needed and not record.batch_ids):
             raise BatchWaitError(
                 "resumed without a record of the job's batches (task state deleted?); not guessing. "
                 f"The batches the deferral was for: {(manifest or {}).get('batch_ids')}"

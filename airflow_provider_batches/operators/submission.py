@@ -86,6 +86,7 @@ class JobSubmission:
         record = self._record()
         if record.finished:
             return record
+        record.queue_full_since = None  # each try waits its own ``timeout`` for room in the queue
         self._submit(record, record.slices)
         return record
 
@@ -137,7 +138,7 @@ class JobSubmission:
                     limit,
                 )
                 return
-            if not self._create(record, part, entry):
+            if not self._create(record, part, entry, nothing_in_flight=not in_flight):
                 return
             in_flight += part.count
 
@@ -256,10 +257,14 @@ class JobSubmission:
         self._save(record)
         return True
 
-    def _create(self, record: JobRecord, part: BatchSlice, entry: SliceRecord) -> bool:
+    def _create(
+        self, record: JobRecord, part: BatchSlice, entry: SliceRecord, *, nothing_in_flight: bool
+    ) -> bool:
         """The paid call, bracketed by the intent (with its watermark) and the id. False when the API
         refused it for pace or a full processing queue (a 429 makes no batch): the intent is taken
-        back, and the part is created later."""
+        back, and the part is created later. Only a refusal with ``nothing_in_flight`` starts the
+        clock of ``queue_full_since``: time spent waiting for the job's own batches is not time
+        spent waiting for room."""
         watermark = self.hook.create_watermark()
         entry.intent_at = utcnow().isoformat()
         entry.watermark = watermark.to_json()
@@ -269,7 +274,7 @@ class JobSubmission:
         except RateLimitError as exc:
             entry.intent_at = None
             entry.watermark = None
-            if record.queue_full_since is None:
+            if nothing_in_flight and record.queue_full_since is None:
                 record.queue_full_since = utcnow().isoformat()
             self._save(record)
             self.log.warning(

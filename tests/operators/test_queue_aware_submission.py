@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -20,9 +21,17 @@ from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import RECORD_KEY, TaskStateJobStore
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
+from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.testing import CONNECTION_ENV_VAR
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
-from tests.operators.support import FakeTaskStateStore, TaskDeferred, batches_created, requests, task_context
+from tests.operators.support import (
+    FakeTaskStateStore,
+    TaskDeferred,
+    batches_created,
+    request,
+    requests,
+    task_context,
+)
 
 CREATE_ROUTE = "POST /v1/messages/batches"
 
@@ -135,6 +144,34 @@ def test_a_full_queue_with_nothing_of_the_job_in_flight_pauses_then_creates(
     assert manifest["request_counts"]["succeeded"] == 10
 
 
+def test_a_deferred_pause_for_a_full_queue_resumes_before_the_job_has_any_batch(
+    queue_emulator: Emulator,
+) -> None:
+    AnthropicHook().create_batch(requests(25))  # fills the key's queue for 0.6 s
+    store = FakeTaskStateStore()
+    with pytest.raises(TaskDeferred) as paused:
+        create(requests=requests(10), deferrable=True).execute(task_context(store))
+    assert paused.value.method_name == "resume_submission"
+    asyncio.run(asyncio.sleep(0.7))  # the other job's batch ends: the queue has room
+
+    with pytest.raises(TaskDeferred) as waiting:
+        create(requests=requests(10), deferrable=True).resume_submission(task_context(store))
+
+    assert isinstance(waiting.value.trigger, AnthropicBatchTrigger)
+    assert batches_created(queue_emulator) == 2
+
+
+def test_a_refused_create_then_a_lost_answer_is_adopted_not_sent_again(queue_emulator: Emulator) -> None:
+    # the calls: watermark, create (429: no batch), watermark, create (made, then its answer lost)
+    queue_emulator.admin.set_config(next_faults=["ok", "429", "ok", "drop_after"])
+
+    manifest = create(requests=requests(10)).execute(task_context())
+
+    assert create_refusals(queue_emulator) == 1
+    assert batches_created(queue_emulator) == 1
+    assert manifest["request_counts"]["succeeded"] == 10
+
+
 def test_a_queue_full_past_the_timeout_fails_without_creating_any_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -152,6 +189,81 @@ def test_a_queue_full_past_the_timeout_fails_without_creating_any_batch(
         (entry,) = store.values[RECORD_KEY]["slices"]
         assert entry["batch_id"] is None
         assert entry["intent_at"] is None  # a retry has nothing to look for
+
+
+def test_time_spent_waiting_for_the_jobs_own_batches_does_not_count_against_a_full_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second slice is refused while the first is in flight (2 s), and again once it has ended:
+    the queue then stays full for 2.5 s more, within ``timeout`` (4 s) of that second refusal."""
+    config = EmulatorConfig(processing_seconds=2, canceling_seconds=0, max_queued_requests=15)
+    with Emulator(config) as emulator:
+        extra = {"max_retries": 0, "max_requests_per_minute": 0}
+        connection = {"conn_type": "anthropic", "host": emulator.base_url, "password": emulator.api_key}
+        monkeypatch.setenv(CONNECTION_ENV_VAR, json.dumps({**connection, "extra": extra}))
+        fuller = threading.Timer(0.5, partial(emulator.admin.set_config, max_queued_requests=5))
+        roomier = threading.Timer(4.5, partial(emulator.admin.set_config, max_queued_requests=25))
+        fuller.start()
+        roomier.start()
+        try:
+            manifest = create(requests=requests(20), timeout=4).execute(task_context())
+        finally:
+            fuller.cancel()
+            roomier.cancel()
+
+        assert create_refusals(emulator) >= 2
+        assert len(manifest["batch_ids"]) == 2
+        assert manifest["request_counts"]["succeeded"] == 20
+
+
+class QueueFullAfterFirstCreate(AnthropicCreateBatchOperator):
+    """The processing queue is full for every create after the job's first."""
+
+    creates = 0
+
+    def submission_for(self, context: Any, store: Any, job: Any) -> Any:
+        submission = super().submission_for(context, store, job)
+        paid = submission.create
+
+        def create(*args: Any) -> MessageBatch:
+            type(self).creates += 1
+            if type(self).creates > 1:
+                raise RateLimitError("processing queue full", status_code=429)
+            return paid(*args)
+
+        submission.create = create
+        return submission
+
+
+def test_a_queue_full_past_the_timeout_in_a_re_drive_round_counts_that_rounds_slices(
+    queue_emulator: Emulator,
+) -> None:
+    reqs = [request("a"), request("b", "[emulator:errored_once=overloaded_error]")]
+    operator = QueueFullAfterFirstCreate(
+        task_id="create", requests=reqs, redrive=Redrive(), poll_interval=0.05, timeout=1, deferrable=False
+    )
+
+    with pytest.raises(BatchQueueFullError, match="1 slice\\(s\\) of the job were never created"):
+        operator.execute(task_context())
+
+    assert batches_created(queue_emulator) == 1
+
+
+def test_a_retry_after_a_full_queue_waits_its_own_timeout_for_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = EmulatorConfig(processing_seconds=600, canceling_seconds=0, max_queued_requests=25)
+    with Emulator(config) as emulator:
+        connection = {"conn_type": "anthropic", "host": emulator.base_url, "password": emulator.api_key}
+        monkeypatch.setenv(CONNECTION_ENV_VAR, json.dumps({**connection, "extra": {"max_retries": 0}}))
+        AnthropicHook().create_batch(requests(25))  # the queue stays full
+        store = FakeTaskStateStore()
+        with pytest.raises(BatchQueueFullError):
+            create(requests=requests(10), timeout=0.3).execute(task_context(store))
+        first_try = create_refusals(emulator)
+
+        with pytest.raises(BatchQueueFullError):
+            create(requests=requests(10), timeout=0.3).execute(task_context(store))
+
+        assert create_refusals(emulator) - first_try > 1  # it paused and asked again, not gave up at once
 
 
 def test_a_refused_create_takes_its_intent_back(queue_emulator: Emulator) -> None:
