@@ -38,6 +38,9 @@ T = TypeVar("T")
 
 #: A reset further away than this is not believed (the API's windows are a minute).
 MAX_RESET_SECONDS = 60.0
+#: A connection's setting counts toward its key's shared rate while it was used this recently, so a
+#: raised ``max_requests_per_minute`` applies in a long-running triggerer once the lower one is idle.
+RATE_CLAIM_SECONDS = 600.0
 
 
 class RequestBudget:
@@ -55,6 +58,15 @@ class RequestBudget:
         self._lock = threading.Lock()
         self._next_slot = -math.inf
         self._hold_until = -math.inf
+        self._claims: dict[int, float] = {}  # rate -> when a connection last asked for it
+
+    def claim(self, requests_per_minute: int, now: float) -> None:
+        """A connection on this key waits with this rate: the bucket runs at the lowest rate claimed
+        within :data:`RATE_CLAIM_SECONDS`."""
+        with self._lock:
+            self._claims[requests_per_minute] = now
+            self._claims = {rate: at for rate, at in self._claims.items() if now - at < RATE_CLAIM_SECONDS}
+            self.requests_per_minute = min(self._claims)
 
     @property
     def spacing(self) -> float:
@@ -104,11 +116,12 @@ _BUDGETS: dict[tuple[str, str], RequestBudget] = {}
 _BUDGETS_LOCK = threading.Lock()
 
 
-def shared_budget(settings: ClientSettings) -> RequestBudget | None:
+def shared_budget(settings: ClientSettings, *, now: float | None = None) -> RequestBudget | None:
     """This process's budget for the API key and host of ``settings`` (None: unlimited).
 
     Connections sharing a key share its budget (the API counts per organization); when they set
-    different limits, the lowest applies.
+    different limits, the lowest in use applies (see :meth:`RequestBudget.claim`). Callers ask again
+    for each plan or round, which keeps their setting in use.
     """
     rate = settings.max_requests_per_minute
     if rate <= 0:
@@ -118,9 +131,8 @@ def shared_budget(settings: ClientSettings) -> RequestBudget | None:
         budget = _BUDGETS.get(key)
         if budget is None:
             budget = _BUDGETS[key] = RequestBudget(rate)
-        elif rate < budget.requests_per_minute:
-            budget.requests_per_minute = rate
-        return budget
+    budget.claim(rate, time.monotonic() if now is None else now)
+    return budget
 
 
 def budgeted(

@@ -225,6 +225,10 @@ class BatchOutcomeError(AnthropicBatchesError):
     """Requests ended errored or expired and the task was told to fail on that (fail_on_partial_error)."""
 
 
+class BatchQueueFullError(AnthropicBatchesError):
+    """The organization's processing queue had no room for the job's next batch (none was made)."""
+
+
 class JobRecordError(AnthropicBatchesError):
     """The task's record of its batches is unreadable or inconsistent: nothing is sent on a guess."""
 

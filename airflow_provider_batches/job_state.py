@@ -58,6 +58,9 @@ class SliceRecord:
     batch_id: str | None = None
     #: Batches made for this slice earlier and then canceled (by a timeout, a kill or a person).
     replaced: list[str] = field(default_factory=list)
+    #: The batch's final counts once it ended: a job submitted in waves (``max_requests_in_flight``)
+    #: waits for some batches while later slices are not created yet.
+    ended_counts: dict[str, int] | None = None
 
     @property
     def intent_time(self) -> datetime | None:
@@ -92,7 +95,17 @@ class RoundRecord:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RoundRecord:
-        return cls(**{**data, "slices": [SliceRecord(**part) for part in data["slices"]]})
+        round_record = cls(**{**data, "slices": [SliceRecord(**part) for part in data["slices"]]})
+        _slices_ended(round_record.slices, round_record.ended_counts)
+        return round_record
+
+
+def _slices_ended(slices: list[SliceRecord], ended_counts: Mapping[str, Mapping[str, int]] | None) -> None:
+    """A round that ended has every slice ended: records of versions before ``SliceRecord.ended_counts``
+    kept the counts per round only, and a retry must not take their slices for batches in flight."""
+    for part in slices:
+        if ended_counts and part.ended_counts is None and part.batch_id and part.batch_id in ended_counts:
+            part.ended_counts = dict(ended_counts[part.batch_id])
 
 
 def _slices_of(job: PreparedJob) -> list[SliceRecord]:
@@ -121,6 +134,9 @@ class JobRecord:
     redriven: dict[str, int] | None = None
     #: Follow-up rounds (re-drive), in order: round 2 first.
     rounds: list[RoundRecord] = field(default_factory=list)
+    #: When a create was first refused because the processing queue was full, with none of the
+    #: job's batches in flight (reset by the next create): how long the job has waited for room.
+    queue_full_since: str | None = None
 
     @classmethod
     def for_job(cls, job: PreparedJob, *, generation: int | None = None) -> JobRecord:
@@ -203,9 +219,11 @@ class JobRecord:
                 redrive=data.get("redrive"),
                 redriven=data.get("redriven"),
                 rounds=[RoundRecord.from_json(entry) for entry in data.get("rounds", [])],
+                queue_full_since=data.get("queue_full_since"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _unreadable(data) from exc
+        _slices_ended(record.slices, record.ended_counts)
         record.check_consistent()
         return record
 

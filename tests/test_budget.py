@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from airflow_provider_batches.budget import RequestBudget, budgeted, shared_budget
+from airflow_provider_batches.budget import RATE_CLAIM_SECONDS, RequestBudget, budgeted, shared_budget
 from airflow_provider_batches.client_core import ClientSettings, get_batch_plan
 from tests.fakes import batch_json, error
 from tests.plans import PlanRun, settings
@@ -88,6 +88,19 @@ def test_connections_on_one_key_share_one_budget_at_the_lowest_rate() -> None:
     assert first is second
     assert first is not None
     assert first.requests_per_minute == 20
+
+
+def test_a_raised_rate_applies_once_the_lower_one_has_gone_unused() -> None:
+    key = "sk-ant-shared-raised"
+    before = shared_budget(ClientSettings(api_key=key, max_requests_per_minute=20), now=0.0)
+
+    after = shared_budget(
+        ClientSettings(api_key=key, max_requests_per_minute=400), now=RATE_CLAIM_SECONDS + 1
+    )
+
+    assert after is before
+    assert after is not None
+    assert after.requests_per_minute == 400
 
 
 def test_a_zero_budget_means_unlimited() -> None:

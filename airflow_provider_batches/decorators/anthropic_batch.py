@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import (
     DecoratedOperator,
@@ -30,6 +32,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_batches.errors import RequestValidationError
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.prompts import iter_prompt_requests
+from airflow_provider_batches.requests import RequestSource
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, TaskDecorator
@@ -69,19 +72,52 @@ class _AnthropicBatchDecoratedOperator(DecoratedOperator, AnthropicCreateBatchOp
             requests=(),  # replaced by the function's output at run time
             **kwargs,
         )
+        self.requests = None
+        self._context: Context | None = None
 
     def execute(self, context: Context) -> Any:
-        context_merge(context, self.op_kwargs)
-        output = self.python_callable(
-            *self.op_args, **determine_kwargs(self.python_callable, self.op_args, context)
-        )
-        path = self._spool(output)
-        self.requests, self.requests_path = None, path.as_uri()
-        try:
+        with self._function_output(context):
             return super().execute(context)  # DecoratedOperator -> AnthropicCreateBatchOperator
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: Any = None,
+        manifest: Mapping[str, Any] | None = None,
+        round: int | None = None,
+    ) -> Any:
+        with self._function_output(context):
+            return super().execute_complete(context, event, manifest, round)
+
+    def resume_submission(self, context: Context, event: Any = None) -> Any:
+        with self._function_output(context):
+            return super().resume_submission(context, event)
+
+    resume_redrive = resume_submission
+
+    def source(self) -> RequestSource:
+        """The function's output, spooled on first use: a resumed task (held-back slices, re-drive
+        rounds) runs the function again, and the job record refuses an output that changed."""
+        if self.requests_path is None:
+            if self._context is None:
+                raise RuntimeError("@task.anthropic_batch: the requests are read only while the task runs")
+            context_merge(self._context, self.op_kwargs)
+            output = self.python_callable(
+                *self.op_args, **determine_kwargs(self.python_callable, self.op_args, self._context)
+            )
+            self.requests, self.requests_path = None, self._spool(output).as_uri()
+        return super().source()
+
+    @contextmanager
+    def _function_output(self, context: Context) -> Iterator[None]:
+        """While the task runs: the context the function is called with; then the spool is removed."""
+        self._context = context
+        try:
+            yield
         finally:
-            self.requests_path = None
-            path.unlink(missing_ok=True)
+            if self.requests_path is not None:
+                Path(urlsplit(self.requests_path).path).unlink(missing_ok=True)
+            self._context, self.requests_path = None, None
 
     def _spool(self, output: Any) -> Path:
         """The function's requests and prompts as a JSONL file of requests, written as they come."""

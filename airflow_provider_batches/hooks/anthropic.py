@@ -55,6 +55,7 @@ from airflow_provider_batches.models import (
     MessageBatchPage,
     TokenCount,
 )
+from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -68,8 +69,11 @@ COUNTED_PARAMS = frozenset(
 ACCEPTED_CONN_TYPES = frozenset({"anthropic_batches", "anthropic"})
 
 
-#: Idle connections are kept past a typical poll interval, so a waiting trigger reuses its connection.
-CLIENT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=60.0)
+#: Idle connections outlive the longest default poll interval by half, so a wait's next round reuses
+#: its connection instead of a new TLS handshake.
+CLIENT_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=1.5 * DEFAULT_MAX_POLL_INTERVAL
+)
 
 
 @cache

@@ -17,11 +17,13 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_batches._compat import AirflowTaskTimeout
 from airflow_provider_batches.errors import (
+    BatchQueueFullError,
     BatchTimeoutError,
     BatchWaitError,
+    InputChangedError,
 )
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.job_state import JobRecord, JobStore, generation_of, job_store_for
+from airflow_provider_batches.job_state import JobRecord, JobStore, generation_of, job_store_for, utcnow
 from airflow_provider_batches.lineage import create_batch_lineage
 from airflow_provider_batches.links import AnthropicBatchLink
 from airflow_provider_batches.operators.cancel_delete import (
@@ -34,8 +36,10 @@ from airflow_provider_batches.operators.rounds import (
     JobRounds,
     current_round,
     final_counts,
+    record_batches_ended,
     rounds_manifest,
-    set_round_ended,
+    unsubmitted_slices,
+    waiting_batch_ids,
 )
 from airflow_provider_batches.operators.submission import (
     ON_INPUT_CHANGE_CHOICES,
@@ -152,6 +156,12 @@ class AnthropicCreateBatchOperator(BaseOperator):
         the requests that failed transiently are submitted again as follow-up rounds (retry-safe like
         the first; ``timeout`` applies to each round's wait), and ``fail_on_partial_error`` judges the
         final outcome. Needs ``wait_for_completion``.
+    :param max_requests_in_flight: at most this many of the job's requests processing at once (the
+        organization's processing queue, or a share of it): the job is submitted slice by slice as its
+        earlier batches end (``timeout`` applies to each wait). Batches are at most this size. Needs
+        ``wait_for_completion``. Default: no limit; a create refused because the queue is full (HTTP
+        429, no batch made) is sent again once the job's batches in flight end, or every
+        ``poll_interval`` when none are, for up to ``timeout``.
     """
 
     template_fields: Sequence[str] = (
@@ -191,6 +201,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         cancel_on_kill: bool = True,
         cancel_on_timeout: bool = True,
         redrive: Redrive | None = None,
+        max_requests_in_flight: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -199,6 +210,18 @@ class AnthropicCreateBatchOperator(BaseOperator):
             raise ValueError(
                 f"{self.task_id}: redrive must be a Redrive(...) and needs wait_for_completion=True, got "
                 f"redrive={redrive!r}, wait_for_completion={wait_for_completion!r}"
+            )
+        if max_requests_in_flight is not None and (
+            isinstance(max_requests_in_flight, bool)
+            or not isinstance(max_requests_in_flight, int)
+            or max_requests_in_flight < 1
+            or not wait_for_completion
+        ):
+            raise ValueError(
+                f"{self.task_id}: max_requests_in_flight must be a positive integer and needs "
+                "wait_for_completion=True (later slices are sent as earlier ones end), got "
+                f"max_requests_in_flight={max_requests_in_flight!r}, "
+                f"wait_for_completion={wait_for_completion!r}"
             )
         if on_input_change not in ON_INPUT_CHANGE_CHOICES:
             raise ValueError(
@@ -226,6 +249,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self.max_bytes_per_batch = max_bytes_per_batch
         self.on_input_change = on_input_change
         self.redrive = redrive
+        self.max_requests_in_flight = max_requests_in_flight
+        self._job: PreparedJob | None = None
         self._rounds: JobRounds | None = None
         self._owned_batch_ids: list[str] = []
         self._submission: JobSubmission | None = None
@@ -260,10 +285,16 @@ class AnthropicCreateBatchOperator(BaseOperator):
     def prepare(self) -> PreparedJob:
         """Validate the whole input and plan its batches: no API call, nothing held in memory."""
         return prepare_job(
-            self.source(),
-            max_requests=int(self.max_requests_per_batch),
-            max_bytes=int(self.max_bytes_per_batch),
+            self.source(), max_requests=self._batch_size_limit(), max_bytes=int(self.max_bytes_per_batch)
         )
+
+    def _batch_size_limit(self) -> int:
+        """Requests per batch: ``max_requests_per_batch`` (checked by ``prepare_job``), and no more than
+        may be in flight."""
+        limit = int(self.max_requests_per_batch)
+        if self.max_requests_in_flight is not None:
+            limit = min(limit, self.max_requests_in_flight)
+        return limit
 
     def execute(self, context: Context) -> dict[str, Any]:
         job = self.prepare()
@@ -276,6 +307,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             len(job.slices),
         )
         self._models = dict(job.requests_per_model)
+        self._job = job
         store = job_store_for(context)
         self._submission = self.submission_for(context, store, job)
         record = self._submission.run()
@@ -284,28 +316,89 @@ class AnthropicCreateBatchOperator(BaseOperator):
         if record.finished:
             return self._outcome(record)
         if not self.wait_for_completion:
+            if unsubmitted_slices(record, 1):
+                raise BatchQueueFullError(
+                    f"the processing queue is full: {len(record.batch_ids)} of {len(record.slices)} batches "
+                    f"were created ({', '.join(record.batch_ids) or 'none'}) and the create of the next "
+                    "one was refused (HTTP 429, no batch made). Nothing is lost: the task's retry "
+                    "re-attaches to those batches and creates the rest. Set retries (and retry_delay) on "
+                    "the task, or wait_for_completion=True to create them as room frees up."
+                )
             return self._complete(store, record, None)
         if self.redrive is not None and record.redrive is None:
             record.redrive = self.redrive.to_json()
             store.save(record)
-        return self._drive(context, store, record)
+        return self._drive(context, store, record, just_submitted=True)
 
-    def _drive(self, context: Context, store: JobStore, record: JobRecord) -> dict[str, Any]:
-        """Wait for the round in flight; with ``redrive``, then submit and wait for the next rounds."""
+    def _drive(
+        self, context: Context, store: JobStore, record: JobRecord, *, just_submitted: bool = False
+    ) -> dict[str, Any]:
+        """Wait for the batches in flight and create the slices held back as they end
+        (``max_requests_in_flight``, a full queue); with ``redrive``, then the next rounds."""
         while True:
             state = current_round(record)
             if state.ended_counts is None:
                 if state.record is not None:
                     self._submit_round(context, store, record)
-                    state = current_round(record)
-                counts = self._wait(store, record, state.batch_ids, state.number)
-                set_round_ended(record, state.number, counts)
+                elif unsubmitted_slices(record, 1) and not just_submitted:
+                    self._submit_held_back(context, store, record)
+                just_submitted = False
+                waiting = waiting_batch_ids(record, state.number)
+                if not waiting:  # every create refused for a full queue: nothing of ours to wait on
+                    self._pause_for_queue(record)
+                    continue
+                counts = self._wait(store, record, waiting, state.number)
+                record_batches_ended(record, state.number, counts)
                 store.save(record)
+                continue
             planned = self._job_rounds().plan_next(record) if self.redrive is not None else None
             if planned is None:
                 return self._complete(store, record, None)
             record.rounds.append(planned)
             store.save(record)  # the round's intent, before any of its creates
+
+    def _submit_held_back(self, context: Context, store: JobStore, record: JobRecord) -> None:
+        """Create the first round's slices held back so far (the input is read again when resumed)."""
+        job = self._job = self._job or self.prepare()
+        if not record.matches(job):
+            raise InputChangedError(
+                "the input changed while the job's first batches ran (fingerprint "
+                f"{record.fingerprint[:16]}, now {job.fingerprint[:16]}); its remaining "
+                f"{unsubmitted_slices(record, 1)} slice(s) were not sent. Batches of the job so far: "
+                f"{', '.join(record.batch_ids)}. Restore "
+                "the input and retry the task to go on, or clear it to submit the new input afresh."
+            )
+        self._submission = self.submission_for(context, store, job)
+        self._submission.submit_held_back(record)
+        self._owned_batch_ids = record.all_batch_ids
+        AnthropicBatchLink.persist(context, record.all_batch_ids)
+
+    def _pause_for_queue(self, record: JobRecord) -> None:
+        """Every create was refused for a full processing queue and none of the job's batches is in
+        flight: try again after ``poll_interval`` (deferred: without holding a worker slot), for up to
+        ``timeout`` since the first refusal."""
+        since = datetime.fromisoformat(record.queue_full_since) if record.queue_full_since else utcnow()
+        waited = (utcnow() - since).total_seconds()
+        if waited >= self.timeout:
+            unsent = unsubmitted_slices(record, current_round(record).number)
+            raise BatchQueueFullError(
+                f"the processing queue stayed full for {waited:.0f} s (timeout {self.timeout:.0f} s): "
+                f"{unsent} slice(s) of the job were never created "
+                "and nothing was paid for them. Batches of the job so far: "
+                f"{', '.join(record.all_batch_ids) or 'none'}. Retry the task when the organization's queue "
+                "has room (its retry re-attaches to those batches), or set max_requests_in_flight."
+            )
+        pause = min(self.poll_interval, self.timeout - waited)
+        self.log.info("The processing queue is full: trying the create again in %.0f s", pause)
+        if self.deferrable:
+            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+            self.defer(
+                trigger=DateTimeTrigger(moment=utcnow() + timedelta(seconds=pause)),
+                method_name="resume_submission",
+                timeout=timedelta(seconds=pause + DEFER_TIMEOUT_MARGIN_SECONDS),
+            )
+        time.sleep(pause)
 
     def _job_rounds(self) -> JobRounds:
         if self._rounds is None:
@@ -314,7 +407,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 self.hook,
                 self.redrive,
                 self.source(),
-                max_requests=int(self.max_requests_per_batch),
+                max_requests=self._batch_size_limit(),
                 max_bytes=int(self.max_bytes_per_batch),
                 log=self.log,
             )
@@ -333,7 +426,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
 
                 self.defer(
                     trigger=DateTimeTrigger(moment=moment),
-                    method_name="resume_redrive",
+                    method_name="resume_submission",
                     timeout=timedelta(seconds=remaining + DEFER_TIMEOUT_MARGIN_SECONDS),
                 )
             if remaining > 0:
@@ -345,9 +438,13 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self._owned_batch_ids = record.all_batch_ids
         AnthropicBatchLink.persist(context, record.all_batch_ids)
 
-    def resume_redrive(self, context: Context, event: Any = None) -> dict[str, Any]:
-        """Resume after ``Redrive.delay`` (deferred): submit the round on record and go on."""
-        return self._drive(context, job_store_for(context), self._load_record(context, None))
+    def resume_submission(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Resume after a pause (``Redrive.delay``, a full processing queue): submit and go on."""
+        record = self._load_record(context, None, batches_needed=False)  # a full queue: maybe none yet
+        return self._drive(context, job_store_for(context), record)
+
+    #: The name tasks deferred by version 0.1 resume with.
+    resume_redrive = resume_submission
 
     def _wait(
         self, store: JobStore, record: JobRecord, batch_ids: list[str], number: int
@@ -395,6 +492,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             cancel=lambda ids, reason: cancel_batches(self.hook, ids, reason=reason, log=self.log),
             generation=generation_of(context),
             on_input_change=self.on_input_change,
+            max_requests_in_flight=self.max_requests_in_flight,
         )
 
     def execute_complete(
@@ -411,21 +509,24 @@ class AnthropicCreateBatchOperator(BaseOperator):
         if record.finished:
             return self._outcome(record)
         state = current_round(record)
-        wait = parse_wait_event(event, expected_batch_ids=state.batch_ids)
+        waiting = waiting_batch_ids(record, state.number)
+        wait = parse_wait_event(event, expected_batch_ids=waiting if state.ended_counts is None else None)
         if wait.status == "timeout":
             if self.cancel_on_timeout:
-                cancel_batches(self.hook, state.batch_ids, reason="the task timed out", log=self.log)
+                cancel_batches(self.hook, waiting, reason="the task timed out", log=self.log)
             raise BatchTimeoutError(wait.message)
         if wait.status == "error":
             raise BatchWaitError(wait.message)
         if state.ended_counts is None:
-            set_round_ended(record, state.number, wait.request_counts)
+            record_batches_ended(record, state.number, wait.request_counts)
             store.save(record)
         return self._drive(context, store, record)
 
-    def _load_record(self, context: Context, manifest: Mapping[str, Any] | None) -> JobRecord:
+    def _load_record(
+        self, context: Context, manifest: Mapping[str, Any] | None, *, batches_needed: bool = True
+    ) -> JobRecord:
         record = job_store_for(context).load()
-        if record is None or not record.batch_ids:
+        if record is None or (batches_needed and not record.batch_ids):
             raise BatchWaitError(
                 "resumed without a record of the job's batches (task state deleted?); not guessing. "
                 f"The batches the deferral was for: {(manifest or {}).get('batch_ids')}"
@@ -438,7 +539,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         if next_method == "__fail__" and str(getattr(error, "value", error)) == "Trigger timeout":
             record = job_store_for(context).load()
             if record is not None and self.cancel_on_timeout:
-                batch_ids = current_round(record).batch_ids
+                batch_ids = waiting_batch_ids(record, current_round(record).number)
                 cancel_batches(self.hook, batch_ids, reason="the deferral timed out", log=self.log)
         return super().resume_execution(next_method, next_kwargs, context)
 

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_batches.errors import APIConnectionError
-from airflow_provider_batches.job_state import JobRecord, RoundRecord, utcnow
+from airflow_provider_batches.job_state import JobRecord, RoundRecord, SliceRecord, utcnow
 from airflow_provider_batches.policy import total_counts
 from airflow_provider_batches.redrive import Redrive, Selection, select_retryable
 from airflow_provider_batches.requests import PreparedJob, RequestSource, prepare_job
@@ -57,6 +57,37 @@ def set_round_ended(record: JobRecord, number: int, counts: Mapping[str, Mapping
 
 def round_batch_ids(record: JobRecord, number: int) -> list[str]:
     return record.batch_ids if number == 1 else record.rounds[number - 2].batch_ids
+
+
+def round_slices(record: JobRecord, number: int) -> list[SliceRecord]:
+    return record.slices if number == 1 else record.rounds[number - 2].slices
+
+
+def waiting_batch_ids(record: JobRecord, number: int) -> list[str]:
+    """The round's batches created and not yet ended: what the next wait is for."""
+    return [
+        part.batch_id for part in round_slices(record, number) if part.batch_id and part.ended_counts is None
+    ]
+
+
+def unsubmitted_slices(record: JobRecord, number: int) -> int:
+    """How many slices of the round have no batch yet (held back by ``max_requests_in_flight`` or a
+    full processing queue)."""
+    return sum(1 for part in round_slices(record, number) if part.batch_id is None)
+
+
+def record_batches_ended(record: JobRecord, number: int, counts: Mapping[str, Mapping[str, int]]) -> None:
+    """Record the final counts of some of the round's batches; once every slice's batch has ended, the
+    round has ended."""
+    slices = round_slices(record, number)
+    for part in slices:
+        if part.batch_id is not None and part.batch_id in counts:
+            part.ended_counts = dict(counts[part.batch_id])
+    ended = {
+        part.batch_id: part.ended_counts for part in slices if part.batch_id and part.ended_counts is not None
+    }
+    if len(ended) == len(slices):
+        set_round_ended(record, number, ended)
 
 
 def final_counts(record: JobRecord) -> dict[str, int] | None:

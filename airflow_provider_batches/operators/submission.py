@@ -20,6 +20,7 @@ from airflow_provider_batches.errors import (
     InvalidRequestError,
     JobRecordError,
     NotFoundError,
+    RateLimitError,
 )
 from airflow_provider_batches.job_state import (
     RECORD_KEY,
@@ -61,6 +62,7 @@ class JobSubmission:
         generation: int | None = None,
         on_input_change: OnInputChange = "fail",
         create: CreateCall | None = None,
+        max_requests_in_flight: int | None = None,
     ) -> None:
         if on_input_change not in ON_INPUT_CHANGE_CHOICES:
             raise ValueError(
@@ -74,16 +76,23 @@ class JobSubmission:
         self.generation = generation
         self.on_input_change = on_input_change
         self.create: CreateCall = create or self._create_with_hook
+        self.max_requests_in_flight = max_requests_in_flight
         #: Updated as batches are recorded, so that a kill mid-submission cancels what exists.
         self.batch_ids: list[str] = []
 
     def run(self) -> JobRecord:
-        """The record with every batch of the job created (or the finished record of an earlier try)."""
+        """The record with the job's batches created, as many as ``max_requests_in_flight`` and the
+        processing queue allow (or the finished record of an earlier try)."""
         record = self._record()
         if record.finished:
             return record
+        record.queue_full_since = None  # each try waits its own ``timeout`` for room in the queue
         self._submit(record, record.slices)
         return record
+
+    def submit_held_back(self, record: JobRecord) -> None:
+        """Create the first round's parts held back earlier, now that some of its batches ended."""
+        self._submit(record, record.slices)
 
     def run_round(self, record: JobRecord, round_record: RoundRecord) -> None:
         """Bring a follow-up round (``self.job`` is its subset of the input) in line with the API, with
@@ -99,8 +108,14 @@ class JobSubmission:
         self._submit(record, round_record.slices)
 
     def _submit(self, record: JobRecord, entries: list[SliceRecord]) -> None:
+        """Re-attach or adopt what earlier tries made, then create the missing batches in order, as
+        many as ``max_requests_in_flight`` and the processing queue leave room for. The rest are
+        created by a later call, once batches in flight have ended (their slices' ``ended_counts``)."""
         self.batch_ids = record.all_batch_ids
+        missing: list[tuple[BatchSlice, SliceRecord]] = []
         for part, entry in zip(self.job.slices, entries, strict=True):
+            if entry.ended_counts is not None:  # ended in an earlier wave
+                continue
             if entry.batch_id and self._reattach(entry):
                 continue
             if entry.batch_id:  # canceled: its requests are submitted again
@@ -109,7 +124,23 @@ class JobSubmission:
                 entry.intent_at = None
             if entry.intent_at and self._adopt_orphan(record, entry):
                 continue
-            self._create(record, part, entry)
+            missing.append((part, entry))
+        in_flight = sum(entry.count for entry in entries if entry.batch_id and entry.ended_counts is None)
+        for position, (part, entry) in enumerate(missing):
+            limit = self.max_requests_in_flight
+            if limit is not None and in_flight and in_flight + part.count > limit:
+                self.log.info(
+                    "Holding back %d of %d parts: %d requests of this job are in flight and "
+                    "max_requests_in_flight is %d; they are created as earlier batches end",
+                    len(missing) - position,
+                    len(self.job.slices),
+                    in_flight,
+                    limit,
+                )
+                return
+            if not self._create(record, part, entry, nothing_in_flight=not in_flight):
+                return
+            in_flight += part.count
 
     # -- the record -------------------------------------------------------------------------------
 
@@ -226,13 +257,34 @@ class JobSubmission:
         self._save(record)
         return True
 
-    def _create(self, record: JobRecord, part: BatchSlice, entry: SliceRecord) -> None:
-        """The paid call, bracketed by the intent (with its watermark) and the id."""
+    def _create(
+        self, record: JobRecord, part: BatchSlice, entry: SliceRecord, *, nothing_in_flight: bool
+    ) -> bool:
+        """The paid call, bracketed by the intent (with its watermark) and the id. False when the API
+        refused it for pace or a full processing queue (a 429 makes no batch): the intent is taken
+        back, and the part is created later. Only a refusal with ``nothing_in_flight`` starts the
+        clock of ``queue_full_since``: time spent waiting for the job's own batches is not time
+        spent waiting for room."""
         watermark = self.hook.create_watermark()
         entry.intent_at = utcnow().isoformat()
         entry.watermark = watermark.to_json()
         self._save(record)  # the intent, before the paid call
-        batch = self.create(part, watermark, record.known_batch_ids)
+        try:
+            batch = self.create(part, watermark, record.known_batch_ids)
+        except RateLimitError as exc:
+            entry.intent_at = None
+            entry.watermark = None
+            if nothing_in_flight and record.queue_full_since is None:
+                record.queue_full_since = utcnow().isoformat()
+            self._save(record)
+            self.log.warning(
+                "The create of part %d of %d was refused (HTTP 429, no batch made: %s); it is sent again "
+                "once the job's batches in flight end, or after a pause when none are",
+                part.index + 1,
+                len(self.job.slices),
+                exc.message,
+            )
+            return False
         if batch.id in record.known_batch_ids:
             raise BatchCreateUncertainError(
                 f"the create of part {part.index + 1} answered batch {batch.id}, which is already this "
@@ -240,6 +292,7 @@ class JobSubmission:
                 [batch.id],
             )
         entry.batch_id = batch.id
+        record.queue_full_since = None
         self._save(record)  # the id, right after
         self.log.info(
             "Created batch %s (%d of %d, %d requests)",
@@ -248,6 +301,7 @@ class JobSubmission:
             len(self.job.slices),
             part.count,
         )
+        return True
 
     def _create_with_hook(
         self, part: BatchSlice, watermark: CreateWatermark, exclude: Sequence[str]

@@ -15,12 +15,12 @@ no state a fresh triggerer could not rebuild from its kwargs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import math
 import time
 import weakref
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,13 +82,16 @@ class ConnectionPoller:
     def __init__(self, hook: AnthropicHook, settings: ClientSettings) -> None:
         self.hook = hook
         self.settings = settings
-        self.budget = shared_budget(settings)
         self.watches: set[Watch] = set()
+        self.watchers: Counter[str] = Counter()  # per batch, how many watches wait for it
         self.created: dict[str, datetime] = {}
         self.direct: set[str] = set()  # batches the listing did not reach: fetched one by one
         self.rounds = 0
         self._last_round = -math.inf
         self._wakeup = asyncio.Event()
+        #: When the poller next looks at its watches by itself (inf: idle; -inf: in a round). Only a
+        #: newcomer due earlier wakes it, so thousands arriving do not each cost a scan of all.
+        self._planned = math.inf
         self._task: asyncio.Task[None] | None = None
 
     def watch(
@@ -110,18 +113,26 @@ class ConnectionPoller:
             due=max(now + GATHER_SECONDS, self._last_round + poll_interval),
         )
         self.watches.add(entry)
-        self._wakeup.set()
+        self.watchers.update(set(entry.progress.batch_ids))
+        if entry.due < self._planned:
+            self._wakeup.set()
         if self._task is None or self._task.done():
             # In a context of its own: not the one of the trigger that happened to start it.
             self._task = contextvars.Context().run(asyncio.get_running_loop().create_task, self._run())
         return entry
 
     def unwatch(self, entry: Watch) -> None:
-        self.watches.discard(entry)
-        still = {batch_id for other in self.watches for batch_id in other.progress.batch_ids}
-        for batch_id in set(entry.progress.batch_ids) - still:
-            self.created.pop(batch_id, None)
-            self.direct.discard(batch_id)
+        """Forget ``entry``, and what the poller knows of batches no other watch waits for (in time
+        independent of how many watches stay: thousands of triggers leave at once)."""
+        if entry not in self.watches:
+            return
+        self.watches.remove(entry)
+        for batch_id in set(entry.progress.batch_ids):
+            self.watchers[batch_id] -= 1
+            if self.watchers[batch_id] <= 0:
+                del self.watchers[batch_id]
+                self.created.pop(batch_id, None)
+                self.direct.discard(batch_id)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -134,20 +145,32 @@ class ConnectionPoller:
             while True:
                 live = [entry for entry in self.watches if not entry.done.done()]
                 if not live:
+                    self._planned = math.inf
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
                 delay = min(entry.due for entry in live) - time.monotonic()
                 if delay > 0:
-                    self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), delay)
+                    await self._sleep_unless_woken(delay)
                     continue
+                self._planned = -math.inf
                 await self._round(live)
         except Exception as exc:  # every trigger gets one event, even when the poller breaks
             log.exception("The coalesced poller stopped")
             for entry in self.watches:
                 entry.finish(entry.progress.error(f"polling stopped: {type(exc).__name__}: {exc}"))
+
+    async def _sleep_unless_woken(self, delay: float) -> None:
+        """Wait ``delay`` seconds or until a newcomer wakes the poller. Not ``asyncio.wait_for``: on
+        Python 3.10 and 3.11 it drops a cancel that arrives as the wake-up does, and ``close`` (the
+        last trigger leaving) then waited forever."""
+        self._planned = time.monotonic() + delay
+        self._wakeup.clear()
+        timer = asyncio.get_running_loop().call_later(delay, self._wakeup.set)
+        try:
+            await self._wakeup.wait()
+        finally:
+            timer.cancel()
 
     async def _round(self, watches: list[Watch]) -> None:
         started = time.monotonic()
@@ -156,10 +179,10 @@ class ConnectionPoller:
         pending = {batch_id for entry in watches for batch_id in entry.progress.pending()}
         listed = {batch_id: self.created.get(batch_id) for batch_id in pending if batch_id not in self.direct}
         direct = sorted(pending & self.direct)
-        plan = budgeted(survey_plan(self.settings, listed, direct), self.budget)
+        plan = budgeted(survey_plan(self.settings, listed, direct), shared_budget(self.settings))
         survey: Survey = await run_async(plan, await self.hook.aget_conn())
-        for batch_id, outcome in survey.outcomes.items():
-            if isinstance(outcome, MessageBatch):
+        for batch_id, outcome in survey.outcomes.items():  # a round outlives watches that leave in it
+            if isinstance(outcome, MessageBatch) and batch_id in self.watchers:
                 self.created[batch_id] = outcome.created_at
                 if batch_id in survey.unreached:
                     self.direct.add(batch_id)

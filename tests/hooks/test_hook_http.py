@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from airflow_provider_batches import errors
-from airflow_provider_batches.hooks.anthropic import AnthropicHook, BatchBody
+from airflow_provider_batches.hooks.anthropic import CLIENT_LIMITS, AnthropicHook, BatchBody
 from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL
 from tests.fakes import API_KEY, BASE_URL, Recorder, batch_json, error
 from tests.hooks.conftest import set_connection
 
@@ -550,3 +551,8 @@ async def test_async_foreign_results_url_is_refused() -> None:
     hook = async_hook_for(Recorder(httpx.Response(200)))
     with pytest.raises(errors.ForeignResultsURLError):
         [r async for r in hook.aiter_results(_ended(results_url="https://elsewhere.test/r"))]
+
+
+def test_idle_connections_outlive_the_longest_default_poll_interval() -> None:
+    assert CLIENT_LIMITS.keepalive_expiry is not None
+    assert CLIENT_LIMITS.keepalive_expiry > DEFAULT_MAX_POLL_INTERVAL  # the next round reuses its connection

@@ -275,3 +275,40 @@ with DAG("retries", schedule=None, start_date=datetime(2026, 1, 1), default_args
     # 3.3+ keeps the record in task_state_store; older versions use the documented Variable fallback.
     used_fallback = "task_state_store is not available" in outcome.output
     assert used_fallback is not HAS_TASK_STATE_STORE
+
+
+def test_queue_aware_submission_in_deferred_waves(airflow_env: AirflowEnv) -> None:
+    """A queue of 4 requests: ``max_requests_in_flight=4`` sends 2 batches of 2, then the third; without
+    it, the third create is refused (429; the client does not retry) and the operator sends it again
+    once the task's first batches end."""
+    config = EmulatorConfig(processing_seconds=1, canceling_seconds=0, max_queued_requests=4)
+    with Emulator(config) as emulator:
+        no_client_retries = {**json.loads(connection_json(emulator)), "extra": {"max_retries": 0}}
+        dag = airflow_env.write_dag(
+            HEADER
+            + """
+with DAG("queue_aware", schedule=None, start_date=datetime(2026, 1, 1)):
+    limited = AnthropicCreateBatchOperator(
+        task_id="limited", requests=[ask(f"l{i}") for i in range(6)], max_requests_per_batch=2,
+        max_requests_in_flight=4, deferrable=True, poll_interval=0.5,
+    )
+    refused = AnthropicCreateBatchOperator(
+        task_id="refused", requests=[ask(f"q{i}") for i in range(6)], max_requests_per_batch=2,
+        deferrable=True, poll_interval=0.5,
+    )
+    limited >> refused
+""",
+            name="queue_aware",
+        )
+        outcome = airflow_env.dags_test(
+            "queue_aware", dag, AIRFLOW_CONN_ANTHROPIC_DEFAULT=json.dumps(no_client_retries)
+        )
+        creates = emulator.admin.stats()["calls"]["POST /v1/messages/batches"]
+
+    assert outcome.task_states() == {"limited": "success", "refused": "success"}, outcome.output[-5000:]
+    for task_id in ("limited", "refused"):
+        manifest = outcome.xcom(task_id)
+        assert len(manifest["batch_ids"]) == 3
+        assert manifest["request_counts"]["succeeded"] == 6
+    assert creates["200"] == 6  # one batch per slice, none twice
+    assert creates.get("429", 0) >= 1  # only the task without a limit was refused

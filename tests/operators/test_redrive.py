@@ -10,7 +10,7 @@ import pytest
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import BatchOutcomeError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.job_state import JobRecord
+from airflow_provider_batches.job_state import RECORD_KEY, JobRecord
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.operators.submission import JobSubmission
 from airflow_provider_batches.redrive import Redrive
@@ -229,6 +229,31 @@ def test_a_retry_while_round_2_waits_re_attaches_to_round_2(emulator: Emulator) 
     manifest = create(reqs, deferrable=True).execute_complete(task_context(store), event=event)
     assert manifest["request_counts"]["succeeded"] == 2
     assert batches_created(emulator) == 2
+
+
+def test_a_retry_on_a_previous_versions_record_never_submits_an_ended_round_again(emulator: Emulator) -> None:
+    """The record of the version before slice counts (``SliceRecord.ended_counts``): round 1 ended, a
+    person canceled its batch mid-way, round 2 waits; the task is retried on this version."""
+    store = FakeTaskStateStore()
+    reqs = job(a="", b="")
+    redrive = Redrive(include_canceled=True)
+    emulator.admin.set_config(processing_seconds=60)
+    with pytest.raises(TaskDeferred) as first:
+        create(reqs, deferrable=True, redrive=redrive).execute(task_context(store))
+    AnthropicHook().cancel_batch(first.value.trigger.batch_ids[0])
+    emulator.admin.set_config(processing_seconds=0)
+    event = asyncio.run(_events(first.value.trigger))[0]
+    with pytest.raises(TaskDeferred):  # round 1 ended (canceled): round 2 submitted and deferred
+        create(reqs, deferrable=True, redrive=redrive).execute_complete(task_context(store), event=event)
+    record = store.values[RECORD_KEY]
+    for part in [*record["slices"], *(part for later in record["rounds"] for part in later["slices"])]:
+        del part["ended_counts"]
+    del record["queue_full_since"]
+
+    manifest = create(reqs, redrive=redrive).execute(task_context(store))
+
+    assert batches_created(emulator) == 2
+    assert manifest["request_counts"]["succeeded"] == 2
 
 
 def test_deferrable_rounds_wait_in_the_trigger_and_finish(emulator: Emulator) -> None:

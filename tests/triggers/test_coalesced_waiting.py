@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_batches.client_core import ClientSettings
 from airflow_provider_batches.emulator import Emulator, EmulatorConfig
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.testing import CONNECTION_ENV_VAR
+from airflow_provider_batches.triggers import poller as poller_module
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
-from airflow_provider_batches.triggers.poller import pollers_in_this_loop
+from airflow_provider_batches.triggers.poller import ConnectionPoller, pollers_in_this_loop
 from tests.operators.support import requests
 
 FAR = 10**10
@@ -132,6 +134,120 @@ def test_a_fresh_triggerer_rebuilds_the_wait_from_the_kwargs_alone(emulator: Emu
 
     assert classpath.endswith("AnthropicBatchTrigger")
     assert event["status"] == "success"
+
+
+async def test_a_trigger_cancelled_mid_round_leaves_nothing_of_its_batch_in_the_poller(
+    emulator: Emulator,
+) -> None:
+    leaving, staying = create_batches(emulator, 2, processing_seconds=600)
+    emulator.admin.set_config(slow_seconds=1.5, next_faults=["slow"])  # the first round's listing is slow
+    cancelled = asyncio.create_task(first_event(trigger_for(leaving)))
+    waiting = asyncio.create_task(first_event(trigger_for(staying)))
+    await asyncio.sleep(1)  # the round (after the 0.5 s gathering) is waiting on the listing
+    (poller,) = pollers_in_this_loop()
+    assert poller.rounds == 1
+
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    while staying not in poller.created:  # the round ends
+        await asyncio.sleep(0.1)
+
+    assert leaving not in poller.created
+    assert not waiting.done()  # the other trigger still waits
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+
+
+async def test_triggers_of_two_connections_each_poll_only_their_own_host(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (here,) = create_batches(emulator, 1, processing_seconds=2)
+    with Emulator(EmulatorConfig(processing_seconds=2, canceling_seconds=0)) as other:
+        conn = {"conn_type": "anthropic_batches", "host": other.base_url, "password": other.api_key}
+        monkeypatch.setenv("AIRFLOW_CONN_ANTHROPIC_OTHER", json.dumps(conn))
+        there = AnthropicHook("anthropic_other").create_batch(requests(1)).id
+        other.admin.reset()
+
+        events = await asyncio.gather(
+            first_event(trigger_for(here)), first_event(trigger_for(there, conn_id="anthropic_other"))
+        )
+
+        assert [event["status"] for event in events] == ["success", "success"]
+        for emu in (emulator, other):  # a batch asked of the wrong host would answer 404
+            assert {status for route in emu.admin.stats()["calls"].values() for status in route} == {"200"}
+
+
+async def test_a_trigger_arriving_as_the_last_one_leaves_is_served_and_no_client_is_left_open(
+    emulator: Emulator,
+) -> None:
+    first, second = create_batches(emulator, 2, processing_seconds=2)
+    leaving = asyncio.create_task(first_event(trigger_for(first)))
+    await asyncio.sleep(1)
+    (old,) = pollers_in_this_loop()
+    arriving: list[asyncio.Task[dict[str, Any]]] = []
+    old.watches.copy().pop().done.add_done_callback(
+        lambda _: arriving.append(asyncio.create_task(first_event(trigger_for(second))))
+    )
+
+    await leaving
+    event = await asyncio.wait_for(arriving[0], 15)
+
+    assert event["status"] == "success"
+    assert old.hook._async_client is None  # the old poller's client was closed, not reused
+    assert pollers_in_this_loop() == []
+
+
+async def test_thousands_of_watches_leave_in_linear_time() -> None:
+    """5,000 triggers woken by one round all leave at once; each leaving used to scan every other."""
+    poller = ConnectionPoller(AnthropicHook(), ClientSettings(api_key="sk-ant-unused"))
+    rhythm: dict[str, Any] = {"poll_interval": 30, "max_poll_interval": 60, "not_found_grace_until": None}
+    log = logging.getLogger(__name__)
+    watches = [poller.watch([f"msgbatch_{n}"], **rhythm, log=log) for n in range(5000)]  # no await: no round
+
+    started = time.process_time()
+    for entry in watches:
+        poller.unwatch(entry)
+    spent = time.process_time() - started
+
+    await poller.close()
+    assert spent < 0.5  # about 5 s when quadratic
+
+
+async def test_thousands_of_watches_arrive_in_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triggers arrive one event-loop step apart; each used to wake the poller to scan every watch."""
+    monkeypatch.setattr(poller_module, "GATHER_SECONDS", 600)  # no round during the measurement
+    poller = ConnectionPoller(AnthropicHook(), ClientSettings(api_key="sk-ant-unused"))
+    rhythm: dict[str, Any] = {"poll_interval": 30, "max_poll_interval": 60, "not_found_grace_until": None}
+    log = logging.getLogger(__name__)
+
+    started = time.process_time()
+    for n in range(5000):
+        poller.watch([f"msgbatch_{n}"], **rhythm, log=log)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    spent = time.process_time() - started
+
+    await poller.close()
+    assert spent < 1.5  # about 6 s when quadratic
+
+
+async def test_the_poller_closes_when_its_last_watches_leave_just_after_one_arrived(
+    emulator: Emulator,
+) -> None:
+    """Python 3.10-3.11's ``asyncio.wait_for`` drops a cancel that comes as its awaitable finishes: the
+    poller, woken by the newcomer and cancelled in the same step, used to wait forever, and so did
+    the trigger closing it."""
+    (batch_id,) = create_batches(emulator, 1, processing_seconds=600)
+    rhythm: dict[str, Any] = {"poll_interval": 30, "max_poll_interval": 60, "not_found_grace_until": None}
+    log = logging.getLogger(__name__)
+    poller, first = await poller_module.watch(AnthropicHook(), [batch_id], **rhythm, log=log)
+    await asyncio.sleep(0.1)  # the poller waits for the first round
+    same, second = await poller_module.watch(AnthropicHook(), [batch_id], **rhythm, log=log)  # wakes it
+
+    await poller_module.release(poller, first)
+    await asyncio.wait_for(poller_module.release(same, second), 5)
+
+    assert pollers_in_this_loop() == []
 
 
 #: Stands for the context Airflow binds in each trigger's task (structlog contextvars): the triggerer
