@@ -19,7 +19,8 @@ help:
 	@echo "make emulator     start the emulator on 127.0.0.1:8765"
 	@echo "make bench        benchmarks (tables with ratios against baselines)"
 	@echo "make test-compat  the suite on the lowest supported Airflow (3.1), in .venv-airflow-3.1"
-	@echo "make reliability  faults, crashes, restarts, bad input and secrets, with real processes"
+	@echo "make reliability  faults, crashes, restarts, bad input and secrets, with real processes,"
+	@echo "                  and the production shape (PostgreSQL, Celery on Redis: apt-get installs them)"
 	@echo "make test-slow    the long suites kept out of make test"
 
 $(STAMP): pyproject.toml constraints.txt

@@ -15,6 +15,7 @@ no state a fresh triggerer could not rebuild from its kwargs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -52,7 +53,8 @@ def _new_future() -> asyncio.Future[WaitEvent]:
 
 @dataclass(eq=False)
 class Watch:
-    """One trigger's wait, as the poller keeps it: its progress, its rhythm, its outcome."""
+    """One trigger's wait, as the poller keeps it: its progress, its rhythm, its outcome, and the
+    context of the trigger's task (Airflow routes a trigger's log lines to its task's log by it)."""
 
     progress: WaitProgress
     interval: float
@@ -62,6 +64,7 @@ class Watch:
     due: float
     done: asyncio.Future[WaitEvent] = field(default_factory=_new_future)
     observed: asyncio.Event = field(default_factory=asyncio.Event)
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
     def finish(self, event: WaitEvent) -> None:
         if not self.done.done():
@@ -114,7 +117,8 @@ class ConnectionPoller:
         if entry.due < self._planned:
             self._wakeup.set()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            # In a context of its own: not the one of the trigger that happened to start it.
+            self._task = contextvars.Context().run(asyncio.get_running_loop().create_task, self._run())
         return entry
 
     def unwatch(self, entry: Watch) -> None:
@@ -183,7 +187,7 @@ class ConnectionPoller:
                 if batch_id in survey.unreached:
                     self.direct.add(batch_id)
         for entry in watches:
-            self._judge(entry, survey, started)
+            entry.context.run(self._judge, entry, survey, started)  # logs land in the trigger's own log
 
     def _judge(self, entry: Watch, survey: Survey, started: float) -> None:
         if entry.done.done():

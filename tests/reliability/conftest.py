@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -23,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -285,11 +286,31 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+TRIGGER_MANY = """
+import sys
+from airflow.api.client import get_current_api_client
+
+client = get_current_api_client()
+for run_id in sys.argv[2:]:
+    client.trigger_dag(dag_id=sys.argv[1], run_id=run_id, triggering_user_name="reliability")
+"""
+
+
+class MetadataDB(Protocol):
+    """A metadata database other than SQLite (PostgreSQL, see services.py): its URL and a query."""
+
+    url: str
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]: ...
+
+
 class AirflowCluster:
-    """api-server, scheduler (LocalExecutor), dag-processor and triggerer on one SQLite DB.
+    """api-server, scheduler, dag-processor and triggerer(s): by default LocalExecutor on one SQLite DB;
+    with ``database`` and ``broker_url``, PostgreSQL and CeleryExecutor with ``workers`` Celery workers.
 
     ``start(name)`` / ``stop(name)`` run one component in its own process group, its output in
-    ``logs/<name>-<n>.log``. Task logs land under ``home/logs``.
+    ``logs/<name>-<n>.log``; ``triggerer-2`` or ``celery-worker-1`` is another instance of a component,
+    with its own environment overrides in ``process_env[name]``. Task logs land under ``home/logs``.
     """
 
     COMPONENTS: dict[str, list[str]] = {
@@ -297,14 +318,31 @@ class AirflowCluster:
         "scheduler": ["scheduler", "--skip-serve-logs"],
         "dag-processor": ["dag-processor"],
         "triggerer": ["triggerer", "--skip-serve-logs"],
+        "celery-worker": ["celery", "worker", "--skip-serve-logs", "--without-gossip", "--without-mingle"],
     }
 
-    def __init__(self, home: Path, template_db: Path) -> None:
+    def __init__(
+        self,
+        home: Path,
+        template_db: Path | None = None,
+        *,
+        database: MetadataDB | None = None,
+        broker_url: str | None = None,
+        triggerers: int = 1,
+        workers: int = 0,
+    ) -> None:
         self.env_home = AirflowEnv(home)
         self.home = home
         self.log_dir = home / "process-logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(template_db, self.env_home.db_path)
+        self.database = database
+        if template_db is not None:
+            shutil.copy(template_db, self.env_home.db_path)
+        self.triggerers = (
+            [f"triggerer-{n}" for n in range(1, triggerers + 1)] if triggerers > 1 else ["triggerer"]
+        )
+        self.workers = [f"celery-worker-{n}" for n in range(1, workers + 1)]
+        self.process_env: dict[str, dict[str, str]] = {}
         self.api_port = free_port()
         self.processes: dict[str, subprocess.Popen[Any]] = {}
         self.started: list[subprocess.Popen[Any]] = []
@@ -312,7 +350,7 @@ class AirflowCluster:
         base = f"http://127.0.0.1:{self.api_port}"
         self.env_home.extra_env.update(
             {
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if broker_url else "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
@@ -333,16 +371,29 @@ class AirflowCluster:
                 "PYTHONPATH": str(REPO),
             }
         )
+        if database is not None:
+            self.env_home.extra_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = database.url
+        if broker_url is not None:
+            self.env_home.extra_env.update(
+                {
+                    "AIRFLOW__CELERY__BROKER_URL": broker_url,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + (database.url if database else "sqlite:///"),
+                }
+            )
 
     # -- processes --
 
     def start(self, name: str) -> subprocess.Popen[Any]:
         self._counts[name] += 1
         log_path = self.log_dir / f"{name}-{self._counts[name]}.log"
+        component = re.sub(r"-\d+$", "", name)
+        command = [str(BIN / "airflow"), *self.COMPONENTS[component]]
+        if component == "celery-worker":
+            command += ["--celery-hostname", f"{name}@127.0.0.1"]
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [str(BIN / "airflow"), *self.COMPONENTS[name]],
-                env=self.env_home.env(),
+                command,
+                env=self.env_home.env(**self.process_env.get(name, {})),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -373,7 +424,7 @@ class AirflowCluster:
     def start_all(self) -> None:
         self.start("api-server")
         self.wait_for(self.api_healthy, 120, "the api-server to answer")
-        for name in ("dag-processor", "scheduler", "triggerer"):
+        for name in ("dag-processor", "scheduler", *self.triggerers, *self.workers):
             self.start(name)
 
     def api_healthy(self) -> bool:
@@ -413,7 +464,7 @@ class AirflowCluster:
         return self.env_home.write_dag(source, name=name)
 
     def dag_parsed(self, dag_id: str) -> bool:
-        return bool(self.query("SELECT 1 FROM dag WHERE dag_id = ? AND is_stale = 0", dag_id))
+        return bool(self.query("SELECT 1 FROM dag WHERE dag_id = ? AND NOT is_stale", dag_id))
 
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any] | None = None) -> str:
         self.wait_for(lambda: self.dag_parsed(dag_id), 120, f"the dag-processor to parse {dag_id}")
@@ -424,7 +475,23 @@ class AirflowCluster:
         assert result.returncode == 0, result.stdout + result.stderr
         return run_id
 
+    def trigger_many(self, dag_id: str, run_ids: list[str]) -> list[str]:
+        """Create many runs in one Airflow process (``airflow dags trigger`` once per run is minutes)."""
+        self.wait_for(lambda: self.dag_parsed(dag_id), 120, f"the dag-processor to parse {dag_id}")
+        result = subprocess.run(
+            [str(BIN / "python"), "-c", TRIGGER_MANY, dag_id, *run_ids],
+            env=self.env_home.env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return run_ids
+
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if self.database is not None:
+            return self.database.query(sql.replace("?", "%s"), *params)
         for _ in range(20):
             try:
                 return self.env_home.query(sql, *params)

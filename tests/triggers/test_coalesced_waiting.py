@@ -4,6 +4,7 @@ the connection's request budget, each woken when its own batches end, rebuilt fr
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
@@ -247,3 +248,41 @@ async def test_the_poller_closes_when_its_last_watches_leave_just_after_one_arri
     await asyncio.wait_for(poller_module.release(same, second), 5)
 
     assert pollers_in_this_loop() == []
+
+
+#: Stands for the context Airflow binds in each trigger's task (structlog contextvars): the triggerer
+#: routes every log line to the log file of the task whose context it was emitted in.
+TASK_OF_TRIGGER: contextvars.ContextVar[str] = contextvars.ContextVar("task_of_trigger", default="none")
+
+
+class ContextRecorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((TASK_OF_TRIGGER.get(), record.getMessage()))
+
+
+async def test_each_trigger_logs_its_batches_in_its_own_tasks_context(emulator: Emulator) -> None:
+    batch_ids = create_batches(emulator, 3, processing_seconds=2)
+
+    recorder = ContextRecorder()
+    trigger_log = logging.getLogger("tests.trigger_log")
+    trigger_log.addHandler(recorder)
+    trigger_log.setLevel(logging.INFO)
+
+    async def trigger_task(batch_id: str) -> dict[str, Any]:
+        TASK_OF_TRIGGER.set(batch_id)
+        trigger = trigger_for(batch_id)
+        trigger._log = trigger_log  # a plain logger, so the handler sees the emitting context
+        return await first_event(trigger)
+
+    try:
+        await asyncio.gather(*(trigger_task(batch_id) for batch_id in batch_ids))
+    finally:
+        trigger_log.removeHandler(recorder)
+
+    ended = [(context, line) for context, line in recorder.lines if "has ended" in line]
+    assert sorted(line.split()[1] for _, line in ended) == sorted(batch_ids)
+    assert all(line.startswith(f"Batch {context} ") for context, line in ended), ended
