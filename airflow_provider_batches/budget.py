@@ -79,6 +79,12 @@ class RequestBudget:
             self._next_slot = slot + self.spacing
             return slot - now
 
+    def sent(self, now: float) -> None:
+        """A send went out at ``now``: the next slot is a whole spacing after it, so a send that a busy
+        event loop made late does not shorten the gap to the next one on the wire."""
+        with self._lock:
+            self._next_slot = max(self._next_slot, now + self.spacing)
+
     def observe(self, response: httpx.Response, now: float, wall_now: float) -> None:
         """Slow down on what the API says: a 429 holds sends for its ``retry-after``; a low
         ``anthropic-ratelimit-requests-remaining`` spreads the rest until the window's reset."""
@@ -152,6 +158,7 @@ def budgeted(
                 wait = budget.reserve(clock())
                 if wait > 0:
                     yield Sleep(wait)
+                budget.sent(clock())
                 try:
                     response = yield effect
                 except Exception as exc:  # a transport error: the plan decides

@@ -74,6 +74,13 @@ def test_a_budgeted_plan_sleeps_before_a_send_the_budget_is_not_ready_for() -> N
     assert run.sleeps == [pytest.approx(1.5)]
 
 
+def test_a_late_send_pushes_the_next_slot_a_whole_spacing_after_it() -> None:
+    budget = RequestBudget(60)  # one send a second
+    assert budget.reserve(0.0) == 0.0
+    budget.sent(0.4)  # the event loop sent it 0.4 s late
+    assert budget.reserve(0.5) == pytest.approx(0.9)  # at 1.4 s, not 1.0 s
+
+
 def test_a_budgeted_plan_passes_transport_errors_to_the_plan() -> None:
     budget = RequestBudget(6000)
     plan = budgeted(get_batch_plan(settings(max_retries=1), "msgbatch_1"), budget, clock=lambda: 0.0)
