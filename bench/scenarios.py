@@ -325,7 +325,8 @@ def waiting(ctx: Context) -> Table:
                     LOG(
                         f"   {label} N={count} limit={limit}: {per_minute:.1f} req/min (most {most}), "
                         f"{limited} x 429, {fired}/{count} events {extra['statuses']}, p50 {p50:.1f} s, "
-                        f"max {worst:.1f} s, {cpu_ms:.2f} ms CPU/batch/min"
+                        f"max {worst:.1f} s, {cpu_ms:.2f} ms CPU/batch/min, emulator ended "
+                        f"{extra['settled']} in {extra['settle_seconds']:.1f} s"
                     )
                     table.rows.append(
                         [
