@@ -20,6 +20,7 @@ import logging
 import math
 import time
 import weakref
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,6 +82,9 @@ class ConnectionPoller:
         self.settings = settings
         self.budget = shared_budget(settings)
         self.watches: set[Watch] = set()
+        #: How many watches wait for each batch: releasing a watch is O(its batches), not O(all
+        #: watches) (thousands of triggers end in the same round).
+        self.watchers: Counter[str] = Counter()
         self.created: dict[str, datetime] = {}
         self.direct: set[str] = set()  # batches the listing did not reach: fetched one by one
         self.rounds = 0
@@ -107,17 +111,22 @@ class ConnectionPoller:
             due=max(now + GATHER_SECONDS, self._last_round + poll_interval),
         )
         self.watches.add(entry)
+        self.watchers.update(set(entry.progress.batch_ids))
         self._wakeup.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         return entry
 
     def unwatch(self, entry: Watch) -> None:
+        if entry not in self.watches:
+            return
         self.watches.discard(entry)
-        still = {batch_id for other in self.watches for batch_id in other.progress.batch_ids}
-        for batch_id in set(entry.progress.batch_ids) - still:
-            self.created.pop(batch_id, None)
-            self.direct.discard(batch_id)
+        for batch_id in set(entry.progress.batch_ids):
+            self.watchers[batch_id] -= 1
+            if self.watchers[batch_id] <= 0:  # no other watch waits for it: forget what was learnt
+                del self.watchers[batch_id]
+                self.created.pop(batch_id, None)
+                self.direct.discard(batch_id)
 
     async def close(self) -> None:
         if self._task is not None:

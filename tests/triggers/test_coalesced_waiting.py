@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from airflow_provider_batches.emulator import Emulator, EmulatorConfig
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.testing import CONNECTION_ENV_VAR
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
-from airflow_provider_batches.triggers.poller import pollers_in_this_loop
+from airflow_provider_batches.triggers.poller import ConnectionPoller, pollers_in_this_loop
 from tests.operators.support import requests
 
 FAR = 10**10
@@ -130,3 +132,23 @@ def test_a_fresh_triggerer_rebuilds_the_wait_from_the_kwargs_alone(emulator: Emu
 
     assert classpath.endswith("AnthropicBatchTrigger")
     assert event["status"] == "success"
+
+
+async def test_the_poller_forgets_a_batch_only_when_its_last_watch_is_released(emulator: Emulator) -> None:
+    hook = AnthropicHook()
+    poller = ConnectionPoller(hook, await hook.aget_settings())
+    options: dict[str, Any] = {
+        "poll_interval": 60.0,
+        "max_poll_interval": 60.0,
+        "not_found_grace_until": None,
+    }
+    first = poller.watch(["msgbatch_a"], log=logging.getLogger("first"), **options)
+    second = poller.watch(["msgbatch_a"], log=logging.getLogger("second"), **options)
+    poller.created["msgbatch_a"] = datetime.now(timezone.utc)
+    try:
+        poller.unwatch(first)
+        assert "msgbatch_a" in poller.created
+        poller.unwatch(second)
+        assert "msgbatch_a" not in poller.created
+    finally:
+        await poller.close()
