@@ -243,7 +243,6 @@ def test_results_do_not_come_in_submission_order(client: anthropic.Anthropic) ->
     assert order != ["r0", "r1", "r2", "r3"]
 
 
-
 def test_clock_jump_with_settle_ends_every_due_batch_before_any_read(make_emulator: EmulatorFactory) -> None:
     clock = ManualClock()
     with make_emulator(clock=clock, processing_seconds=10) as emu:
