@@ -34,14 +34,16 @@ class _Usage(msgspec.Struct):
     cache_read_input_tokens: int | None = 0
 
 
-class _Message(msgspec.Struct):
+class ResultMessage(msgspec.Struct):
+    """The metered fields of a succeeded result's message (the transfer decodes them with its checks)."""
+
     model: str = ""
     usage: _Usage | None = None
 
 
 class _Result(msgspec.Struct):
     type: str = ""
-    message: _Message | None = None
+    message: ResultMessage | None = None
 
 
 class _Line(msgspec.Struct):
@@ -77,7 +79,7 @@ class UsageMeter:
 
     def close(self) -> None:
         if self._carry.strip():
-            self._add_line(self._carry)
+            self.add_line(self._carry)
         self._carry = b""
 
     def _add_block(self, block: bytes) -> None:
@@ -90,24 +92,35 @@ class UsageMeter:
                 pass  # the transfer's own checks name a bad line; here each good line still counts
         for raw in block.split(b"\n"):
             if raw.strip():
-                self._add_line(raw)
+                self.add_line(raw)
 
-    def _add_line(self, raw: bytes) -> None:
+    def add_line(self, raw: bytes | memoryview) -> None:
+        """One raw result line (a line that is not a result, or has no usage, adds nothing)."""
         try:
             self._add(_decode_line(raw))
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
 
+    def add_messages(self, messages: Iterable[ResultMessage | None]) -> None:
+        """Messages already decoded by the transfer's own pass over the lines (one decode, not two).
+
+        Runs once per result line: the transfer's hot path, hence the plain loop."""
+        tokens = self.tokens
+        for message in messages:
+            if message is None or message.usage is None:
+                continue
+            usage = message.usage
+            totals = tokens.get(message.model)
+            if totals is None:
+                totals = tokens[message.model] = dict.fromkeys(TOKEN_FIELDS, 0)
+            totals["input_tokens"] += usage.input_tokens
+            totals["output_tokens"] += usage.output_tokens
+            totals["cache_creation_input_tokens"] += usage.cache_creation_input_tokens or 0
+            totals["cache_read_input_tokens"] += usage.cache_read_input_tokens or 0
+
     def _add(self, line: _Line) -> None:
-        result = line.result
-        if result is None or result.message is None or result.message.usage is None:
-            return
-        usage = result.message.usage
-        totals = self.tokens.setdefault(result.message.model, dict.fromkeys(TOKEN_FIELDS, 0))
-        totals["input_tokens"] += usage.input_tokens
-        totals["output_tokens"] += usage.output_tokens
-        totals["cache_creation_input_tokens"] += usage.cache_creation_input_tokens or 0
-        totals["cache_read_input_tokens"] += usage.cache_read_input_tokens or 0
+        if line.result is not None:
+            self.add_messages([line.result.message])
 
 
 def _add_tokens(into: dict[str, int], tokens: Mapping[str, int]) -> None:

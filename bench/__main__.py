@@ -8,7 +8,7 @@ import sys
 import time
 
 from bench.measure import MIB, run_variant
-from bench.report import Table, write_results
+from bench.report import Table, update_results, write_results
 from bench.scenarios import SCENARIOS, Context, Sizes
 
 
@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run only this scenario (repeatable)",
     )
     parser.add_argument("--repeat", type=int, help="runs per variant in scenarios 1 and 2 (median reported)")
-    parser.add_argument("--no-write", action="store_true", help="do not write bench/results.md")
+    parser.add_argument(
+        "--no-write",
+        action="store_true",
+        help="do not write bench/results.md (a --scenario run replaces only its own sections)",
+    )
     args = parser.parse_args(argv)
 
     sizes = Sizes.quick() if args.quick else Sizes()
@@ -57,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write and not args.quick and not args.scenario:
         path = write_results(tables, command="python -m bench", summary=summary)
         print(f"wrote {path}")
+    elif not args.no_write and not args.quick:
+        command = "python -m bench " + " ".join(f"--scenario {n}" for n in args.scenario)
+        path = update_results(tables, command=command + (f" --repeat {args.repeat}" if args.repeat else ""))
+        print(f"updated these scenarios in {path}")
     return 0
 
 

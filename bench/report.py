@@ -83,7 +83,7 @@ def machine_description() -> list[str]:
         pass
     memory = psutil.virtual_memory().total / 1024**3
     return [
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- date: {_now()}",
         f"- machine: `nproc` = {os.cpu_count()}, {cpu_model}, {memory:.1f} GiB RAM, "
         f"{platform.system()} {platform.release()}",
         f"- Python {platform.python_version()} ({sys.implementation.name}), "
@@ -129,3 +129,33 @@ def write_results(tables: Sequence[Table], *, command: str, summary: Sequence[st
     parts.append(_kept_findings())
     RESULTS_PATH.write_text("\n".join(parts))
     return RESULTS_PATH
+
+
+def update_results(tables: Sequence[Table], *, command: str) -> Path:
+    """Replace only these scenarios' sections (and their summary rows) in ``results.md``, keeping the
+    others and the findings: a partial run (``--scenario N``) updates what it measured, saying when."""
+    text = RESULTS_PATH.read_text()
+    for table in tables:
+        section = table.markdown() + f"\n_Measured {_now()} by `{command}`._\n"
+        start = text.find(f"### {table.title}")
+        if start < 0:
+            start = text.find(FINDINGS_HEADING)
+            text = text[:start] + section + "\n" + text[start:]
+        else:
+            ends = [i for i in (text.find("\n### ", start + 4), text.find(FINDINGS_HEADING, start)) if i >= 0]
+            end = min(ends) if ends else len(text)
+            text = text[:start] + section + "\n" + text[end:].lstrip("\n")
+        rows = [f"| {table.title} | {t} | {m} | {'PASS' if ok else 'MISS'} |" for t, m, ok in table.targets]
+        lines = [line for line in text.split("\n") if not line.startswith(f"| {table.title} |")]
+        header = lines.index("| scenario | target | measured | verdict |") + 2
+        tail = header
+        while tail < len(lines) and lines[tail].startswith("|"):
+            tail += 1
+        lines[tail:tail] = rows
+        text = "\n".join(lines)
+    RESULTS_PATH.write_text(text)
+    return RESULTS_PATH
+
+
+def _now() -> str:
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"

@@ -41,13 +41,15 @@ def import_airflow() -> dict[str, Any]:
 # -- 1. results export ------------------------------------------------------------------------------
 
 
-def results_raw_copy(results_url: str, out_dir: str) -> dict[str, Any]:
-    """The floor: httpx streams the results URL's bytes into a local file, nothing else."""
+def results_raw_copy(results_urls: list[str], out_dir: str) -> dict[str, Any]:
+    """The floor: httpx streams each results URL's bytes into a local file, one after another, nothing
+    else."""
     timer = Timer()
-    target = Path(out_dir) / "raw.jsonl"
+    targets = [Path(out_dir) / f"raw-{index}.jsonl" for index in range(len(results_urls))]
     with timer.measure():
-        _download(results_url, target)
-    return _result(timer, bytes=target.stat().st_size)
+        for results_url, target in zip(results_urls, targets, strict=True):
+            _download(results_url, target)
+    return _result(timer, bytes=sum(target.stat().st_size for target in targets))
 
 
 def _download(results_url: str, target: Path) -> None:
@@ -63,7 +65,7 @@ def _download(results_url: str, target: Path) -> None:
             out.write(chunk)
 
 
-def results_ours(batch_id: str, out_dir: str, **options: Any) -> dict[str, Any]:
+def results_ours(batch_id: str | list[str], out_dir: str, **options: Any) -> dict[str, Any]:
     """AnthropicBatchResultsToObjectStorageOperator.execute to a file:// destination (``options``: e.g.
     ``output_format="parquet"``)."""
     from airflow_provider_batches.transfers.results_to_object_storage import (
@@ -102,8 +104,9 @@ def results_vendor(batch_id: str, out_dir: str) -> dict[str, Any]:
     timer = Timer()
     target = Path(out_dir) / "vendor.jsonl"
     results = 0
+    hook = AnthropicHook()  # held: a dropped hook's client closes the stream under the loop
     with timer.measure(), target.open("wb") as out:
-        for result in AnthropicHook().stream_batch_results(batch_id):
+        for result in hook.stream_batch_results(batch_id):
             out.write(result.model_dump_json().encode() + b"\n")
             results += 1
     return _result(timer, bytes=target.stat().st_size, results=results)
@@ -131,23 +134,6 @@ def create_raw_upload(body_path: str) -> dict[str, Any]:
         )
         response.raise_for_status()
     return _result(timer, batches=1, requests=response.json()["request_counts"]["processing"])
-
-
-def create_ours(requests_path: str) -> dict[str, Any]:
-    """What the create operator does: validate and plan the job, then stream each batch's body."""
-    from airflow_provider_batches.hooks.anthropic import AnthropicHook
-    from airflow_provider_batches.requests import RequestSource, prepare_job
-
-    timer = Timer()
-    prepare = Timer()
-    hook = AnthropicHook()
-    with timer.measure():
-        with prepare.measure():
-            job = prepare_job(RequestSource(requests_path=requests_path))
-        batches = [hook.create_batch(job.body(batch_slice)) for batch_slice in job.slices]
-    hook.close()
-    requests = sum(batch.request_counts.total for batch in batches)
-    return _result(timer, batches=len(batches), requests=requests, validate_wall=prepare.wall)
 
 
 def create_raw_batches(body_paths: list[str]) -> dict[str, Any]:
@@ -245,9 +231,15 @@ async def _drive_until_ended(
     await asyncio.sleep(end_after - settle)
     waiting_cpu = time.process_time() - cpu_start
     early = len(fired)
+    jumped_at = time.time()
+    async with httpx.AsyncClient(timeout=600) as client:
+        # The clock jumps and the emulator ends every batch at once (an admin call: not counted), as
+        # the real API ends batches on its own; latency runs from when they have all ended.
+        answer = await client.post(
+            f"{base_url}/_emulator/clock", json={"advance_seconds": 2 * 86400, "settle": True}
+        )
+        answer.raise_for_status()
     ended_at = time.time()
-    async with httpx.AsyncClient(timeout=60) as client:
-        await client.post(f"{base_url}/_emulator/clock", json={"advance_seconds": 2 * 86400})
     deadline = ended_at + max_wait
     while len(fired) < len(triggers) and time.time() < deadline:
         await asyncio.sleep(0.2)
@@ -262,6 +254,8 @@ async def _drive_until_ended(
         "crashed": crashed,
         "waiting_cpu": waiting_cpu,
         "waiting_seconds": end_after - settle,
+        "settle_seconds": ended_at - jumped_at,
+        "settled": answer.json().get("ended", 0),
     }
 
 

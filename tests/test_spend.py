@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -83,3 +84,32 @@ def test_metrics_go_to_airflow_stats_tagged_by_dag_and_task(monkeypatch: pytest.
 
 def test_airflow_stats_is_importable_on_this_airflow() -> None:
     assert _compat.Stats is not None
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.data += bytes(data)
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"], ids=["block path", "line-by-line path"])
+def test_the_results_transfer_meters_usage_from_its_own_decode(newline: bytes) -> None:
+    from airflow_provider_batches.transfers.verification import BatchLedger
+    from airflow_provider_batches.transfers.writer import TransferProgress, copy_results
+
+    meter, sink = UsageMeter(), _Sink()
+    ledger = BatchLedger(batch=SimpleNamespace(id="msgbatch_1"))  # type: ignore[arg-type]  # not finished
+    progress = TransferProgress(log=None, interval=1e9)
+    copy_results([RESULTS.replace(b"\n", newline)], ledger, lambda _kind: sink, progress, meter)  # type: ignore[arg-type, return-value]
+
+    assert ledger.results == 3
+    assert meter.tokens == {
+        "claude-haiku-4-5": {
+            "input_tokens": 1500,
+            "output_tokens": 300,
+            "cache_creation_input_tokens": 4000,
+            "cache_read_input_tokens": 10_000,
+        }
+    }

@@ -62,8 +62,15 @@ def admin_routes(state: EmulatorState) -> list[Route]:
         seconds = changes.get("advance_seconds", 0)
         if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
             raise ApiError(400, "invalid_request_error", "advance_seconds: Input should be a number >= 0")
+        settle = changes.get("settle", False)
+        if not isinstance(settle, bool):
+            raise ApiError(400, "invalid_request_error", "settle: Input should be a valid boolean")
         state.clock.advance(float(seconds))
-        return JSONResponse({"now": rfc3339(state.clock.now())})
+        now = state.clock.now()
+        answer: dict[str, Any] = {"now": rfc3339(now)}
+        if settle:
+            answer["ended"] = state.store.settle(now)
+        return JSONResponse(answer)
 
     return [
         Route("/_emulator/health", health, methods=["GET"]),

@@ -377,10 +377,10 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
 
     def _copy_once(self, ledger: BatchLedger, route: Route, progress: TransferProgress) -> None:
         meter = UsageMeter()
-        chunks = meter.tap(self.hook.iter_results_bytes(ledger.batch, chunk_size=CHUNK_SIZE))
+        chunks = self.hook.iter_results_bytes(ledger.batch, chunk_size=CHUNK_SIZE)
         if self.include_attempts and self._rounds and self._staging is not None:
             chunks = self._tee_attempt(self._staging, ledger, chunks)
-        copy_results(chunks, ledger, route, progress)
+        copy_results(chunks, ledger, route, progress, meter)
         self._meters[ledger.batch.id] = meter  # the last complete attempt's usage
 
     # -- rounds and spend -------------------------------------------------------------------------

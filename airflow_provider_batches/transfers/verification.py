@@ -18,6 +18,7 @@ import msgspec
 from airflow_provider_batches.errors import AnthropicBatchesError
 from airflow_provider_batches.identity import digest_of
 from airflow_provider_batches.models import RESULT_TYPES, MessageBatch
+from airflow_provider_batches.spend import ResultMessage
 
 __all__ = [
     "RESULT_TYPES",
@@ -25,6 +26,7 @@ __all__ = [
     "BatchLedger",
     "ResultsVerificationError",
     "expected_identities",
+    "parse_metered_block",
     "parse_result_block",
     "parse_result_line",
 ]
@@ -48,10 +50,24 @@ class _ResultLine(msgspec.Struct):
     result: _ResultType
 
 
+class _MeteredResultType(msgspec.Struct):
+    type: str
+    message: ResultMessage | None = None
+
+
+class _MeteredResultLine(msgspec.Struct):
+    """:class:`_ResultLine` plus the message's model and usage, for the spend report, in the same
+    decode. A message of another shape fails it: the block then takes the line-by-line path, whose
+    checks ignore the message, as before."""
+
+    custom_id: str
+    result: _MeteredResultType
+
+
 # msgspec (an Airflow dependency) decodes only these fields and skips the rest at C speed: several
 # times faster than json.loads, which would build every message of every line (the hot path).
 _decode_result_line = msgspec.json.Decoder(_ResultLine).decode
-_decode_result_lines = msgspec.json.Decoder(list[_ResultLine]).decode
+_decode_result_lines = msgspec.json.Decoder(list[_MeteredResultLine]).decode
 
 
 def parse_result_block(block: bytes) -> list[tuple[str, str]] | None:
@@ -60,6 +76,12 @@ def parse_result_block(block: bytes) -> list[tuple[str, str]] | None:
     None when any line needs the line-by-line path: a CR or blank line to drop, or a line that is
     not a valid result (that path names the line and what is wrong with it).
     """
+    decoded = parse_metered_block(block)
+    return None if decoded is None else decoded[0]
+
+
+def parse_metered_block(block: bytes) -> tuple[list[tuple[str, str]], list[ResultMessage | None]] | None:
+    """:func:`parse_result_block` and each line's message (model and usage; None for other types)."""
     if b"\r" in block:  # blank lines need no test: they leave ",," and the decode fails
         return None
     try:
@@ -69,9 +91,11 @@ def parse_result_block(block: bytes) -> list[tuple[str, str]] | None:
     if len(items) != block.count(b"\n"):  # a line holding two values: a bad line, not two results
         return None
     parsed = [(item.custom_id, item.result.type) for item in items]
-    if not all(custom_id and _RESULT_TYPE_PATTERN.match(kind) for custom_id, kind in parsed):
+    if not all(custom_id for custom_id, _ in parsed):
         return None
-    return parsed
+    if not all(_RESULT_TYPE_PATTERN.match(kind) for kind in {kind for _, kind in parsed}):  # a few kinds
+        return None
+    return parsed, [item.result.message for item in items]
 
 
 def parse_result_line(line: bytes | memoryview) -> tuple[str, str]:

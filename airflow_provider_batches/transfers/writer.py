@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from airflow_provider_batches.spend import UsageMeter
 from airflow_provider_batches.transfers._publish import StagedFile
-from airflow_provider_batches.transfers.verification import BatchLedger, parse_result_block
+from airflow_provider_batches.transfers.verification import BatchLedger, parse_metered_block
 
 Route = Callable[[str], StagedFile]
 
@@ -43,9 +44,14 @@ class TransferProgress:
 
 
 def copy_results(
-    chunks: Iterable[bytes], ledger: BatchLedger, route: Route, progress: TransferProgress
+    chunks: Iterable[bytes],
+    ledger: BatchLedger,
+    route: Route,
+    progress: TransferProgress,
+    meter: UsageMeter | None = None,
 ) -> None:
-    """Verify and write one download attempt's lines, whatever the chunk borders."""
+    """Verify and write one download attempt's lines, whatever the chunk borders; ``meter`` adds up
+    the usage of every line of the attempt, from the same decode."""
     carry = b""  # the incomplete last line of the previous chunk
     for chunk in chunks:
         last = chunk.rfind(b"\n")
@@ -55,12 +61,12 @@ def copy_results(
         begin = written = 0
         if carry:  # the line that straddles two chunks is the only one copied
             begin = chunk.find(b"\n") + 1
-            written = write_lines(carry + chunk[:begin], ledger, route)
-        written += write_lines(chunk, ledger, route, begin=begin, end=last + 1)
+            written = write_lines(carry + chunk[:begin], ledger, route, meter=meter)
+        written += write_lines(chunk, ledger, route, begin=begin, end=last + 1, meter=meter)
         carry = chunk[last + 1 :]
         progress.advance(len(chunk), written, ledger.batch.id)
     if carry:
-        progress.advance(0, write_lines(carry + b"\n", ledger, route), ledger.batch.id)
+        progress.advance(0, write_lines(carry + b"\n", ledger, route, meter=meter), ledger.batch.id)
 
 
 def write_lines(
@@ -70,6 +76,7 @@ def write_lines(
     *,
     begin: int = 0,
     end: int | None = None,
+    meter: UsageMeter | None = None,
 ) -> int:
     """Verify the lines of ``data[begin:end]`` (which ends with LF) and write the new ones; returns how
     many were new.
@@ -80,9 +87,12 @@ def write_lines(
     """
     end = len(data) if end is None else end
     view = memoryview(data)
-    parsed = parse_result_block(data[begin:end])
-    if parsed is None:
-        return _write_line_by_line(data, ledger, route, begin=begin, end=end)
+    decoded = parse_metered_block(data[begin:end])
+    if decoded is None:
+        return _write_line_by_line(data, ledger, route, begin=begin, end=end, meter=meter)
+    parsed, messages = decoded
+    if meter is not None:
+        meter.add_messages(messages)
     kinds = ledger.admit_block(parsed)
     targets = {route(kind) for kind in set(kinds) if kind is not None}
     if len(targets) == 1 and None not in kinds:
@@ -100,7 +110,9 @@ def write_lines(
     return len(kinds) - kinds.count(None)
 
 
-def _write_line_by_line(data: bytes, ledger: BatchLedger, route: Route, *, begin: int, end: int) -> int:
+def _write_line_by_line(
+    data: bytes, ledger: BatchLedger, route: Route, *, begin: int, end: int, meter: UsageMeter | None
+) -> int:
     """The careful path: one line at a time, dropping CRs and blank lines, naming a bad line."""
     view = memoryview(data)
     kept: dict[StagedFile, list[memoryview]] = {}
@@ -112,6 +124,8 @@ def _write_line_by_line(data: bytes, ledger: BatchLedger, route: Route, *, begin
         if line_end > position and data[line_end - 1] == 13:  # CRLF
             line_end -= 1
         if line_end > position and data[position:line_end].strip():
+            if meter is not None:
+                meter.add_line(view[position:line_end])
             kind = ledger.admit(view[position:line_end])
             if kind is not None:
                 kept.setdefault(route(kind), []).append(view[position:line_end])

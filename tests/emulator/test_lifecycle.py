@@ -241,3 +241,14 @@ def test_results_do_not_come_in_submission_order(client: anthropic.Anthropic) ->
     order = [line.custom_id for line in client.messages.batches.results(batch.id)]
     assert sorted(order) == ["r0", "r1", "r2", "r3"]
     assert order != ["r0", "r1", "r2", "r3"]
+
+
+def test_clock_jump_with_settle_ends_every_due_batch_before_any_read(make_emulator: EmulatorFactory) -> None:
+    clock = ManualClock()
+    with make_emulator(clock=clock, processing_seconds=10) as emu:
+        client = sdk_client(emu)
+        for _ in range(3):
+            client.messages.batches.create(requests=[batch_request("a")])
+        jump = {"advance_seconds": 10, "settle": True}
+        assert httpx.post(f"{emu.base_url}/_emulator/clock", json=jump).json()["ended"] == 3
+        assert httpx.post(f"{emu.base_url}/_emulator/clock", json=jump).json()["ended"] == 0

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -286,3 +287,23 @@ async def test_each_trigger_logs_its_batches_in_its_own_tasks_context(emulator: 
     ended = [(context, line) for context, line in recorder.lines if "has ended" in line]
     assert sorted(line.split()[1] for _, line in ended) == sorted(batch_ids)
     assert all(line.startswith(f"Batch {context} ") for context, line in ended), ended
+
+
+async def test_the_poller_forgets_a_batch_only_when_its_last_watch_is_released(emulator: Emulator) -> None:
+    hook = AnthropicHook()
+    poller = ConnectionPoller(hook, await hook.aget_settings())
+    options: dict[str, Any] = {
+        "poll_interval": 60.0,
+        "max_poll_interval": 60.0,
+        "not_found_grace_until": None,
+    }
+    first = poller.watch(["msgbatch_a"], log=logging.getLogger("first"), **options)
+    second = poller.watch(["msgbatch_a"], log=logging.getLogger("second"), **options)
+    poller.created["msgbatch_a"] = datetime.now(timezone.utc)
+    try:
+        poller.unwatch(first)
+        assert "msgbatch_a" in poller.created
+        poller.unwatch(second)
+        assert "msgbatch_a" not in poller.created
+    finally:
+        await poller.close()
