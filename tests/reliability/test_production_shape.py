@@ -236,9 +236,10 @@ def run_scenario(cluster: AirflowCluster, runs: int) -> dict[str, Any]:
         assert created == runs, emulator.admin.stats()["batches_created"]
         FIGURES["batches_duplicated"] += created - runs
 
-        # No triggerer process polled above its budget. The bucket spaces sends 60 / BUDGET s apart
-        # when it grants them; on the wire a send the busy event loop made late shortens the gap to
-        # the next one, so a 60 s window can hold one poll more than the budget, never two.
+        # No triggerer process polled above its budget. The bucket spaces each send 60 / BUDGET s
+        # after the previous one went out; the proxy stamps a request when its own event loop reads
+        # it, which can shorten a gap as seen here, so a 60 s window may show one poll more than the
+        # budget, never two; the mean rate must stay within it.
         per_minute = {name: proxy.max_in_any_minute() for name, proxy in proxies.items()}
         mean_rate = {name: round(proxy.mean_per_minute(), 1) for name, proxy in proxies.items()}
         gaps = {name: round(proxy.min_gap(), 2) for name, proxy in proxies.items()}
