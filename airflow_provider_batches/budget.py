@@ -68,6 +68,11 @@ class RequestBudget:
             self._claims = {rate: at for rate, at in self._claims.items() if now - at < RATE_CLAIM_SECONDS}
             self.requests_per_minute = min(self._claims)
 
+    def in_use(self, now: float) -> bool:
+        """Whether a connection on this key waited with a rate within :data:`RATE_CLAIM_SECONDS`."""
+        with self._lock:
+            return any(now - at < RATE_CLAIM_SECONDS for at in self._claims.values())
+
     @property
     def spacing(self) -> float:
         return 60.0 / self.requests_per_minute
@@ -127,17 +132,20 @@ def shared_budget(settings: ClientSettings, *, now: float | None = None) -> Requ
 
     Connections sharing a key share its budget (the API counts per organization); when they set
     different limits, the lowest in use applies (see :meth:`RequestBudget.claim`). Callers ask again
-    for each plan or round, which keeps their setting in use.
+    for each plan or round, which keeps their setting in use. A connection set to 0 sets no limit of
+    its own, but shares the key's budget while another connection on the key keeps one in use: the
+    API counts the organization's requests, whichever connection sends them.
     """
     rate = settings.max_requests_per_minute
-    if rate <= 0:
-        return None
+    moment = time.monotonic() if now is None else now
     key = (settings.base_url, hashlib.sha256(settings.api_key.encode("utf-8")).hexdigest()[:16])
     with _BUDGETS_LOCK:
         budget = _BUDGETS.get(key)
+        if rate <= 0:
+            return budget if budget is not None and budget.in_use(moment) else None
         if budget is None:
             budget = _BUDGETS[key] = RequestBudget(rate)
-    budget.claim(rate, time.monotonic() if now is None else now)
+    budget.claim(rate, moment)
     return budget
 
 

@@ -111,4 +111,15 @@ def test_a_raised_rate_applies_once_the_lower_one_has_gone_unused() -> None:
 
 
 def test_a_zero_budget_means_unlimited() -> None:
-    assert shared_budget(settings(max_requests_per_minute=0)) is None
+    assert shared_budget(ClientSettings(api_key="sk-ant-never-limited", max_requests_per_minute=0)) is None
+
+
+def test_a_zero_budget_connection_shares_the_budget_another_connection_on_its_key_keeps() -> None:
+    key = "sk-ant-shared-zero"
+    limited = shared_budget(ClientSettings(api_key=key, max_requests_per_minute=20), now=0.0)
+
+    assert shared_budget(ClientSettings(api_key=key, max_requests_per_minute=0), now=1.0) is limited
+    assert (
+        shared_budget(ClientSettings(api_key=key, max_requests_per_minute=0), now=RATE_CLAIM_SECONDS + 1)
+        is None
+    )
