@@ -27,20 +27,24 @@ RESULTS = (
 )
 
 
+#: What RESULTS used, per model and token kind.
+RESULTS_TOKENS = {
+    "claude-haiku-4-5": {
+        "input_tokens": 1500,
+        "output_tokens": 300,
+        "cache_creation_input_tokens": 4000,
+        "cache_read_input_tokens": 10_000,
+    }
+}
+
+
 @pytest.mark.parametrize("size", [1, 7, 64, len(RESULTS)])
 def test_usage_is_metered_whatever_the_chunk_borders(size: int) -> None:
     meter = UsageMeter()
     chunks = [RESULTS[start : start + size] for start in range(0, len(RESULTS), size)]
 
     assert b"".join(meter.tap(chunks)) == RESULTS
-    assert meter.tokens == {
-        "claude-haiku-4-5": {
-            "input_tokens": 1500,
-            "output_tokens": 300,
-            "cache_creation_input_tokens": 4000,
-            "cache_read_input_tokens": 10_000,
-        }
-    }
+    assert meter.tokens == RESULTS_TOKENS
 
 
 def test_cost_prices_cache_writes_and_reads_at_batch_rates() -> None:
@@ -105,11 +109,4 @@ def test_the_results_transfer_meters_usage_from_its_own_decode(newline: bytes) -
     copy_results([RESULTS.replace(b"\n", newline)], ledger, lambda _kind: sink, progress, meter)  # type: ignore[arg-type, return-value]
 
     assert ledger.results == 3
-    assert meter.tokens == {
-        "claude-haiku-4-5": {
-            "input_tokens": 1500,
-            "output_tokens": 300,
-            "cache_creation_input_tokens": 4000,
-            "cache_read_input_tokens": 10_000,
-        }
-    }
+    assert meter.tokens == RESULTS_TOKENS
