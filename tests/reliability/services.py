@@ -62,6 +62,20 @@ def ensure_installed() -> None:
             policy.unlink(missing_ok=True)
 
 
+def _spawn(argv: list[str], log: Path, cwd: Path, **kwargs: Any) -> subprocess.Popen[Any]:
+    """A server in its own process group (stopped by group), its output appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=cwd,
+            **kwargs,
+        )
+
+
 def _wait_until(ready: Any, process: subprocess.Popen[Any], what: str, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -103,21 +117,17 @@ class Postgres:
             cwd=self.root,
             **as_postgres,
         )
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    str(bin_dir / "postgres"),
-                    *("-D", str(self.data), "-p", str(self.port), "-k", str(self.root)),
-                    *("-c", "listen_addresses=127.0.0.1", "-c", "max_connections=400"),
-                    *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.root,
-                **as_postgres,
-            )
+        self.process = _spawn(
+            [
+                str(bin_dir / "postgres"),
+                *("-D", str(self.data), "-p", str(self.port), "-k", str(self.root)),
+                *("-c", "listen_addresses=127.0.0.1", "-c", "max_connections=400"),
+                *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+            ],
+            self.log,
+            self.root,
+            **as_postgres,
+        )
         _wait_until(self._accepts, self.process, "PostgreSQL", self.log)
         self.psql("CREATE DATABASE airflow")
         return self
@@ -184,19 +194,15 @@ class Redis:
 
     def start(self) -> Redis:
         ensure_installed()
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    "redis-server",
-                    *("--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.root)),
-                    *("--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.root,
-            )
+        self.process = _spawn(
+            [
+                "redis-server",
+                *("--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.root)),
+                *("--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"),
+            ],
+            self.log,
+            self.root,
+        )
         _wait_until(self._accepts, self.process, "Redis", self.log)
         return self
 
