@@ -1,10 +1,11 @@
 """Issue 17, "production-shaped Airflow": the shape platform teams run, with real processes.
 
-PostgreSQL as the metadata DB and Redis as the Celery broker (found as ``services.py`` says, run by the
-test on 127.0.0.1; skipped with the reason when absent, except in CI), CeleryExecutor with two Celery workers, a scheduler, a dag-processor, an
-api-server and two triggerers. ``RUNS`` concurrent DAG runs each create a batch with a deferrable
-operator and wait on it; while they all wait, the triggerer holding more of their triggers is
-SIGKILLed (whole process group) and the survivor must take its triggers over. Then the batches end.
+PostgreSQL as the metadata DB and Redis as the Celery broker (found as ``services.py`` says, run by
+the test on 127.0.0.1; skipped with the reason when absent, except in CI), CeleryExecutor with two
+Celery workers, a scheduler, a dag-processor, an api-server and two triggerers. ``RUNS`` concurrent
+DAG runs each create a batch with a deferrable operator and wait on it; while they all wait, the
+triggerer holding more of their triggers is SIGKILLed (whole process group) and the survivor must take
+its triggers over. Then the batches end.
 
 Each triggerer reaches the emulator through its own counting proxy, so the requests per minute of each
 process (the budget is per process) are measured, not inferred. Asserted: every run succeeds; one batch
