@@ -12,6 +12,9 @@ COMPAT_STAMP := $(COMPAT_VENV)/.installed
 COMPAT_TESTS ?= --ignore=tests/emulator --ignore=tests/example_dags --ignore=tests/test_requests.py \
 	--ignore=tests/reliability/test_production_shape.py
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
+# pytest-xdist workers: most of the suite waits on emulators, Airflow subprocesses and servers, not on
+# the CPU, so four workers on two cores cut the wall time without starving the timing-sensitive tests.
+TEST_WORKERS ?= 4
 
 .PHONY: help setup demo test test-compat lint typecheck unit emulator bench reliability test-slow ci-services clean
 
@@ -58,12 +61,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q -n $(TEST_WORKERS)
 
 test: lint typecheck unit
 
 test-compat: $(COMPAT_STAMP)
-	$(COMPAT_VENV)/bin/python -m pytest -m "not slow" -q $(COMPAT_TESTS)
+	$(COMPAT_VENV)/bin/python -m pytest -m "not slow" -q -n $(TEST_WORKERS) $(COMPAT_TESTS)
 
 reliability: $(STAMP)
 	$(BIN)/python -m pytest tests/reliability -q

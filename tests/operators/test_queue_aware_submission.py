@@ -152,7 +152,7 @@ def test_a_deferred_pause_for_a_full_queue_resumes_before_the_job_has_any_batch(
     with pytest.raises(TaskDeferred) as paused:
         create(requests=requests(10), deferrable=True).execute(task_context(store))
     assert paused.value.method_name == "resume_submission"
-    asyncio.run(asyncio.sleep(0.7))  # the other job's batch ends: the queue has room
+    queue_emulator.clock.advance(0.7)  # the other job's batch ends: the queue has room
 
     with pytest.raises(TaskDeferred) as waiting:
         create(requests=requests(10), deferrable=True).resume_submission(task_context(store))
@@ -293,7 +293,7 @@ def test_without_waiting_a_full_queue_fails_and_the_retry_creates_only_the_rest(
         create(wait_for_completion=False).execute(task_context(store))
     first = [part["batch_id"] for part in store.values[RECORD_KEY]["slices"][:2]]
 
-    asyncio.run(asyncio.sleep(0.7))  # the first two batches end: the queue has room
+    queue_emulator.clock.advance(0.7)  # the first two batches end: the queue has room
     manifest = create(wait_for_completion=False).execute(task_context(store))
 
     assert manifest["batch_ids"][:2] == first
