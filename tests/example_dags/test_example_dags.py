@@ -1,4 +1,8 @@
-"""Every example DAG runs with ``airflow dags test`` against the emulator and does what it says."""
+"""Every example DAG runs with ``airflow dags test`` against the emulator and does what it says.
+
+The pipeline runs the real ``airflow`` executable; the other examples run the same command forked
+from this process (``AirflowEnv.airflow_forked``), where a new interpreter would add only its start-up.
+"""
 
 from __future__ import annotations
 
@@ -39,14 +43,22 @@ def write_requests(path: Path, count: int, *, errored_every: int = 0) -> Path:
     return path
 
 
-def start_example(airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, conf: dict[str, Any]) -> Any:
+def start_example(
+    airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, conf: dict[str, Any], *, forked: bool = True
+) -> Any:
     return airflow_env.dags_test(
-        dag_id, EXAMPLES / f"{dag_id}.py", conf=conf, AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(emulator)
+        dag_id,
+        EXAMPLES / f"{dag_id}.py",
+        conf=conf,
+        forked=forked,
+        AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(emulator),
     )
 
 
-def run_example(airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, conf: dict[str, Any]) -> Any:
-    run = start_example(airflow_env, emulator, dag_id, conf)
+def run_example(
+    airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, conf: dict[str, Any], *, forked: bool = True
+) -> Any:
+    run = start_example(airflow_env, emulator, dag_id, conf, forked=forked)
     assert run.state == "success", run.output[-5000:]
     return run
 
@@ -60,7 +72,7 @@ def test_the_pipeline_counts_creates_re_drives_exports_and_summarizes(
         "destination": f"file://{tmp_path}/out/",
         "max_cost_usd": 5,
     }
-    run = run_example(airflow_env, emulator, "anthropic_batch_pipeline", conf)
+    run = run_example(airflow_env, emulator, "anthropic_batch_pipeline", conf, forked=False)
     assert run.xcom("count_tokens")["request_count"] == 30
     rounds = run.xcom("create_batch")["rounds"]
     assert [entry["request_count"] for entry in rounds] == [30, 3, 3]  # re-driven up to max_rounds=3
