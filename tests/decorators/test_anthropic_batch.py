@@ -58,9 +58,14 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
-def run(airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, body: str) -> DagRunOutcome:
+def run(
+    airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, body: str, *, forked: bool = False
+) -> DagRunOutcome:
+    """``airflow dags test`` of the DAG; ``forked``: from this process, not a new interpreter."""
     path = airflow_env.write_dag(HEADER + body, name=dag_id)
-    return airflow_env.dags_test(dag_id, path, AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(emulator))
+    return airflow_env.dags_test(
+        dag_id, path, forked=forked, AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(emulator)
+    )
 
 
 def mapped_rows(outcome: DagRunOutcome, task_id: str) -> list[tuple[int, str, int]]:
@@ -142,6 +147,7 @@ with DAG("decorated_mapped", schedule=None, start_date=datetime(2026, 1, 1), def
 
     ask.expand(topic=["tides", "volcanoes", "comets"])
 """,
+        forked=True,  # the same path as the test above, which runs the real executable
     )
 
     rows = mapped_rows(outcome, "ask")

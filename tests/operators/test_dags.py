@@ -300,8 +300,8 @@ with DAG("queue_aware", schedule=None, start_date=datetime(2026, 1, 1)):
 """,
             name="queue_aware",
         )
-        outcome = airflow_env.dags_test(
-            "queue_aware", dag, AIRFLOW_CONN_ANTHROPIC_DEFAULT=json.dumps(no_client_retries)
+        outcome = airflow_env.dags_test(  # forked: the deferrable pipeline runs the real executable
+            "queue_aware", dag, forked=True, AIRFLOW_CONN_ANTHROPIC_DEFAULT=json.dumps(no_client_retries)
         )
         creates = emulator.admin.stats()["calls"]["POST /v1/messages/batches"]
 
