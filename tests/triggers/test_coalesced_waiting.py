@@ -8,7 +8,7 @@ import contextvars
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -53,6 +53,18 @@ async def first_event(trigger: AnthropicBatchTrigger) -> dict[str, Any]:
     return events[0]
 
 
+async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """Let the loop run until ``condition`` holds: the test waits for the state it needs, not a guess."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the awaited state never came"
+        await asyncio.sleep(0.01)
+
+
+def watches_in_this_loop() -> int:
+    return sum(len(poller.watches) for poller in pollers_in_this_loop())
+
+
 def trigger_for(batch_id: str, **options: Any) -> AnthropicBatchTrigger:
     arguments: dict[str, Any] = {"deadline": FAR, "poll_interval": 1.0, "max_poll_interval": 1.0, **options}
     return AnthropicBatchTrigger(batch_ids=[batch_id], **arguments)
@@ -74,11 +86,12 @@ async def test_many_triggers_are_served_by_listing_pages_within_the_budget(emula
 
 
 async def test_triggers_of_one_connection_share_one_poller_closed_by_the_last(emulator: Emulator) -> None:
-    batch_ids = create_batches(emulator, 3, processing_seconds=3)
+    batch_ids = create_batches(emulator, 3, processing_seconds=600)
     tasks = [asyncio.create_task(first_event(trigger_for(batch_id))) for batch_id in batch_ids]
-    await asyncio.sleep(1)
+    await until(lambda: watches_in_this_loop() == 3)
 
     assert len(pollers_in_this_loop()) == 1
+    emulator.clock.advance(600)  # the batches end
     await asyncio.gather(*tasks)
     assert pollers_in_this_loop() == []
 
@@ -121,16 +134,17 @@ async def test_the_deadline_still_sends_a_timeout_event(emulator: Emulator) -> N
 
 
 def test_a_fresh_triggerer_rebuilds_the_wait_from_the_kwargs_alone(emulator: Emulator) -> None:
-    (batch_id,) = create_batches(emulator, 1, processing_seconds=4)
+    (batch_id,) = create_batches(emulator, 1, processing_seconds=600)
     classpath, kwargs = trigger_for(batch_id).serialize()
 
     async def triggerer_dies_mid_wait() -> None:
         task = asyncio.create_task(first_event(trigger_for(batch_id)))
-        await asyncio.sleep(1)
+        await until(lambda: [poller.rounds for poller in pollers_in_this_loop()] == [1])  # it has polled
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(triggerer_dies_mid_wait())
+    emulator.clock.advance(600)  # the batch ends while no triggerer watches it
     event = asyncio.run(first_event(AnthropicBatchTrigger(**json.loads(json.dumps(kwargs)))))
 
     assert classpath.endswith("AnthropicBatchTrigger")
@@ -144,7 +158,7 @@ async def test_a_trigger_cancelled_mid_round_leaves_nothing_of_its_batch_in_the_
     emulator.admin.set_config(slow_seconds=1.5, next_faults=["slow"])  # the first round's listing is slow
     cancelled = asyncio.create_task(first_event(trigger_for(leaving)))
     waiting = asyncio.create_task(first_event(trigger_for(staying)))
-    await asyncio.sleep(1)  # the round (after the 0.5 s gathering) is waiting on the listing
+    await until(lambda: [poller.rounds for poller in pollers_in_this_loop()] == [1])  # the slow listing
     (poller,) = pollers_in_this_loop()
     assert poller.rounds == 1
 
@@ -183,7 +197,7 @@ async def test_a_trigger_arriving_as_the_last_one_leaves_is_served_and_no_client
 ) -> None:
     first, second = create_batches(emulator, 2, processing_seconds=2)
     leaving = asyncio.create_task(first_event(trigger_for(first)))
-    await asyncio.sleep(1)
+    await until(lambda: watches_in_this_loop() == 1)
     (old,) = pollers_in_this_loop()
     arriving: list[asyncio.Task[dict[str, Any]]] = []
     old.watches.copy().pop().done.add_done_callback(
