@@ -78,6 +78,18 @@ class ClientSettings:
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
 
+    def redact(self, text: str) -> str:
+        """``text`` with the key in any form it can take there (as is, escaped) replaced by ``***``.
+
+        For text that did not come from this code: a transport error's message, an error body (a
+        gateway may echo the request's headers back).
+        """
+        key = self.api_key
+        for form in dict.fromkeys((key, key.encode("unicode_escape").decode("ascii"), repr(key)[1:-1])):
+            if form:
+                text = text.replace(form, "***")
+        return text
+
 
 # -- Effects --------------------------------------------------------------------------------------
 
@@ -232,10 +244,20 @@ def _describe(call: Call) -> str:
     return f"{call.method} {urlsplit(call.path).path}"
 
 
-def _raise_for_status(response: httpx.Response) -> None:
+def _transport_reason(settings: ClientSettings, exc: httpx.TransportError) -> str:
+    """What went wrong on the wire, for messages and logs: never a request header's value."""
+    if isinstance(exc, httpx.LocalProtocolError):  # a request httpx could not build: its text may
+        return type(exc).__name__  # quote a header (the key) byte for byte
+    text = settings.redact(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _raise_for_status(settings: ClientSettings, response: httpx.Response) -> None:
     if response.status_code >= 400:
         error = error_from_response(
-            response.status_code, response.content, response.headers.get("request-id")
+            response.status_code,
+            settings.redact(response.content.decode("utf-8", "replace")).encode("utf-8"),
+            response.headers.get("request-id"),
         )
         error.retry_after = server_retry_after(response)
         raise error
@@ -251,16 +273,18 @@ def request_plan(
         try:
             response: httpx.Response = yield Send(request, stream=call.stream)
         except httpx.TransportError as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            reason = _transport_reason(settings, exc)
+            # A cause whose text held the key is not chained: tracebacks print it.
+            cause = exc if settings.redact(str(exc)) == str(exc) else None
             if not call.idempotent and not isinstance(exc, NOT_SENT_ERRORS):
-                raise _MaybeSent(reason) from exc
+                raise _MaybeSent(reason) from cause
             delay = budget.next_delay(None)
             if delay is None:
                 raise APIConnectionError(
                     f"could not reach the Anthropic API at {settings.base_url} "
                     f"({_describe(call)}): {reason}; "
                     f"gave up after {budget.attempts + 1} attempts"
-                ) from exc
+                ) from cause
             log.warning("Retrying %s in %.2f s after %s", _describe(call), delay, reason)
             yield Sleep(delay)
             continue
@@ -281,7 +305,7 @@ def request_plan(
                 )
                 yield Sleep(delay)
                 continue
-        _raise_for_status(response)
+        _raise_for_status(settings, response)
 
 
 def model_plan(settings: ClientSettings, call: Call, model: type[M]) -> Plan[M]:
