@@ -20,13 +20,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from airflow_provider_batches.batch_ids import check_batch_id
 from airflow_provider_batches.errors import (
     AnthropicAPIError,
     APIConnectionError,
     BatchCreateUncertainError,
     ForeignResultsURLError,
+    UnexpectedAnswerError,
     error_from_response,
 )
 from airflow_provider_batches.models import MessageBatch, MessageBatchPage
@@ -311,7 +313,36 @@ def request_plan(
 def model_plan(settings: ClientSettings, call: Call, model: type[M]) -> Plan[M]:
     """Send ``call`` and parse its answer straight from the bytes into ``model``."""
     response = yield from request_plan(settings, call)
-    return model.model_validate_json(response.content)
+    return parse_answer(settings, call, model, response)
+
+
+def parse_answer(settings: ClientSettings, call: Call, model: type[M], response: httpx.Response) -> M:
+    """The answer as ``model`` (ids checked for their shape on the way), or UnexpectedAnswerError."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(body)"
+        raise UnexpectedAnswerError(
+            settings.redact(
+                f"{_describe(call)}: the answer is not a valid {model.__name__} ({where}: {first['msg']}). "
+                "A gateway or proxy between this client and the API (the connection's host) may be "
+                "broken; nothing was done with the answer"
+            )
+        ) from None
+
+
+def same_batch_plan(settings: ClientSettings, call: Call, model: type[M], asked: str) -> Plan[M]:
+    """:func:`model_plan` for a call about batch ``asked``: an answer about any other batch raises."""
+    answer = yield from model_plan(settings, call, model)
+    answered = getattr(answer, "id", None)
+    if answered != asked:
+        raise UnexpectedAnswerError(
+            f"{_describe(call)} asked about batch {asked} and the answer is about batch {answered}: "
+            "another batch's object is never used in its place. A gateway or proxy between this client "
+            "and the API (the connection's host) may be broken; nothing was done with the answer"
+        )
+    return answer
 
 
 # -- Batches --------------------------------------------------------------------------------------
@@ -320,9 +351,7 @@ def model_plan(settings: ClientSettings, call: Call, model: type[M]) -> Plan[M]:
 def batches_path(batch_id: str | None = None, action: str | None = None) -> str:
     path = "/v1/messages/batches"
     if batch_id is not None:
-        if not batch_id or "/" in batch_id or "?" in batch_id:
-            raise ValueError(f"batch_id {batch_id!r} is not a valid batch id")
-        path += f"/{batch_id}"
+        path += f"/{check_batch_id(batch_id, 'batch_id')}"
     if action:
         path += f"/{action}"
     return path
@@ -332,7 +361,7 @@ def get_batch_plan(
     settings: ClientSettings, batch_id: str, *, betas: Sequence[str] | None = None
 ) -> Plan[MessageBatch]:
     """``GET /v1/messages/batches/{id}``: one batch, with the usual retries (also each poll of a wait)."""
-    return model_plan(settings, Call("GET", batches_path(batch_id), betas=betas), MessageBatch)
+    return same_batch_plan(settings, Call("GET", batches_path(batch_id), betas=betas), MessageBatch, batch_id)
 
 
 def list_page_plan(
@@ -351,8 +380,11 @@ def list_page_plan(
         params["before_id"] = before_id
     if after_id:
         params["after_id"] = after_id
-    response = yield from request_plan(settings, Call("GET", batches_path(), params=params, betas=betas))
-    return MessageBatchPage.model_validate_json(response.content)
+    return (
+        yield from model_plan(
+            settings, Call("GET", batches_path(), params=params, betas=betas), MessageBatchPage
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -438,7 +470,7 @@ def create_batch_plan(
             ) from None
         log.warning("Found the batch the lost create made: %s", found.id)
         return found
-    return MessageBatch.model_validate_json(response.content)
+    return parse_answer(settings, call, MessageBatch, response)
 
 
 def find_created_batch_plan(

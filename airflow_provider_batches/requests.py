@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import msgspec
 
+from airflow_provider_batches.batch_ids import CUSTOM_ID_PATTERN as CUSTOM_ID_PATTERN
 from airflow_provider_batches.bodies import BatchBody
 from airflow_provider_batches.errors import RequestValidationError
 from airflow_provider_batches.identity import CustomIdDigest, custom_id_hash
@@ -31,8 +32,6 @@ from airflow_provider_batches.message_params import params_problems
 
 MAX_REQUESTS_PER_BATCH = 100_000
 MAX_BATCH_BYTES = 256_000_000
-CUSTOM_ID_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-"""A custom_id, matched whole (``fullmatch``: a trailing newline is not allowed)."""
 MAX_REPORTED_PROBLEMS = 20
 MAX_NESTING_DEPTH = 500
 """Arrays and objects nested deeper than this are refused (no real request comes close)."""

@@ -41,6 +41,7 @@ from airflow_provider_batches.client_core import (
     request_plan,
     run_async,
     run_sync,
+    same_batch_plan,
 )
 from airflow_provider_batches.errors import (
     AnthropicBatchesError,
@@ -393,22 +394,26 @@ class AnthropicHook(BaseHook):
 
     def cancel_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         """``POST /v1/messages/batches/{id}/cancel``: the batch moves to ``canceling``."""
-        return self._run(_parsed(MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas)))
+        return self._run(
+            _about(batch_id, MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas))
+        )
 
     async def acancel_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         return await self._arun(
-            _parsed(MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas))
+            _about(batch_id, MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas))
         )
 
     def delete_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> DeletedMessageBatch:
         """``DELETE /v1/messages/batches/{id}``: only once the batch has ended."""
-        return self._run(_parsed(DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas)))
+        return self._run(
+            _about(batch_id, DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
+        )
 
     async def adelete_batch(
         self, batch_id: str, *, betas: Sequence[str] | None = None
     ) -> DeletedMessageBatch:
         return await self._arun(
-            _parsed(DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
+            _about(batch_id, DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
         )
 
     def create_watermark(self, *, betas: Sequence[str] | None = None) -> CreateWatermark:
@@ -520,6 +525,11 @@ class AnthropicHook(BaseHook):
 
 def _parsed(model: type[M], call: Call) -> PlanFactory[M]:
     return partial(model_plan, model=model, call=call)
+
+
+def _about(batch_id: str, model: type[M], call: Call) -> PlanFactory[M]:
+    """A call about one batch: the answer must be about that batch."""
+    return partial(same_batch_plan, model=model, call=call, asked=batch_id)
 
 
 def _count_tokens_call(params: Mapping[str, Any], betas: Sequence[str] | None) -> PlanFactory[TokenCount]:
