@@ -100,7 +100,8 @@ class HostileAnswers:
         if "reorder" in tampering:
             random.Random(config.seed).shuffle(lines)
         if lines and config.giant_result_bytes is not None:
-            yield from _giant(lines.pop(0), config.giant_result_bytes)
+            first = lines.pop(0)
+            yield from _giant(first, config.giant_result_bytes, cut="truncate" in tampering and not lines)
         text = b"".join(line + b"\n" for line in lines)
         if "truncate" in tampering and lines:
             text = text[: len(text) - len(lines[-1]) // 2 - 1]
@@ -113,9 +114,9 @@ def _with_custom_id(line: bytes, custom_id: str) -> bytes:
     return json.dumps(data).encode()
 
 
-def _giant(line: bytes, size: int) -> Iterator[bytes]:
+def _giant(line: bytes, size: int, *, cut: bool = False) -> Iterator[bytes]:
     """``line`` with its answer's text padded so that the line has about ``size`` bytes, in 1 MiB
-    chunks (never held whole)."""
+    chunks (never held whole); ``cut``: the stream ends inside the text (a truncated last line)."""
     data = json.loads(line)
     message = data.get("result", {}).get("message")
     if not isinstance(message, dict):
@@ -129,4 +130,5 @@ def _giant(line: bytes, size: int) -> Iterator[bytes]:
         piece = _GIANT_CHUNK[: min(left, len(_GIANT_CHUNK))]
         left -= len(piece)
         yield piece
-    yield tail + b"\n"
+    if not cut:
+        yield tail + b"\n"

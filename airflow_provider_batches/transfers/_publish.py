@@ -98,6 +98,10 @@ class _HashingSink:
 class StagedFile:
     """One output being written under its staging path; ``bytes`` and ``sha256`` describe what was stored."""
 
+    #: True when each write must hold whole lines (the output reads every line): a result line too
+    #: long to hold is then refused instead of streamed in pieces.
+    whole_lines = False
+
     def __init__(self, name: str, staged_path: ObjectStoragePath, *, gzip_level: int | None) -> None:
         self.name = name
         self.staged_path = staged_path

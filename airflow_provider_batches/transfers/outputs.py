@@ -132,6 +132,8 @@ class _InvalidOutputFile(InvalidAnswers):
 class ParsedJsonlFile(StagedFile):
     """A staged JSONL output that adds ``parsed`` and ``parse_error`` to every result line."""
 
+    whole_lines = True
+
     def __init__(
         self,
         name: str,

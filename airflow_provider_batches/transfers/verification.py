@@ -26,6 +26,7 @@ __all__ = [
     "BatchIdentity",
     "BatchLedger",
     "ResultsVerificationError",
+    "checked_fields",
     "expected_identities",
     "parse_metered_block",
     "parse_result_block",
@@ -108,13 +109,19 @@ def parse_result_line(line: bytes | memoryview) -> tuple[str, str]:
         raise ValueError(f"is not a result line ({exc})") from None
     except msgspec.DecodeError:
         raise ValueError("is not valid JSON") from None
-    if not is_custom_id(parsed.custom_id):
+    return checked_fields(parsed.custom_id, parsed.result.type)
+
+
+def checked_fields(custom_id: object, kind: object) -> tuple[str, str]:
+    """A result line's custom_id and result type, or ValueError saying which one no result can have."""
+    if not is_custom_id(custom_id):
         raise ValueError(
-            f"has custom_id {shown(parsed.custom_id)}, which no request can have (^[a-zA-Z0-9_-]{{1,64}}$)"
+            f"has custom_id {shown(custom_id)}, which no request can have (^[a-zA-Z0-9_-]{{1,64}}$)"
         )
-    if not _RESULT_TYPE_PATTERN.match(parsed.result.type):
-        raise ValueError(f"(custom_id {parsed.custom_id!r}) has an invalid result.type")
-    return parsed.custom_id, parsed.result.type
+    assert isinstance(custom_id, str)
+    if not isinstance(kind, str) or not _RESULT_TYPE_PATTERN.match(kind):
+        raise ValueError(f"(custom_id {custom_id!r}) has an invalid result.type")
+    return custom_id, kind
 
 
 @dataclass(frozen=True)
@@ -193,8 +200,12 @@ class BatchLedger:
         try:
             custom_id, kind = parse_result_line(line)
         except ValueError as exc:
-            raise self._error(f"line {self._line_number + 1} {exc}") from None
+            raise self.line_error(str(exc)) from None
         return self.admit_parsed(custom_id, kind)
+
+    def line_error(self, detail: str) -> ResultsVerificationError:
+        """The error for the line about to be admitted: ``detail`` says what is wrong with it."""
+        return self._error(f"line {self._line_number + 1} {detail}")
 
     def admit_parsed(self, custom_id: str, kind: str) -> str | None:
         """:meth:`admit` for a line already parsed."""
