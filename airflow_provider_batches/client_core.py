@@ -20,13 +20,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from airflow_provider_batches.batch_ids import check_batch_id
 from airflow_provider_batches.errors import (
     AnthropicAPIError,
     APIConnectionError,
     BatchCreateUncertainError,
     ForeignResultsURLError,
+    UnexpectedAnswerError,
     error_from_response,
 )
 from airflow_provider_batches.models import MessageBatch, MessageBatchPage
@@ -77,6 +79,18 @@ class ClientSettings:
 
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
+
+    def redact(self, text: str) -> str:
+        """``text`` with the key in any form it can take there (as is, escaped) replaced by ``***``.
+
+        For text that did not come from this code: a transport error's message, an error body (a
+        gateway may echo the request's headers back).
+        """
+        key = self.api_key
+        for form in dict.fromkeys((key, key.encode("unicode_escape").decode("ascii"), repr(key)[1:-1])):
+            if form:
+                text = text.replace(form, "***")
+        return text
 
 
 # -- Effects --------------------------------------------------------------------------------------
@@ -232,10 +246,20 @@ def _describe(call: Call) -> str:
     return f"{call.method} {urlsplit(call.path).path}"
 
 
-def _raise_for_status(response: httpx.Response) -> None:
+def _transport_reason(settings: ClientSettings, exc: httpx.TransportError) -> str:
+    """What went wrong on the wire, for messages and logs: never a request header's value."""
+    if isinstance(exc, httpx.LocalProtocolError):  # a request httpx could not build: its text may
+        return type(exc).__name__  # quote a header (the key) byte for byte
+    text = settings.redact(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _raise_for_status(settings: ClientSettings, response: httpx.Response) -> None:
     if response.status_code >= 400:
         error = error_from_response(
-            response.status_code, response.content, response.headers.get("request-id")
+            response.status_code,
+            settings.redact(response.content.decode("utf-8", "replace")).encode("utf-8"),
+            response.headers.get("request-id"),
         )
         error.retry_after = server_retry_after(response)
         raise error
@@ -251,16 +275,18 @@ def request_plan(
         try:
             response: httpx.Response = yield Send(request, stream=call.stream)
         except httpx.TransportError as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            reason = _transport_reason(settings, exc)
+            # A cause whose text held the key is not chained: tracebacks print it.
+            cause = exc if settings.redact(str(exc)) == str(exc) else None
             if not call.idempotent and not isinstance(exc, NOT_SENT_ERRORS):
-                raise _MaybeSent(reason) from exc
+                raise _MaybeSent(reason) from cause
             delay = budget.next_delay(None)
             if delay is None:
                 raise APIConnectionError(
                     f"could not reach the Anthropic API at {settings.base_url} "
                     f"({_describe(call)}): {reason}; "
                     f"gave up after {budget.attempts + 1} attempts"
-                ) from exc
+                ) from cause
             log.warning("Retrying %s in %.2f s after %s", _describe(call), delay, reason)
             yield Sleep(delay)
             continue
@@ -281,13 +307,42 @@ def request_plan(
                 )
                 yield Sleep(delay)
                 continue
-        _raise_for_status(response)
+        _raise_for_status(settings, response)
 
 
 def model_plan(settings: ClientSettings, call: Call, model: type[M]) -> Plan[M]:
     """Send ``call`` and parse its answer straight from the bytes into ``model``."""
     response = yield from request_plan(settings, call)
-    return model.model_validate_json(response.content)
+    return parse_answer(settings, call, model, response)
+
+
+def parse_answer(settings: ClientSettings, call: Call, model: type[M], response: httpx.Response) -> M:
+    """The answer as ``model`` (ids checked for their shape on the way), or UnexpectedAnswerError."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(body)"
+        raise UnexpectedAnswerError(
+            settings.redact(
+                f"{_describe(call)}: the answer is not a valid {model.__name__} ({where}: {first['msg']}). "
+                "A gateway or proxy between this client and the API (the connection's host) may be "
+                "broken; nothing was done with the answer"
+            )
+        ) from None
+
+
+def same_batch_plan(settings: ClientSettings, call: Call, model: type[M], asked: str) -> Plan[M]:
+    """:func:`model_plan` for a call about batch ``asked``: an answer about any other batch raises."""
+    answer = yield from model_plan(settings, call, model)
+    answered = getattr(answer, "id", None)
+    if answered != asked:
+        raise UnexpectedAnswerError(
+            f"{_describe(call)} asked about batch {asked} and the answer is about batch {answered}: "
+            "another batch's object is never used in its place. A gateway or proxy between this client "
+            "and the API (the connection's host) may be broken; nothing was done with the answer"
+        )
+    return answer
 
 
 # -- Batches --------------------------------------------------------------------------------------
@@ -296,9 +351,7 @@ def model_plan(settings: ClientSettings, call: Call, model: type[M]) -> Plan[M]:
 def batches_path(batch_id: str | None = None, action: str | None = None) -> str:
     path = "/v1/messages/batches"
     if batch_id is not None:
-        if not batch_id or "/" in batch_id or "?" in batch_id:
-            raise ValueError(f"batch_id {batch_id!r} is not a valid batch id")
-        path += f"/{batch_id}"
+        path += f"/{check_batch_id(batch_id, 'batch_id')}"
     if action:
         path += f"/{action}"
     return path
@@ -308,7 +361,7 @@ def get_batch_plan(
     settings: ClientSettings, batch_id: str, *, betas: Sequence[str] | None = None
 ) -> Plan[MessageBatch]:
     """``GET /v1/messages/batches/{id}``: one batch, with the usual retries (also each poll of a wait)."""
-    return model_plan(settings, Call("GET", batches_path(batch_id), betas=betas), MessageBatch)
+    return same_batch_plan(settings, Call("GET", batches_path(batch_id), betas=betas), MessageBatch, batch_id)
 
 
 def list_page_plan(
@@ -327,8 +380,11 @@ def list_page_plan(
         params["before_id"] = before_id
     if after_id:
         params["after_id"] = after_id
-    response = yield from request_plan(settings, Call("GET", batches_path(), params=params, betas=betas))
-    return MessageBatchPage.model_validate_json(response.content)
+    return (
+        yield from model_plan(
+            settings, Call("GET", batches_path(), params=params, betas=betas), MessageBatchPage
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -414,7 +470,7 @@ def create_batch_plan(
             ) from None
         log.warning("Found the batch the lost create made: %s", found.id)
         return found
-    return MessageBatch.model_validate_json(response.content)
+    return parse_answer(settings, call, MessageBatch, response)
 
 
 def find_created_batch_plan(

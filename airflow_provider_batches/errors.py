@@ -193,6 +193,12 @@ class ForeignResultsURLError(AnthropicBatchesError):
     """A results_url points at another origin than the configured API; the key is not sent there."""
 
 
+class UnexpectedAnswerError(AnthropicBatchesError):
+    """The API, or a gateway in between, answered what this client cannot use: an id of the wrong
+    shape, another batch than the one asked for, a body that is not the documented object. Nothing
+    was done with the answer."""
+
+
 class BatchNotReadyError(AnthropicBatchesError):
     """Results were asked for before the batch ended, or after they were archived."""
 

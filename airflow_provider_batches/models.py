@@ -12,7 +12,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Tag
+
+from airflow_provider_batches.batch_ids import check_batch_id, check_custom_id
+
+#: Ids the API answers are checked for their documented shape as they are parsed (see
+#: :mod:`.batch_ids`): they go into URL paths, object names and log lines.
+BatchId = Annotated[str, AfterValidator(check_batch_id)]
+CustomId = Annotated[str, AfterValidator(check_custom_id)]
 
 
 class APIModel(BaseModel):
@@ -148,7 +155,7 @@ RESULT_TYPES: tuple[str, ...] = tuple(name for name in COUNT_FIELDS if name != "
 
 
 class MessageBatch(APIModel):
-    id: str
+    id: BatchId
     type: str = "message_batch"
     processing_status: str
     request_counts: RequestCounts = RequestCounts()
@@ -166,13 +173,13 @@ class MessageBatch(APIModel):
 
 class MessageBatchPage(APIModel):
     data: list[MessageBatch] = []
-    first_id: str | None = None
-    last_id: str | None = None
+    first_id: BatchId | None = None
+    last_id: BatchId | None = None
     has_more: bool = False
 
 
 class DeletedMessageBatch(APIModel):
-    id: str
+    id: BatchId
     type: str = "message_batch_deleted"
 
 
@@ -219,5 +226,5 @@ Result = Annotated[
 class BatchResult(APIModel):
     """One line of a results file."""
 
-    custom_id: str
+    custom_id: CustomId
     result: Result

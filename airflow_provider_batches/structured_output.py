@@ -9,6 +9,7 @@ answer back out of the message, validates it and hands on the parsed value. Both
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -29,6 +30,13 @@ STRUCTURED_TOOL_DESCRIPTION = "Give the answer as this tool's input: it must mat
 _MODEL_VERSION = re.compile(r"^claude-[a-z]+-(\d+)(?:-(\d{1,2}))?(?:-|$)")
 #: The first models with ``output_config.format`` (structured outputs); later versions have it too.
 _FIRST_STRUCTURED = {(4, 1): ("claude-opus-",), (4, 5): ("claude-opus-", "claude-sonnet-", "claude-haiku-")}
+
+MAX_SCHEMA_BYTES = 256 * 1024
+"""The largest output schema accepted (its strings and keys): it goes into every request of the job."""
+MAX_SCHEMA_DEPTH = 64
+"""The deepest nesting of the schema document (a nested object property is two levels)."""
+MAX_SCHEMA_NODES = 20_000
+"""The most values (objects, lists, strings, numbers) in the schema document."""
 
 OutputSchema = type[BaseModel] | Mapping[str, Any]
 RequestForm = Literal["output_config", "tool"]
@@ -63,7 +71,9 @@ class StructuredOutput:
         if isinstance(output_schema, StructuredOutput):
             return output_schema
         if isinstance(output_schema, type) and issubclass(output_schema, BaseModel):
-            return cls(output_schema.model_json_schema(), output_schema)
+            json_schema = output_schema.model_json_schema()  # recursion stays a $ref: finite
+            check_schema_bounds(json_schema)
+            return cls(json_schema, output_schema)
         if not isinstance(output_schema, Mapping):
             raise ValueError(
                 f"output_schema must be a Pydantic model class or a JSON schema dict, "
@@ -74,6 +84,7 @@ class StructuredOutput:
                 'output_schema must describe an object ({"type": "object", "properties": {...}}): '
                 "answers are objects, so that their fields can become columns"
             )
+        check_schema_bounds(output_schema)
         from jsonschema.exceptions import SchemaError
 
         try:
@@ -81,6 +92,16 @@ class StructuredOutput:
         except SchemaError as exc:
             raise ValueError(f"output_schema is not a valid JSON schema: {exc.message}") from None
         return cls(copy.deepcopy(dict(output_schema)))
+
+    def reference(self) -> dict[str, Any]:
+        """What the manifest records of the schema: a digest and the title, never the schema itself
+        (bounded, whatever the schema's size)."""
+        canonical = json.dumps(self.json_schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        title = self.json_schema.get("title")
+        return {
+            "sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+            "title": title[:200] if isinstance(title, str) else None,
+        }
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -142,6 +163,36 @@ class StructuredOutput:
     @cached_property
     def _validator(self) -> Any:
         return _validator_class(self.json_schema)(self.json_schema)
+
+
+def check_schema_bounds(schema: Any) -> None:
+    """Refuse a schema document too deep, too big or too broad, before anything walks it whole: in
+    bounded time and memory (one pass that stops at the first bound passed)."""
+    stack: list[tuple[Any, int]] = [(schema, 1)]
+    nodes, size = 1, 0
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            raise ValueError(
+                f"output_schema is nested more than {MAX_SCHEMA_DEPTH} levels deep: flatten it "
+                "(a recursive model stays a $ref and is fine)"
+            )
+        if isinstance(node, (Mapping, list, tuple)):
+            nodes += len(node)  # counted before walked: a million keys are refused without a look
+        if nodes > MAX_SCHEMA_NODES:
+            raise ValueError(f"output_schema has more than {MAX_SCHEMA_NODES:,} values: use a smaller schema")
+        if isinstance(node, Mapping):
+            size += sum(len(key) if isinstance(key, str) else 8 for key in node)
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((value, depth + 1) for value in node)
+        else:
+            size += len(node) if isinstance(node, str) else 8
+        if size > MAX_SCHEMA_BYTES:
+            raise ValueError(
+                f"output_schema is larger than {MAX_SCHEMA_BYTES // 1024} KiB; it goes into every request: "
+                "use a smaller schema"
+            )
 
 
 def answer_value(message: Mapping[str, Any]) -> Any:

@@ -322,8 +322,8 @@ def test_an_over_long_line_is_refused_while_streaming_with_its_custom_id(tmp_pat
     path = write_jsonl(tmp_path / "r.jsonl", [request("a"), long_line, request("b")])
     with pytest.raises(RequestValidationError) as raised:
         prepare_job(RequestSource(requests_path=path), max_bytes=1000)
-    assert "line 2 (custom_id 'long'): is 5,1" in str(raised.value)
-    assert "over the 1,000-byte batch limit: split or shorten it" in str(raised.value)
+    assert "line 2 (custom_id 'long'): is longer than the 985 bytes" in str(raised.value)
+    assert "in a 1,000-byte batch: split or shorten it (the file was not read further)" in str(raised.value)
 
 
 def test_memory_for_an_over_long_line_is_bounded_by_the_limit_not_the_line(tmp_path: Path) -> None:
@@ -336,7 +336,9 @@ def test_memory_for_an_over_long_line_is_bounded_by_the_limit_not_the_line(tmp_p
     prepare_job(RequestSource(requests_path=write_jsonl(tmp_path / "warm.jsonl", [request("a")])))  # imports
     tracemalloc.start()
     try:
-        with pytest.raises(RequestValidationError, match="line 2 .custom_id 'long'.: is 67,108,"):
+        with pytest.raises(
+            RequestValidationError, match="line 2 .custom_id 'long'.: is longer than the 3,999,985 bytes"
+        ):
             prepare_job(RequestSource(requests_path=str(path)), max_bytes=4_000_000)
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -344,16 +346,24 @@ def test_memory_for_an_over_long_line_is_bounded_by_the_limit_not_the_line(tmp_p
     assert peak < 12_000_000, f"a 64 MB line under a 4 MB limit peaked at {peak:,} bytes"
 
 
-def test_an_over_long_line_is_never_held_whole(tmp_path: Path) -> None:
+def test_an_over_long_line_is_never_held_whole_and_ends_the_reading(tmp_path: Path) -> None:
     from airflow_provider_batches.requests import READ_CHUNK_BYTES, _read_lines
 
     path = tmp_path / "r.jsonl"
     path.write_bytes(b"a\n" + b"x" * (5 * READ_CHUNK_BYTES) + b"\nb")
     with path.open("rb") as stream:
         lines = list(_read_lines(stream, 2 * READ_CHUNK_BYTES))
-    assert [size for _, size, _ in lines] == [1, 5 * READ_CHUNK_BYTES, 1]
-    assert [start for _, _, start in lines] == [0, 2, 3 + 5 * READ_CHUNK_BYTES]
+        assert stream.tell() <= 4 * READ_CHUNK_BYTES  # not read to the line's end
+    assert [size for _, size, _, _ in lines[:1]] == [1]
+    assert 2 * READ_CHUNK_BYTES < lines[1][1] <= 3 * READ_CHUNK_BYTES  # refused once past the limit
+    assert [start for _, _, start, _ in lines] == [0, 2]
     assert len(lines[1][0]) <= READ_CHUNK_BYTES  # only the start of the long line was kept
+
+
+def test_a_run_of_empty_lines_is_read_as_one_but_numbered_as_many(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "r.jsonl", [request("a"), "", "", "", "{bad"])
+    with pytest.raises(RequestValidationError, match="line 5: "):
+        prepare_job(RequestSource(requests_path=path))
 
 
 # -- params against the typed model of the Messages request ---------------------------------------

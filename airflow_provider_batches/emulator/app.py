@@ -34,6 +34,7 @@ from airflow_provider_batches.emulator.apierrors import (
     too_large,
 )
 from airflow_provider_batches.emulator.config import EmulatorConfig
+from airflow_provider_batches.emulator.hostile import HostileAnswers
 from airflow_provider_batches.emulator.ids import rfc3339
 from airflow_provider_batches.emulator.lifecycle import BatchRecord
 from airflow_provider_batches.emulator.middleware import (
@@ -72,7 +73,7 @@ def build_app(state: EmulatorState) -> ASGIApp:
         routes=routes,
         exception_handlers={ApiError: _api_error_response, HTTPException: _http_error_response},
     )
-    return ApiGate(app, state)
+    return ApiGate(HostileAnswers(app, state), state)
 
 
 def _request_id(request: Request) -> str | None:

@@ -26,6 +26,12 @@ no fault (to script a later call); ``drop`` closes
 the connection before the server acts; ``drop_after`` and ``500_after`` let the server act (a create
 makes its batch) and then lose the answer: the connection closes, or a 500 comes back."""
 
+RESULTS_TAMPERING = ("duplicate", "reorder", "foreign_custom_id", "odd_custom_id", "truncate")
+"""What ``results_tampering`` may hold (a hostile server, ``hostile.py``): ``duplicate`` repeats the
+first line at the end; ``reorder`` shuffles the lines; ``foreign_custom_id`` gives the first line a
+custom_id no request had; ``odd_custom_id`` gives it ``../../x``; ``truncate`` ends the stream
+(cleanly) in the middle of its last line."""
+
 STARTUP_ONLY_FIELDS = frozenset({"host", "port", "data_dir"})
 
 TEST_MODEL = "claude-emulator-test"
@@ -117,12 +123,31 @@ class EmulatorConfig(BaseModel):
     cut_results_fraction: float = Field(default=1.0, ge=0, le=1)
     next_faults: list[str] = Field(default_factory=list)
 
+    # A hostile server (see ``hostile.py``): answers a broken or malicious gateway could give.
+    answer_batch_id: str | None = Field(
+        default=None, description="every batch object answered carries this id instead of its own"
+    )
+    results_tampering: list[str] = Field(default_factory=list)
+    giant_result_bytes: int | None = Field(
+        default=None, ge=0, description="the first result line of every download padded to this size"
+    )
+
     @field_validator("next_faults")
     @classmethod
     def _known_faults(cls, value: list[str]) -> list[str]:
         unknown = [name for name in value if name not in FAULT_NAMES]
         if unknown:
             raise ValueError(f"unknown fault names {unknown}; expected some of {list(FAULT_NAMES)}")
+        return value
+
+    @field_validator("results_tampering")
+    @classmethod
+    def _known_tampering(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in RESULTS_TAMPERING]
+        if unknown:
+            raise ValueError(
+                f"unknown results_tampering {unknown}; expected some of {list(RESULTS_TAMPERING)}"
+            )
         return value
 
     @field_validator("results_before_end_status", "results_after_archive_status")

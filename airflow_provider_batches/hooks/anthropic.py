@@ -7,6 +7,7 @@ plan from :mod:`airflow_provider_batches.client_core`; only the driver differs.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache, partial
@@ -40,6 +41,7 @@ from airflow_provider_batches.client_core import (
     request_plan,
     run_async,
     run_sync,
+    same_batch_plan,
 )
 from airflow_provider_batches.errors import (
     AnthropicBatchesError,
@@ -91,13 +93,7 @@ def settings_from_connection(conn: Any, betas: Sequence[str] = ()) -> ClientSett
             f"connection {conn_id!r} has type {conn.conn_type!r}; use type 'anthropic_batches' "
             "(or the vendor provider's 'anthropic')"
         )
-    api_key = conn.password or os.environ.get("ANTHROPIC_API_KEY", "")
-    if not api_key:
-        raise ConnectionConfigError(
-            f"connection {conn_id!r} has no API key: put it in the connection's password (API Key) "
-            "field or set ANTHROPIC_API_KEY"
-        )
-    mask_secret(api_key)
+    api_key = api_key_of(conn_id, conn.password or os.environ.get("ANTHROPIC_API_KEY", ""))
     extra: Mapping[str, Any] = conn.extra_dejson or {}
     vendor_kwargs = extra.get("anthropic_client_kwargs") or {}
     option = partial(_extra_option, conn_id, {**vendor_kwargs, **extra})
@@ -115,6 +111,50 @@ def settings_from_connection(conn: Any, betas: Sequence[str] = ()) -> ClientSett
         max_requests_per_minute=option("max_requests_per_minute", int, DEFAULT_MAX_REQUESTS_PER_MINUTE),
         betas=tuple(dict.fromkeys([*conn_betas, *betas])),
     )
+
+
+#: What an HTTP header value can carry (RFC 9110 section 5.5, field-value): visible ASCII, with
+#: spaces or tabs only inside. httpx refuses the rest, and its error text would hold the key.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20\x21-\x7e\t]*[\x21-\x7e])?")
+
+
+def api_key_of(conn_id: str, raw: str) -> str:
+    """The API key as sent: surrounding whitespace stripped (keys mounted from files end in a newline).
+
+    The one place a key is read. Every form of it that could reach a log or an exception (as given,
+    stripped, escaped) is registered with Airflow's secrets masker; a key that still holds a
+    character a header cannot carry is refused, by a message that shows none of it.
+    """
+    api_key = raw.strip()
+    escaped = (form for text in (raw, api_key) for form in (repr(text)[1:-1], _escaped(text)))
+    for form in dict.fromkeys((raw, api_key, raw.rstrip(), raw.lstrip(), *escaped)):
+        if form.strip():
+            mask_secret(form)
+    if not api_key:
+        raise ConnectionConfigError(
+            f"connection {conn_id!r} has no API key: put it in the connection's password (API Key) "
+            "field or set ANTHROPIC_API_KEY"
+        )
+    if not _HEADER_VALUE.fullmatch(api_key):
+        bad = next(char for char in api_key if not ("\x20" <= char <= "\x7e" or char == "\t"))
+        raise ConnectionConfigError(
+            f"connection {conn_id!r}: the API key holds a character an HTTP header cannot carry "
+            f"(U+{ord(bad):04X}, {_character_kind(bad)}) inside it, so it cannot be sent. Copy the key "
+            "again from the Anthropic console into the connection's password field or ANTHROPIC_API_KEY"
+        )
+    return api_key
+
+
+def _escaped(text: str) -> str:
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def _character_kind(char: str) -> str:
+    if char in "\r\n":
+        return "a line break"
+    if ord(char) < 0x20 or ord(char) == 0x7F:
+        return "a control character"
+    return "not ASCII"
 
 
 def _extra_option(conn_id: str, extra: Mapping[str, Any], name: str, kind: type, default: Any) -> Any:
@@ -354,22 +394,26 @@ class AnthropicHook(BaseHook):
 
     def cancel_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         """``POST /v1/messages/batches/{id}/cancel``: the batch moves to ``canceling``."""
-        return self._run(_parsed(MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas)))
+        return self._run(
+            _about(batch_id, MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas))
+        )
 
     async def acancel_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         return await self._arun(
-            _parsed(MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas))
+            _about(batch_id, MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas))
         )
 
     def delete_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> DeletedMessageBatch:
         """``DELETE /v1/messages/batches/{id}``: only once the batch has ended."""
-        return self._run(_parsed(DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas)))
+        return self._run(
+            _about(batch_id, DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
+        )
 
     async def adelete_batch(
         self, batch_id: str, *, betas: Sequence[str] | None = None
     ) -> DeletedMessageBatch:
         return await self._arun(
-            _parsed(DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
+            _about(batch_id, DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
         )
 
     def create_watermark(self, *, betas: Sequence[str] | None = None) -> CreateWatermark:
@@ -481,6 +525,11 @@ class AnthropicHook(BaseHook):
 
 def _parsed(model: type[M], call: Call) -> PlanFactory[M]:
     return partial(model_plan, model=model, call=call)
+
+
+def _about(batch_id: str, model: type[M], call: Call) -> PlanFactory[M]:
+    """A call about one batch: the answer must be about that batch."""
+    return partial(same_batch_plan, model=model, call=call, asked=batch_id)
 
 
 def _count_tokens_call(params: Mapping[str, Any], betas: Sequence[str] | None) -> PlanFactory[TokenCount]:

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import logging
+import re
 import uuid
 from typing import IO, Any
 
@@ -29,6 +30,16 @@ log = logging.getLogger(__name__)
 UPLOAD_BLOCK_SIZE = 8 * 1024 * 1024
 
 STAGING_PREFIX = ".staging-"
+#: An output's name: one path segment that cannot climb out of the destination prefix (no ``/``, no
+#: ``..``, no whitespace), whatever batch id or result type it was built from.
+_OBJECT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+
+
+def checked_name(name: str) -> str:
+    """``name`` when it is one safe segment under the destination; ValueError otherwise."""
+    if not _OBJECT_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{name[:80]!r} cannot name an output: it could leave the destination prefix")
+    return name
 
 
 class DestinationNotFoundError(AnthropicBatchesError, AirflowFailException):
@@ -86,6 +97,10 @@ class _HashingSink:
 
 class StagedFile:
     """One output being written under its staging path; ``bytes`` and ``sha256`` describe what was stored."""
+
+    #: True when each write must hold whole lines (the output reads every line): a result line too
+    #: long to hold is then refused instead of streamed in pieces.
+    whole_lines = False
 
     def __init__(self, name: str, staged_path: ObjectStoragePath, *, gzip_level: int | None) -> None:
         self.name = name
@@ -145,13 +160,13 @@ class Staging:
         make_room(destination, self.folder)
 
     def open(self, name: str) -> StagedFile:
-        staged = StagedFile(name, self.folder / name, gzip_level=self.gzip_level)
+        staged = StagedFile(name, self.folder / checked_name(name), gzip_level=self.gzip_level)
         self.files[name] = staged
         return staged
 
     def write_json(self, name: str, data: Any) -> StagedFile:
         """Stage a small JSON document (written uncompressed whatever ``gzip_level`` says)."""
-        staged = StagedFile(name, self.folder / name, gzip_level=None)
+        staged = StagedFile(name, self.folder / checked_name(name), gzip_level=None)
         self.files[name] = staged
         staged.write(json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
         staged.close()

@@ -27,6 +27,7 @@ from airflow_provider_batches.transfers.rows import (
     PARSE_ERROR_COLUMN,
     PARSED_COLUMN,
     parse_answer,
+    parsed_shape,
     result_schema,
     schema_description,
 )
@@ -78,6 +79,8 @@ class OutputOptions:
                 raise ValueError(
                     "output_format='parquet' needs pyarrow: pip install 'airflow-provider-batches[parquet]'"
                 )
+            if self.structured is not None:
+                parsed_shape(self.structured.json_schema)  # refuses a schema too broad for columns
         if isinstance(self.row_group_size, bool) or not isinstance(self.row_group_size, int):
             raise ValueError(f"row_group_size must be an integer, got {self.row_group_size!r}")
         if self.row_group_size < 1:
@@ -93,7 +96,7 @@ class OutputOptions:
         """What the manifest records about the format (also compared when a re-run finds an output)."""
         fields: dict[str, Any] = {
             "output_format": self.output_format,
-            "output_schema": dict(self.structured.json_schema) if self.structured else None,
+            "output_schema": self.structured.reference() if self.structured else None,
         }
         if self.output_format == "parquet":
             fields["parquet_compression"] = self.parquet_compression
@@ -128,6 +131,8 @@ class _InvalidOutputFile(InvalidAnswers):
 
 class ParsedJsonlFile(StagedFile):
     """A staged JSONL output that adds ``parsed`` and ``parse_error`` to every result line."""
+
+    whole_lines = True
 
     def __init__(
         self,

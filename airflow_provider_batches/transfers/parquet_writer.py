@@ -71,6 +71,8 @@ class _Stream:
 class ParquetResultsFile(StagedFile):
     """A staged output whose :meth:`write` takes LF-terminated result lines and stores Parquet."""
 
+    whole_lines = True
+
     def __init__(
         self,
         name: str,

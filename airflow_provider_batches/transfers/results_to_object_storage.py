@@ -47,6 +47,7 @@ from airflow_provider_batches.transfers.verification import (
     expected_identities,
     parse_result_block,
     parse_result_line,
+    unchecked_reason,
 )
 from airflow_provider_batches.transfers.writer import Route, TransferProgress, copy_results
 
@@ -164,6 +165,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         self._rounds: dict[str, int] = {}
         self._meters: dict[str, UsageMeter] = {}
         self._staging: Staging | None = None
+        self._unchecked: dict[str, str] = {}
 
     @cached_property
     def hook(self) -> AnthropicHook:
@@ -174,10 +176,17 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         batch_ids = normalize_batch_ids(self.batch_id)
         expected = expected_identities(self.batch_id)
-        if not expected:
-            self.log.info(
-                "batch_id gives plain ids, not the create operator's manifest: the results are checked "
-                "for counts and unique custom_ids, not against the job's custom_ids"
+        self._unchecked = {
+            batch_id: reason
+            for batch_id in batch_ids
+            if (reason := unchecked_reason(self.batch_id, expected, batch_id)) is not None
+        }
+        for batch_id, reason in self._unchecked.items():
+            self.log.warning(
+                "Batch %s: its results are checked for counts and unique custom_ids, not against the "
+                "job's custom_ids: %s",
+                batch_id,
+                reason,
             )
         self._rounds = rounds_of(self.batch_id)
         destination = self._destination_path()
@@ -463,11 +472,17 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             "compression": self.compression,
             "files": files,
             "batches": {ledger.batch.id: dict(ledger.counts) for ledger in ledgers},
-            # What each batch's results carried; "checked" when it matched the job's own record.
+            # What each batch's results carried; "checked" when it matched the job's own record, and
+            # why not when it could not be.
             "custom_ids": {
                 ledger.batch.id: {
                     **(ledger.identity.to_json() if ledger.identity else {}),
                     "checked": ledger.expected is not None,
+                    **(
+                        {"not_checked_because": self._unchecked.get(ledger.batch.id, "unknown")}
+                        if ledger.expected is None
+                        else {}
+                    ),
                 }
                 for ledger in ledgers
             },

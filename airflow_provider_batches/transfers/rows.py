@@ -107,10 +107,21 @@ def result_schema(structured: StructuredOutput | None = None) -> pa.Schema:
 
 def schema_description(schema: pa.Schema) -> list[dict[str, Any]]:
     """The schema as the manifest records it: name, type and nullability of every column."""
-    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+    return [{"name": f.name, "type": _bounded(str(f.type)), "nullable": f.nullable} for f in schema]
+
+
+def _bounded(text: str, limit: int = 1_000) -> str:
+    """A column's type as the manifest says it: the Parquet file has it whole."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # -- typed columns from a JSON schema -------------------------------------------------------------
+
+
+MAX_PARSED_FIELDS = 1_000
+"""The most struct fields, list items and scalars the ``parsed`` column may have, all nesting levels
+counted: a schema that expands to more (shared definitions used many times over) is refused when the
+operator is built, not after hours of typing rows."""
 
 
 def parsed_type(json_schema: Mapping[str, Any]) -> pa.DataType:
@@ -119,46 +130,70 @@ def parsed_type(json_schema: Mapping[str, Any]) -> pa.DataType:
     Whatever has no single type (a union of several, an object without properties, a recursive
     reference) is kept as a JSON string, so no answer is ever lost to the typing.
     """
-    return _Shape.of(json_schema, json_schema, depth=0).arrow
+    return parsed_shape(json_schema).arrow
+
+
+def parsed_shape(json_schema: Mapping[str, Any]) -> _Shape:
+    """The shape of the ``parsed`` column, without pyarrow (cheap enough to check when a DAG is parsed);
+    ValueError when it would have more than :data:`MAX_PARSED_FIELDS` fields."""
+    return _Shape.of(json_schema, json_schema, depth=0, path=frozenset(), budget=[MAX_PARSED_FIELDS])
 
 
 @dataclass
 class _Shape:
-    """An arrow type and how a JSON value is converted to it (``json``: encoded as a JSON string)."""
+    """A column's shape and how a JSON value is converted to it (``json``: encoded as a JSON string)."""
 
-    arrow: Any
     kind: str  # "scalar", "json", "struct" or "list"
+    scalar: str = "string"
     fields: dict[str, _Shape] = field(default_factory=dict)
     item: _Shape | None = None
 
     @classmethod
-    def of(cls, node: Any, root: Mapping[str, Any], depth: int) -> _Shape:
-        import pyarrow as pa
-
-        node = _resolve(node, root)
-        if depth > 32 or not isinstance(node, Mapping):
-            return cls(pa.string(), "json")
+    def of(
+        cls, node: Any, root: Mapping[str, Any], depth: int, path: frozenset[str], budget: list[int]
+    ) -> _Shape:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError(
+                f"output_schema expands to more than {MAX_PARSED_FIELDS:,} Parquet fields (nested fields "
+                "counted, shared definitions once per use): use output_format='jsonl', or a smaller schema"
+            )
+        node, refs = _resolve(node, root)
+        if depth > 32 or not isinstance(node, Mapping) or not refs.isdisjoint(path):
+            return cls("json")  # too deep, not a schema, or recursive: a JSON string column
+        path = path | refs
         kind = node.get("type")
         variants = node.get("anyOf") or node.get("oneOf")
         if isinstance(kind, list):
             variants = [{**node, "type": one} for one in kind]
         if variants:
-            typed = [v for v in variants if _resolve(v, root).get("type") != "null"]
+            typed = [v for v in variants if not _is_null(_resolve(v, root)[0])]
             if len(typed) == 1:
-                return cls.of(typed[0], root, depth + 1)
-            return cls(pa.string(), "json")
+                return cls.of(typed[0], root, depth + 1, path, budget)
+            return cls("json")
         if kind is None and "enum" in node and all(isinstance(v, str) for v in node["enum"]):
             kind = "string"
         if kind == "object" and isinstance(node.get("properties"), Mapping) and node["properties"]:
-            fields = {name: cls.of(sub, root, depth + 1) for name, sub in node["properties"].items()}
-            return cls(pa.struct([pa.field(n, s.arrow) for n, s in fields.items()]), "struct", fields)
+            fields = {
+                name: cls.of(sub, root, depth + 1, path, budget) for name, sub in node["properties"].items()
+            }
+            return cls("struct", fields=fields)
         if kind == "array" and isinstance(node.get("items"), Mapping):
-            item = cls.of(node["items"], root, depth + 1)
-            return cls(pa.list_(item.arrow), "list", item=item)
-        scalar = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}
-        if kind in scalar:
-            return cls(scalar[kind], "scalar")
-        return cls(pa.string(), "json")
+            return cls("list", item=cls.of(node["items"], root, depth + 1, path, budget))
+        if kind in _SCALARS:
+            return cls("scalar", scalar=kind)
+        return cls("json")
+
+    @property
+    def arrow(self) -> Any:
+        import pyarrow as pa
+
+        if self.kind == "struct":
+            return pa.struct([pa.field(name, shape.arrow) for name, shape in self.fields.items()])
+        if self.kind == "list":
+            assert self.item is not None
+            return pa.list_(self.item.arrow)
+        return getattr(pa, _SCALARS[self.scalar])() if self.kind == "scalar" else pa.string()
 
     def convert(self, value: Any) -> Any:
         if value is None:
@@ -175,15 +210,24 @@ class _Shape:
         return value
 
 
-def _resolve(node: Any, root: Mapping[str, Any]) -> Any:
-    """Follow a local ``$ref`` (``#/$defs/Name``, as Pydantic writes nested models)."""
-    seen = 0
-    while isinstance(node, Mapping) and isinstance(node.get("$ref"), str) and seen < 32:
+_SCALARS = {"string": "string", "integer": "int64", "number": "float64", "boolean": "bool_"}
+
+
+def _is_null(node: Any) -> bool:
+    return isinstance(node, Mapping) and node.get("type") == "null"
+
+
+def _resolve(node: Any, root: Mapping[str, Any]) -> tuple[Any, frozenset[str]]:
+    """Follow a local ``$ref`` (``#/$defs/Name``, as Pydantic writes nested models); also the refs
+    followed, so that a reference back into itself is seen."""
+    seen: list[str] = []
+    while isinstance(node, Mapping) and isinstance(node.get("$ref"), str) and len(seen) < 32:
+        seen.append(node["$ref"])
         target: Any = root
         for part in node["$ref"].lstrip("#/").split("/"):
             target = target.get(part) if isinstance(target, Mapping) else None
-        node, seen = target, seen + 1
-    return node
+        node = target
+    return node, frozenset(seen)
 
 
 # -- rows -----------------------------------------------------------------------------------------
@@ -195,9 +239,7 @@ class RowBuffer:
     def __init__(self, schema: pa.Schema, structured: StructuredOutput | None = None) -> None:
         self.schema = schema
         self.structured = structured
-        self._parsed_shape = (
-            _Shape.of(structured.json_schema, structured.json_schema, 0) if structured else None
-        )
+        self._parsed_shape = parsed_shape(structured.json_schema) if structured else None
         self._prices: dict[str, Any] = {}
         self.nbytes = 0
         self.columns: dict[str, list[Any]] = {name: [] for name in schema.names}

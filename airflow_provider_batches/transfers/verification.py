@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from airflow_provider_batches.batch_ids import is_custom_id, shown
 from airflow_provider_batches.errors import AnthropicBatchesError
 from airflow_provider_batches.identity import digest_of
 from airflow_provider_batches.models import RESULT_TYPES, MessageBatch
@@ -25,10 +26,12 @@ __all__ = [
     "BatchIdentity",
     "BatchLedger",
     "ResultsVerificationError",
+    "checked_fields",
     "expected_identities",
     "parse_metered_block",
     "parse_result_block",
     "parse_result_line",
+    "unchecked_reason",
 ]
 
 #: A result type also names a file in split mode, so it must be a plain word.
@@ -91,7 +94,7 @@ def parse_metered_block(block: bytes) -> tuple[list[tuple[str, str]], list[Resul
     if len(items) != block.count(b"\n"):  # a line holding two values: a bad line, not two results
         return None
     parsed = [(item.custom_id, item.result.type) for item in items]
-    if not all(custom_id for custom_id, _ in parsed):
+    if not all(map(is_custom_id, [custom_id for custom_id, _ in parsed])):
         return None
     if not all(_RESULT_TYPE_PATTERN.match(kind) for kind in {kind for _, kind in parsed}):  # a few kinds
         return None
@@ -106,11 +109,19 @@ def parse_result_line(line: bytes | memoryview) -> tuple[str, str]:
         raise ValueError(f"is not a result line ({exc})") from None
     except msgspec.DecodeError:
         raise ValueError("is not valid JSON") from None
-    if not parsed.custom_id:
-        raise ValueError("has an empty custom_id")
-    if not _RESULT_TYPE_PATTERN.match(parsed.result.type):
-        raise ValueError(f"(custom_id {parsed.custom_id!r}) has an invalid result.type")
-    return parsed.custom_id, parsed.result.type
+    return checked_fields(parsed.custom_id, parsed.result.type)
+
+
+def checked_fields(custom_id: object, kind: object) -> tuple[str, str]:
+    """A result line's custom_id and result type, or ValueError saying which one no result can have."""
+    if not is_custom_id(custom_id):
+        raise ValueError(
+            f"has custom_id {shown(custom_id)}, which no request can have (^[a-zA-Z0-9_-]{{1,64}}$)"
+        )
+    assert isinstance(custom_id, str)
+    if not isinstance(kind, str) or not _RESULT_TYPE_PATTERN.match(kind):
+        raise ValueError(f"(custom_id {custom_id!r}) has an invalid result.type")
+    return custom_id, kind
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,21 @@ def expected_identities(batch_id_argument: Any) -> dict[str, BatchIdentity]:
         if isinstance(entry, Mapping) and entry.get("custom_ids_digest"):
             found[str(batch_id)] = BatchIdentity(int(entry["request_count"]), str(entry["custom_ids_digest"]))
     return found
+
+
+def unchecked_reason(
+    batch_id_argument: Any, expected: Mapping[str, BatchIdentity], batch_id: str
+) -> str | None:
+    """Why the results of ``batch_id`` cannot be checked against the job's custom_ids, or None when
+    they are: said in the manifest and the log, never a silent ``"checked": false``."""
+    if batch_id in expected:
+        return None
+    if not isinstance(batch_id_argument, Mapping):
+        return (
+            "batch_id gave plain ids, not the create operator's manifest, so the job's custom_ids are "
+            "unknown here: pass batch_id=create.output to check them"
+        )
+    return "the create operator's manifest has no custom_ids digest for this batch (an older manifest)"
 
 
 class BatchLedger:
@@ -174,8 +200,12 @@ class BatchLedger:
         try:
             custom_id, kind = parse_result_line(line)
         except ValueError as exc:
-            raise self._error(f"line {self._line_number + 1} {exc}") from None
+            raise self.line_error(str(exc)) from None
         return self.admit_parsed(custom_id, kind)
+
+    def line_error(self, detail: str) -> ResultsVerificationError:
+        """The error for the line about to be admitted: ``detail`` says what is wrong with it."""
+        return self._error(f"line {self._line_number + 1} {detail}")
 
     def admit_parsed(self, custom_id: str, kind: str) -> str | None:
         """:meth:`admit` for a line already parsed."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow_provider_batches.spend import UsageMeter
 from airflow_provider_batches.transfers._publish import StagedFile
+from airflow_provider_batches.transfers.big_lines import BIG_LINE_BYTES, BigLine
 from airflow_provider_batches.transfers.verification import BatchLedger, parse_metered_block
 
 Route = Callable[[str], StagedFile]
@@ -53,10 +54,24 @@ def copy_results(
     """Verify and write one download attempt's lines, whatever the chunk borders; ``meter`` adds up
     the usage of every line of the attempt, from the same decode."""
     carry = b""  # the incomplete last line of the previous chunk
+    big: BigLine | None = None  # a line too long to hold, streaming through a spool file
     for chunk in chunks:
+        if big is not None:
+            end = chunk.find(b"\n")
+            big.feed(chunk if end < 0 else memoryview(chunk)[:end])
+            if end < 0:
+                progress.advance(len(chunk), 0, ledger.batch.id)
+                continue
+            progress.advance(end + 1, big.finish(), ledger.batch.id)
+            big, chunk = None, chunk[end + 1 :]
         last = chunk.rfind(b"\n")
         if last < 0:
             carry += chunk
+            if len(carry) > BIG_LINE_BYTES:
+                big = BigLine(ledger, route, meter)
+                big.feed(carry)
+                progress.advance(len(carry), 0, ledger.batch.id)
+                carry = b""
             continue
         begin = written = 0
         if carry:  # the line that straddles two chunks is the only one copied
@@ -65,6 +80,8 @@ def copy_results(
         written += write_lines(chunk, ledger, route, begin=begin, end=last + 1, meter=meter)
         carry = chunk[last + 1 :]
         progress.advance(len(chunk), written, ledger.batch.id)
+    if big is not None:
+        progress.advance(0, big.finish(), ledger.batch.id)
     if carry:
         progress.advance(0, write_lines(carry + b"\n", ledger, route, meter=meter), ledger.batch.id)
 

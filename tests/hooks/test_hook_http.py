@@ -84,7 +84,7 @@ def test_create_batch_streams_a_body_factory() -> None:
 
 def test_a_batch_id_with_a_slash_is_refused_before_any_call() -> None:
     recorder = Recorder(httpx.Response(200, json=batch_json()))
-    with pytest.raises(ValueError, match="not a valid batch id"):
+    with pytest.raises(ValueError, match="is not a batch id"):
         hook_for(recorder).get_batch("../other")
     assert recorder.requests == []
 
