@@ -173,6 +173,11 @@ class JobSubmission:
                     "Resuming the job an earlier try started (batches on record: %s)",
                     ", ".join(record.batch_ids) or "none yet",
                 )
+                if self.generation is not None and record.generation != self.generation:
+                    # A cleared try takes the job over: its own retries must re-attach, not take the
+                    # job's end for a clear (the record's generation is the clear it belongs to).
+                    record.generation = self.generation
+                    self._save(record)
             return record
         if record.finished and cleared:
             self.log.info("The task was cleared and its input changed: submitting the new input")
