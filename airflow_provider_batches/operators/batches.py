@@ -20,7 +20,6 @@ from airflow_provider_batches.errors import (
     BatchQueueFullError,
     BatchTimeoutError,
     BatchWaitError,
-    InputChangedError,
 )
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import JobRecord, JobStore, generation_of, job_store_for, utcnow
@@ -34,6 +33,7 @@ from airflow_provider_batches.operators.cancel_delete import (
 )
 from airflow_provider_batches.operators.rounds import (
     JobRounds,
+    check_input_unchanged,
     current_round,
     final_counts,
     record_batches_ended,
@@ -350,6 +350,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 counts = self._wait(store, record, waiting, state.number)
                 record_batches_ended(record, state.number, counts)
                 store.save(record)
+                self._forget_input()
                 continue
             planned = self._job_rounds().plan_next(record) if self.redrive is not None else None
             if planned is None:
@@ -358,16 +359,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
             store.save(record)  # the round's intent, before any of its creates
 
     def _submit_held_back(self, context: Context, store: JobStore, record: JobRecord) -> None:
-        """Create the first round's slices held back so far (the input is read again when resumed)."""
-        job = self._job = self._job or self.prepare()
-        if not record.matches(job):
-            raise InputChangedError(
-                "the input changed while the job's first batches ran (fingerprint "
-                f"{record.fingerprint[:16]}, now {job.fingerprint[:16]}); its remaining "
-                f"{unsubmitted_slices(record, 1)} slice(s) were not sent. Batches of the job so far: "
-                f"{', '.join(record.batch_ids)}. Restore "
-                "the input and retry the task to go on, or clear it to submit the new input afresh."
-            )
+        """Create the first round's slices held back so far, the input read and checked again first."""
+        job = self._job = self.prepare()
+        check_input_unchanged(record, job, 1)
         self._submission = self.submission_for(context, store, job)
         self._submission.submit_held_back(record)
         self._owned_batch_ids = record.all_batch_ids
@@ -399,6 +393,12 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 timeout=timedelta(seconds=pause + DEFER_TIMEOUT_MARGIN_SECONDS),
             )
         time.sleep(pause)
+
+    def _forget_input(self) -> None:
+        """Time passed (a wait, a delay): the next wave or round reads the input and checks it again."""
+        self._job = None
+        if self._rounds is not None:
+            self._rounds.forget_input()
 
     def _job_rounds(self) -> JobRounds:
         if self._rounds is None:
@@ -432,6 +432,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             if remaining > 0:
                 self.log.info("Round %d starts in %.1f s (Redrive.delay)", state.number, remaining)
                 time.sleep(remaining)
+                self._forget_input()
         job = self._job_rounds().job_of(record, state.number)
         self._submission = self.submission_for(context, store, job)
         self._submission.run_round(record, state.record)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_batches.errors import APIConnectionError
+from airflow_provider_batches.errors import APIConnectionError, InputChangedError
 from airflow_provider_batches.job_state import JobRecord, RoundRecord, SliceRecord, utcnow
 from airflow_provider_batches.policy import total_counts
 from airflow_provider_batches.redrive import Redrive, Selection, select_retryable
@@ -90,6 +90,26 @@ def record_batches_ended(record: JobRecord, number: int, counts: Mapping[str, Ma
         set_round_ended(record, number, ended)
 
 
+def check_input_unchanged(record: JobRecord, job: PreparedJob, number: int) -> None:
+    """The input read again must be the one the job started with (fingerprint and split): every queue
+    wave and every round checks it before its paid calls, as a retry does, so an edited line is never
+    sent (nor its answer published under the first fingerprint)."""
+    if record.matches(job):
+        return
+    recorded = number <= 1 + len(record.rounds)
+    unsent = (
+        f"{unsubmitted_slices(record, number)} slice(s) of round {number} were not sent"
+        if recorded
+        else f"round {number} was not sent"
+    )
+    raise InputChangedError(
+        f"the input changed while the job ran (fingerprint {record.fingerprint[:16]}, now "
+        f"{job.fingerprint[:16]}); {unsent}. Batches of the job "
+        f"so far: {', '.join(record.all_batch_ids) or 'none'}. Restore the input and retry the task to go "
+        "on, or set on_input_change='cancel_and_resubmit' to submit the new input as a new job."
+    )
+
+
 def final_counts(record: JobRecord) -> dict[str, int] | None:
     """Per result type, the job's outcome after every round: each request counted once, by its last
     answer. None while a round is still waiting."""
@@ -162,8 +182,8 @@ class JobRounds:
         if not selection.custom_ids:
             self.log.info("Round %d left nothing to re-drive", state.number)
             return None
-        job = self._prepare(selection.custom_ids)
         number = state.number + 1
+        job = self._prepare(record, selection.custom_ids, number)
         self._jobs[number] = job
         not_before = (
             (utcnow() + timedelta(seconds=self.policy.delay)).isoformat() if self.policy.delay else None
@@ -179,16 +199,27 @@ class JobRounds:
         return RoundRecord.for_job(job, number, not_before=not_before)
 
     def job_of(self, record: JobRecord, number: int) -> PreparedJob:
-        """Round ``number``'s requests, computed again from round ``number - 1``'s results if needed."""
+        """Round ``number``'s requests, computed again from round ``number - 1``'s results (and the input
+        checked again) unless this step already did."""
         if number not in self._jobs:
             selection = self._select(round_batch_ids(record, number - 1))
-            self._jobs[number] = self._prepare(selection.custom_ids)
+            self._jobs[number] = self._prepare(record, selection.custom_ids, number)
         return self._jobs[number]
 
-    def _prepare(self, custom_ids: set[str]) -> PreparedJob:
-        return prepare_job(
+    def forget_input(self) -> None:
+        """Time passed (a wait, a delay): the next round's requests are read and checked again."""
+        self._jobs.clear()
+
+    def _prepare(self, record: JobRecord, custom_ids: set[str], number: int) -> PreparedJob:
+        """The round's lines, then the whole input checked against the job's fingerprint: read in that
+        order, a line edited before the check fails it, and one edited after it fails the body's own
+        digest as it streams (nothing is created)."""
+        subset = prepare_job(
             self.source.subset(custom_ids), max_requests=self.max_requests, max_bytes=self.max_bytes
         )
+        whole = prepare_job(self.source, max_requests=self.max_requests, max_bytes=self.max_bytes)
+        check_input_unchanged(record, whole, number)
+        return subset
 
     def _select(self, batch_ids: list[str]) -> Selection:
         """The re-drivable custom_ids of the round's batches, results streamed (a broken stream is

@@ -4,17 +4,24 @@ wave checking the input again, canceled work resumed rather than repeated."""
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from airflow_provider_batches.errors import BatchTimeoutError
+from airflow_provider_batches.emulator import Emulator
+from airflow_provider_batches.errors import BatchTimeoutError, InputChangedError
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
+from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from tests.operators.support import (
     FakeTaskStateStore,
     TaskDeferred,
     batches_created,
+    request,
     requests,
     running_emulator,
     task_context,
@@ -70,3 +77,106 @@ def test_a_retry_of_a_cleared_try_that_finished_the_job_returns_its_manifest_wit
         assert again == finished
         assert batches_created(emulator) == 1
         assert emulator.admin.stats()["calls"] == calls_before
+
+
+# -- every round and wave reads the input again ------------------------------------------------------
+
+TRANSIENT = "[emulator:errored_once=overloaded_error]"
+
+
+def write_input(path: Path, edited: str | None = None) -> None:
+    """Four requests; ``b`` fails transiently once (re-driven). ``edited`` names a line to change."""
+    lines = [request(name, f"question {name}" + (f" {TRANSIENT}" if name == "b" else "")) for name in "abcd"]
+    for line in lines:
+        if line["custom_id"] == edited:
+            line["params"]["messages"][0]["content"] += " (edited)"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def edit_once_created(emulator: Emulator, path: Path, edited: str, batches: int = 1) -> threading.Thread:
+    """A person editing the input while the job's first batches run."""
+
+    def edit() -> None:
+        deadline = time.monotonic() + 30
+        while batches_created(emulator) < batches and time.monotonic() < deadline:
+            time.sleep(0.02)
+        write_input(path, edited)
+
+    thread = threading.Thread(target=edit)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("edited", ["b", "a"], ids=["a-re-driven-line", "a-finished-line"])
+def test_a_line_edited_while_round_1_runs_fails_round_2_before_any_create(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, edited: str
+) -> None:
+    path = tmp_path / "requests.jsonl"
+    write_input(path)
+    with running_emulator(monkeypatch, processing_seconds=1) as emulator:
+        editor = edit_once_created(emulator, path, edited)
+        operator = create(requests=None, requests_path=str(path), redrive=Redrive())
+
+        with pytest.raises(InputChangedError, match="round 2 was not sent"):
+            operator.execute(task_context())
+        editor.join()
+
+        assert batches_created(emulator) == 1
+
+
+def test_a_line_edited_while_a_deferred_round_1_runs_fails_round_2_on_resume(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "requests.jsonl"
+    write_input(path)
+    with running_emulator(monkeypatch) as emulator:
+        context = task_context()
+        settings: dict[str, Any] = {"requests": None, "requests_path": str(path), "redrive": Redrive()}
+        with pytest.raises(TaskDeferred) as deferred:
+            create(deferrable=True, **settings).execute(context)
+        (event,) = asyncio.run(_events(deferred.value.trigger))
+        write_input(path, edited="b")
+
+        with pytest.raises(InputChangedError, match="round 2 was not sent"):
+            create(deferrable=True, **settings).execute_complete(
+                context, event=event, **deferred.value.kwargs
+            )
+
+        assert batches_created(emulator) == 1
+
+
+def test_restoring_the_input_lets_the_retry_go_on_without_sending_anything_twice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "requests.jsonl"
+    write_input(path)
+    with running_emulator(monkeypatch, processing_seconds=1) as emulator:
+        store = FakeTaskStateStore()
+        editor = edit_once_created(emulator, path, "b")
+        settings: dict[str, Any] = {"requests": None, "requests_path": str(path), "redrive": Redrive()}
+        with pytest.raises(InputChangedError):
+            create(**settings).execute(task_context(store))
+        editor.join()
+        write_input(path)
+
+        manifest = create(**settings).execute(task_context(store))
+
+        assert [entry["request_count"] for entry in manifest["rounds"]] == [4, 1]
+        assert manifest["request_counts"]["succeeded"] == 4
+        assert batches_created(emulator) == 2
+
+
+def test_a_line_of_a_sent_wave_edited_while_it_runs_stops_the_next_wave(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "requests.jsonl"
+    write_input(path)
+    with running_emulator(monkeypatch, processing_seconds=1) as emulator:
+        editor = edit_once_created(emulator, path, "a")  # in the first wave, already sent
+        operator = create(requests=None, requests_path=str(path), max_requests_in_flight=2)
+
+        with pytest.raises(InputChangedError, match="1 slice\\(s\\) of round 1 were not sent"):
+            operator.execute(task_context())
+        editor.join()
+
+        assert batches_created(emulator) == 1
