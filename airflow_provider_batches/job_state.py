@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -86,10 +86,31 @@ class RoundRecord:
     ended_counts: dict[str, dict[str, int]] | None = None
     #: Per result type, how many of this round's results were sent again in the next round.
     redriven: dict[str, int] | None = None
+    #: ``redrive``: counted by ``Redrive.max_rounds``; ``resume``: only the unfinished requests of
+    #: canceled batches, sent again (not counted: each follows a cancel).
+    kind: str = "redrive"
+    #: Canceled batches of the round before whose unfinished requests this round sends again.
+    resumed_batches: list[str] = field(default_factory=list)
 
     @classmethod
-    def for_job(cls, job: PreparedJob, number: int, *, not_before: str | None = None) -> RoundRecord:
-        return cls(number, job.fingerprint, job.request_count, _slices_of(job), not_before)
+    def for_job(
+        cls,
+        job: PreparedJob,
+        number: int,
+        *,
+        not_before: str | None = None,
+        kind: str = "redrive",
+        resumed_batches: Sequence[str] = (),
+    ) -> RoundRecord:
+        return cls(
+            number,
+            job.fingerprint,
+            job.request_count,
+            _slices_of(job),
+            not_before,
+            kind=kind,
+            resumed_batches=list(resumed_batches),
+        )
 
     @property
     def batch_ids(self) -> list[str]:
@@ -139,6 +160,9 @@ class JobRecord:
     #: When a create was first refused because the processing queue was full, with none of the
     #: job's batches in flight (reset by the next create): how long the job has waited for room.
     queue_full_since: str | None = None
+    #: The job's own cancels, by batch id: why and when, written *before* the cancel call. A canceled
+    #: batch not in here was canceled by someone else, which a retry does not override by default.
+    own_cancels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def for_job(cls, job: PreparedJob, *, generation: int | None = None) -> JobRecord:
@@ -181,6 +205,11 @@ class JobRecord:
             if part.batch_id
         }
 
+    def note_cancels(self, batch_ids: Sequence[str], reason: str) -> None:
+        """Record that the job itself cancels these batches (save before the cancel call)."""
+        for batch_id in batch_ids:
+            self.own_cancels.setdefault(batch_id, {"reason": reason, "at": utcnow().isoformat()})
+
     def check_consistent(self) -> None:
         """Refuse a record that names one batch twice: waiting on it could never complete."""
         seen: set[str] = set()
@@ -222,6 +251,7 @@ class JobRecord:
                 redriven=data.get("redriven"),
                 rounds=[RoundRecord.from_json(entry) for entry in data.get("rounds", [])],
                 queue_full_since=data.get("queue_full_since"),
+                own_cancels=dict(data.get("own_cancels") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _unreadable(data) from exc

@@ -32,7 +32,9 @@ from airflow_provider_batches.operators.cancel_delete import (
     cancel_if_running,
 )
 from airflow_provider_batches.operators.rounds import (
+    ON_EXTERNAL_CANCEL_CHOICES,
     JobRounds,
+    OnExternalCancel,
     check_input_unchanged,
     current_round,
     final_counts,
@@ -114,6 +116,7 @@ def job_manifest(record: JobRecord) -> dict[str, Any]:
     }
     if record.redrive is not None:
         manifest["redrive"] = record.redrive
+    if record.redrive is not None or record.rounds:
         manifest["rounds"] = rounds_manifest(record)
     return manifest
 
@@ -162,6 +165,10 @@ class AnthropicCreateBatchOperator(BaseOperator):
         ``wait_for_completion``. Default: no limit; a create refused because the queue is full (HTTP
         429, no batch made) is sent again once the job's batches in flight end, or every
         ``poll_interval`` when none are, for up to ``timeout``.
+    :param on_external_cancel: a batch of the job canceled by someone else (its cancel is not on the
+        job's record, where the job's own timeout and kill cancels are): ``"fail"`` (default: the task
+        fails naming it, nothing is sent) or ``"resume"`` (its unfinished requests are sent again in a
+        follow-up round, its finished results kept, as after the job's own cancels).
     """
 
     template_fields: Sequence[str] = (
@@ -202,6 +209,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         cancel_on_timeout: bool = True,
         redrive: Redrive | None = None,
         max_requests_in_flight: int | None = None,
+        on_external_cancel: OnExternalCancel = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -228,6 +236,11 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 f"{self.task_id}: on_input_change must be one of {', '.join(ON_INPUT_CHANGE_CHOICES)}, "
                 f"got {on_input_change!r}"
             )
+        if on_external_cancel not in ON_EXTERNAL_CANCEL_CHOICES:
+            raise ValueError(
+                f"{self.task_id}: on_external_cancel must be one of {', '.join(ON_EXTERNAL_CANCEL_CHOICES)}, "
+                f"got {on_external_cancel!r}"
+            )
         if [requests, requests_path, prompts].count(None) != 2:
             raise ValueError(
                 f"{self.task_id}: pass exactly one of requests=[...], requests_path='...' or prompts=[...]"
@@ -250,6 +263,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self.on_input_change = on_input_change
         self.redrive = redrive
         self.max_requests_in_flight = max_requests_in_flight
+        self.on_external_cancel = on_external_cancel
+        self._store: JobStore | None = None
         self._job: PreparedJob | None = None
         self._rounds: JobRounds | None = None
         self._owned_batch_ids: list[str] = []
@@ -308,7 +323,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         )
         self._models = dict(job.requests_per_model)
         self._job = job
-        store = job_store_for(context)
+        store = self._store = job_store_for(context)
         self._submission = self.submission_for(context, store, job)
         record = self._submission.run()
         self._owned_batch_ids = record.all_batch_ids
@@ -352,7 +367,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 store.save(record)
                 self._forget_input()
                 continue
-            planned = self._job_rounds().plan_next(record) if self.redrive is not None else None
+            planned = self._job_rounds().plan_next(record)
             if planned is None:
                 return self._complete(store, record, None)
             record.rounds.append(planned)
@@ -402,14 +417,14 @@ class AnthropicCreateBatchOperator(BaseOperator):
 
     def _job_rounds(self) -> JobRounds:
         if self._rounds is None:
-            assert self.redrive is not None
             self._rounds = JobRounds(
                 self.hook,
                 self.redrive,
-                self.source(),
+                self.source,
                 max_requests=self._batch_size_limit(),
                 max_bytes=int(self.max_bytes_per_batch),
                 log=self.log,
+                on_external_cancel=self._on_external_cancel(),
             )
         return self._rounds
 
@@ -442,7 +457,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
     def resume_submission(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after a pause (``Redrive.delay``, a full processing queue): submit and go on."""
         record = self._load_record(context, None, batches_needed=False)  # a full queue: maybe none yet
-        return self._drive(context, job_store_for(context), record)
+        store = self._store = job_store_for(context)
+        return self._drive(context, store, record)
 
     #: The name tasks deferred by version 0.1 resume with.
     resume_redrive = resume_submission
@@ -480,7 +496,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             )
         except (BatchTimeoutError, AirflowTaskTimeout):
             if self.cancel_on_timeout:
-                cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
+                self._cancel_own(store, record, batch_ids, "the task timed out")
             raise
 
     def submission_for(self, context: Context, store: JobStore, job: PreparedJob) -> JobSubmission:
@@ -494,7 +510,36 @@ class AnthropicCreateBatchOperator(BaseOperator):
             generation=generation_of(context),
             on_input_change=self.on_input_change,
             max_requests_in_flight=self.max_requests_in_flight,
+            on_external_cancel=self._on_external_cancel(),
         )
+
+    def _on_external_cancel(self) -> OnExternalCancel:
+        """``Redrive(include_canceled=True)`` already asks for canceled requests to be sent again."""
+        if self.redrive is not None and self.redrive.include_canceled:
+            return "resume"
+        return self.on_external_cancel
+
+    def _cancel_own(
+        self, store: JobStore | None, record: JobRecord | None, batch_ids: Sequence[str], reason: str
+    ) -> None:
+        """Cancel the job's batches, the cancel recorded first as the job's own: a retry then resumes
+        their unfinished requests instead of taking them for canceled by someone else."""
+        if not batch_ids:
+            return
+        try:
+            if store is not None and record is None:
+                record = store.load()
+            if store is not None and record is not None:
+                record.note_cancels(batch_ids, reason)
+                store.save(record)
+        except Exception as exc:  # the cancel still stops the spend; a retry then asks before resuming
+            self.log.warning(
+                "Could not record the cancel of %s as this job's own (%s): a retry will take it for "
+                "someone else's (see on_external_cancel)",
+                ", ".join(batch_ids),
+                exc,
+            )
+        cancel_batches(self.hook, batch_ids, reason=reason, log=self.log)
 
     def execute_complete(
         self,
@@ -505,7 +550,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
     ) -> dict[str, Any]:
         """Resume after the trigger: check its event against the durable record (which says the round
         in flight), record the round's counts, then go on (a next round, or the outcome)."""
-        store = job_store_for(context)
+        store = self._store = job_store_for(context)
         record = self._load_record(context, manifest)
         if record.finished:
             return self._outcome(record)
@@ -514,7 +559,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         wait = parse_wait_event(event, expected_batch_ids=waiting if state.ended_counts is None else None)
         if wait.status == "timeout":
             if self.cancel_on_timeout:
-                cancel_batches(self.hook, waiting, reason="the task timed out", log=self.log)
+                self._cancel_own(store, record, waiting, "the task timed out")
             raise BatchTimeoutError(wait.message)
         if wait.status == "error":
             raise BatchWaitError(wait.message)
@@ -538,17 +583,18 @@ class AnthropicCreateBatchOperator(BaseOperator):
         """A deferral that timed out in Airflow itself (not in the trigger) also cancels the batches."""
         error = (next_kwargs or {}).get("error")
         if next_method == "__fail__" and str(getattr(error, "value", error)) == "Trigger timeout":
-            record = job_store_for(context).load()
+            store = job_store_for(context)
+            record = store.load()
             if record is not None and self.cancel_on_timeout:
                 batch_ids = waiting_batch_ids(record, current_round(record).number)
-                cancel_batches(self.hook, batch_ids, reason="the deferral timed out", log=self.log)
+                self._cancel_own(store, record, batch_ids, "the deferral timed out")
         return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
         """The task is killed in the worker (submitting or waiting): cancel the batches it owns."""
         owned = self._submission.batch_ids if self._submission is not None else self._owned_batch_ids
         if owned and self.cancel_on_kill:
-            cancel_batches(self.hook, owned, reason="the task was killed", log=self.log)
+            self._cancel_own(self._store, None, owned, "the task was killed")
 
     # -- outcome ----------------------------------------------------------------------------------
 

@@ -7,15 +7,21 @@ import asyncio
 import json
 import threading
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from airflow.sdk import Context
 
 from airflow_provider_batches.emulator import Emulator
-from airflow_provider_batches.errors import BatchTimeoutError, InputChangedError
+from airflow_provider_batches.errors import BatchCanceledError, BatchTimeoutError, InputChangedError
+from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.redrive import Redrive
+from airflow_provider_batches.transfers.results_to_object_storage import (
+    AnthropicBatchResultsToObjectStorageOperator,
+)
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from tests.operators.support import (
     FakeTaskStateStore,
@@ -175,8 +181,178 @@ def test_a_line_of_a_sent_wave_edited_while_it_runs_stops_the_next_wave(
         editor = edit_once_created(emulator, path, "a")  # in the first wave, already sent
         operator = create(requests=None, requests_path=str(path), max_requests_in_flight=2)
 
-        with pytest.raises(InputChangedError, match="1 slice\\(s\\) of round 1 were not sent"):
+        with pytest.raises(InputChangedError, match="1 slice\\(s\\) were not sent \\(round 1\\)"):
             operator.execute(task_context())
         editor.join()
 
         assert batches_created(emulator) == 1
+
+
+# -- canceled work resumes, it is not repeated --------------------------------------------------------
+
+PROCESSING = 100.0  # emulated seconds per batch: advancing the clock 45 s finishes 45 % of a batch
+
+
+def billed_successes(emulator: Emulator) -> Counter[str]:
+    """Per custom_id, how many succeeded results were billed, over every batch on the key."""
+    hook = AnthropicHook()
+    billed: Counter[str] = Counter()
+    for batch in hook.iter_batches():
+        billed.update(
+            line.custom_id for line in hook.iter_results(batch.id) if line.result.type == "succeeded"
+        )
+    return billed
+
+
+def run_deferred_advancing(
+    emulator: Emulator, operator: AnthropicCreateBatchOperator, context: dict[str, Any]
+) -> dict[str, Any]:
+    """A deferrable try whose batches each finish while it is deferred (the clock runs on)."""
+    method, kwargs = operator.execute, {}
+    while True:
+        try:
+            return method(context, **kwargs)
+        except TaskDeferred as deferred:
+            emulator.admin.advance_clock(PROCESSING + 1)
+            (event,) = asyncio.run(_events(deferred.trigger))
+            method = getattr(operator, deferred.method_name)
+            kwargs = {"event": event, **(deferred.kwargs or {})}
+
+
+def test_a_timeout_then_a_retry_bills_no_finished_request_twice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
+        store = FakeTaskStateStore()
+        context = task_context(store)
+        settings: dict[str, Any] = {"requests": requests(40), "deferrable": True}
+        with pytest.raises(TaskDeferred) as deferred:
+            create(**settings, timeout=0.3).execute(context)
+        emulator.admin.advance_clock(45)  # 18 of 40 done when the task times out and cancels
+        (event,) = asyncio.run(_events(deferred.value.trigger))
+        with pytest.raises(BatchTimeoutError):
+            create(**settings, timeout=0.3).execute_complete(context, event=event, **deferred.value.kwargs)
+
+        manifest = run_deferred_advancing(
+            emulator, create(**settings), task_context(store)
+        )  # Airflow's retry
+
+        assert [entry["request_count"] for entry in manifest["rounds"]] == [40, 22]
+        assert manifest["request_counts"]["succeeded"] == 40
+        billed = billed_successes(emulator)
+        assert sorted(billed) == sorted(line["custom_id"] for line in requests(40))
+        assert set(billed.values()) == {1}
+        assert batches_created(emulator) == 2
+        exported = AnthropicBatchResultsToObjectStorageOperator(
+            task_id="results", batch_id=manifest, destination=f"file://{tmp_path}/out/"
+        ).execute(cast(Context, {}))
+        assert exported["counts"] == {"succeeded": 40, "errored": 0, "canceled": 0, "expired": 0}
+
+
+def advance_when_created(emulator: Emulator, batches: int, seconds: float) -> threading.Thread:
+    """Let the emulated clock run ``seconds`` once the key holds ``batches`` batches."""
+
+    def advance() -> None:
+        deadline = time.monotonic() + 30
+        while batches_created(emulator) < batches and time.monotonic() < deadline:
+            time.sleep(0.02)
+        emulator.admin.advance_clock(seconds)
+
+    thread = threading.Thread(target=advance)
+    thread.start()
+    return thread
+
+
+def test_a_timeout_then_a_retry_in_the_worker_resumes_only_the_unfinished(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
+        store = FakeTaskStateStore()
+        clock = advance_when_created(emulator, 1, 45)
+        with pytest.raises(BatchTimeoutError):
+            create(requests=requests(40), timeout=1.0).execute(task_context(store))
+        clock.join()
+        clock = advance_when_created(emulator, 2, PROCESSING + 1)
+
+        manifest = create(requests=requests(40), timeout=30).execute(task_context(store))
+        clock.join()
+
+        assert [entry["request_count"] for entry in manifest["rounds"]] == [40, 22]
+        assert set(billed_successes(emulator).values()) == {1}
+        assert batches_created(emulator) == 2
+
+
+def test_a_kill_records_the_cancel_as_the_jobs_own_so_the_retry_resumes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
+        store = FakeTaskStateStore()
+        operator = create(requests=requests(10), deferrable=True)
+        with pytest.raises(TaskDeferred):
+            operator.execute(task_context(store))
+        emulator.admin.advance_clock(50)
+        operator.on_kill()
+
+        manifest = run_deferred_advancing(
+            emulator, create(requests=requests(10), deferrable=True), task_context(store)
+        )
+
+        assert [entry["request_count"] for entry in manifest["rounds"]] == [10, 5]
+        assert set(billed_successes(emulator).values()) == {1}
+
+
+def redriven_job() -> list[dict[str, Any]]:
+    """Twelve requests, ten of which fail once (round 2 sends them again)."""
+    return [request(f"a{i}") for i in range(2)] + [request(f"b{i}", f"q {TRANSIENT}") for i in range(10)]
+
+
+def round_2_canceled_by_a_person(emulator: Emulator, store: FakeTaskStateStore) -> str:
+    """Round 2 is created, its worker goes down, and a person cancels it with 4 of 10 requests done."""
+    context = task_context(store)
+    settings: dict[str, Any] = {"requests": redriven_job(), "deferrable": True, "redrive": Redrive()}
+    with pytest.raises(TaskDeferred) as deferred:
+        create(**settings).execute(context)
+    emulator.admin.advance_clock(PROCESSING + 1)
+    (event,) = asyncio.run(_events(deferred.value.trigger))
+    with pytest.raises(TaskDeferred) as round_2:
+        create(**settings).execute_complete(context, event=event, **deferred.value.kwargs)
+    (batch_id,) = round_2.value.trigger.batch_ids
+    emulator.admin.advance_clock(40)
+    AnthropicHook().cancel_batch(batch_id)
+    return batch_id
+
+
+def test_a_persons_cancel_is_not_overridden_by_the_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
+        store = FakeTaskStateStore()
+        canceled = round_2_canceled_by_a_person(emulator, store)
+
+        with pytest.raises(
+            BatchCanceledError, match=f"{canceled}.*not by this job.*unknown.*on_external_cancel"
+        ):
+            create(requests=redriven_job(), redrive=Redrive()).execute(task_context(store))
+
+        assert batches_created(emulator) == 2
+
+
+def test_on_external_cancel_resume_sends_only_what_the_canceled_batch_did_not_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
+        store = FakeTaskStateStore()
+        round_2_canceled_by_a_person(emulator, store)
+        operator = create(
+            requests=redriven_job(), redrive=Redrive(), deferrable=True, on_external_cancel="resume"
+        )
+
+        manifest = run_deferred_advancing(emulator, operator, task_context(store))
+
+        assert [entry["request_count"] for entry in manifest["rounds"]] == [12, 10, 6]
+        assert manifest["request_counts"]["succeeded"] == 12
+        assert set(billed_successes(emulator).values()) == {1}
+        assert batches_created(emulator) == 3
+
+
+def test_an_unknown_on_external_cancel_is_refused() -> None:
+    with pytest.raises(ValueError, match="on_external_cancel"):
+        create(on_external_cancel="override")
