@@ -7,6 +7,7 @@ instead of paying twice), then waits in the worker or, deferred, in the triggere
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -99,6 +100,9 @@ __all__ = [
 ]
 
 # -- create ---------------------------------------------------------------------------------------
+
+#: How long ``on_kill`` waits to record its cancel as the job's own before canceling unrecorded.
+KILL_RECORD_SECONDS = 5.0
 
 
 def job_manifest(record: JobRecord) -> dict[str, Any]:
@@ -520,18 +524,38 @@ class AnthropicCreateBatchOperator(BaseOperator):
         return self.on_external_cancel
 
     def _cancel_own(
-        self, store: JobStore | None, record: JobRecord | None, batch_ids: Sequence[str], reason: str
+        self,
+        store: JobStore | None,
+        record: JobRecord | None,
+        batch_ids: Sequence[str],
+        reason: str,
+        *,
+        record_within: float | None = None,
     ) -> None:
         """Cancel the job's batches, the cancel recorded first as the job's own: a retry then resumes
-        their unfinished requests instead of taking them for canceled by someone else."""
+        their unfinished requests instead of taking them for canceled by someone else.
+
+        ``record_within`` bounds the recording (``on_kill`` runs in a signal handler, where the store's
+        channel may be held by the interrupted code): past it the cancel goes ahead unrecorded.
+        """
         if not batch_ids:
             return
+
+        def note() -> None:
+            loaded = store.load() if store is not None and record is None else record
+            if store is not None and loaded is not None:
+                loaded.note_cancels(batch_ids, reason)
+                store.save(loaded)
+
         try:
-            if store is not None and record is None:
-                record = store.load()
-            if store is not None and record is not None:
-                record.note_cancels(batch_ids, reason)
-                store.save(record)
+            if record_within is None:
+                note()
+            else:
+                worker = threading.Thread(target=note, daemon=True, name="anthropic-batch-cancel-record")
+                worker.start()
+                worker.join(record_within)
+                if worker.is_alive():
+                    raise TimeoutError(f"the job record did not answer within {record_within:.0f} s")
         except Exception as exc:  # the cancel still stops the spend; a retry then asks before resuming
             self.log.warning(
                 "Could not record the cancel of %s as this job's own (%s): a retry will take it for "
@@ -594,7 +618,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
         """The task is killed in the worker (submitting or waiting): cancel the batches it owns."""
         owned = self._submission.batch_ids if self._submission is not None else self._owned_batch_ids
         if owned and self.cancel_on_kill:
-            self._cancel_own(self._store, None, owned, "the task was killed")
+            self._cancel_own(
+                self._store, None, owned, "the task was killed", record_within=KILL_RECORD_SECONDS
+            )
 
     # -- outcome ----------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from airflow.sdk import Context
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import BatchCanceledError, BatchTimeoutError, InputChangedError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
+from airflow_provider_batches.operators import batches as batches_module
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.transfers.results_to_object_storage import (
@@ -356,3 +357,31 @@ def test_on_external_cancel_resume_sends_only_what_the_canceled_batch_did_not_fi
 def test_an_unknown_on_external_cancel_is_refused() -> None:
     with pytest.raises(ValueError, match="on_external_cancel"):
         create(on_external_cancel="override")
+
+
+def test_a_kill_cancels_even_when_its_record_cannot_be_written_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``on_kill`` runs in a signal handler: a record held up (the interrupted code holds its channel)
+    must not hold up the cancel."""
+    blocked = threading.Event()
+
+    class StuckStore(FakeTaskStateStore):
+        def get(self, key: str, default: Any = None) -> Any:
+            if blocked.is_set():
+                threading.Event().wait(30)
+            return super().get(key, default)
+
+    monkeypatch.setattr(batches_module, "KILL_RECORD_SECONDS", 0.2)
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING):
+        operator = create(deferrable=True)
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute(task_context(StuckStore()))
+        blocked.set()
+
+        started = time.monotonic()
+        operator.on_kill()
+
+        assert time.monotonic() - started < 5
+        (batch_id,) = deferred.value.trigger.batch_ids
+        assert AnthropicHook().get_batch(batch_id).cancel_initiated_at is not None
