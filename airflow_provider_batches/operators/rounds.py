@@ -181,20 +181,21 @@ def final_counts(record: JobRecord) -> dict[str, int] | None:
 
 def rounds_manifest(record: JobRecord) -> list[dict[str, Any]]:
     """The manifest's ``rounds``: per round its batches, requests sent, counts and what went on."""
-    entries = [(1, record.batch_ids, record.request_count, record.ended_counts, record.redriven)]
+    entries = [(1, "first", record.batch_ids, record.request_count, record.ended_counts, record.redriven)]
     entries += [
-        (later.number, later.batch_ids, later.request_count, later.ended_counts, later.redriven)
+        (later.number, later.kind, later.batch_ids, later.request_count, later.ended_counts, later.redriven)
         for later in record.rounds
     ]
     return [
         {
             "round": number,
+            "kind": kind,
             "batch_ids": batch_ids,
             "request_count": count,
             "request_counts": total_counts(ended) if ended is not None else None,
             "redriven": dict(redriven or {}),
         }
-        for number, batch_ids, count, ended, redriven in entries
+        for number, kind, batch_ids, count, ended, redriven in entries
     ]
 
 

@@ -239,6 +239,7 @@ def test_a_timeout_then_a_retry_bills_no_finished_request_twice(
         )  # Airflow's retry
 
         assert [entry["request_count"] for entry in manifest["rounds"]] == [40, 22]
+        assert [entry["kind"] for entry in manifest["rounds"]] == ["first", "resume"]
         assert manifest["request_counts"]["succeeded"] == 40
         billed = billed_successes(emulator)
         assert sorted(billed) == sorted(line["custom_id"] for line in requests(40))
@@ -349,6 +350,7 @@ def test_on_external_cancel_resume_sends_only_what_the_canceled_batch_did_not_fi
         manifest = run_deferred_advancing(emulator, operator, task_context(store))
 
         assert [entry["request_count"] for entry in manifest["rounds"]] == [12, 10, 6]
+        assert [entry["kind"] for entry in manifest["rounds"]] == ["first", "redrive", "resume"]
         assert manifest["request_counts"]["succeeded"] == 12
         assert set(billed_successes(emulator).values()) == {1}
         assert batches_created(emulator) == 3
