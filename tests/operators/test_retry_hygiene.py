@@ -387,3 +387,52 @@ def test_a_kill_cancels_even_when_its_record_cannot_be_written_in_time(
         assert time.monotonic() - started < 5
         (batch_id,) = deferred.value.trigger.batch_ids
         assert AnthropicHook().get_batch(batch_id).cancel_initiated_at is not None
+
+
+def test_a_persons_cancel_seen_while_the_task_waits_fails_it_naming_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
+        context = task_context()
+        with pytest.raises(TaskDeferred) as deferred:
+            create(requests=requests(10), deferrable=True).execute(context)
+        (batch_id,) = deferred.value.trigger.batch_ids
+        emulator.admin.advance_clock(30)
+        AnthropicHook().cancel_batch(batch_id)
+        (event,) = asyncio.run(_events(deferred.value.trigger))
+
+        with pytest.raises(BatchCanceledError, match=batch_id):
+            create(requests=requests(10), deferrable=True).execute_complete(
+                context, event=event, **deferred.value.kwargs
+            )
+
+        assert batches_created(emulator) == 1
+
+
+def test_a_resume_round_is_not_counted_by_max_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last re-drive round allowed times out and is canceled: its retry still sends what it did not
+    finish, or those requests would be lost."""
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
+        store = FakeTaskStateStore()
+        context = task_context(store)
+        settings: dict[str, Any] = {
+            "requests": redriven_job(),
+            "deferrable": True,
+            "redrive": Redrive(max_rounds=2),
+        }
+        with pytest.raises(TaskDeferred) as deferred:
+            create(**settings).execute(context)
+        emulator.admin.advance_clock(PROCESSING + 1)
+        (event,) = asyncio.run(_events(deferred.value.trigger))
+        with pytest.raises(TaskDeferred) as round_2:
+            create(**settings, timeout=0.3).execute_complete(context, event=event, **deferred.value.kwargs)
+        emulator.admin.advance_clock(40)  # 4 of round 2's 10 done when it times out
+        (event,) = asyncio.run(_events(round_2.value.trigger))
+        with pytest.raises(BatchTimeoutError):
+            create(**settings, timeout=0.3).execute_complete(context, event=event, **round_2.value.kwargs)
+
+        manifest = run_deferred_advancing(emulator, create(**settings), task_context(store))
+
+        assert [entry["request_count"] for entry in manifest["rounds"]] == [12, 10, 6]
+        assert manifest["request_counts"]["succeeded"] == 12
+        assert set(billed_successes(emulator).values()) == {1}
