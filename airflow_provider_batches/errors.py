@@ -223,6 +223,15 @@ class BatchWaitError(AnthropicBatchesError):
     """Waiting for batches could not go on (a fatal poll error), or a trigger event made no sense."""
 
 
+class BatchCanceledError(BatchWaitError):
+    """A batch of the job was canceled by someone other than the job; not overridden without
+    ``on_external_cancel="resume"``. Nothing was sent."""
+
+    def __init__(self, message: str, batch_ids: Sequence[str] = ()) -> None:
+        self.batch_ids = list(batch_ids)
+        super().__init__(message)
+
+
 class BatchTimeoutError(AnthropicBatchesError):
     """The batches had not ended by the task's timeout; the task canceled the ones it owns."""
 

@@ -21,8 +21,10 @@ started the job (its ``generation``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -84,10 +86,31 @@ class RoundRecord:
     ended_counts: dict[str, dict[str, int]] | None = None
     #: Per result type, how many of this round's results were sent again in the next round.
     redriven: dict[str, int] | None = None
+    #: ``redrive``: counted by ``Redrive.max_rounds``; ``resume``: only the unfinished requests of
+    #: canceled batches, sent again (not counted: each follows a cancel).
+    kind: str = "redrive"
+    #: Canceled batches of the round before whose unfinished requests this round sends again.
+    resumed_batches: list[str] = field(default_factory=list)
 
     @classmethod
-    def for_job(cls, job: PreparedJob, number: int, *, not_before: str | None = None) -> RoundRecord:
-        return cls(number, job.fingerprint, job.request_count, _slices_of(job), not_before)
+    def for_job(
+        cls,
+        job: PreparedJob,
+        number: int,
+        *,
+        not_before: str | None = None,
+        kind: str = "redrive",
+        resumed_batches: Sequence[str] = (),
+    ) -> RoundRecord:
+        return cls(
+            number,
+            job.fingerprint,
+            job.request_count,
+            _slices_of(job),
+            not_before,
+            kind=kind,
+            resumed_batches=list(resumed_batches),
+        )
 
     @property
     def batch_ids(self) -> list[str]:
@@ -137,6 +160,9 @@ class JobRecord:
     #: When a create was first refused because the processing queue was full, with none of the
     #: job's batches in flight (reset by the next create): how long the job has waited for room.
     queue_full_since: str | None = None
+    #: The job's own cancels, by batch id: why and when, written *before* the cancel call. A canceled
+    #: batch not in here was canceled by someone else, which a retry does not override by default.
+    own_cancels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def for_job(cls, job: PreparedJob, *, generation: int | None = None) -> JobRecord:
@@ -179,6 +205,11 @@ class JobRecord:
             if part.batch_id
         }
 
+    def note_cancels(self, batch_ids: Sequence[str], reason: str) -> None:
+        """Record that the job itself cancels these batches (save before the cancel call)."""
+        for batch_id in batch_ids:
+            self.own_cancels.setdefault(batch_id, {"reason": reason, "at": utcnow().isoformat()})
+
     def check_consistent(self) -> None:
         """Refuse a record that names one batch twice: waiting on it could never complete."""
         seen: set[str] = set()
@@ -220,6 +251,7 @@ class JobRecord:
                 redriven=data.get("redriven"),
                 rounds=[RoundRecord.from_json(entry) for entry in data.get("rounds", [])],
                 queue_full_since=data.get("queue_full_since"),
+                own_cancels=dict(data.get("own_cancels") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _unreadable(data) from exc
@@ -264,32 +296,110 @@ class TaskStateJobStore:
         self._accessor.set(RECORD_KEY, record.to_json(), retention=RECORD_RETENTION)
 
 
-class VariableJobStore:
-    """Fallback for Airflows without ``task_state_store``: a Variable named after the task instance.
+#: Airflow's Variable keys are at most 250 characters (``ID_LEN``).
+VARIABLE_KEY_LIMIT = 250
+#: Hex digits of the task instance's digest in the Variable name: 64 bits, so two task instances
+#: share a name only if their readable parts agree *and* their digests collide.
+_KEY_DIGEST_HEX = 16
 
-    Kept after success (a retry then returns the same manifest); ignored once expired.
+
+def variable_key(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """The Variable that holds one task instance's record (Airflow 3.1-3.2).
+
+    Readable (the task instance's names, cut to fit Airflow's 250-character keys) and unambiguous: the
+    digest of the exact tuple comes first, so DAG ``etl`` run ``scheduled__2026-12-01`` and DAG
+    ``etl__scheduled`` run ``2026-12-01`` (one readable part) get two names.
+    """
+    identity = json.dumps([dag_id, run_id, task_id, map_index], separators=(",", ":"))
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:_KEY_DIGEST_HEX]
+    key = f"{RECORD_KEY}__{digest}__{dag_id}__{run_id}__{task_id}__{map_index}"
+    return key[:VARIABLE_KEY_LIMIT]
+
+
+def legacy_variable_key(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """The name versions up to 0.x used: ambiguous when a name holds ``__`` (see :func:`legacy_owners`)."""
+    return f"{RECORD_KEY}__{dag_id}__{run_id}__{task_id}__{map_index}"
+
+
+def legacy_owners(dag_id: str, run_id: str, task_id: str, map_index: int) -> list[tuple[str, str, str]]:
+    """Every other ``(dag_id, run_id, task_id)`` whose legacy name is this task instance's: the ways of
+    cutting ``<dag>__<run>__<task>`` at ``__`` other than this one. Empty: the legacy name is this task
+    instance's alone, and its record can be read as this task instance's."""
+    text = f"{dag_id}__{run_id}__{task_id}"
+    cuts = [at for at in range(len(text) - 1) if text.startswith("__", at)]
+    owners = []
+    for first in cuts:
+        for second in cuts:
+            if second < first + 2:
+                continue
+            owner = (text[:first], text[first + 2 : second], text[second + 2 :])
+            if all(owner) and owner != (dag_id, run_id, task_id):
+                owners.append(owner)
+    return owners
+
+
+class VariableJobStore:
+    """Fallback for Airflows without ``task_state_store``: a Variable named after the task instance
+    (:func:`variable_key`).
+
+    Kept after success (a retry then returns the same manifest); ignored once expired. A record that
+    earlier versions kept under the legacy name is still read when that name is this task instance's
+    alone; when other task instances could share it, the task fails naming them rather than guess.
     """
 
     durable = True
     description = "Airflow Variable (fallback)"
 
-    def __init__(self, ti: Any) -> None:
-        map_index = getattr(ti, "map_index", -1)
-        self.key = f"{RECORD_KEY}__{ti.dag_id}__{ti.run_id}__{ti.task_id}__{map_index}"
+    def __init__(self, ti: Any, variables: Any = None) -> None:
+        identity = (ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
+        self.key = variable_key(*identity)
+        self.legacy_key = legacy_variable_key(*identity)
+        self._identity = identity
+        self._variables = variables
+
+    @property
+    def variables(self) -> Any:
+        if self._variables is None:
+            from airflow.sdk import Variable
+
+            self._variables = Variable
+        return self._variables
 
     def load(self) -> JobRecord | None:
-        from airflow.sdk import Variable
-
-        record = JobRecord.from_json(Variable.get(self.key, default=None, deserialize_json=True))
+        stored = self.variables.get(self.key, default=None, deserialize_json=True)
+        key = self.key
+        if stored is None:
+            stored = self._legacy()
+            key = self.legacy_key
+        record = JobRecord.from_json(stored)
         if record is not None and record.is_expired(utcnow()):
-            log.info("The batch job record %s has expired: ignoring it", self.key)
+            log.info("The batch job record %s has expired: ignoring it", key)
             return None
         return record
 
-    def save(self, record: JobRecord) -> None:
-        from airflow.sdk import Variable
+    def _legacy(self) -> Any:
+        """The record under the legacy name, if it is provably this task instance's."""
+        stored = self.variables.get(self.legacy_key, default=None, deserialize_json=True)
+        if stored is None:
+            return None
+        owners = legacy_owners(*self._identity)
+        if owners:
+            named = "; ".join(f"DAG {d!r} run {r!r} task {t!r}" for d, r, t in owners[:5])
+            batches = stored.get("slices") if isinstance(stored, Mapping) else None
+            ids = [part.get("batch_id") for part in batches or () if isinstance(part, Mapping)]
+            raise JobRecordError(
+                f"a batch job record is kept under the ambiguous name {self.legacy_key!r} (written by an "
+                f"earlier provider version), which is also the earlier name of {named}: it may be another "
+                "task instance's, so nothing is sent or waited on. Its batches: "
+                f"{', '.join(i for i in ids if i) or 'none'}. If this task instance submitted them (see its "
+                f"log), rename the Variable to {self.key!r} and retry; if another did, delete it once that "
+                "task instance has finished (its own next try keeps its record under its new name)."
+            )
+        log.info("Reading the batch job record kept under its earlier name %s", self.legacy_key)
+        return stored
 
-        Variable.set(self.key, record.to_json(), serialize_json=True)
+    def save(self, record: JobRecord) -> None:
+        self.variables.set(self.key, record.to_json(), serialize_json=True)
 
 
 class MemoryJobStore:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -98,6 +98,12 @@ class Redrive:
         )
 
 
+class ResultPolicy(Protocol):
+    """Why a result is sent again in the next round (``Redrive``, or a canceled batch's resume)."""
+
+    def reason(self, kind: str, error_type: str | None) -> str | None: ...
+
+
 class _ErrorDetail(msgspec.Struct):
     type: str = ""
 
@@ -134,7 +140,7 @@ class Selection:
         return dict(counts)
 
 
-def select_retryable(policy: Redrive, chunks: Iterable[bytes], selection: Selection) -> None:
+def select_retryable(policy: ResultPolicy, chunks: Iterable[bytes], selection: Selection) -> None:
     """Add the re-drivable custom_ids of one batch's JSONL results (any chunking) to ``selection``."""
     carry = b""
     for chunk in chunks:
@@ -146,7 +152,7 @@ def select_retryable(policy: Redrive, chunks: Iterable[bytes], selection: Select
     _select_line(policy, carry, selection)
 
 
-def _select_line(policy: Redrive, line: bytes, selection: Selection) -> None:
+def _select_line(policy: ResultPolicy, line: bytes, selection: Selection) -> None:
     if not line.strip():
         return
     parsed = _decode_line(line)

@@ -7,6 +7,7 @@ instead of paying twice), then waits in the worker or, deferred, in the triggere
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -20,7 +21,6 @@ from airflow_provider_batches.errors import (
     BatchQueueFullError,
     BatchTimeoutError,
     BatchWaitError,
-    InputChangedError,
 )
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import JobRecord, JobStore, generation_of, job_store_for, utcnow
@@ -33,7 +33,10 @@ from airflow_provider_batches.operators.cancel_delete import (
     cancel_if_running,
 )
 from airflow_provider_batches.operators.rounds import (
+    ON_EXTERNAL_CANCEL_CHOICES,
     JobRounds,
+    OnExternalCancel,
+    check_input_unchanged,
     current_round,
     final_counts,
     record_batches_ended,
@@ -98,6 +101,9 @@ __all__ = [
 
 # -- create ---------------------------------------------------------------------------------------
 
+#: How long ``on_kill`` waits to record its cancel as the job's own before canceling unrecorded.
+KILL_RECORD_SECONDS = 5.0
+
 
 def job_manifest(record: JobRecord) -> dict[str, Any]:
     """What the create operator returns: small, and accepted by every ``batch_id`` argument.
@@ -114,6 +120,7 @@ def job_manifest(record: JobRecord) -> dict[str, Any]:
     }
     if record.redrive is not None:
         manifest["redrive"] = record.redrive
+    if record.redrive is not None or record.rounds:
         manifest["rounds"] = rounds_manifest(record)
     return manifest
 
@@ -162,6 +169,10 @@ class AnthropicCreateBatchOperator(BaseOperator):
         ``wait_for_completion``. Default: no limit; a create refused because the queue is full (HTTP
         429, no batch made) is sent again once the job's batches in flight end, or every
         ``poll_interval`` when none are, for up to ``timeout``.
+    :param on_external_cancel: a batch of the job canceled by someone else (its cancel is not on the
+        job's record, where the job's own timeout and kill cancels are): ``"fail"`` (default: the task
+        fails naming it, nothing is sent) or ``"resume"`` (its unfinished requests are sent again in a
+        follow-up round, its finished results kept, as after the job's own cancels).
     """
 
     template_fields: Sequence[str] = (
@@ -202,6 +213,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         cancel_on_timeout: bool = True,
         redrive: Redrive | None = None,
         max_requests_in_flight: int | None = None,
+        on_external_cancel: OnExternalCancel = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -228,6 +240,11 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 f"{self.task_id}: on_input_change must be one of {', '.join(ON_INPUT_CHANGE_CHOICES)}, "
                 f"got {on_input_change!r}"
             )
+        if on_external_cancel not in ON_EXTERNAL_CANCEL_CHOICES:
+            raise ValueError(
+                f"{self.task_id}: on_external_cancel must be one of {', '.join(ON_EXTERNAL_CANCEL_CHOICES)}, "
+                f"got {on_external_cancel!r}"
+            )
         if [requests, requests_path, prompts].count(None) != 2:
             raise ValueError(
                 f"{self.task_id}: pass exactly one of requests=[...], requests_path='...' or prompts=[...]"
@@ -250,6 +267,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self.on_input_change = on_input_change
         self.redrive = redrive
         self.max_requests_in_flight = max_requests_in_flight
+        self.on_external_cancel = on_external_cancel
+        self._store: JobStore | None = None
         self._job: PreparedJob | None = None
         self._rounds: JobRounds | None = None
         self._owned_batch_ids: list[str] = []
@@ -308,7 +327,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         )
         self._models = dict(job.requests_per_model)
         self._job = job
-        store = job_store_for(context)
+        store = self._store = job_store_for(context)
         self._submission = self.submission_for(context, store, job)
         record = self._submission.run()
         self._owned_batch_ids = record.all_batch_ids
@@ -350,24 +369,18 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 counts = self._wait(store, record, waiting, state.number)
                 record_batches_ended(record, state.number, counts)
                 store.save(record)
+                self._forget_input()
                 continue
-            planned = self._job_rounds().plan_next(record) if self.redrive is not None else None
+            planned = self._job_rounds().plan_next(record)
             if planned is None:
                 return self._complete(store, record, None)
             record.rounds.append(planned)
             store.save(record)  # the round's intent, before any of its creates
 
     def _submit_held_back(self, context: Context, store: JobStore, record: JobRecord) -> None:
-        """Create the first round's slices held back so far (the input is read again when resumed)."""
-        job = self._job = self._job or self.prepare()
-        if not record.matches(job):
-            raise InputChangedError(
-                "the input changed while the job's first batches ran (fingerprint "
-                f"{record.fingerprint[:16]}, now {job.fingerprint[:16]}); its remaining "
-                f"{unsubmitted_slices(record, 1)} slice(s) were not sent. Batches of the job so far: "
-                f"{', '.join(record.batch_ids)}. Restore "
-                "the input and retry the task to go on, or clear it to submit the new input afresh."
-            )
+        """Create the first round's slices held back so far, the input read and checked again first."""
+        job = self._job = self.prepare()
+        check_input_unchanged(record, job, 1)
         self._submission = self.submission_for(context, store, job)
         self._submission.submit_held_back(record)
         self._owned_batch_ids = record.all_batch_ids
@@ -400,16 +413,22 @@ class AnthropicCreateBatchOperator(BaseOperator):
             )
         time.sleep(pause)
 
+    def _forget_input(self) -> None:
+        """Time passed (a wait, a delay): the next wave or round reads the input and checks it again."""
+        self._job = None
+        if self._rounds is not None:
+            self._rounds.forget_input()
+
     def _job_rounds(self) -> JobRounds:
         if self._rounds is None:
-            assert self.redrive is not None
             self._rounds = JobRounds(
                 self.hook,
                 self.redrive,
-                self.source(),
+                self.source,
                 max_requests=self._batch_size_limit(),
                 max_bytes=int(self.max_bytes_per_batch),
                 log=self.log,
+                on_external_cancel=self._on_external_cancel(),
             )
         return self._rounds
 
@@ -432,6 +451,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             if remaining > 0:
                 self.log.info("Round %d starts in %.1f s (Redrive.delay)", state.number, remaining)
                 time.sleep(remaining)
+                self._forget_input()
         job = self._job_rounds().job_of(record, state.number)
         self._submission = self.submission_for(context, store, job)
         self._submission.run_round(record, state.record)
@@ -441,7 +461,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
     def resume_submission(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after a pause (``Redrive.delay``, a full processing queue): submit and go on."""
         record = self._load_record(context, None, batches_needed=False)  # a full queue: maybe none yet
-        return self._drive(context, job_store_for(context), record)
+        store = self._store = job_store_for(context)
+        return self._drive(context, store, record)
 
     #: The name tasks deferred by version 0.1 resume with.
     resume_redrive = resume_submission
@@ -479,7 +500,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             )
         except (BatchTimeoutError, AirflowTaskTimeout):
             if self.cancel_on_timeout:
-                cancel_batches(self.hook, batch_ids, reason="the task timed out", log=self.log)
+                self._cancel_own(store, record, batch_ids, "the task timed out")
             raise
 
     def submission_for(self, context: Context, store: JobStore, job: PreparedJob) -> JobSubmission:
@@ -493,7 +514,56 @@ class AnthropicCreateBatchOperator(BaseOperator):
             generation=generation_of(context),
             on_input_change=self.on_input_change,
             max_requests_in_flight=self.max_requests_in_flight,
+            on_external_cancel=self._on_external_cancel(),
         )
+
+    def _on_external_cancel(self) -> OnExternalCancel:
+        """``Redrive(include_canceled=True)`` already asks for canceled requests to be sent again."""
+        if self.redrive is not None and self.redrive.include_canceled:
+            return "resume"
+        return self.on_external_cancel
+
+    def _cancel_own(
+        self,
+        store: JobStore | None,
+        record: JobRecord | None,
+        batch_ids: Sequence[str],
+        reason: str,
+        *,
+        record_within: float | None = None,
+    ) -> None:
+        """Cancel the job's batches, the cancel recorded first as the job's own: a retry then resumes
+        their unfinished requests instead of taking them for canceled by someone else.
+
+        ``record_within`` bounds the recording (``on_kill`` runs in a signal handler, where the store's
+        channel may be held by the interrupted code): past it the cancel goes ahead unrecorded.
+        """
+        if not batch_ids:
+            return
+
+        def note() -> None:
+            loaded = store.load() if store is not None and record is None else record
+            if store is not None and loaded is not None:
+                loaded.note_cancels(batch_ids, reason)
+                store.save(loaded)
+
+        try:
+            if record_within is None:
+                note()
+            else:
+                worker = threading.Thread(target=note, daemon=True, name="anthropic-batch-cancel-record")
+                worker.start()
+                worker.join(record_within)
+                if worker.is_alive():
+                    raise TimeoutError(f"the job record did not answer within {record_within:.0f} s")
+        except Exception as exc:  # the cancel still stops the spend; a retry then asks before resuming
+            self.log.warning(
+                "Could not record the cancel of %s as this job's own (%s): a retry will take it for "
+                "someone else's (see on_external_cancel)",
+                ", ".join(batch_ids),
+                exc,
+            )
+        cancel_batches(self.hook, batch_ids, reason=reason, log=self.log)
 
     def execute_complete(
         self,
@@ -504,7 +574,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
     ) -> dict[str, Any]:
         """Resume after the trigger: check its event against the durable record (which says the round
         in flight), record the round's counts, then go on (a next round, or the outcome)."""
-        store = job_store_for(context)
+        store = self._store = job_store_for(context)
         record = self._load_record(context, manifest)
         if record.finished:
             return self._outcome(record)
@@ -513,7 +583,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         wait = parse_wait_event(event, expected_batch_ids=waiting if state.ended_counts is None else None)
         if wait.status == "timeout":
             if self.cancel_on_timeout:
-                cancel_batches(self.hook, waiting, reason="the task timed out", log=self.log)
+                self._cancel_own(store, record, waiting, "the task timed out")
             raise BatchTimeoutError(wait.message)
         if wait.status == "error":
             raise BatchWaitError(wait.message)
@@ -537,17 +607,20 @@ class AnthropicCreateBatchOperator(BaseOperator):
         """A deferral that timed out in Airflow itself (not in the trigger) also cancels the batches."""
         error = (next_kwargs or {}).get("error")
         if next_method == "__fail__" and str(getattr(error, "value", error)) == "Trigger timeout":
-            record = job_store_for(context).load()
+            store = job_store_for(context)
+            record = store.load()
             if record is not None and self.cancel_on_timeout:
                 batch_ids = waiting_batch_ids(record, current_round(record).number)
-                cancel_batches(self.hook, batch_ids, reason="the deferral timed out", log=self.log)
+                self._cancel_own(store, record, batch_ids, "the deferral timed out")
         return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
         """The task is killed in the worker (submitting or waiting): cancel the batches it owns."""
         owned = self._submission.batch_ids if self._submission is not None else self._owned_batch_ids
         if owned and self.cancel_on_kill:
-            cancel_batches(self.hook, owned, reason="the task was killed", log=self.log)
+            self._cancel_own(
+                self._store, None, owned, "the task was killed", record_within=KILL_RECORD_SECONDS
+            )
 
     # -- outcome ----------------------------------------------------------------------------------
 

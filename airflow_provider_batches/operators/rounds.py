@@ -10,12 +10,12 @@ so a retry that finds a round recorded recomputes it and re-attaches instead of 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_provider_batches.errors import APIConnectionError
+from airflow_provider_batches.errors import APIConnectionError, BatchCanceledError, InputChangedError
 from airflow_provider_batches.job_state import JobRecord, RoundRecord, SliceRecord, utcnow
 from airflow_provider_batches.policy import total_counts
 from airflow_provider_batches.redrive import Redrive, Selection, select_retryable
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 #: Times a broken results stream is read again from the start while selecting what to re-drive.
 SELECTION_ATTEMPTS = 3
+
+OnExternalCancel = Literal["fail", "resume"]
+ON_EXTERNAL_CANCEL_CHOICES: tuple[str, ...] = ("fail", "resume")
+#: What a canceled batch did not finish: sent again by the round that resumes it.
+UNFINISHED_KINDS = ("canceled", "expired")
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,76 @@ def record_batches_ended(record: JobRecord, number: int, counts: Mapping[str, Ma
         set_round_ended(record, number, ended)
 
 
+def check_input_unchanged(record: JobRecord, job: PreparedJob, number: int) -> None:
+    """The input read again must be the one the job started with (fingerprint and split): every queue
+    wave and every round checks it before its paid calls, as a retry does, so an edited line is never
+    sent (nor its answer published under the first fingerprint)."""
+    if record.matches(job):
+        return
+    recorded = number <= 1 + len(record.rounds)
+    unsent = (
+        f"{unsubmitted_slices(record, number)} slice(s) were not sent (round {number})"
+        if recorded
+        else f"round {number} was not sent"
+    )
+    raise InputChangedError(
+        f"the input changed while the job ran (fingerprint {record.fingerprint[:16]}, now "
+        f"{job.fingerprint[:16]}); {unsent}. Batches of the job "
+        f"so far: {', '.join(record.all_batch_ids) or 'none'}. Restore the input and retry the task to go "
+        "on, or set on_input_change='cancel_and_resubmit' to submit the new input as a new job."
+    )
+
+
+def check_cancel_resumable(
+    record: JobRecord, batch_id: str, canceled_at: Any, on_external_cancel: str, log: Logger
+) -> None:
+    """The one rule for a canceled batch of the job: its finished results are kept and its unfinished
+    requests are sent again in a follow-up round when the job canceled it itself (the cancel is on its
+    record) or ``on_external_cancel="resume"``; otherwise nobody's cancel is overridden and this raises
+    :class:`BatchCanceledError` naming it."""
+    own = record.own_cancels.get(batch_id)
+    if own is not None:
+        log.warning(
+            "Batch %s was canceled by this job (%s, at %s): its finished results are kept; its unfinished "
+            "requests are sent again in a follow-up round once it has ended",
+            batch_id,
+            own.get("reason"),
+            own.get("at"),
+        )
+        return
+    if on_external_cancel == "resume":
+        log.warning(
+            "Batch %s was canceled at %s, not by this job: on_external_cancel='resume' sends its unfinished "
+            "requests again in a follow-up round once it has ended (its finished results are kept)",
+            batch_id,
+            canceled_at,
+        )
+        return
+    raise BatchCanceledError(
+        f"batch {batch_id} of this job was canceled at {canceled_at}, not by this job (its record holds no "
+        "cancel of it): who or what canceled it is unknown (a person in the console or through the API, "
+        "another program using the key, or a kill of the deferred task on Airflow 3.3+, whose trigger "
+        "cancels without a record). The cancel is not overridden and nothing was sent. To finish the job "
+        "anyway, set on_external_cancel='resume' and retry the task: only the requests the batch did not "
+        "finish are sent again, its finished results are kept.",
+        [batch_id],
+    )
+
+
+class _Resume:
+    """The next round's reasons: the unfinished requests of the resumed (canceled) batches, and what
+    the re-drive policy (if a round is left for it) sends again from every batch."""
+
+    def __init__(self, redrive: Redrive | None, resumed: bool) -> None:
+        self.redrive = redrive
+        self.resumed = resumed
+
+    def reason(self, kind: str, error_type: str | None) -> str | None:
+        if self.resumed and kind in UNFINISHED_KINDS:
+            return f"{kind}:resumed"
+        return self.redrive.reason(kind, error_type) if self.redrive is not None else None
+
+
 def final_counts(record: JobRecord) -> dict[str, int] | None:
     """Per result type, the job's outcome after every round: each request counted once, by its last
     answer. None while a round is still waiting."""
@@ -106,99 +181,156 @@ def final_counts(record: JobRecord) -> dict[str, int] | None:
 
 def rounds_manifest(record: JobRecord) -> list[dict[str, Any]]:
     """The manifest's ``rounds``: per round its batches, requests sent, counts and what went on."""
-    entries = [(1, record.batch_ids, record.request_count, record.ended_counts, record.redriven)]
+    entries = [(1, "first", record.batch_ids, record.request_count, record.ended_counts, record.redriven)]
     entries += [
-        (later.number, later.batch_ids, later.request_count, later.ended_counts, later.redriven)
+        (later.number, later.kind, later.batch_ids, later.request_count, later.ended_counts, later.redriven)
         for later in record.rounds
     ]
     return [
         {
             "round": number,
+            "kind": kind,
             "batch_ids": batch_ids,
             "request_count": count,
             "request_counts": total_counts(ended) if ended is not None else None,
             "redriven": dict(redriven or {}),
         }
-        for number, batch_ids, count, ended, redriven in entries
+        for number, kind, batch_ids, count, ended, redriven in entries
     ]
 
 
 class JobRounds:
-    """Plans a re-driven job's follow-up rounds from its source and the ended rounds' results."""
+    """Plans a job's follow-up rounds from its source and the ended rounds' results: re-drive rounds
+    (with a :class:`Redrive` policy) and resume rounds (the unfinished requests of canceled batches)."""
 
     def __init__(
         self,
         hook: AnthropicHook,
-        policy: Redrive,
-        source: RequestSource,
+        policy: Redrive | None,
+        source: Callable[[], RequestSource],
         *,
         max_requests: int,
         max_bytes: int,
         log: Logger,
+        on_external_cancel: str = "fail",
     ) -> None:
         self.hook = hook
         self.policy = policy
-        self.source = source
+        #: Read only when a round is planned (a decorated task's function runs to give it).
+        self._source_of = source
+        self._source: RequestSource | None = None
         self.max_requests = max_requests
         self.max_bytes = max_bytes
         self.log = log
+        self.on_external_cancel = on_external_cancel
         self._jobs: dict[int, PreparedJob] = {}
 
     def plan_next(self, record: JobRecord) -> RoundRecord | None:
-        """Record on ``record`` what the ended round re-drives; the next round (not yet saved), or None
-        when nothing is left to re-drive or the last round allowed has run."""
+        """Record on ``record`` what the ended round sends again; the next round (not yet saved), or
+        None when nothing is left to send. No call unless a batch was canceled or a re-drive round is
+        left."""
         state = current_round(record)
-        if state.number >= self.policy.max_rounds:
-            self.log.info(
-                "Round %d was the last one allowed (max_rounds=%d)", state.number, self.policy.max_rounds
-            )
+        resumed = self._canceled_batches(record, state.number)
+        redrive = self._redrive_left(record)
+        if not resumed and redrive is None:
             return None
-        selection = self._select(state.batch_ids)
+        selection = self._select(state.batch_ids, redrive, resumed)
         redriven = selection.redriven_counts()
         if state.record is None:
             record.redriven = redriven
         else:
             state.record.redriven = redriven
         if not selection.custom_ids:
-            self.log.info("Round %d left nothing to re-drive", state.number)
+            self.log.info("Round %d left nothing to send again", state.number)
             return None
-        job = self._prepare(selection.custom_ids)
         number = state.number + 1
+        job = self._prepare(record, selection.custom_ids, number)
         self._jobs[number] = job
-        not_before = (
-            (utcnow() + timedelta(seconds=self.policy.delay)).isoformat() if self.policy.delay else None
-        )
+        delay = self.policy.delay if self.policy is not None else 0.0
+        not_before = (utcnow() + timedelta(seconds=delay)).isoformat() if delay else None
+        kind = "resume" if all(reason.endswith(":resumed") for reason in selection.reasons) else "redrive"
         self.log.info(
-            "Re-driving %d request(s) of round %d as round %d (%s), in %d batch(es)",
+            "Sending %d request(s) of round %d again as round %d (%s), in %d batch(es)",
             job.request_count,
             state.number,
             number,
             ", ".join(f"{count} {reason}" for reason, count in sorted(selection.reasons.items())),
             len(job.slices),
         )
-        return RoundRecord.for_job(job, number, not_before=not_before)
+        return RoundRecord.for_job(job, number, not_before=not_before, kind=kind, resumed_batches=resumed)
 
     def job_of(self, record: JobRecord, number: int) -> PreparedJob:
-        """Round ``number``'s requests, computed again from round ``number - 1``'s results if needed."""
+        """Round ``number``'s requests, computed again from round ``number - 1``'s results (and the input
+        checked again) unless this step already did."""
         if number not in self._jobs:
-            selection = self._select(round_batch_ids(record, number - 1))
-            self._jobs[number] = self._prepare(selection.custom_ids)
+            planned = record.rounds[number - 2]
+            redrive = self.policy if planned.kind == "redrive" else None
+            selection = self._select(round_batch_ids(record, number - 1), redrive, planned.resumed_batches)
+            self._jobs[number] = self._prepare(record, selection.custom_ids, number)
         return self._jobs[number]
 
-    def _prepare(self, custom_ids: set[str]) -> PreparedJob:
-        return prepare_job(
+    def forget_input(self) -> None:
+        """Time passed (a wait, a delay): the next round's requests are read and checked again."""
+        self._jobs.clear()
+
+    def _redrive_left(self, record: JobRecord) -> Redrive | None:
+        """The re-drive policy, if it allows another round (resume rounds are not counted)."""
+        if self.policy is None:
+            return None
+        used = 1 + sum(1 for later in record.rounds if later.kind == "redrive")
+        if used >= self.policy.max_rounds:
+            self.log.info(
+                "Round %d was the last re-drive allowed (max_rounds=%d)", used, self.policy.max_rounds
+            )
+            return None
+        return self.policy
+
+    def _canceled_batches(self, record: JobRecord, number: int) -> list[str]:
+        """The round's batches that ended with canceled requests because the batch was canceled (one
+        GET each; the emulator can also make single requests end canceled): the job's own cancels, and
+        others' with ``on_external_cancel="resume"``; anyone else's cancel raises."""
+        canceled = []
+        for part in round_slices(record, number):
+            if part.batch_id is None or not (part.ended_counts or {}).get("canceled"):
+                continue
+            batch = self.hook.get_batch(part.batch_id)
+            if batch.cancel_initiated_at is None:
+                continue
+            check_cancel_resumable(
+                record, batch.id, batch.cancel_initiated_at, self.on_external_cancel, self.log
+            )
+            canceled.append(batch.id)
+        return canceled
+
+    @property
+    def source(self) -> RequestSource:
+        if self._source is None:
+            self._source = self._source_of()
+        return self._source
+
+    def _prepare(self, record: JobRecord, custom_ids: set[str], number: int) -> PreparedJob:
+        """The round's lines, then the whole input checked against the job's fingerprint: read in that
+        order, a line edited before the check fails it, and one edited after it fails the body's own
+        digest as it streams (nothing is created)."""
+        subset = prepare_job(
             self.source.subset(custom_ids), max_requests=self.max_requests, max_bytes=self.max_bytes
         )
+        whole = prepare_job(self.source, max_requests=self.max_requests, max_bytes=self.max_bytes)
+        check_input_unchanged(record, whole, number)
+        return subset
 
-    def _select(self, batch_ids: list[str]) -> Selection:
-        """The re-drivable custom_ids of the round's batches, results streamed (a broken stream is
-        read again from the start)."""
+    def _select(self, batch_ids: list[str], redrive: Redrive | None, resumed: Collection[str]) -> Selection:
+        """The custom_ids to send again from the round's batches, results streamed (a broken stream is
+        read again from the start); a batch with nothing to give is not read."""
         total = Selection()
         for batch_id in batch_ids:
+            policy = _Resume(redrive, batch_id in resumed)
+            if redrive is None and not policy.resumed:
+                continue
             for attempt in range(1, SELECTION_ATTEMPTS + 1):
                 selection = Selection()
                 try:
-                    select_retryable(self.policy, self.hook.iter_results_bytes(batch_id), selection)
+                    select_retryable(policy, self.hook.iter_results_bytes(batch_id), selection)
                 except APIConnectionError:
                     if attempt == SELECTION_ATTEMPTS:
                         raise

@@ -31,6 +31,7 @@ from airflow_provider_batches.job_state import (
     utcnow,
 )
 from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.operators.rounds import OnExternalCancel, check_cancel_resumable
 from airflow_provider_batches.requests import BatchSlice, PreparedJob
 from airflow_provider_batches.waiting import NOT_FOUND_GRACE_SECONDS
 
@@ -63,6 +64,7 @@ class JobSubmission:
         on_input_change: OnInputChange = "fail",
         create: CreateCall | None = None,
         max_requests_in_flight: int | None = None,
+        on_external_cancel: OnExternalCancel = "fail",
     ) -> None:
         if on_input_change not in ON_INPUT_CHANGE_CHOICES:
             raise ValueError(
@@ -77,6 +79,7 @@ class JobSubmission:
         self.on_input_change = on_input_change
         self.create: CreateCall = create or self._create_with_hook
         self.max_requests_in_flight = max_requests_in_flight
+        self.on_external_cancel = on_external_cancel
         #: Updated as batches are recorded, so that a kill mid-submission cancels what exists.
         self.batch_ids: list[str] = []
 
@@ -116,12 +119,8 @@ class JobSubmission:
         for part, entry in zip(self.job.slices, entries, strict=True):
             if entry.ended_counts is not None:  # ended in an earlier wave
                 continue
-            if entry.batch_id and self._reattach(entry):
+            if entry.batch_id and self._reattach(record, entry):
                 continue
-            if entry.batch_id:  # canceled: its requests are submitted again
-                entry.replaced.append(entry.batch_id)
-                entry.batch_id = None
-                entry.intent_at = None
             if entry.intent_at and self._adopt_orphan(record, entry):
                 continue
             missing.append((part, entry))
@@ -173,6 +172,11 @@ class JobSubmission:
                     "Resuming the job an earlier try started (batches on record: %s)",
                     ", ".join(record.batch_ids) or "none yet",
                 )
+                if self.generation is not None and record.generation != self.generation:
+                    # A cleared try takes the job over: its own retries must re-attach, not take the
+                    # job's end for a clear (the record's generation is the clear it belongs to).
+                    record.generation = self.generation
+                    self._save(record)
             return record
         if record.finished and cleared:
             self.log.info("The task was cleared and its input changed: submitting the new input")
@@ -203,8 +207,10 @@ class JobSubmission:
 
     # -- the three ways a part of the job gets its batch ------------------------------------------
 
-    def _reattach(self, entry: SliceRecord) -> bool:
-        """Whether the recorded batch can be waited on (it was not canceled, nor deleted)."""
+    def _reattach(self, record: JobRecord, entry: SliceRecord) -> bool:
+        """Whether the recorded batch can be waited on: not deleted; if canceled, its finished results
+        are kept and its unfinished requests resumed by a follow-up round once it ends (or, canceled by
+        someone else, the task fails: :func:`.rounds.check_cancel_resumable`)."""
         assert entry.batch_id is not None
         try:
             batch = self.hook.get_batch(entry.batch_id)
@@ -218,10 +224,9 @@ class JobSubmission:
                 "submit afresh."
             ) from exc
         if batch.cancel_initiated_at is not None:
-            self.log.warning(
-                "Batch %s of an earlier try was canceled: submitting its requests again", batch.id
+            check_cancel_resumable(
+                record, batch.id, batch.cancel_initiated_at, self.on_external_cancel, self.log
             )
-            return False
         self.log.info("Re-attached to batch %s (%s)", batch.id, batch.processing_status)
         return True
 
