@@ -213,3 +213,12 @@ def test_a_wait_in_the_worker_fails_when_answers_are_about_another_batch(
 
         with pytest.raises(AnthropicBatchesError, match=mine.id):
             sensor.execute(task_context())
+
+
+def test_reading_results_in_python_refuses_an_odd_custom_id(emulator: Emulator) -> None:
+    hook = AnthropicHook()
+    batch = hook.get_batch(hook.create_batch(requests(2)).id)
+    emulator.admin.set_config(results_tampering=["odd_custom_id"])
+
+    with pytest.raises(UnexpectedAnswerError, match=r"custom_id: .*'\.\./\.\./x'"):
+        list(hook.iter_results(batch))
