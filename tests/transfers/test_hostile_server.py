@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 from airflow.sdk import Context, ObjectStoragePath
 
@@ -222,3 +223,26 @@ def test_reading_results_in_python_refuses_an_odd_custom_id(emulator: Emulator) 
 
     with pytest.raises(UnexpectedAnswerError, match=r"custom_id: .*'\.\./\.\./x'"):
         list(hook.iter_results(batch))
+
+
+def test_an_error_answer_cannot_inject_lines_or_flood_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes import Recorder, error
+    from tests.hooks.conftest import set_connection
+
+    set_connection(monkeypatch, extra={"max_retries": 0})
+    flood = "bad\nINFO - forged log line\r\n" + "x" * 100_000
+    answer = error(400, "invalid_request_error", flood, **{"request-id": "req\nforged"})
+    answer_body = answer.json()
+    answer_body.pop("request_id")
+    hook = AnthropicHook(
+        transport=Recorder(httpx.Response(400, json=answer_body, headers=answer.headers)).transport()
+    )
+
+    with pytest.raises(AnthropicBatchesError) as raised:
+        hook.get_batch("msgbatch_01abc")
+
+    text = str(raised.value)
+    assert "\n" not in text
+    assert "\r" not in text
+    assert len(text) < 2_500
+    assert "[request_id=req forged]" in text
