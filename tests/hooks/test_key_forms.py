@@ -294,3 +294,21 @@ def test_a_whole_job_leaves_the_key_in_no_xcom_state_manifest_facet_or_log(
         json.dumps(emulator_for.admin.config()),
         json.dumps(emulator_for.admin.stats()),
     )
+
+
+def test_a_server_answering_the_key_as_a_batch_id_does_not_get_it_into_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = "sk-ant-api03-abcDEF_123-xyz"
+    config = EmulatorConfig(processing_seconds=3600, api_keys=[key])
+    with Emulator(config) as emulator:
+        set_key(monkeypatch, emulator.base_url, key + "\n")
+        hook = AnthropicHook()
+        created = hook.create_batch(requests(1))
+        emulator.admin.set_config(answer_batch_id=key)  # a shape a batch id may have
+
+        with pytest.raises(AnthropicBatchesError) as raised:
+            hook.get_batch(created.id)
+
+    assert_no_key(key, str(raised.value))
+    assert "the answer is about batch ***" in str(raised.value)
