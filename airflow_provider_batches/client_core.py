@@ -338,9 +338,11 @@ def same_batch_plan(settings: ClientSettings, call: Call, model: type[M], asked:
     answered = getattr(answer, "id", None)
     if answered != asked:
         raise UnexpectedAnswerError(
-            f"{_describe(call)} asked about batch {asked} and the answer is about batch {answered}: "
-            "another batch's object is never used in its place. A gateway or proxy between this client "
-            "and the API (the connection's host) may be broken; nothing was done with the answer"
+            settings.redact(
+                f"{_describe(call)} asked about batch {asked} and the answer is about batch {answered}: "
+                "another batch's object is never used in its place. A gateway or proxy between this "
+                "client and the API (the connection's host) may be broken; nothing was done with the answer"
+            )
         )
     return answer
 

@@ -8,6 +8,7 @@ only, never from the request headers.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -156,7 +157,23 @@ def error_from_response(status_code: int, body: bytes, request_id: str | None) -
     if message is None:
         message = _summarize_non_json(body)
     cls = ERRORS_BY_TYPE.get(error_type or "") or ERRORS_BY_STATUS.get(status_code, AnthropicAPIError)
-    return cls(message, status_code=status_code, error_type=error_type, request_id=request_id)
+    return cls(
+        _printable(message, MAX_ERROR_MESSAGE_CHARS),
+        status_code=status_code,
+        error_type=_printable(error_type, 100) if error_type is not None else None,
+        request_id=_printable(request_id, 200) if isinstance(request_id, str) else None,
+    )
+
+
+#: An error message from the server is cut to this many characters: it goes into logs and task state.
+MAX_ERROR_MESSAGE_CHARS = 2000
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+
+def _printable(text: str, limit: int) -> str:
+    """Server text made safe for a log line: control characters and line breaks as one space, cut."""
+    text = _UNPRINTABLE.sub(" ", text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _summarize_non_json(body: bytes) -> str:
@@ -165,8 +182,6 @@ def _summarize_non_json(body: bytes) -> str:
     if not text:
         return "empty error body"
     if "<" in text and ">" in text:
-        import re
-
         title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
         text = re.sub(r"<[^>]+>", " ", title.group(1) if title else text)
         text = " ".join(text.split())

@@ -35,12 +35,12 @@ def wait(
     return PlanRun(wait_plan(settings(max_retries=0), list(batch_ids), **arguments), *answers)
 
 
-def in_progress() -> httpx.Response:
-    return httpx.Response(200, json=batch_json())
+def in_progress(batch_id: str = "msgbatch_1") -> httpx.Response:
+    return httpx.Response(200, json=batch_json(batch_id))
 
 
-def ended() -> httpx.Response:
-    return httpx.Response(200, json=batch_json(status="ended"))
+def ended(batch_id: str = "msgbatch_1") -> httpx.Response:
+    return httpx.Response(200, json=batch_json(batch_id, status="ended"))
 
 
 def test_the_poll_interval_backs_off_toward_the_cap() -> None:
@@ -144,7 +144,10 @@ def test_a_not_found_after_the_grace_window_ends_the_wait() -> None:
 
 
 def test_ended_batches_are_not_polled_again() -> None:
-    answers = {"msgbatch_a": [ended()], "msgbatch_b": [in_progress(), ended()]}
+    answers = {
+        "msgbatch_a": [ended("msgbatch_a")],
+        "msgbatch_b": [in_progress("msgbatch_b"), ended("msgbatch_b")],
+    }
 
     def answer(request: httpx.Request) -> httpx.Response:
         script = answers[request.url.path.rsplit("/", 1)[-1]]

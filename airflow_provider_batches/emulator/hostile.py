@@ -100,7 +100,7 @@ class HostileAnswers:
         if "reorder" in tampering:
             random.Random(config.seed).shuffle(lines)
         if lines and config.giant_result_bytes is not None:
-            first = lines.pop(0)
+            first = lines.pop(next((i for i, line in enumerate(lines) if b'"succeeded"' in line), 0))
             yield from _giant(first, config.giant_result_bytes, cut="truncate" in tampering and not lines)
         text = b"".join(line + b"\n" for line in lines)
         if "truncate" in tampering and lines:
@@ -115,14 +115,15 @@ def _with_custom_id(line: bytes, custom_id: str) -> bytes:
 
 
 def _giant(line: bytes, size: int, *, cut: bool = False) -> Iterator[bytes]:
-    """``line`` with its answer's text padded so that the line has about ``size`` bytes, in 1 MiB
+    """``line`` with its answer's text (or, for another type, an extra field) padded so that the line
+    has about ``size`` bytes, in 1 MiB
     chunks (never held whole); ``cut``: the stream ends inside the text (a truncated last line)."""
     data = json.loads(line)
     message = data.get("result", {}).get("message")
-    if not isinstance(message, dict):
-        data["result"] = {"type": "succeeded", "message": {"content": []}}
-        message = data["result"]["message"]
-    message["content"] = [{"type": "text", "text": _PLACEHOLDER}]
+    if isinstance(message, dict):
+        message["content"] = [{"type": "text", "text": _PLACEHOLDER}]
+    else:  # not a succeeded line: the padding goes into an extra field, the type stays
+        data["result"]["emulator_padding"] = _PLACEHOLDER
     head, tail = json.dumps(data).encode().split(json.dumps(_PLACEHOLDER).encode()[1:-1])
     yield head
     left = max(size - len(head) - len(tail) - 1, 0)

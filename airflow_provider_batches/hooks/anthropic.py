@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from airflow_provider_batches.bodies import BatchBody as BatchBody  # re-exported: its old home
 from airflow_provider_batches.budget import budgeted, shared_budget
@@ -48,6 +48,7 @@ from airflow_provider_batches.errors import (
     APIConnectionError,
     BatchNotReadyError,
     ConnectionConfigError,
+    UnexpectedAnswerError,
 )
 from airflow_provider_batches.models import (
     BatchResult,
@@ -494,9 +495,9 @@ class AnthropicHook(BaseHook):
         splitter = LineSplitter()
         for chunk in self.iter_results_bytes(batch, betas=betas):
             for line in splitter.feed(chunk):
-                yield BatchResult.model_validate_json(line)
+                yield _result_line(line)
         for line in splitter.flush():
-            yield BatchResult.model_validate_json(line)
+            yield _result_line(line)
 
     async def aiter_results(
         self, batch: MessageBatch | str, *, betas: Sequence[str] | None = None
@@ -504,9 +505,9 @@ class AnthropicHook(BaseHook):
         splitter = LineSplitter()
         async for chunk in self.aiter_results_bytes(batch, betas=betas):
             for line in splitter.feed(chunk):
-                yield BatchResult.model_validate_json(line)
+                yield _result_line(line)
         for line in splitter.flush():
-            yield BatchResult.model_validate_json(line)
+            yield _result_line(line)
 
     # -- connection test --------------------------------------------------------------------------
 
@@ -558,6 +559,16 @@ def _create_batch(
     return partial(
         create_batch_plan, call=call, request_count=count, watermark=watermark, exclude=tuple(exclude)
     )
+
+
+def _result_line(line: bytes) -> BatchResult:
+    """One results line, its custom_id checked for its shape; UnexpectedAnswerError when it is not one."""
+    try:
+        return BatchResult.model_validate_json(line)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(line)"
+        raise UnexpectedAnswerError(f"a results line is not a result ({where}: {first['msg']})") from None
 
 
 def results_not_ready_reason(batch: MessageBatch) -> str | None:

@@ -250,3 +250,65 @@ def test_a_request_httpx_cannot_build_fails_without_quoting_its_headers() -> Non
 
     assert "not" not in str(raised.value).replace("could not", "")
     assert raised.value.__cause__ is None
+
+
+def test_a_whole_job_leaves_the_key_in_no_xcom_state_manifest_facet_or_log(
+    monkeypatch: pytest.MonkeyPatch,
+    key_form: tuple[str, str],
+    emulator_for: Emulator,
+    tmp_path: Any,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from airflow_provider_batches.transfers.results_to_object_storage import (
+        AnthropicBatchResultsToObjectStorageOperator,
+    )
+    from tests.operators.support import FakeTaskStateStore
+
+    raw, key = key_form
+    caplog.set_level(logging.DEBUG)
+    set_key(monkeypatch, emulator_for.base_url, raw)
+    store = FakeTaskStateStore()
+    context = task_context(store)
+    create = AnthropicCreateBatchOperator(task_id="create", requests=requests(2), deferrable=False)
+    manifest = create.execute(context)
+    results = AnthropicBatchResultsToObjectStorageOperator(
+        task_id="results", batch_id=manifest, destination=f"file://{tmp_path}/"
+    )
+    written = results.execute(task_context())
+    facets = [repr(op.get_openlineage_facets_on_complete(None)) for op in (create, results)]
+
+    outputs = "".join(path.read_text() for path in tmp_path.rglob("*") if path.is_file())
+    captured = capsys.readouterr()
+    assert_no_key(
+        key,
+        json.dumps(manifest),
+        json.dumps(written),
+        json.dumps(context["ti"].xcoms, default=str),
+        json.dumps(store.values, default=str),
+        outputs,
+        *facets,
+        caplog.text,
+        captured.out,
+        captured.err,
+        json.dumps(emulator_for.admin.config()),
+        json.dumps(emulator_for.admin.stats()),
+    )
+
+
+def test_a_server_answering_the_key_as_a_batch_id_does_not_get_it_into_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = "sk-ant-api03-abcDEF_123-xyz"
+    config = EmulatorConfig(processing_seconds=3600, api_keys=[key])
+    with Emulator(config) as emulator:
+        set_key(monkeypatch, emulator.base_url, key + "\n")
+        hook = AnthropicHook()
+        created = hook.create_batch(requests(1))
+        emulator.admin.set_config(answer_batch_id=key)  # a shape a batch id may have
+
+        with pytest.raises(AnthropicBatchesError) as raised:
+            hook.get_batch(created.id)
+
+    assert_no_key(key, str(raised.value))
+    assert "the answer is about batch ***" in str(raised.value)

@@ -470,7 +470,11 @@ CASES: list[Case] = [
     Case(
         "one request of 257 MB",
         oversized_request,
-        ("line 2", "'huge-1'", "over the 256,000,000-byte batch limit"),
+        (
+            "line 2",
+            "'huge-1'",
+            "is longer than the 255,999,985 bytes a request can have in a 256,000,000-byte batch",
+        ),
     ),
     Case(
         "100,001 requests in one batch",

@@ -3,6 +3,7 @@ memory (verification and metering included), or is refused clearly where an outp
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -11,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_batches.emulator import Emulator
+from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.testing import connection_json
 from airflow_provider_batches.transfers.big_lines import BIG_LINE_BYTES, MAX_WHOLE_LINE_BYTES
 from airflow_provider_batches.transfers.results_to_object_storage import ResultsVerificationError
+from tests.conftest import S3_CONN_ID, S3Endpoint
 from tests.transfers.test_results_from_emulator import ended_batch, transfer
 
 CHILD = Path(__file__).with_name("giant_line_child.py")
@@ -68,6 +72,8 @@ def test_a_big_line_is_copied_byte_for_byte_and_counted(emulator: Emulator, tmp_
     manifest = transfer([batch.id], f"file://{tmp_path}/")
 
     lines = (tmp_path / f"{batch.id}.jsonl").read_bytes().split(b"\n")
+    received = b"".join(AnthropicHook().iter_results_bytes(batch)).split(b"\n")
+    assert lines == received  # byte for byte
     assert sorted(json.loads(line)["custom_id"] for line in lines if line) == ["req-0", "req-1", "req-2"]
     assert len(lines[0]) > 3 * BIG_LINE_BYTES - 1000
     assert manifest["counts"]["succeeded"] == 3
@@ -112,3 +118,19 @@ def test_a_big_line_within_the_whole_line_bound_goes_to_parquet(emulator: Emulat
 
     assert 2 * BIG_LINE_BYTES < MAX_WHOLE_LINE_BYTES
     assert pq.read_table(tmp_path / f"{batch.id}.parquet").num_rows == 2
+
+
+def test_a_big_line_streams_to_s3_gzipped_and_split_by_type(
+    emulator: Emulator, s3_endpoint: S3Endpoint
+) -> None:
+    bucket = s3_endpoint.new_bucket()
+    batch = ended_batch(["succeeded", "errored"])
+    emulator.admin.set_config(giant_result_bytes=3 * BIG_LINE_BYTES)
+    destination = ObjectStoragePath(f"s3://{bucket}/out/", conn_id=S3_CONN_ID)
+
+    manifest = transfer([batch.id], destination, compression="gzip", split_by_result_type=True)
+
+    succeeded = gzip.decompress(s3_endpoint.read(bucket, "out/succeeded.jsonl.gz")).split(b"\n")
+    assert len(succeeded[0]) > 3 * BIG_LINE_BYTES - 1000
+    assert manifest["counts"] == {"succeeded": 1, "errored": 1, "canceled": 0, "expired": 0}
+    assert s3_endpoint.open_uploads(bucket) == []

@@ -4,22 +4,27 @@ cut lines, never gets anything written, on ``file://`` or S3."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 from airflow.sdk import Context, ObjectStoragePath
 
 from airflow_provider_batches.emulator import Emulator
-from airflow_provider_batches.errors import UnexpectedAnswerError
+from airflow_provider_batches.errors import AnthropicBatchesError, UnexpectedAnswerError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
+from airflow_provider_batches.sensors.batches import AnthropicBatchSensor
 from airflow_provider_batches.transfers._publish import checked_name
 from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
     ResultsVerificationError,
 )
+from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from tests.conftest import S3_CONN_ID, S3Endpoint
 from tests.operators.support import requests, running_emulator, task_context
 
@@ -172,3 +177,72 @@ def test_plain_ids_say_why_the_custom_ids_were_not_checked(
     assert entry["checked"] is False
     assert "pass batch_id=create.output" in entry["not_checked_because"]
     assert "[warning  ] Batch " + manifest["batch_ids"][0] in capsys.readouterr().out  # the task log
+
+
+# -- waiting ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answered", ["other", "../../x"])
+def test_a_wait_in_the_triggerer_ends_in_an_error_event_when_answers_are_about_another_batch(
+    monkeypatch: pytest.MonkeyPatch, answered: str
+) -> None:
+    with running_emulator(monkeypatch, processing_seconds=3600) as emulator:
+        hook = AnthropicHook()
+        mine, other = hook.create_batch(requests(1)), hook.create_batch(requests(1))
+        emulator.admin.set_config(answer_batch_id=other.id if answered == "other" else answered)
+        trigger = AnthropicBatchTrigger(batch_ids=[mine.id], deadline=time.time() + 30, poll_interval=0.1)
+
+        async def first_event() -> Any:
+            async for event in trigger.run():
+                return event.payload
+
+        event = asyncio.run(asyncio.wait_for(first_event(), 30))
+
+    assert event["status"] == "error"
+    assert mine.id in event["message"]
+
+
+@pytest.mark.parametrize("answered", ["other", "../../x"])
+def test_a_wait_in_the_worker_fails_when_answers_are_about_another_batch(
+    monkeypatch: pytest.MonkeyPatch, answered: str
+) -> None:
+    with running_emulator(monkeypatch, processing_seconds=3600) as emulator:
+        hook = AnthropicHook()
+        mine, other = hook.create_batch(requests(1)), hook.create_batch(requests(1))
+        emulator.admin.set_config(answer_batch_id=other.id if answered == "other" else answered)
+        sensor = AnthropicBatchSensor(task_id="wait", batch_id=mine.id, poke_interval=0.1, timeout=30)
+
+        with pytest.raises(AnthropicBatchesError, match=mine.id):
+            sensor.execute(task_context())
+
+
+def test_reading_results_in_python_refuses_an_odd_custom_id(emulator: Emulator) -> None:
+    hook = AnthropicHook()
+    batch = hook.get_batch(hook.create_batch(requests(2)).id)
+    emulator.admin.set_config(results_tampering=["odd_custom_id"])
+
+    with pytest.raises(UnexpectedAnswerError, match=r"custom_id: .*'\.\./\.\./x'"):
+        list(hook.iter_results(batch))
+
+
+def test_an_error_answer_cannot_inject_lines_or_flood_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes import Recorder, error
+    from tests.hooks.conftest import set_connection
+
+    set_connection(monkeypatch, extra={"max_retries": 0})
+    flood = "bad\nINFO - forged log line\r\n" + "x" * 100_000
+    answer = error(400, "invalid_request_error", flood, **{"request-id": "req\nforged"})
+    answer_body = answer.json()
+    answer_body.pop("request_id")
+    hook = AnthropicHook(
+        transport=Recorder(httpx.Response(400, json=answer_body, headers=answer.headers)).transport()
+    )
+
+    with pytest.raises(AnthropicBatchesError) as raised:
+        hook.get_batch("msgbatch_01abc")
+
+    text = str(raised.value)
+    assert "\n" not in text
+    assert "\r" not in text
+    assert len(text) < 2_500
+    assert "[request_id=req forged]" in text
