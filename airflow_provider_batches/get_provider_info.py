@@ -51,6 +51,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_batches.links.AnthropicBatchLink"],
+        "plugins": [
+            {
+                "name": "anthropic_batches",
+                "plugin-class": "airflow_provider_batches.plugins.batches_view.AnthropicBatchesPlugin",
+            }
+        ],
         "transfers": [
             {
                 "source-integration-name": INTEGRATION,
