@@ -11,10 +11,11 @@ COMPAT_STAMP := $(COMPAT_VENV)/.installed
 COMPAT_TESTS ?= --ignore=tests/emulator --ignore=tests/example_dags --ignore=tests/test_requests.py
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help setup demo test test-compat lint typecheck unit emulator bench reliability test-slow clean
+.PHONY: help setup demo ui test test-compat lint typecheck unit emulator bench reliability test-slow clean
 
 help:
 	@echo "make demo         run the example pipeline against the bundled emulator"
+	@echo "make ui           the Airflow UI with the Batches view on the demo's Airflow home (runs the demo if needed)"
 	@echo "make test         ruff + mypy + the test suite (what CI runs)"
 	@echo "make emulator     start the emulator on 127.0.0.1:8765"
 	@echo "make bench        benchmarks (tables with ratios against baselines)"
@@ -70,6 +71,9 @@ test-slow: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
+ui: $(STAMP)
+	$(BIN)/python scripts/ui.py $(UI_ARGS)
 
 emulator: $(STAMP)
 	$(BIN)/anthropic-batches-emulator --host 127.0.0.1 --port 8765

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -47,13 +49,20 @@ def api_server(
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the API server did not answer within {timeout:.0f} s; see {log_path}")
+                    raise RuntimeError(
+                        f"the API server did not answer within {timeout:.0f} s; see {log_path}"
+                    )
                 time.sleep(0.5)
             yield url
-        finally:
-            process.terminate()
+        finally:  # the server and its workers: the process group it leads
+            _signal_group(process, signal.SIGTERM)
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                process.kill()
+                _signal_group(process, signal.SIGKILL)
                 process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)

@@ -53,7 +53,9 @@ def may_read_details(user: Any, dag_id: str) -> bool:
 
     manager = get_auth_manager()
     return all(
-        manager.is_authorized_dag(method="GET", access_entity=entity, details=DagDetails(id=dag_id), user=user)
+        manager.is_authorized_dag(
+            method="GET", access_entity=entity, details=DagDetails(id=dag_id), user=user
+        )
         for entity in (DagAccessEntity.TASK_INSTANCE, DagAccessEntity.XCOM)
     )
 

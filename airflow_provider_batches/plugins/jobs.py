@@ -36,7 +36,12 @@ class TaskKey:
     map_index: int = -1
 
     def to_json(self) -> dict[str, Any]:
-        return {"dag_id": self.dag_id, "run_id": self.run_id, "task_id": self.task_id, "map_index": self.map_index}
+        return {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "task_id": self.task_id,
+            "map_index": self.map_index,
+        }
 
 
 @dataclass
@@ -59,7 +64,8 @@ class JobSource:
 
 def task_instance_path(key: TaskKey) -> str:
     """The task instance's page in the Airflow UI, relative to the UI's base URL."""
-    path = f"dags/{quote(key.dag_id, safe='')}/runs/{quote(key.run_id, safe='')}/tasks/{quote(key.task_id, safe='')}"
+    dag, run, task = (quote(part, safe="") for part in (key.dag_id, key.run_id, key.task_id))
+    path = f"dags/{dag}/runs/{run}/tasks/{task}"
     return f"{path}/mapped/{key.map_index}" if key.map_index >= 0 else path
 
 
@@ -91,7 +97,7 @@ def _waves(slices: Sequence[SliceRecord]) -> list[int]:
 
 
 def _round(number: int, slices: Sequence[SliceRecord], redriven: Mapping[str, int] | None) -> dict[str, Any]:
-    batches = []
+    batches: list[dict[str, Any]] = []
     for part, wave in zip(slices, _waves(slices), strict=True):
         counts = _counts(part.ended_counts)
         batches.append(
@@ -119,7 +125,9 @@ def _round(number: int, slices: Sequence[SliceRecord], redriven: Mapping[str, in
     }
 
 
-def _matching_transfer(batch_ids: Iterable[str], manifests: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+def _matching_transfer(
+    batch_ids: Iterable[str], manifests: Iterable[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
     """The results transfer of this job: the newest manifest that names one of its batches."""
     ours = set(batch_ids)
     found = [m for m in manifests if ours & set(m.get("batch_ids") or [])]

@@ -1,6 +1,6 @@
-"""Reads the jobs of the DAGs a user may see from Airflow's metadata database (the API server's session).
+"""Reads the jobs of the DAGs a user may see from Airflow's metadata database (the API server's).
 
-Where a job's record lives depends on the Airflow that ran it (see :mod:`~airflow_provider_batches.job_state`):
+Where a job's record lives depends on the Airflow that ran it (see :mod:`..job_state`):
 the ``task_state_store`` table (3.3+) or an Airflow Variable named after the task instance (3.1-3.2).
 Both are read, so jobs recorded before an upgrade stay visible. The manifests come from the
 ``return_value`` XComs of the same DAG runs, recognised by their shape, since a DAG may use a
@@ -81,7 +81,9 @@ def _variable_records(
     candidates: dict[TaskKey, Any] = {}
     for dag_id in dag_ids:
         prefix = f"{VARIABLE_PREFIX}{dag_id}__"
-        for variable in session.scalars(select(Variable).where(Variable.key.startswith(prefix, autoescape=True))):
+        for variable in session.scalars(
+            select(Variable).where(Variable.key.startswith(prefix, autoescape=True))
+        ):
             record = _json(variable.val)
             saved = _saved_at(record)
             if saved is not None and saved < since:
@@ -131,7 +133,9 @@ def read_jobs(
         dag_ids = [only.dag_id] if only.dag_id in dag_ids else []
     if not dag_ids:
         return []
-    found = {key: (record, store) for key, record, store in _task_state_records(session, dag_ids, since, limit)}
+    found = {
+        key: (record, store) for key, record, store in _task_state_records(session, dag_ids, since, limit)
+    }
     for key, record, store in _variable_records(session, dag_ids, since, set(found)):
         found.setdefault(key, (record, store))
     if only is not None:
@@ -163,20 +167,24 @@ def read_jobs(
     }
     xcom = XComModel
     outputs: dict[TaskKey, Any] = {}
-    for row in session.execute(
+    for output in session.execute(
         select(xcom.dag_id, xcom.run_id, xcom.task_id, xcom.map_index, xcom.value).where(
             xcom.dag_id.in_(dag_filter), xcom.run_id.in_(run_filter), xcom.key == RETURN_VALUE
         )
     ):
-        if (row.dag_id, row.run_id) in runs:
-            outputs[TaskKey(row.dag_id, row.run_id, row.task_id, row.map_index)] = _json(
-                XComModel.deserialize_value(row)
+        if (output.dag_id, output.run_id) in runs:
+            outputs[TaskKey(output.dag_id, output.run_id, output.task_id, output.map_index)] = _json(
+                XComModel.deserialize_value(output)
             )
 
     jobs = []
     for key, (record, store) in found.items():
         row = instances.get(key)
-        same_run = [value for other, value in outputs.items() if (other.dag_id, other.run_id) == (key.dag_id, key.run_id)]
+        same_run = [
+            value
+            for other, value in outputs.items()
+            if (other.dag_id, other.run_id) == (key.dag_id, key.run_id)
+        ]
         create = outputs.get(key)
         jobs.append(
             JobSource(

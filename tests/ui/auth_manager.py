@@ -17,7 +17,9 @@ GRANTS_ENV = "BATCHES_TEST_DAG_GRANTS"
 
 
 class DagScopedSimpleAuthManager(SimpleAuthManager):
-    def is_authorized_dag(self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None) -> bool:
+    def is_authorized_dag(
+        self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None
+    ) -> bool:
         grants = json.loads(os.environ.get(GRANTS_ENV, "{}"))
         allowed = grants.get(user.get_name())
         if allowed is not None and (details is None or details.id not in allowed):

@@ -97,7 +97,11 @@ def _write_requests(path: Path) -> None:
                 prompt += " [emulator:errored_once=overloaded_error]"
             elif index == 11:
                 prompt += " [emulator:expired_once]"
-            params = {"model": "claude-haiku-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": prompt}]}
+            params = {
+                "model": "claude-haiku-4-5",
+                "max_tokens": 100,
+                "messages": [{"role": "user", "content": prompt}],
+            }
             out.write(json.dumps({"custom_id": f"item-{index:03d}", "params": params}) + "\n")
 
 
@@ -134,7 +138,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "max_cost_usd": 5.0,
         }
         pipeline = airflow.dags_test(
-            PIPELINE, ROOT / "example_dags" / f"{PIPELINE}.py", conf=conf, AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection
+            PIPELINE,
+            ROOT / "example_dags" / f"{PIPELINE}.py",
+            conf=conf,
+            AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection,
         )
         assert pipeline.state == "success", pipeline.output[-3000:]
         hidden_file = airflow.write_dag(HIDDEN_DAG_SOURCE, name="hidden_dag")
@@ -225,7 +232,9 @@ def _row(page: Any, dag_id: str) -> Any:
     return page.locator(f'tr.job[data-job-key^="{dag_id}|"]')
 
 
-def test_the_pipeline_job_shows_its_two_rounds_counts_costs_and_chart(deployment: Deployment, browser: Browser) -> None:
+def test_the_pipeline_job_shows_its_two_rounds_counts_costs_and_chart(
+    deployment: Deployment, browser: Browser
+) -> None:
     page = _open_list(deployment, browser, "admin", "jobs-admin.png")
     created = deployment.pipeline.xcom("create_batch")
     exported = deployment.pipeline.xcom("results_to_storage")
@@ -242,7 +251,8 @@ def test_the_pipeline_job_shows_its_two_rounds_counts_costs_and_chart(deployment
     assert bars.count() == len(created["batch_ids"]) == 2
     first_round = json.loads(bars.nth(0).get_attribute("data-counts"))
     assert first_round == created["rounds"][0]["request_counts"]
-    assert first_round["errored"] == 1 and first_round["expired"] == 1
+    assert first_round["errored"] == 1
+    assert first_round["expired"] == 1
     assert float(row.locator(".job-cost-estimated").get_attribute("data-usd")) == pytest.approx(estimate)
     actual = exported["spend"]["cost_usd"]
     assert actual > 0
@@ -265,7 +275,10 @@ def test_the_job_view_of_the_task_instance_shows_rounds_and_error_types(
     page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
     page.screenshot(path=str(deployment.shots / "job-view.png"), full_page=True)
     assert page.locator(".round").count() == 2
-    types = {item.get_attribute("data-type"): item.get_attribute("data-count") for item in page.locator("#error-types li").all()}
+    types = {
+        item.get_attribute("data-type"): item.get_attribute("data-count")
+        for item in page.locator("#error-types li").all()
+    }
     assert types == {"errored": "1", "expired": "1"}
     link = page.get_by_role("link", name="Task instance")
     assert link.get_attribute("href").startswith(f"../dags/{PIPELINE}/runs/")
@@ -282,7 +295,9 @@ def test_the_api_key_is_in_no_page_and_no_response(deployment: Deployment, brows
     assert api_answers
 
 
-def test_a_user_without_access_to_a_dag_does_not_see_its_jobs(deployment: Deployment, browser: Browser) -> None:
+def test_a_user_without_access_to_a_dag_does_not_see_its_jobs(
+    deployment: Deployment, browser: Browser
+) -> None:
     admin = _open_list(deployment, browser, "admin", "jobs-admin-both.png")
     assert _row(admin, HIDDEN_DAG).count() == 1  # the Variable-kept record, its ids full of "__"
     analyst = _open_list(deployment, browser, "analyst", "jobs-analyst.png")
