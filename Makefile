@@ -40,9 +40,9 @@ $(COMPAT_STAMP): pyproject.toml constraints-airflow-3.1.txt
 	@test -x $(COMPAT_VENV)/bin/python || { echo "  creating the virtualenv with $(PYTHON)"; $(PYTHON) -m venv $(COMPAT_VENV); }
 	@echo "  upgrading pip"
 	@$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
-	@echo "  installing this provider (editable) with Apache Airflow 3.1 and the test tools,"
-	@echo "  pinned by constraints-airflow-3.1.txt"
-	@$(COMPAT_VENV)/bin/python -m pip install --quiet -c constraints-airflow-3.1.txt -e ".[test]"
+	@echo "  installing this provider (editable) with Apache Airflow 3.1 and the test tools (browser test"
+	@echo "  included), pinned by constraints-airflow-3.1.txt"
+	@$(COMPAT_VENV)/bin/python -m pip install --quiet -c constraints-airflow-3.1.txt -e ".[test,browser]"
 	@touch $(COMPAT_STAMP)
 	@echo "$(COMPAT_VENV) is ready."
 

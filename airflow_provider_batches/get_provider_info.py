@@ -51,12 +51,6 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_batches.links.AnthropicBatchLink"],
-        "plugins": [
-            {
-                "name": "anthropic_batches",
-                "plugin-class": "airflow_provider_batches.plugins.batches_view.AnthropicBatchesPlugin",
-            }
-        ],
         "transfers": [
             {
                 "source-integration-name": INTEGRATION,

@@ -39,6 +39,14 @@ function when(value) {
   return isNaN(date) ? String(value) : date.toISOString().replace("T", " ").slice(0, 19) + " UTC";
 }
 
+function shortWhen(value) {
+  return el("span", { title: when(value), text: value ? when(value).slice(5, 16) : "–" });
+}
+
+function shortPath(uri) {
+  return uri.length > 36 ? "…" + uri.slice(-35) : uri;
+}
+
 function stateBadge(state) {
   return el("span", { class: `state state-${state || "none"}`, text: state || "–" });
 }
@@ -103,13 +111,12 @@ function jobRow(job) {
     el("td", {}, batchesCell(job)),
     el("td", { class: "num job-counts", "data-counts": JSON.stringify(job.counts || {}) },
       String(job.request_count ?? "–"), el("br"), el("span", { class: "muted", text: job.counts ? countsText(job.counts) : "" })),
-    el("td", { text: when(job.created_at) }),
-    el("td", { text: when(job.ended_at) }),
+    el("td", { class: "nowrap" }, shortWhen(job.created_at), el("br"), shortWhen(job.ended_at)),
     el("td", { class: "num" },
       el("span", { class: "job-cost-estimated", "data-usd": job.estimated_cost_usd ?? "", text: `est. ≤ ${usd(job.estimated_cost_usd)}` }),
       el("br"),
       el("span", { class: "job-cost-actual", "data-usd": job.actual_cost_usd ?? "", text: usd(job.actual_cost_usd) })),
-    el("td", { class: "job-results" }, job.results ? el("code", { text: job.results.destination }) : "–"),
+    el("td", { class: "job-results" }, job.results ? el("code", { title: job.results.destination, "data-destination": job.results.destination, text: shortPath(job.results.destination) }) : "–"),
     el("td", {}, el("a", { href: jobViewHref(job), text: "Job" }), el("br"), taskInstanceLink(job), el("br"),
       consoleLink(job.console_url, "Console")),
   );
