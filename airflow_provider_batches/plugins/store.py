@@ -52,44 +52,54 @@ def _task_state_records(
         yield TaskKey(dag_id, run_id, task_id, map_index), _json(value), "task_state_store"
 
 
-def _split_variable_key(rest: str) -> list[tuple[str, str, int]]:
-    """Every reading of ``<run_id>__<task_id>__<map_index>`` (run and task ids may hold ``__`` too)."""
-    head, _, index = rest.rpartition("__")
+def _splits(text: str) -> Iterator[tuple[str, str]]:
+    """Every way to cut ``text`` in two at a ``__``."""
+    start = text.find("__")
+    while start > 0:
+        yield text[:start], text[start + 2 :]
+        start = text.find("__", start + 1)
+
+
+def read_variable_name(name: str, dag_ids: Collection[str]) -> list[TaskKey]:
+    """Every task instance a record Variable's name can denote, in the given DAGs only.
+
+    The name is ``<prefix><dag_id>__<run_id>__<task_id>__<map_index>`` and the ids may hold ``__``
+    too, so a name can have several readings: the caller keeps the one that names a task instance.
+    """
+    head, _, index = name.removeprefix(VARIABLE_PREFIX).rpartition("__")
     try:
         map_index = int(index)
     except ValueError:
         return []
-    readings = []
-    start = head.find("__")
-    while start > 0:
-        readings.append((head[:start], head[start + 2 :], map_index))
-        start = head.find("__", start + 1)
-    return readings
+    return [
+        TaskKey(dag_id, run_id, task_id, map_index)
+        for dag_id, rest in _splits(head)
+        if dag_id in dag_ids
+        for run_id, task_id in _splits(rest)
+    ]
 
 
 def _variable_records(
     session: Session, dag_ids: Collection[str], since: datetime, known: set[TaskKey]
 ) -> Iterator[tuple[TaskKey, Any, str]]:
-    """The Variable fallback's records, their names read back into task instance keys.
-
-    A name can be read more than one way when ids contain ``__``: the reading that names an existing
-    task instance wins.
-    """
+    """The Variable fallback's records (one query for all of them), their names read back into
+    task instance keys: the reading that names an existing task instance wins."""
     from airflow.models import Variable
     from airflow.models.taskinstance import TaskInstance
 
+    allowed = set(dag_ids)
     candidates: dict[TaskKey, Any] = {}
-    for dag_id in dag_ids:
-        prefix = f"{VARIABLE_PREFIX}{dag_id}__"
-        for variable in session.scalars(
-            select(Variable).where(Variable.key.startswith(prefix, autoescape=True))
-        ):
-            record = _json(variable.val)
-            saved = _saved_at(record)
-            if saved is not None and saved < since:
-                continue
-            for run_id, task_id, map_index in _split_variable_key(variable.key[len(prefix) :]):
-                candidates[TaskKey(dag_id, run_id, task_id, map_index)] = record
+    names = select(Variable).where(Variable.key.startswith(VARIABLE_PREFIX, autoescape=True))
+    for variable in session.scalars(names):
+        keys = read_variable_name(variable.key, allowed)
+        if not keys:
+            continue
+        record = _json(variable.val)
+        saved = _saved_at(record)
+        if saved is not None and saved < since:
+            continue
+        for key in keys:
+            candidates[key] = record
     if not candidates:
         return
     ti = TaskInstance

@@ -14,7 +14,7 @@ from airflow_provider_batches.plugins.jobs import (
     spend_by_day,
     task_instance_path,
 )
-from airflow_provider_batches.plugins.store import _split_variable_key
+from airflow_provider_batches.plugins.store import read_variable_name
 
 KEY = TaskKey("dag_a", "manual__2026-12-04T10:00:00+00:00", "create", -1)
 T0 = datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc)
@@ -197,14 +197,19 @@ def test_spend_is_summed_per_day_and_dag_inside_the_window_only() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rest", "readings"),
+    ("name", "readings"),
     [
-        ("run__task__-1", [("run", "task", -1)]),
-        ("run__my__task__3", [("run", "my__task", 3), ("run__my", "task", 3)]),
-        ("run__task__x", []),
+        ("anthropic_batch_job__dag__run__task__-1", [("dag", "run", "task", -1)]),
+        (
+            "anthropic_batch_job__dag__run__my__task__3",
+            [("dag", "run", "my__task", 3), ("dag", "run__my", "task", 3)],
+        ),
+        ("anthropic_batch_job__my__dag__run__task__0", [("my__dag", "run", "task", 0)]),
+        ("anthropic_batch_job__other__run__task__-1", []),
+        ("anthropic_batch_job__dag__run__task__x", []),
     ],
 )
-def test_a_variable_name_is_read_every_way_its_double_underscores_allow(
-    rest: str, readings: list[tuple[str, str, int]]
+def test_a_variable_name_is_read_every_way_its_double_underscores_allow_in_readable_dags_only(
+    name: str, readings: list[tuple[str, str, str, int]]
 ) -> None:
-    assert _split_variable_key(rest) == readings
+    assert read_variable_name(name, {"dag", "my__dag"}) == [TaskKey(*reading) for reading in readings]

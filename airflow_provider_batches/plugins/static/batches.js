@@ -180,6 +180,7 @@ function showList(body) {
 
 function showJob(job) {
   document.getElementById("title").textContent = `Batch job · ${job.dag_id} / ${job.task_id}`;
+  document.getElementById("subtitle").textContent = "One task instance's batch job, from Airflow's own records. Read-only.";
   document.getElementById("status").textContent = "";
   const section = document.getElementById("job-section");
   const facts = [
@@ -214,7 +215,7 @@ function showJob(job) {
     ? el("ul", {}, job.results.files.map((file) => el("li", {}, el("code", { text: file.uri }), ` ${file.results} results, ${file.bytes} bytes`)))
     : null;
   section.replaceChildren(list, links, el("h2", { text: "Rounds and batches" }), ...rounds,
-    el("h2", { text: "Top error types" }), errors, files ? el("h2", { text: "Result files" }) : null, files);
+    el("h2", { text: "Top failure types" }), errors, files ? el("h2", { text: "Result files" }) : null, files);
   section.hidden = false;
 }
 
@@ -240,8 +241,21 @@ async function getJSON(url) {
   return response.json();
 }
 
+// The query as sent: Airflow 3.1's task instance tab puts the run id in unencoded, and a "+" in it
+// (every timestamped run id has one) is a plus, not the space URLSearchParams would make of it.
+function rawParams(search) {
+  const params = new Map();
+  for (const part of search.replace(/^\?/, "").split("&")) {
+    if (!part) continue;
+    const cut = part.indexOf("=");
+    const name = decodeURIComponent(cut < 0 ? part : part.slice(0, cut));
+    params.set(name, cut < 0 ? "" : decodeURIComponent(part.slice(cut + 1)));
+  }
+  return params;
+}
+
 async function main() {
-  const params = new URLSearchParams(location.search);
+  const params = rawParams(location.search);
   try {
     if (location.pathname.endsWith("/job")) {
       const query = new URLSearchParams();
