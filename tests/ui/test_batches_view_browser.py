@@ -49,7 +49,7 @@ CHROMIUM_FLAGS = [
 PIPELINE = "anthropic_batch_pipeline"
 HIDDEN_DAG = "finance__private"
 HIDDEN_TASK = "create__batch"
-USERS = {"admin": "admin-pass-ui26", "analyst": "analyst-pass-ui26"}
+USERS = {"admin": "admin-pass-ui26", "analyst": "analyst-pass-ui26", "auditor": "auditor-pass-ui26"}
 #: The API key, distinctive so that any copy of it is found.
 API_KEY = "sk-ant-api03-ui26BrowserTestKey-DoNotLeak-0123456789"
 
@@ -157,10 +157,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         passwords.write_text(json.dumps(USERS))
         server_env = {
             "AIRFLOW__CORE__AUTH_MANAGER": "batches_test_auth_manager.DagScopedSimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,analyst:viewer",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,analyst:viewer,auditor:viewer",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__API_AUTH__JWT_SECRET": "ui26-test-jwt-secret-not-a-key",
             "BATCHES_TEST_DAG_GRANTS": json.dumps({"analyst": [PIPELINE]}),
+            # reads every DAG and its runs, but not their XComs (where the manifests are)
+            "BATCHES_TEST_DENIED_ENTITIES": json.dumps({"auditor": ["XCOM"]}),
             "AIRFLOW_CONN_ANTHROPIC_DEFAULT": connection,
             "ANTHROPIC_API_KEY": API_KEY,
             "PYTHONPATH": str(modules),
@@ -320,6 +322,17 @@ def test_a_user_without_access_to_a_dag_does_not_see_its_jobs(
         params={"dag_id": HIDDEN_DAG, "run_id": deployment.hidden.run_id, "task_id": HIDDEN_TASK},
     )
     assert job.status == 404
+
+
+def test_a_user_who_may_not_read_a_dags_xcoms_sees_none_of_its_jobs(
+    deployment: Deployment, browser: Browser
+) -> None:
+    page = _open_list(deployment, browser, "auditor", "jobs-auditor.png")
+    assert page.locator("body").get_attribute("data-loaded") == "true"
+    assert page.locator("tr.job").count() == 0
+    headers = {"Authorization": f"Bearer {deployment.token('auditor')}"}
+    dags = httpx.get(f"{deployment.url}/api/v2/dags", headers=headers).json()["dags"]
+    assert {PIPELINE, HIDDEN_DAG} <= {dag["dag_id"] for dag in dags}  # the DAGs themselves: yes
 
 
 def test_without_signing_in_no_job_is_shown(deployment: Deployment, browser: Browser) -> None:
