@@ -150,28 +150,35 @@ def _estimate(
     return None
 
 
-def _error_types(record: JobRecord, manifests: Sequence[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
-    """The job's failures by type, most frequent first.
+def _error_types(record: JobRecord, create_manifest: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The job's failures by type: the final ones first, then those re-driven to a later round.
 
-    A manifest that carries a summary of error types read from the results (``errors.types``) is
-    used as it is; otherwise the record's re-drive counts tell which failures went to a later round.
+    The final failures come from the create manifest's summary read from the results (``errors.types``:
+    type, count, an example message, rounds), when it has one; the re-driven ones from the record,
+    which counts them per result type only (``errored``, ``expired``).
     """
-    for manifest in manifests:
-        summary = (manifest or {}).get("errors")
-        if isinstance(summary, Mapping) and isinstance(summary.get("types"), list):
-            return [
-                {"type": str(entry.get("type")), "count": int(entry.get("count") or 0), "source": "results"}
-                for entry in summary["types"]
-                if isinstance(entry, Mapping)
-            ]
+    summary = (create_manifest or {}).get("errors")
+    entries = summary.get("types") if isinstance(summary, Mapping) else None
+    final: list[dict[str, Any]] = [
+        {
+            "type": str(entry.get("type")),
+            "count": int(entry.get("count") or 0),
+            "source": "results",
+            "example": str(entry.get("example") or ""),
+            "rounds": [int(number) for number in entry.get("rounds") or []],
+        }
+        for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, Mapping)
+    ]
     tally: Counter[str] = Counter()
-    for redriven in [record.redriven, *(later.redriven for later in record.rounds)]:
-        tally.update(redriven or {})
-    return [
-        {"type": kind, "count": count, "source": "re-driven"}
+    for counts in [record.redriven, *(later.redriven for later in record.rounds)]:
+        tally.update(counts or {})
+    redriven: list[dict[str, Any]] = [
+        {"type": kind, "count": count, "source": "re-driven", "example": "", "rounds": []}
         for kind, count in sorted(tally.items(), key=lambda item: (-item[1], item[0]))
         if count
     ]
+    return [*final, *redriven]
 
 
 def build_job(source: JobSource) -> dict[str, Any]:
@@ -217,7 +224,7 @@ def build_job(source: JobSource) -> dict[str, Any]:
         "unpriced_models": list(spend.get("unpriced_models") or []),
         "results": _results(transfer),
         "console_url": console_url(record.all_batch_ids),
-        "error_types": _error_types(record, [source.create_manifest, transfer]),
+        "error_types": _error_types(record, source.create_manifest),
     }
 
 

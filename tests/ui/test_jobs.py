@@ -133,19 +133,24 @@ def test_without_an_estimate_in_the_transfer_the_runs_token_count_of_the_same_si
     assert job["estimated_cost_usd"] == 0.75
 
 
-def test_error_types_read_from_results_win_over_the_redrive_counts() -> None:
-    create = {
-        "errors": {
-            "types": [{"type": "not_found_error", "count": 3}, {"type": "overloaded_error", "count": 1}]
-        }
-    }
-    job = build_job(JobSource(KEY, _record(), "task_state_store", create_manifest=create))
-    assert [(e["type"], e["count"]) for e in job["error_types"]] == [
-        ("not_found_error", 3),
-        ("overloaded_error", 1),
+def test_final_error_types_read_from_the_results_come_first_then_the_redriven_ones() -> None:
+    types = [
+        {"type": "not_found_error", "count": 3, "example": "model: claude-sonet-4-6", "rounds": [1]},
+        {"type": "overloaded_error", "count": 1, "example": "Overloaded", "rounds": [2]},
     ]
-    plain = build_job(JobSource(KEY, _record(), "task_state_store"))
-    assert [(e["type"], e["count"], e["source"]) for e in plain["error_types"]] == [
+    create = {"errors": {"failed": 4, "read": 4, "types": types}}
+    job = build_job(JobSource(KEY, _record(), "task_state_store", create_manifest=create))
+    assert [(e["type"], e["count"], e["source"], e["example"], e["rounds"]) for e in job["error_types"]] == [
+        ("not_found_error", 3, "results", "model: claude-sonet-4-6", [1]),
+        ("overloaded_error", 1, "results", "Overloaded", [2]),
+        ("errored", 1, "re-driven", "", []),
+        ("expired", 1, "re-driven", "", []),
+    ]
+
+
+def test_without_a_summary_from_the_results_the_redriven_failures_are_shown_per_result_type() -> None:
+    job = build_job(JobSource(KEY, _record(), "task_state_store", create_manifest={"errors": {"types": []}}))
+    assert [(e["type"], e["count"], e["source"]) for e in job["error_types"]] == [
         ("errored", 1, "re-driven"),
         ("expired", 1, "re-driven"),
     ]

@@ -209,7 +209,11 @@ function showJob(job) {
         el("td", {}, consoleLink(batch.console_url, "Console"))))))));
   const errors = job.error_types.length
     ? el("ol", { id: "error-types" }, job.error_types.map((entry) =>
-        el("li", { "data-type": entry.type, "data-count": entry.count, text: `${entry.type}: ${entry.count} (${entry.source})` })))
+        el("li", { "data-type": entry.type, "data-count": entry.count },
+          `${entry.type}: ${entry.count}`,
+          el("span", { class: "muted", text: entry.source === "re-driven" ? " (re-driven to a later round)" :
+            ` (final, round ${entry.rounds.join(", ") || "?"})` }),
+          entry.example ? [el("br"), el("q", { class: "muted", text: entry.example })] : null)))
     : el("p", { id: "error-types", class: "muted", text: "No failed requests recorded." });
   const files = job.results
     ? el("ul", {}, job.results.files.map((file) => el("li", {}, el("code", { text: file.uri }), ` ${file.results} results, ${file.bytes} bytes`)))
