@@ -3,7 +3,8 @@
 "use strict";
 
 const KINDS = ["succeeded", "errored", "canceled", "expired", "processing"];
-const UI_BASE = "../"; // the Airflow UI, relative to this app's mount point
+const UI_BASE = "../";
+const REFRESH_MS = 30000; // the Airflow UI, relative to this app's mount point
 const PALETTE = ["#1c7ed6", "#ae3ec9", "#0ca678", "#f76707", "#d6336c", "#5c940d", "#1098ad", "#7048e8"];
 
 function el(tag, attrs, ...children) {
@@ -261,14 +262,21 @@ function rawParams(search) {
 async function main() {
   const params = rawParams(location.search);
   try {
+    let jobs;
     if (location.pathname.endsWith("/job")) {
       const query = new URLSearchParams();
       for (const name of ["dag_id", "run_id", "task_id", "map_index"]) if (params.has(name)) query.set(name, params.get(name));
-      showJob(await getJSON(`api/job?${query}`));
+      const job = await getJSON(`api/job?${query}`);
+      showJob(job);
+      jobs = [job];
     } else {
-      showList(await getJSON(`api/jobs?days=${encodeURIComponent(params.get("days") || "28")}`));
+      const body = await getJSON(`api/jobs?days=${encodeURIComponent(params.get("days") || "28")}`);
+      showList(body);
+      jobs = body.jobs;
     }
     document.body.dataset.loaded = "true";
+    // Read Airflow's records again while a job is in flight (no API call: the view makes none).
+    if (jobs.some((job) => job.state === "processing")) setTimeout(main, REFRESH_MS);
   } catch (error) {
     showProblem(error);
     document.body.dataset.loaded = "error";
