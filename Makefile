@@ -16,10 +16,11 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 # the CPU, so four workers on two cores cut the wall time without starving the timing-sensitive tests.
 TEST_WORKERS ?= 4
 
-.PHONY: help setup demo test test-compat lint typecheck unit emulator bench reliability test-slow ci-services clean
+.PHONY: help setup demo ui test test-compat lint typecheck unit emulator bench reliability test-slow ci-services clean
 
 help:
 	@echo "make demo         run the example pipeline against the bundled emulator"
+	@echo "make ui           the Airflow UI with the Batches view on the demo's Airflow home (runs the demo if needed)"
 	@echo "make test         ruff + mypy + the test suite (what CI runs)"
 	@echo "make emulator     start the emulator on 127.0.0.1:8765"
 	@echo "make bench        benchmarks (tables with ratios against baselines)"
@@ -45,9 +46,9 @@ $(COMPAT_STAMP): pyproject.toml constraints-airflow-3.1.txt
 	@test -x $(COMPAT_VENV)/bin/python || { echo "  creating the virtualenv with $(PYTHON)"; $(PYTHON) -m venv $(COMPAT_VENV); }
 	@echo "  upgrading pip"
 	@$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
-	@echo "  installing this provider (editable) with Apache Airflow 3.1 and the test tools,"
-	@echo "  pinned by constraints-airflow-3.1.txt"
-	@$(COMPAT_VENV)/bin/python -m pip install --quiet -c constraints-airflow-3.1.txt -e ".[test]"
+	@echo "  installing this provider (editable) with Apache Airflow 3.1 and the test tools (browser test"
+	@echo "  included), pinned by constraints-airflow-3.1.txt"
+	@$(COMPAT_VENV)/bin/python -m pip install --quiet -c constraints-airflow-3.1.txt -e ".[test,browser]"
 	@touch $(COMPAT_STAMP)
 	@echo "$(COMPAT_VENV) is ready."
 
@@ -80,6 +81,9 @@ ci-services:
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
+ui: $(STAMP)
+	$(BIN)/python scripts/ui.py $(UI_ARGS)
 
 emulator: $(STAMP)
 	$(BIN)/anthropic-batches-emulator --host 127.0.0.1 --port 8765
