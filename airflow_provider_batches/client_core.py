@@ -232,13 +232,16 @@ def _describe(call: Call) -> str:
     return f"{call.method} {urlsplit(call.path).path}"
 
 
-def _raise_for_status(response: httpx.Response) -> None:
-    if response.status_code >= 400:
-        error = error_from_response(
-            response.status_code, response.content, response.headers.get("request-id")
-        )
-        error.retry_after = server_retry_after(response)
-        raise error
+def error_of(response: httpx.Response) -> AnthropicAPIError:
+    """The exception an error answer maps to (its ``retry_after`` set when the server gave one)."""
+    error = error_from_response(response.status_code, response.content, response.headers.get("request-id"))
+    error.retry_after = server_retry_after(response)
+    return error
+
+
+def is_terminal_response(response: httpx.Response) -> bool:
+    """An answer no retry can change (spend limit, billing, permission...): see ``TerminalAPIError``."""
+    return response.status_code >= 400 and error_of(response).terminal
 
 
 def request_plan(
@@ -266,6 +269,9 @@ def request_plan(
             continue
         if response.status_code < 400:
             return response
+        error = error_of(response)
+        if error.terminal:  # a spend limit, billing, permission: retrying only burns the rate budget
+            raise error
         if should_retry(response):
             if not call.idempotent and response.status_code in AMBIGUOUS_CREATE_STATUSES:
                 raise _MaybeSent(f"HTTP {response.status_code}")
@@ -281,7 +287,7 @@ def request_plan(
                 )
                 yield Sleep(delay)
                 continue
-        _raise_for_status(response)
+        raise error
 
 
 def model_plan(settings: ClientSettings, call: Call, model: type[M]) -> Plan[M]:
@@ -597,8 +603,10 @@ __all__ = [
     "create_batch_plan",
     "create_call_budget",
     "create_watermark_plan",
+    "error_of",
     "find_created_batch_plan",
     "get_batch_plan",
+    "is_terminal_response",
     "list_page_plan",
     "request_plan",
     "run_async",

@@ -20,11 +20,32 @@ MAX_MESSAGE_BODY_BYTES = 32 * 1024 * 1024
 MAX_BATCH_REQUESTS = 100_000
 DEFAULT_ARCHIVE_SECONDS = 29 * 24 * 3600.0
 
-FAULT_NAMES = ("ok", "429", "500", "504", "529", "drop", "drop_after", "500_after", "slow", "cut")
+FAULT_NAMES = (
+    "ok",
+    "429",
+    "500",
+    "504",
+    "529",
+    "drop",
+    "drop_after",
+    "500_after",
+    "slow",
+    "cut",
+    # Terminal answers (emulator/faults.py TERMINAL_FAULTS): no retry can change them.
+    "spend_limit",
+    "usage_limit",
+    "billing",
+    "permission",
+    "on_hold",
+)
 """What ``next_faults`` may hold: one scripted fault per /v1/ call, consumed in order. ``ok`` is
 no fault (to script a later call); ``drop`` closes
 the connection before the server acts; ``drop_after`` and ``500_after`` let the server act (a create
-makes its batch) and then lose the answer: the connection closes, or a 500 comes back."""
+makes its batch) and then lose the answer: the connection closes, or a 500 comes back. ``spend_limit``
+(429 ``rate_limit_error``, ``error.details.error_code = enforced_spend_limit_reached``, no retry-after),
+``usage_limit`` (400 "You have reached your specified API usage limits"), ``billing`` (402),
+``permission`` (403) and ``on_hold`` (400, ``organization_on_hold``) answer as the API does when no
+retry can help."""
 
 STARTUP_ONLY_FIELDS = frozenset({"host", "port", "data_dir"})
 

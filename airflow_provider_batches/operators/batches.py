@@ -22,6 +22,7 @@ from airflow_provider_batches.errors import (
     BatchWaitError,
     InputChangedError,
 )
+from airflow_provider_batches.failures import ErrorSummary, summarize_errors
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import JobRecord, JobStore, generation_of, job_store_for, utcnow
 from airflow_provider_batches.lineage import create_batch_lineage
@@ -47,6 +48,7 @@ from airflow_provider_batches.operators.submission import (
     OnInputChange,
 )
 from airflow_provider_batches.policy import (
+    check_max_error_rate,
     check_outcome,
     default_deferrable,
     describe_counts,
@@ -135,7 +137,11 @@ class AnthropicCreateBatchOperator(BaseOperator):
     :param poll_interval: first wait between status polls (seconds); it backs off toward
         ``max_poll_interval``.
     :param timeout: seconds to wait before the batches are canceled and the task fails.
-    :param fail_on_partial_error: fail when any request ended errored or expired (else a warning).
+    :param fail_on_partial_error: fail when any request ended errored or expired (else a warning);
+        the same as ``max_error_rate=0``.
+    :param max_error_rate: the share of requests (0 to 1) that may end errored or expired before the
+        task fails. Default None: a job fails only when no request succeeded; any other failure is a
+        warning. Failures and warnings name the top error types, read from the results (free).
     :param max_requests_per_batch: split the input into batches of at most this many requests.
     :param max_bytes_per_batch: ... and at most this many body bytes.
     :param on_input_change: what a retry does when the input differs from what an earlier try
@@ -190,6 +196,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
         fail_on_partial_error: bool = False,
+        max_error_rate: float | None = None,
+        check_models: bool = True,
         max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH,
         max_bytes_per_batch: int = MAX_BATCH_BYTES,
         output_schema: OutputSchema | None = None,
@@ -245,6 +253,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self.max_poll_interval = max(max_poll_interval, poll_interval)
         self.timeout = timeout
         self.fail_on_partial_error = fail_on_partial_error
+        self.max_error_rate = check_max_error_rate(max_error_rate, task_id=self.task_id)
+        self.check_models = check_models
         self.max_requests_per_batch = max_requests_per_batch
         self.max_bytes_per_batch = max_bytes_per_batch
         self.on_input_change = on_input_change
@@ -567,17 +577,27 @@ class AnthropicCreateBatchOperator(BaseOperator):
         if record.ended_counts is None:
             self._completed_manifest = manifest
             return manifest
+        read: list[ErrorSummary] = []
+
+        def errors() -> str:  # read only when some request failed (the results download is free)
+            rounds = [(1, record.ended_counts or {})]
+            rounds += [(later.number, later.ended_counts or {}) for later in record.rounds]
+            read.append(summarize_errors(self.hook, rounds))
+            return read[-1].describe()
+
         final = final_counts(record) if record.rounds or record.redrive is not None else None
         if final is not None:  # after re-drive: each request once, by its last round's answer
             self.log.info("Outcome after %d round(s):", 1 + len(record.rounds))
-            totals = check_outcome(
-                {"job": final}, fail_on_partial_error=self.fail_on_partial_error, log=self.log
-            )
-        else:
-            totals = check_outcome(
-                record.ended_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log
-            )
+        totals = check_outcome(
+            {"job": final} if final is not None else record.ended_counts,
+            fail_on_partial_error=self.fail_on_partial_error,
+            max_error_rate=self.max_error_rate,
+            log=self.log,
+            errors=errors,
+        )
         self._completed_manifest = {**manifest, "request_counts": totals}
+        if read:
+            self._completed_manifest["errors"] = read[-1].to_json()
         return self._completed_manifest
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
