@@ -178,9 +178,9 @@ def check_outcome(
     """Apply the outcome policy to ended batches.
 
     * every request canceled: skip;
-    * nothing succeeded (some request errored or expired): fail, always;
+    * nothing succeeded (some request errored or expired): fail, unless ``max_error_rate=1``;
     * the share of errored + expired requests above ``max_error_rate`` (``fail_on_partial_error`` is
-      ``max_error_rate=0``): fail; at or below it (None: any share): a warning;
+      ``max_error_rate=0``): fail; at or below it (None: any share short of all): a warning;
     * otherwise: info.
 
     ``errors`` is asked, only when some request failed, for the top error types (see
@@ -197,7 +197,7 @@ def check_outcome(
         summary += f"; {details}" if details else ""
         limit = 0.0 if fail_on_partial_error else max_error_rate
         rate = failed / total
-        if not totals["succeeded"]:
+        if not totals["succeeded"] and (limit is None or rate > limit):
             raise BatchOutcomeError(f"No request succeeded: {summary}")
         if limit is not None and rate > limit:
             raise BatchOutcomeError(

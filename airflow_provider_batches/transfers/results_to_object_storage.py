@@ -142,6 +142,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             row_group_size=row_group_size,
             parquet_compression=parquet_compression,
             structured=None if output_schema is None else StructuredOutput.of(output_schema),
+            prices=prices,
         )
         if compression not in (None, "gzip"):
             raise ValueError(f"compression must be None or 'gzip', got {compression!r}")
@@ -376,7 +377,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             return
 
     def _copy_once(self, ledger: BatchLedger, route: Route, progress: TransferProgress) -> None:
-        meter = UsageMeter()
+        meter = UsageMeter(prices=self.prices)
         chunks = self.hook.iter_results_bytes(ledger.batch, chunk_size=CHUNK_SIZE)
         if self.include_attempts and self._rounds and self._staging is not None:
             chunks = self._tee_attempt(self._staging, ledger, chunks)

@@ -81,6 +81,15 @@ def test_a_job_that_all_succeeded_reads_no_results(emulator: Emulator) -> None:
     assert "GET /v1/messages/batches/{id}/results" not in emulator.admin.stats()["calls"]
 
 
+def test_max_error_rate_of_one_tolerates_a_job_in_which_nothing_succeeded(
+    emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = create(requests=[typo("a")], check_models=False, max_error_rate=1.0).execute(task_context())
+
+    assert manifest["request_counts"]["errored"] == 1
+    assert "not_found_error x1 (round 1)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("value", [-0.1, 1.5, "0.1", True])
 def test_max_error_rate_out_of_range_is_refused_when_the_dag_is_parsed(value: Any) -> None:
     with pytest.raises(ValueError, match="max_error_rate must be a fraction between 0 and 1"):

@@ -83,6 +83,33 @@ def test_a_priced_model_costs_its_tokens_at_batch_prices(api: FakeBatchesAPI, tm
     assert row["cost_usd"] == pytest.approx((1.0 + 5.0) / 2)
 
 
+def test_the_row_cost_is_the_spend_formula_with_prices_cache_writes_and_reads(
+    api: FakeBatchesAPI, tmp_path: Path
+) -> None:
+    line = result_line("a")  # the emulator's test model: priced only by prices=
+    line["result"]["message"]["usage"] = {
+        "input_tokens": 1_000_000,
+        "output_tokens": 1_000_000,
+        "cache_creation_input_tokens": 3_000_000,
+        "cache_read_input_tokens": 1_000_000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 2_000_000, "ephemeral_1h_input_tokens": 1_000_000},
+    }
+    api.add_batch("msgbatch_cached", [line])
+    operator = make_operator(
+        api,
+        batch_id="msgbatch_cached",
+        destination=f"file://{tmp_path}/",
+        output_format="parquet",
+        prices={"claude-emulator-test": {"input": 1.0, "output": 5.0}},
+    )
+    manifest = operator.execute({})  # type: ignore[arg-type]
+    (row,) = pq.read_table(tmp_path / "msgbatch_cached.parquet").to_pylist()
+
+    # input 1 + 5-minute writes 2 x 1.25 + 1-hour writes 1 x 2 + reads 1 x 0.1 + output 5, half price
+    assert row["cost_usd"] == pytest.approx((1.0 + 2.5 + 2.0 + 0.1 + 5.0) / 2)
+    assert manifest["spend"]["cost_usd"] == pytest.approx(row["cost_usd"])
+
+
 def test_an_errored_row_holds_the_error_type_and_message(
     anthropic_emulator: Emulator, tmp_path: Path
 ) -> None:
