@@ -29,7 +29,7 @@ from airflow_provider_batches.errors import (
     ForeignResultsURLError,
     error_from_response,
 )
-from airflow_provider_batches.models import MessageBatch, MessageBatchPage
+from airflow_provider_batches.models import MessageBatch, MessageBatchPage, ModelInfo, ModelPage
 from airflow_provider_batches.policy import RETRYABLE_STATUSES, is_retryable_status
 
 log = logging.getLogger(__name__)
@@ -337,6 +337,32 @@ def list_page_plan(
     return MessageBatchPage.model_validate_json(response.content)
 
 
+# -- Models (free: no tokens are billed) ------------------------------------------------------------
+
+
+def models_path(model_id: str | None = None) -> str:
+    if model_id is None:
+        return "/v1/models"
+    if not model_id or "/" in model_id or "?" in model_id or "#" in model_id:
+        raise ValueError(f"model {model_id!r} is not a valid model id")
+    return f"/v1/models/{model_id}"
+
+
+def get_model_plan(settings: ClientSettings, model_id: str) -> Plan[ModelInfo]:
+    """``GET /v1/models/{id}``: what the model accepts (limits, capabilities, lifecycle)."""
+    return model_plan(settings, Call("GET", models_path(model_id)), ModelInfo)
+
+
+def list_models_page_plan(
+    settings: ClientSettings, *, limit: int = 1000, after_id: str | None = None
+) -> Plan[ModelPage]:
+    """One page of ``GET /v1/models``, newest first."""
+    params: dict[str, str | int] = {"limit": limit}
+    if after_id:
+        params["after_id"] = after_id
+    return model_plan(settings, Call("GET", models_path(), params=params), ModelPage)
+
+
 @dataclass(frozen=True)
 class CreateWatermark:
     """The newest batch listed just before a paid create: the lost create's batch can only be newer.
@@ -606,7 +632,9 @@ __all__ = [
     "error_of",
     "find_created_batch_plan",
     "get_batch_plan",
+    "get_model_plan",
     "is_terminal_response",
+    "list_models_page_plan",
     "list_page_plan",
     "request_plan",
     "run_async",

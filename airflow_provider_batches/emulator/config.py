@@ -53,7 +53,7 @@ TEST_MODEL = "claude-emulator-test"
 """A model id only the emulator knows, for tests that must not depend on the real catalogue."""
 
 DEFAULT_MODELS = (
-    # The ``Model`` literal of the official SDK (anthropic 2.12), newest first.
+    # The ``Model`` literal of the official SDK (anthropic 2.17), newest first.
     "claude-fable-5-2",
     "claude-mythos-5-2",
     "claude-haiku-5-5",
@@ -74,11 +74,13 @@ DEFAULT_MODELS = (
     "claude-haiku-4-5-20251001",
     "claude-opus-4-5",
     "claude-opus-4-5-20251101",
-    "claude-sonnet-4-5",
-    "claude-sonnet-4-5-20250929",
     TEST_MODEL,
 )
 """The model ids the emulator knows by default; any other answers 404 ``not_found_error``."""
+
+RETIRED_MODELS = ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929")
+"""Retired on 2026-11-30: listed by the Models API with ``lifecycle: retired``; requests naming them
+fail as for an unknown model."""
 
 
 class EmulatorConfig(BaseModel):
@@ -115,6 +117,7 @@ class EmulatorConfig(BaseModel):
 
     # Models: the catalogue of known ids (extend it with your own: models=[*DEFAULT_MODELS, "x"]).
     models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS), min_length=1)
+    retired_models: list[str] = Field(default_factory=lambda: list(RETIRED_MODELS))
 
     # Synthetic outcomes.
     errored_fraction: float = Field(default=0.0, ge=0, le=1)
@@ -137,6 +140,9 @@ class EmulatorConfig(BaseModel):
     cut_results_after_bytes: int | None = Field(default=None, ge=0)
     cut_results_fraction: float = Field(default=1.0, ge=0, le=1)
     next_faults: list[str] = Field(default_factory=list)
+    #: Whether the Models API (GET /v1/models...) gets injected faults too. Off by default: a job looks
+    #: its models up before its paid calls, and scripted faults are meant for those calls.
+    faults_on_models_api: bool = False
 
     @field_validator("next_faults")
     @classmethod

@@ -119,7 +119,10 @@ class ApiGate:
         scope[SCOPE_OWNER] = owner
 
         is_results = scope["method"] == "GET" and scope["path"].endswith("/results")
-        decision = state.faults.decide(config, is_results_download=is_results)
+        if scope["path"].startswith("/v1/models") and not config.faults_on_models_api:
+            decision = FaultDecision()  # no draw: scripted faults keep addressing the paid calls
+        else:
+            decision = state.faults.decide(config, is_results_download=is_results)
         state.stats.record_faults(decision.names)
 
         is_count_tokens = scope["path"].rstrip("/").endswith("/count_tokens")

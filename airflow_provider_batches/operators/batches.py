@@ -27,6 +27,7 @@ from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import JobRecord, JobStore, generation_of, job_store_for, utcnow
 from airflow_provider_batches.lineage import create_batch_lineage
 from airflow_provider_batches.links import AnthropicBatchLink
+from airflow_provider_batches.model_check import check_models
 from airflow_provider_batches.operators.cancel_delete import (
     AnthropicCancelBatchOperator,
     AnthropicDeleteBatchOperator,
@@ -142,6 +143,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
     :param max_error_rate: the share of requests (0 to 1) that may end errored or expired before the
         task fails. Default None: a job fails only when no request succeeded; any other failure is a
         warning. Failures and warnings name the top error types, read from the results (free).
+    :param check_models: look each distinct model up in the Models API (free) before any paid call:
+        an unknown or retired model, ``max_tokens`` above the model's limit, or a model without batch
+        support fails the task naming the lines and the closest model ids.
     :param max_requests_per_batch: split the input into batches of at most this many requests.
     :param max_bytes_per_batch: ... and at most this many body bytes.
     :param on_input_change: what a retry does when the input differs from what an earlier try
@@ -318,6 +322,14 @@ class AnthropicCreateBatchOperator(BaseOperator):
         )
         self._models = dict(job.requests_per_model)
         self._job = job
+        if self.check_models:  # free, and before any paid call
+            check_models(
+                self.hook,
+                job.model_usage,
+                source=job.source.describe(),
+                betas=self.hook.get_settings().betas,
+                log=self.log,
+            )
         store = job_store_for(context)
         self._submission = self.submission_for(context, store, job)
         record = self._submission.run()
