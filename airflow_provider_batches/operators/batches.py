@@ -41,6 +41,7 @@ from airflow_provider_batches.operators.rounds import (
     record_batches_ended,
     rounds_manifest,
     unsubmitted_slices,
+    wait_label,
     waiting_batch_ids,
 )
 from airflow_provider_batches.operators.submission import (
@@ -70,6 +71,7 @@ from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from airflow_provider_batches.waiting import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_PROGRESS_INTERVAL,
     DEFAULT_TIMEOUT,
     DEFER_TIMEOUT_MARGIN_SECONDS,
     NOT_FOUND_GRACE_SECONDS,
@@ -143,6 +145,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
     :param max_error_rate: the share of requests (0 to 1) that may end errored or expired before the
         task fails. Default None: a job fails only when no request succeeded; any other failure is a
         warning. Failures and warnings name the top error types, read from the results (free).
+    :param progress_interval: seconds between the progress lines a wait logs (counts per state,
+        elapsed time, round and wave), sync or deferred; 0 for none. They cost no API call.
     :param check_models: look each distinct model up in the Models API (free) before any paid call:
         an unknown or retired model, ``max_tokens`` above the model's limit, or a model without batch
         support fails the task naming the lines and the closest model ids.
@@ -202,6 +206,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         fail_on_partial_error: bool = False,
         max_error_rate: float | None = None,
         check_models: bool = True,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
         max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH,
         max_bytes_per_batch: int = MAX_BATCH_BYTES,
         output_schema: OutputSchema | None = None,
@@ -259,6 +264,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self.fail_on_partial_error = fail_on_partial_error
         self.max_error_rate = check_max_error_rate(max_error_rate, task_id=self.task_id)
         self.check_models = check_models
+        self.progress_interval = float(progress_interval)
         self.max_requests_per_batch = max_requests_per_batch
         self.max_bytes_per_batch = max_bytes_per_batch
         self.on_input_change = on_input_change
@@ -474,6 +480,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         """The ended counts of the round's batches, waited for here or (deferred) in the triggerer."""
         deadline = time.time() + self.timeout
         grace_until = time.time() + NOT_FOUND_GRACE_SECONDS
+        label = wait_label(record, number, batch_ids)
         if self.deferrable:
             self.defer(
                 trigger=AnthropicBatchTrigger(
@@ -484,6 +491,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
                     max_poll_interval=self.max_poll_interval,
                     not_found_grace_until=grace_until,
                     cancel_on_kill=self.cancel_on_kill,
+                    progress_interval=self.progress_interval,
+                    label=label,
                 ),
                 method_name="execute_complete",
                 kwargs={"manifest": job_manifest(record), "round": number},
@@ -498,6 +507,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 max_poll_interval=self.max_poll_interval,
                 not_found_grace_until=grace_until,
                 log=self.log,
+                progress_interval=self.progress_interval,
+                label=label,
             )
         except (BatchTimeoutError, AirflowTaskTimeout):
             if self.cancel_on_timeout:

@@ -30,8 +30,10 @@ from airflow_provider_batches.policy import (
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from airflow_provider_batches.waiting import (
     DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_PROGRESS_INTERVAL,
     DEFER_TIMEOUT_MARGIN_SECONDS,
     NOT_FOUND_GRACE_SECONDS,
+    WaitProgress,
     poll_round,
 )
 
@@ -55,6 +57,8 @@ class AnthropicBatchSensor(BaseSensorOperator):
     :param max_poll_interval: the cap of the deferred poll interval.
     :param cancel_on_kill: cancel the batches when the task is killed (default False: not its batches).
     :param cancel_on_timeout: cancel the batches when the sensor times out (default False).
+    :param progress_interval: seconds between the progress lines logged while waiting (counts per
+        state, elapsed time), from the pokes' own answers; 0 for none.
 
     A 404 within a minute of the first poke counts as transient: the API has been seen to answer
     it for a batch seconds after its create.
@@ -75,6 +79,7 @@ class AnthropicBatchSensor(BaseSensorOperator):
         poke_interval: timedelta | float = 60,
         cancel_on_kill: bool = False,
         cancel_on_timeout: bool = False,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -87,6 +92,8 @@ class AnthropicBatchSensor(BaseSensorOperator):
         self.cancel_on_kill = cancel_on_kill
         self.cancel_on_timeout = cancel_on_timeout
         self._started_at: float | None = None
+        self.progress_interval = float(progress_interval)
+        self._progress: WaitProgress | None = None
 
     @cached_property
     def hook(self) -> AnthropicHook:
@@ -106,6 +113,7 @@ class AnthropicBatchSensor(BaseSensorOperator):
                     max_poll_interval=self.max_poll_interval,
                     not_found_grace_until=time.time() + NOT_FOUND_GRACE_SECONDS,
                     cancel_on_kill=self.cancel_on_kill,
+                    progress_interval=self.progress_interval,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
@@ -118,12 +126,26 @@ class AnthropicBatchSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         batch_ids = normalize_batch_ids(self.batch_id)
+        grace_until = self._grace_until(context)
+        if self._progress is None:  # per sensor instance: one per poke in reschedule mode
+            started = grace_until - NOT_FOUND_GRACE_SECONDS
+            self._progress = WaitProgress(
+                batch_ids, progress_interval=self.progress_interval, started=started
+            )
+        progress = self._progress
         round_plan = partial(
-            poll_round, batch_ids=batch_ids, not_found_grace_until=self._grace_until(context), log=self.log
+            poll_round,
+            batch_ids=batch_ids,
+            not_found_grace_until=grace_until,
+            log=self.log,
+            progress=progress,
         )
         ended, _ = self.hook.run_plan(round_plan, budget=True)
         if len(ended) < len(batch_ids):
+            progress.report_if_due(self.log, time.time())
             return False
+        progress.ended.update(ended)
+        self.log.info("%s", progress.describe(time.time(), ended=True))
         totals = self._judge(ended)
         return PokeReturnValue(is_done=True, xcom_value={"batch_ids": batch_ids, "request_counts": totals})
 
