@@ -112,6 +112,16 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
     template_fields: Sequence[str] = ("batch_id", "destination", "dest_conn_id", "cost_estimate")
     ui_color = "#d4a27f"
 
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:  # type: ignore[override]
+        """A mapped transfer is built only when it runs, after the batches were paid for: its output
+        options (a missing ``pyarrow`` for Parquet...) are checked here, where the DAG is parsed."""
+        known = ("output_format", "compression", "row_group_size", "parquet_compression")
+        given = {name: kwargs[name] for name in known if name in kwargs}
+        if all(isinstance(value, (str, int, type(None))) for value in given.values()):  # not templated
+            OutputOptions(**given)
+        return super().partial(**kwargs)
+
     def __init__(
         self,
         *,

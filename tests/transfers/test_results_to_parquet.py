@@ -277,3 +277,27 @@ def test_parquet_without_pyarrow_says_which_extra_to_install(monkeypatch: pytest
         AnthropicBatchResultsToObjectStorageOperator(
             task_id="results", batch_id="msgbatch_x", destination="file:///tmp/x/", output_format="parquet"
         )
+
+
+def test_a_mapped_parquet_export_without_pyarrow_fails_where_the_dag_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ValueError, match=r"pip install 'airflow-provider-batches\[parquet\]'"):
+        AnthropicBatchResultsToObjectStorageOperator.partial(
+            task_id="results", destination="file:///tmp/x/", output_format="parquet"
+        )
+
+
+def test_a_mapped_parquet_export_is_built_as_usual_with_pyarrow() -> None:
+    from airflow.sdk import DAG
+
+    with DAG("mapped_parquet", schedule=None):
+        mapped = AnthropicBatchResultsToObjectStorageOperator.partial(
+            task_id="results", destination="file:///tmp/x/", output_format="parquet"
+        ).expand(batch_id=["msgbatch_a", "msgbatch_b"])
+
+    assert mapped.partial_kwargs["output_format"] == "parquet"
