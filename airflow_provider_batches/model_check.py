@@ -8,7 +8,10 @@ model and the closest model ids the API lists, when:
 * the API does not know the model, or lists it as ``retired``;
 * a request's ``max_tokens`` is above the model's ``max_tokens`` (above 300,000 with the
   ``output-300k-2026-03-24`` beta on the Batch API, where the model supports it);
-* the model does not support the Message Batches API (``capabilities.batch.supported``).
+* the model does not support the Message Batches API (``capabilities.batch.supported``);
+* a request asks for manual extended thinking on a model that refuses it
+  (``capabilities.thinking.types.enabled``), or sets non-default sampling parameters on a model
+  that refuses them (:data:`FIXED_SAMPLING`, a dated table).
 
 A ``deprecated`` model is a warning with its retirement date. When the Models API cannot be reached
 or answers an error that is not "not found", the check is skipped with a warning: the batches are
@@ -35,12 +38,20 @@ if TYPE_CHECKING:
     from airflow_provider_batches.models import ModelInfo
     from airflow_provider_batches.requests import ModelUsage
 
-__all__ = ["OUTPUT_300K_BETA", "check_models", "closest_models"]
+__all__ = ["FIXED_SAMPLING", "OUTPUT_300K_BETA", "check_models", "closest_models"]
 
 #: The Batch API beta that lifts output to 300K tokens on the models that support it (model pages,
 #: e.g. https://platform.claude.com/docs/en/models/haiku-5-5/overview, checked 2026-12-04).
 OUTPUT_300K_BETA = "output-300k-2026-03-24"
 BATCH_OUTPUT_CAP_WITH_BETA = 300_000
+
+
+#: Models that refuse non-default sampling parameters (temperature, top_p, top_k), with the page that
+#: says so (checked 2026-12-04). The Models API has no capability for it, hence this dated table.
+FIXED_SAMPLING: Mapping[str, str] = {
+    "claude-sonnet-5": "platform.claude.com/docs/en/models/sonnet-5/overview",
+    "claude-haiku-5-5": "platform.claude.com/docs/en/models/haiku-5-5/migration-guide",
+}
 
 
 def closest_models(model: str, known: Sequence[str], n: int = 3) -> list[str]:
@@ -124,6 +135,17 @@ def _problems(
         problems.append(
             f"model {model!r} does not support the Message Batches API (capabilities.batch): use another "
             f"model or the Messages API. Used by {_where(used)}"
+        )
+    if used.manual_thinking_line and info.supports("thinking", "types", "enabled") is False:
+        problems.append(
+            f"{used.manual_thinking_line}, params.thinking: {model} does not accept manual extended "
+            'thinking (type "enabled", capabilities.thinking.types.enabled): use {"type": "adaptive"} '
+            "(with output_config.effort) or leave thinking out"
+        )
+    if used.sampling_line and model in FIXED_SAMPLING:
+        problems.append(
+            f"{used.sampling_line}, params: {model} answers 400 to non-default temperature, top_p or "
+            f"top_k ({FIXED_SAMPLING[model]}): remove them"
         )
     limit = info.max_tokens
     if limit is not None and OUTPUT_300K_BETA in betas:

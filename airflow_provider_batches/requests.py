@@ -631,16 +631,35 @@ class ModelUsage:
     lines: list[str] = field(default_factory=list)
     max_tokens: int = 0
     max_tokens_line: str = ""
+    #: The first line that sets a non-default sampling parameter (temperature, top_p, top_k), and the
+    #: first that asks for manual extended thinking (``thinking.type = "enabled"``): some models
+    #: refuse them.
+    sampling_line: str = ""
+    manual_thinking_line: str = ""
 
-    def add(self, line: SourceLine, custom_id: str, max_tokens: int) -> None:
+    def add(self, line: SourceLine, custom_id: str, params: Mapping[str, Any]) -> None:
         self.requests += 1
+        max_tokens = params["max_tokens"]
         first = len(self.lines) < MODEL_LINES_SHOWN
-        if first or max_tokens > self.max_tokens:  # the text only when kept: this runs once a request
+        sampling = not self.sampling_line and (
+            params.get("temperature", 1) != 1 or "top_p" in params or "top_k" in params
+        )
+        thinking = params.get("thinking")
+        manual = (
+            not self.manual_thinking_line
+            and isinstance(thinking, Mapping)
+            and thinking.get("type") == "enabled"
+        )
+        if first or max_tokens > self.max_tokens or sampling or manual:  # the text only when kept
             where = f"{line.location} (custom_id {custom_id!r})"
             if first:
                 self.lines.append(where)
             if max_tokens > self.max_tokens:
                 self.max_tokens, self.max_tokens_line = max_tokens, where
+            if sampling:
+                self.sampling_line = where
+            if manual:
+                self.manual_thinking_line = where
 
 
 @dataclass(frozen=True)
@@ -772,9 +791,10 @@ def prepare_job(
             continue
         params = checked.request["params"]
         models[params["model"]] += 1
-        usage.setdefault(params["model"], ModelUsage()).add(
-            line, checked.request["custom_id"], params["max_tokens"]
-        )
+        used = usage.get(params["model"])
+        if used is None:
+            used = usage[params["model"]] = ModelUsage()
+        used.add(line, checked.request["custom_id"], params)
         planner.add(checked.encoded, checked.id_hash, line)
         reencoded.append(checked.encoded is not line.raw)
     if checker.suspects:

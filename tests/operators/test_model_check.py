@@ -91,6 +91,47 @@ def test_max_tokens_above_the_models_limit_fails_naming_the_line_and_the_limit(e
     assert paid_calls(emulator) == 0
 
 
+def test_manual_extended_thinking_on_a_model_that_refuses_it_fails_naming_the_line(
+    emulator: Emulator,
+) -> None:
+    batch = [
+        request("adaptive", model="claude-sonnet-5", thinking={"type": "adaptive"}),
+        request(
+            "manual",
+            model="claude-sonnet-5",
+            max_tokens=2048,
+            thinking={"type": "enabled", "budget_tokens": 1024},
+        ),
+    ]
+
+    with pytest.raises(
+        RequestValidationError, match=r"requests\[1\] \(custom_id 'manual'\), params.thinking"
+    ):
+        create(requests=batch).execute(task_context())
+
+    assert paid_calls(emulator) == 0
+
+
+def test_non_default_sampling_on_a_model_that_refuses_it_fails_naming_the_line(emulator: Emulator) -> None:
+    batch = [
+        request("plain", model="claude-haiku-5-5"),
+        request("hot", model="claude-haiku-5-5", temperature=0.2),
+    ]
+
+    with pytest.raises(
+        RequestValidationError, match=r"custom_id 'hot'\), params: claude-haiku-5-5 answers 400"
+    ):
+        create(requests=batch).execute(task_context())
+
+
+def test_sampling_parameters_pass_on_models_that_take_them(emulator: Emulator) -> None:
+    manifest = create(requests=[request("warm", model="claude-sonnet-4-6", temperature=0.2)]).execute(
+        task_context()
+    )
+
+    assert manifest["request_counts"]["succeeded"] == 1
+
+
 def test_check_models_false_sends_without_looking(emulator: Emulator) -> None:
     create(requests=[request("a")], check_models=False).execute(task_context())
 
@@ -100,7 +141,7 @@ def test_check_models_false_sends_without_looking(emulator: Emulator) -> None:
 def usage(*custom_ids: str, max_tokens: int = 16) -> ModelUsage:
     used = ModelUsage()
     for number, custom_id in enumerate(custom_ids, start=1):
-        used.add(SourceLine(number=number, offset=0, raw=b"{}"), custom_id, max_tokens)
+        used.add(SourceLine(number=number, offset=0, raw=b"{}"), custom_id, {"max_tokens": max_tokens})
     return used
 
 
