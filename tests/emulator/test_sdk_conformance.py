@@ -264,3 +264,15 @@ def test_an_organization_on_hold_is_a_bad_request_with_its_error_code(emulator: 
         sdk_client(emulator).messages.batches.list()
 
     assert raised.value.error_code == "organization_on_hold"
+
+
+def test_an_answer_echoes_the_question_without_its_outcome_markers(client: anthropic.Anthropic) -> None:
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Explain TCP [emulator:succeeded] now"}],
+    )
+
+    text = message.content[0].text  # type: ignore[union-attr]
+    assert text.endswith(": Explain TCP now")
+    assert "[emulator:" not in text
