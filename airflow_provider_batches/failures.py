@@ -14,7 +14,7 @@ archived, the network) never hides the outcome: the summary then says why it has
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,9 @@ __all__ = [
     "decode_result_line",
     "summarize_errors",
 ]
+
+#: ``(round, result type, error type)``: whether a later round sent this failure again.
+Superseded = Callable[[int, str, "str | None"], bool]
 
 #: Failed (errored or expired) result lines read at most, over the whole job.
 MAX_FAILED_LINES = 1_000
@@ -157,12 +160,22 @@ def summarize_errors(
     *,
     max_failed_lines: int = MAX_FAILED_LINES,
     max_bytes: int = MAX_SCAN_BYTES,
+    superseded: Superseded | None = None,
+    failed: int | None = None,
 ) -> ErrorSummary:
-    """Tally the failed results of ``rounds`` (round number, ended counts per batch), newest first."""
+    """Tally the failed results of ``rounds`` (round number, ended counts per batch), newest first.
+
+    With re-drive, ``superseded(round, kind, error_type)`` says which failures a later round sent
+    again (their last answer is there, not here), and ``failed`` is the job's final failure count.
+    """
     summary = ErrorSummary()
     ordered = sorted(rounds, key=lambda item: -item[0])
-    summary.failed = sum(_failed_count(counts) for _, ended in ordered for counts in ended.values())
-    scan = _Scan(max_failed_lines, max_bytes)
+    summary.failed = (
+        failed
+        if failed is not None
+        else sum(_failed_count(counts) for _, ended in ordered for counts in ended.values())
+    )
+    scan = _Scan(max_failed_lines, max_bytes, superseded)
     for number, ended in ordered:
         for batch_id, counts in ended.items():
             wanted = _failed_count(counts)
@@ -183,6 +196,7 @@ class _Scan:
 
     max_lines: int
     bytes_left: int
+    superseded: Superseded | None = None
 
     def exhausted(self, summary: ErrorSummary) -> bool:
         return summary.read >= self.max_lines or self.bytes_left <= 0
@@ -197,17 +211,19 @@ class _Scan:
         try:
             for chunk in chunks:
                 self.bytes_left -= len(chunk)
-                _tally(splitter.feed(chunk), number, summary, limit)
+                _tally(splitter.feed(chunk), number, summary, limit, self.superseded)
                 if summary.read >= limit or self.bytes_left <= 0:
                     return
-            _tally(splitter.flush(), number, summary, limit)
+            _tally(splitter.flush(), number, summary, limit, self.superseded)
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
 
 
-def _tally(lines: Iterable[bytes], number: int, summary: ErrorSummary, limit: int) -> None:
+def _tally(
+    lines: Iterable[bytes], number: int, summary: ErrorSummary, limit: int, superseded: Superseded | None
+) -> None:
     for raw in lines:
         if summary.read >= limit:
             return
@@ -218,11 +234,15 @@ def _tally(lines: Iterable[bytes], number: int, summary: ErrorSummary, limit: in
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
         kind = line.result.type
+        if kind not in ("errored", "expired"):
+            continue
+        error = line.result.error
+        inner = error.error if error is not None else None
+        error_type = inner.type if inner is not None else (error.type if error else "")
+        if superseded is not None and superseded(number, kind, error_type or None):
+            continue  # sent again in a later round: its last answer is there
         if kind == "expired":
             summary.add("expired", EXPIRED_MESSAGE, line.custom_id, number)
-        elif kind == "errored":
-            error = line.result.error
-            inner = error.error if error is not None else None
-            error_type = inner.type if inner is not None else (error.type if error else "")
+        else:
             message = inner.message if inner is not None else (error.message if error else "")
             summary.add(error_type or "unknown_error", message, line.custom_id, number)

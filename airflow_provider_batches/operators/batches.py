@@ -602,13 +602,21 @@ class AnthropicCreateBatchOperator(BaseOperator):
             return manifest
         read: list[ErrorSummary] = []
 
+        final = final_counts(record) if record.rounds or record.redrive is not None else None
+
         def errors() -> str:  # read only when some request failed (the results download is free)
             rounds = [(1, record.ended_counts or {})]
             rounds += [(later.number, later.ended_counts or {}) for later in record.rounds]
-            read.append(summarize_errors(self.hook, rounds))
+            redrive = Redrive.from_json(record.redrive) if record.redrive else None
+            last = 1 + len(record.rounds)
+
+            def superseded(number: int, kind: str, error_type: str | None) -> bool:
+                return redrive is not None and number < last and redrive.reason(kind, error_type) is not None
+
+            failed = None if final is None else final.get("errored", 0) + final.get("expired", 0)
+            read.append(summarize_errors(self.hook, rounds, superseded=superseded, failed=failed))
             return read[-1].describe()
 
-        final = final_counts(record) if record.rounds or record.redrive is not None else None
         if final is not None:  # after re-drive: each request once, by its last round's answer
             self.log.info("Outcome after %d round(s):", 1 + len(record.rounds))
         totals = check_outcome(

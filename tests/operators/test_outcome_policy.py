@@ -12,6 +12,7 @@ from airflow_provider_batches.errors import BatchOutcomeError
 from airflow_provider_batches.failures import summarize_errors
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
+from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.sensors.batches import AnthropicBatchSensor
 from tests.operators.support import request, requests, task_context
 
@@ -114,3 +115,18 @@ def test_the_error_scan_stops_after_its_bound_and_says_how_much_it_read(emulator
     assert summary.failed == 5
     assert summary.read == 2
     assert "from 2 of 5 failed results read" in summary.describe()
+
+
+def test_after_re_drive_only_the_final_failures_are_named(emulator: Emulator) -> None:
+    batch = [
+        request("ok"),
+        request("flaky", "[emulator:errored_once=overloaded_error]"),  # re-driven, then succeeds
+        request("bad", "[emulator:errored=invalid_request_error]"),  # permanent: stays in round 1
+    ]
+
+    manifest = create(requests=batch, redrive=Redrive()).execute(task_context())
+
+    assert manifest["request_counts"]["errored"] == 1
+    assert [entry["type"] for entry in manifest["errors"]["types"]] == ["invalid_request_error"]
+    assert manifest["errors"]["failed"] == 1
+    assert manifest["errors"]["types"][0]["custom_ids"] == ["bad"]
