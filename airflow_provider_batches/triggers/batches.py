@@ -112,9 +112,10 @@ class AnthropicBatchTrigger(BaseTrigger):
             log=self.log,
         )
         self.log.info(
-            "Waiting for %d batch(es) to end: polling every %.0f s, backing off to %.0f s, with the "
+            "Waiting for %d batch(es) to end%s: polling every %.0f s, backing off to %.0f s, with the "
             "connection's other triggers in this triggerer",
             len(self.batch_ids),
+            f" ({self.label})" if self.label else "",
             self.poll_interval,
             self.max_poll_interval,
         )
