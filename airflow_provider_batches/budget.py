@@ -29,6 +29,7 @@ from airflow_provider_batches.client_core import (
     Plan,
     Send,
     Sleep,
+    is_terminal_response,
     server_retry_after,
 )
 
@@ -94,7 +95,7 @@ class RequestBudget:
         """Slow down on what the API says: a 429 holds sends for its ``retry-after``; a low
         ``anthropic-ratelimit-requests-remaining`` spreads the rest until the window's reset."""
         hold = -math.inf
-        if response.status_code == 429:
+        if response.status_code == 429 and not is_terminal_response(response):  # a spend cap is no pace
             hold = now + (server_retry_after(response) or 1.0)
         remaining = _int_header(response, "anthropic-ratelimit-requests-remaining")
         reset_at = _time_header(response, "anthropic-ratelimit-requests-reset")

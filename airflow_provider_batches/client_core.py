@@ -31,7 +31,7 @@ from airflow_provider_batches.errors import (
     UnexpectedAnswerError,
     error_from_response,
 )
-from airflow_provider_batches.models import MessageBatch, MessageBatchPage
+from airflow_provider_batches.models import MessageBatch, MessageBatchPage, ModelInfo, ModelPage
 from airflow_provider_batches.policy import RETRYABLE_STATUSES, is_retryable_status
 
 log = logging.getLogger(__name__)
@@ -254,15 +254,20 @@ def _transport_reason(settings: ClientSettings, exc: httpx.TransportError) -> st
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _raise_for_status(settings: ClientSettings, response: httpx.Response) -> None:
-    if response.status_code >= 400:
-        error = error_from_response(
-            response.status_code,
-            settings.redact(response.content.decode("utf-8", "replace")).encode("utf-8"),
-            response.headers.get("request-id"),
-        )
-        error.retry_after = server_retry_after(response)
-        raise error
+def error_of(response: httpx.Response, settings: ClientSettings | None = None) -> AnthropicAPIError:
+    """The exception an error answer maps to (its ``retry_after`` set when the server gave one); given
+    ``settings``, a body that echoes the key is redacted first."""
+    body = response.content
+    if settings is not None:
+        body = settings.redact(body.decode("utf-8", "replace")).encode("utf-8")
+    error = error_from_response(response.status_code, body, response.headers.get("request-id"))
+    error.retry_after = server_retry_after(response)
+    return error
+
+
+def is_terminal_response(response: httpx.Response) -> bool:
+    """An answer no retry can change (spend limit, billing, permission...): see ``TerminalAPIError``."""
+    return response.status_code >= 400 and error_of(response).terminal
 
 
 def request_plan(
@@ -292,6 +297,9 @@ def request_plan(
             continue
         if response.status_code < 400:
             return response
+        error = error_of(response, settings)
+        if error.terminal:  # a spend limit, billing, permission: retrying only burns the rate budget
+            raise error
         if should_retry(response):
             if not call.idempotent and response.status_code in AMBIGUOUS_CREATE_STATUSES:
                 raise _MaybeSent(f"HTTP {response.status_code}")
@@ -307,7 +315,7 @@ def request_plan(
                 )
                 yield Sleep(delay)
                 continue
-        _raise_for_status(settings, response)
+        raise error
 
 
 def model_plan(settings: ClientSettings, call: Call, model: type[M]) -> Plan[M]:
@@ -387,6 +395,32 @@ def list_page_plan(
             settings, Call("GET", batches_path(), params=params, betas=betas), MessageBatchPage
         )
     )
+
+
+# -- Models (free: no tokens are billed) ------------------------------------------------------------
+
+
+def models_path(model_id: str | None = None) -> str:
+    if model_id is None:
+        return "/v1/models"
+    if not model_id or "/" in model_id or "?" in model_id or "#" in model_id:
+        raise ValueError(f"model {model_id!r} is not a valid model id")
+    return f"/v1/models/{model_id}"
+
+
+def get_model_plan(settings: ClientSettings, model_id: str) -> Plan[ModelInfo]:
+    """``GET /v1/models/{id}``: what the model accepts (limits, capabilities, lifecycle)."""
+    return model_plan(settings, Call("GET", models_path(model_id)), ModelInfo)
+
+
+def list_models_page_plan(
+    settings: ClientSettings, *, limit: int = 1000, after_id: str | None = None
+) -> Plan[ModelPage]:
+    """One page of ``GET /v1/models``, newest first."""
+    params: dict[str, str | int] = {"limit": limit}
+    if after_id:
+        params["after_id"] = after_id
+    return model_plan(settings, Call("GET", models_path(), params=params), ModelPage)
 
 
 @dataclass(frozen=True)
@@ -655,8 +689,12 @@ __all__ = [
     "create_batch_plan",
     "create_call_budget",
     "create_watermark_plan",
+    "error_of",
     "find_created_batch_plan",
     "get_batch_plan",
+    "get_model_plan",
+    "is_terminal_response",
+    "list_models_page_plan",
     "list_page_plan",
     "request_plan",
     "run_async",

@@ -25,6 +25,9 @@ class AnthropicAPIError(AnthropicBatchesError):
     status_code: int | None = None
     error_type: str = "api_error"
     hint: str = ""
+    #: No retry can change this answer: it is never retried, by the client or the wait (and the task
+    #: is not retried either: see :class:`TerminalAPIError`).
+    terminal: bool = False
 
     def __init__(
         self,
@@ -33,8 +36,11 @@ class AnthropicAPIError(AnthropicBatchesError):
         status_code: int | None = None,
         error_type: str | None = None,
         request_id: str | None = None,
+        error_code: str | None = None,
     ) -> None:
         self.message = message
+        #: ``error.details.error_code`` of the answer, when the API named the cause.
+        self.error_code = error_code
         if status_code is not None:
             self.status_code = status_code
         if error_type is not None:
@@ -59,22 +65,86 @@ class InvalidRequestError(AnthropicAPIError):
     hint = "fix the request named in the message; retrying unchanged will fail again"
 
 
-class AuthenticationError(AnthropicAPIError):
+class TerminalAPIError(AnthropicAPIError, AirflowFailException):
+    """An answer no retry can change until someone changes a setting (a limit, billing, access).
+
+    Raised at once: the client does not retry it, a wait stops on it, and Airflow does not retry the
+    task (``AirflowFailException``); the hint says what to change.
+    """
+
+    terminal = True
+    #: The ``error.details.error_code`` that names this error, when one does.
+    error_code_value: str = ""
+
+
+class AuthenticationError(TerminalAPIError):
     status_code = 401
     error_type = "authentication_error"
     hint = "check the API key in the connection's password field or ANTHROPIC_API_KEY"
 
 
-class BillingError(AnthropicAPIError):
+class BillingError(TerminalAPIError):
     status_code = 402
     error_type = "billing_error"
-    hint = "check the organisation's billing and credit balance in the Anthropic console"
+    hint = (
+        "check the organisation's billing and credit balance in the Claude Console (Settings > Billing); "
+        "not retried: retrying cannot succeed until it is fixed"
+    )
 
 
-class PermissionDeniedError(AnthropicAPIError):
+class PermissionDeniedError(TerminalAPIError):
     status_code = 403
     error_type = "permission_error"
-    hint = "the API key's workspace lacks access to this resource or model"
+    hint = (
+        "the API key's workspace lacks access to this resource or model: use a key of a workspace that "
+        "has it; not retried"
+    )
+
+
+class SpendLimitReachedError(TerminalAPIError):
+    """429 ``rate_limit_error`` with ``error.details.error_code = enforced_spend_limit_reached``: the
+    organization crossed the monthly spend limit of its usage tier (no ``retry-after``)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    error_code_value = "enforced_spend_limit_reached"
+    hint = (
+        "the organization reached the monthly spend limit of its API usage tier: raise the tier or the "
+        "limit in the Claude Console (Settings > Limits), or wait for the next calendar month; not "
+        "retried: every retry would fail the same way until then"
+    )
+
+
+class UsageLimitReachedError(TerminalAPIError):
+    """400 "You have reached your specified API usage limits": a spend limit the user set."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    hint = (
+        "the spend limit set for the organization or workspace in the Claude Console was reached: raise "
+        "it (Settings > Limits) or wait until the date the message gives; not retried"
+    )
+
+
+class OrganizationOnHoldError(TerminalAPIError):
+    """400 with ``error.details.error_code = organization_on_hold``: Anthropic disabled the organization."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    error_code_value = "organization_on_hold"
+    hint = (
+        "Anthropic has put the organization on hold: nothing can be sent until it is lifted; contact "
+        "Anthropic support (or appeal) before running the job again; not retried"
+    )
+
+
+class WorkspaceHumanReviewDisabledError(TerminalAPIError):
+    """400 with ``error.details.error_code = workspace_human_review_disabled``."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    error_code_value = "workspace_human_review_disabled"
+    hint = "this operation needs a workspace with Human Review on: use such a workspace's key; not retried"
 
 
 class NotFoundError(AnthropicAPIError):
@@ -140,10 +210,20 @@ ERRORS_BY_STATUS: Mapping[int, type[AnthropicAPIError]] = {
 }
 
 
+#: Terminal answers named by ``error.details.error_code``.
+ERRORS_BY_CODE: Mapping[str, type[AnthropicAPIError]] = {
+    cls.error_code_value: cls
+    for cls in (SpendLimitReachedError, OrganizationOnHoldError, WorkspaceHumanReviewDisabledError)
+}
+#: How the API words a spend limit set by the user (a 400 with no error code).
+USAGE_LIMIT_MESSAGE = "You have reached your specified API usage limits"
+
+
 def error_from_response(status_code: int, body: bytes, request_id: str | None) -> AnthropicAPIError:
     """Map an error answer to its exception; unknown types and non-JSON bodies still read well."""
     error_type: str | None = None
     message: str | None = None
+    error_code: str | None = None
     try:
         payload: Any = json.loads(body)
     except ValueError:
@@ -153,15 +233,26 @@ def error_from_response(status_code: int, body: bytes, request_id: str | None) -
         if isinstance(error, dict):
             error_type = error.get("type") if isinstance(error.get("type"), str) else None
             message = error.get("message") if isinstance(error.get("message"), str) else None
+            details = error.get("details")
+            code = details.get("error_code") if isinstance(details, dict) else None
+            error_code = code if isinstance(code, str) else None
         request_id = payload.get("request_id") or request_id
     if message is None:
         message = _summarize_non_json(body)
-    cls = ERRORS_BY_TYPE.get(error_type or "") or ERRORS_BY_STATUS.get(status_code, AnthropicAPIError)
+    cls = (
+        ERRORS_BY_CODE.get(error_code or "")
+        or (
+            UsageLimitReachedError if status_code == 400 and message.startswith(USAGE_LIMIT_MESSAGE) else None
+        )
+        or ERRORS_BY_TYPE.get(error_type or "")
+        or ERRORS_BY_STATUS.get(status_code, AnthropicAPIError)
+    )
     return cls(
         _printable(message, MAX_ERROR_MESSAGE_CHARS),
         status_code=status_code,
         error_type=_printable(error_type, 100) if error_type is not None else None,
         request_id=_printable(request_id, 200) if isinstance(request_id, str) else None,
+        error_code=_printable(error_code, 100) if error_code is not None else None,
     )
 
 

@@ -178,6 +178,40 @@ class MessageBatchPage(APIModel):
     has_more: bool = False
 
 
+class ModelInfo(APIModel):
+    """``GET /v1/models/{id}``: what a model accepts (the official SDK's ``ModelInfo``, 2.17).
+
+    ``capabilities`` is kept as a plain mapping (``capabilities["batch"]["supported"]``): its keys grow
+    with the API and are read one by one, each defaulting to "no objection" when absent.
+    """
+
+    id: str
+    type: str = "model"
+    display_name: str = ""
+    created_at: datetime | None = None
+    lifecycle: str = "active"
+    deprecated_at: datetime | None = None
+    retires_at: datetime | None = None
+    max_input_tokens: int | None = None
+    max_tokens: int | None = None
+    capabilities: dict[str, Any] | None = None
+
+    def supports(self, *path: str) -> bool | None:
+        """``capabilities[path...]["supported"]``; None when the API did not say."""
+        node: Any = self.capabilities
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node.get("supported") if isinstance(node, dict) else None
+        return value if isinstance(value, bool) else None
+
+
+class ModelPage(APIModel):
+    data: list[ModelInfo] = []
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
 class DeletedMessageBatch(APIModel):
     id: BatchId
     type: str = "message_batch_deleted"

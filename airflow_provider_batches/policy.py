@@ -4,12 +4,13 @@
 * which HTTP statuses are worth repeating, for a call (client_core) and for a poll (the wait);
 * which failed poll is transient;
 * the wait's outcome (:class:`WaitEvent`), as a trigger sends it and a resumed task checks it;
-* the outcome policy for ended batches (all canceled skips; errored or expired warn or fail).
+* the outcome policy for ended batches (all canceled skips; nothing succeeded fails; errored or
+  expired beyond ``max_error_rate`` fail, else warn).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +35,7 @@ __all__ = [
     "WAIT_STATUSES",
     "WaitEvent",
     "WaitStatus",
+    "check_max_error_rate",
     "check_outcome",
     "default_deferrable",
     "describe_counts",
@@ -59,6 +61,8 @@ def is_transient(exc: BaseException, *, now: float, not_found_grace_until: float
     """Whether a failed poll is worth repeating: a retryable status, the network, an early 404."""
     if isinstance(exc, APIConnectionError):
         return True
+    if isinstance(exc, AnthropicAPIError) and exc.terminal:  # a spend limit, billing...: waiting won't help
+        return False
     if isinstance(exc, NotFoundError):
         return not_found_grace_until is not None and now < not_found_grace_until
     if isinstance(exc, AnthropicAPIError):
@@ -68,7 +72,7 @@ def is_transient(exc: BaseException, *, now: float, not_found_grace_until: float
 
 def is_rate_limited(exc: BaseException) -> bool:
     """A 429: the poll was refused for pace, not for the batch; it never counts toward failing a wait."""
-    return isinstance(exc, AnthropicAPIError) and exc.status_code == 429
+    return isinstance(exc, AnthropicAPIError) and exc.status_code == 429 and not exc.terminal
 
 
 def default_deferrable() -> bool:
@@ -151,17 +155,55 @@ def describe_counts(totals: Mapping[str, int], batch_count: int) -> str:
     return f"{parts} of {total} requests in {batch_count} batch(es)"
 
 
+def check_max_error_rate(value: float | None, *, task_id: str) -> float | None:
+    """``max_error_rate`` as given to an operator: None, or a fraction in [0, 1]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(
+            f"{task_id}: max_error_rate must be a fraction between 0 and 1 (0.05 = up to 5% of the "
+            f"requests may end errored or expired), or None; got {value!r}"
+        )
+    return float(value)
+
+
 def check_outcome(
-    request_counts: Mapping[str, Mapping[str, int]], *, fail_on_partial_error: bool, log: Logger
+    request_counts: Mapping[str, Mapping[str, int]],
+    *,
+    fail_on_partial_error: bool = False,
+    max_error_rate: float | None = None,
+    log: Logger,
+    errors: Callable[[], str] | None = None,
 ) -> dict[str, int]:
-    """Apply the outcome policy to ended batches: all canceled skips, errored/expired warn or fail."""
+    """Apply the outcome policy to ended batches.
+
+    * every request canceled: skip;
+    * nothing succeeded (some request errored or expired): fail, unless ``max_error_rate=1``;
+    * the share of errored + expired requests above ``max_error_rate`` (``fail_on_partial_error`` is
+      ``max_error_rate=0``): fail; at or below it (None: any share short of all): a warning;
+    * otherwise: info.
+
+    ``errors`` is asked, only when some request failed, for the top error types (see
+    :mod:`~airflow_provider_batches.failures`): every failure and warning names them.
+    """
     totals = total_counts(request_counts)
     summary = describe_counts(totals, len(request_counts))
-    if totals["canceled"] and totals["canceled"] == sum(totals.values()):
+    total = sum(totals.values())
+    if totals["canceled"] and totals["canceled"] == total:
         raise AirflowSkipException(f"Every request was canceled: {summary}")
-    if totals["errored"] or totals["expired"]:
-        if fail_on_partial_error:
-            raise BatchOutcomeError(f"Some requests did not succeed: {summary}")
+    failed = totals["errored"] + totals["expired"]
+    if failed:
+        details = errors() if errors is not None else ""
+        summary += f"; {details}" if details else ""
+        limit = 0.0 if fail_on_partial_error else max_error_rate
+        rate = failed / total
+        if not totals["succeeded"] and (limit is None or rate > limit):
+            raise BatchOutcomeError(f"No request succeeded: {summary}")
+        if limit is not None and rate > limit:
+            raise BatchOutcomeError(
+                f"{rate:.1%} of the requests did not succeed, more than max_error_rate={limit:g} allows: "
+                f"{summary}"
+            )
         log.warning("Some requests did not succeed: %s", summary)
     elif totals["canceled"]:
         log.warning("Some requests were canceled: %s", summary)

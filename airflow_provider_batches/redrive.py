@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import msgspec
+from airflow_provider_batches.failures import decode_result_line
 
 #: Error types that say nothing about the request itself: worth sending again.
 TRANSIENT_ERROR_TYPES: tuple[str, ...] = (
@@ -104,25 +104,7 @@ class ResultPolicy(Protocol):
     def reason(self, kind: str, error_type: str | None) -> str | None: ...
 
 
-class _ErrorDetail(msgspec.Struct):
-    type: str = ""
-
-
-class _ErrorBody(msgspec.Struct):
-    error: _ErrorDetail | None = None
-
-
-class _Result(msgspec.Struct):
-    type: str
-    error: _ErrorBody | None = None
-
-
-class _Line(msgspec.Struct):
-    custom_id: str
-    result: _Result
-
-
-_decode_line = msgspec.json.Decoder(_Line).decode
+_decode_line = decode_result_line
 
 
 @dataclass

@@ -697,6 +697,50 @@ class BatchSlice:
     first_line: int = 1
 
 
+#: Lines named per model when a model check fails.
+MODEL_LINES_SHOWN = 3
+
+
+@dataclass
+class ModelUsage:
+    """Where a job uses a model, for the checks before spend that name lines: how many requests, the
+    first few lines, and the line with the largest ``max_tokens``."""
+
+    requests: int = 0
+    lines: list[str] = field(default_factory=list)
+    max_tokens: int = 0
+    max_tokens_line: str = ""
+    #: The first line that sets a non-default sampling parameter (temperature, top_p, top_k), and the
+    #: first that asks for manual extended thinking (``thinking.type = "enabled"``): some models
+    #: refuse them.
+    sampling_line: str = ""
+    manual_thinking_line: str = ""
+
+    def add(self, line: SourceLine, custom_id: str, params: Mapping[str, Any]) -> None:
+        self.requests += 1
+        max_tokens = params["max_tokens"]
+        first = len(self.lines) < MODEL_LINES_SHOWN
+        sampling = not self.sampling_line and (
+            params.get("temperature", 1) != 1 or "top_p" in params or "top_k" in params
+        )
+        thinking = params.get("thinking")
+        manual = (
+            not self.manual_thinking_line
+            and isinstance(thinking, Mapping)
+            and thinking.get("type") == "enabled"
+        )
+        if first or max_tokens > self.max_tokens or sampling or manual:  # the text only when kept
+            where = f"{line.location} (custom_id {custom_id!r})"
+            if first:
+                self.lines.append(where)
+            if max_tokens > self.max_tokens:
+                self.max_tokens, self.max_tokens_line = max_tokens, where
+            if sampling:
+                self.sampling_line = where
+            if manual:
+                self.manual_thinking_line = where
+
+
 @dataclass(frozen=True)
 class PreparedJob:
     """A validated job: its size, fingerprint and split into batches that fit the API limits."""
@@ -709,6 +753,8 @@ class PreparedJob:
     #: One byte per request: 1 where the body needs it re-encoded (model filled in, inline request),
     #: 0 where a file line is sent as it is, without parsing it again.
     reencoded: bytes = b""
+    #: Per model, where the job uses it (see :class:`ModelUsage`).
+    model_usage: dict[str, ModelUsage] = field(default_factory=dict, compare=False)
     #: The line reader a finished body left off at, by the position it will read next: the next
     #: batch continues it (a ``.gz`` is not decompressed again from the top for each batch).
     _resume: dict[int, Iterator[SourceLine]] = field(default_factory=dict, compare=False, repr=False)
@@ -804,6 +850,7 @@ def prepare_job(
         raise RequestValidationError(f"max_bytes_per_batch must be at most {MAX_BATCH_BYTES}")
     checker = RequestChecker(source.model)
     models: Counter[str] = Counter()
+    usage: dict[str, ModelUsage] = {}
     planner = _SlicePlanner(max_requests, max_bytes)
     reencoded = bytearray()
     for line in source.iter_lines(max_bytes - _ENVELOPE_BYTES):
@@ -821,7 +868,12 @@ def prepare_job(
                 f"is {len(checked.encoded):,} bytes, {_over_limit(max_bytes)}",
             )
             continue
-        models[checked.request["params"]["model"]] += 1
+        params = checked.request["params"]
+        models[params["model"]] += 1
+        used = usage.get(params["model"])
+        if used is None:
+            used = usage[params["model"]] = ModelUsage()
+        used.add(line, checked.request["custom_id"], params)
         planner.add(checked.encoded, checked.id_hash, line)
         reencoded.append(checked.encoded is not line.raw)
     if checker.suspects:
@@ -836,7 +888,9 @@ def prepare_job(
     fingerprint = hashlib.sha256(
         "\n".join(f"{s.start}:{s.count}:{s.size}:{s.sha256}" for s in slices).encode()
     ).hexdigest()
-    return PreparedJob(source, planner.total, fingerprint, slices, dict(models), bytes(reencoded))
+    return PreparedJob(
+        source, planner.total, fingerprint, slices, dict(models), bytes(reencoded), model_usage=usage
+    )
 
 
 def _too_long(max_bytes: int) -> str:

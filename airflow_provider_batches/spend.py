@@ -15,16 +15,25 @@ from typing import Any
 
 import msgspec
 
-from airflow_provider_batches.pricing import BATCH_DISCOUNT, price_for, usage_cost_usd
+from airflow_provider_batches.pricing import BATCH_DISCOUNT, Price, price_for, usage_cost_usd
 
 TOKEN_FIELDS: tuple[str, ...] = (
     "input_tokens",
     "output_tokens",
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
+    # Of the cache writes, those with the 1-hour lifetime (priced 2x input, not 1.25x).
+    "cache_creation_1h_input_tokens",
 )
+#: Appended to a model id for its requests priced at the model's long-context tier (a separate entry).
+LONG_CONTEXT_SUFFIX = " (long context)"
 #: Prefix of the metrics sent through Airflow's ``Stats``.
 METRIC_PREFIX = "anthropic_batches"
+
+
+class _CacheCreation(msgspec.Struct):
+    ephemeral_5m_input_tokens: int | None = 0
+    ephemeral_1h_input_tokens: int | None = 0
 
 
 class _Usage(msgspec.Struct):
@@ -32,6 +41,7 @@ class _Usage(msgspec.Struct):
     output_tokens: int = 0
     cache_creation_input_tokens: int | None = 0
     cache_read_input_tokens: int | None = 0
+    cache_creation: _CacheCreation | None = None
 
 
 class ResultMessage(msgspec.Struct):
@@ -59,7 +69,10 @@ class UsageMeter:
     """Token counts per model of the results of one download attempt of one batch."""
 
     tokens: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: ``prices=`` overrides: which requests a long-context tier prices depends on the model's price.
+    prices: Mapping[str, Mapping[str, float]] | None = None
     _carry: bytes = b""
+    _tiered: dict[str, Price | None] = field(default_factory=dict)
 
     def tap(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         """The chunks, unchanged, metered on the way."""
@@ -110,17 +123,39 @@ class UsageMeter:
             if message is None or message.usage is None:
                 continue
             usage = message.usage
-            totals = tokens.get(message.model)
+            key = message.model
+            if key not in self._tiered:
+                price = price_for(key, self.prices)
+                self._tiered[key] = price if price is not None and price.long_context else None
+            tiered = self._tiered[key]
+            if tiered is not None and tiered.is_long_context(
+                usage.input_tokens
+                + (usage.cache_creation_input_tokens or 0)
+                + (usage.cache_read_input_tokens or 0)
+            ):
+                key += LONG_CONTEXT_SUFFIX
+            totals = tokens.get(key)
             if totals is None:
-                totals = tokens[message.model] = dict.fromkeys(TOKEN_FIELDS, 0)
+                totals = tokens[key] = dict.fromkeys(TOKEN_FIELDS, 0)
             totals["input_tokens"] += usage.input_tokens
             totals["output_tokens"] += usage.output_tokens
             totals["cache_creation_input_tokens"] += usage.cache_creation_input_tokens or 0
             totals["cache_read_input_tokens"] += usage.cache_read_input_tokens or 0
+            if usage.cache_creation is not None:
+                totals["cache_creation_1h_input_tokens"] += (
+                    usage.cache_creation.ephemeral_1h_input_tokens or 0
+                )
 
     def _add(self, line: _Line) -> None:
         if line.result is not None:
             self.add_messages([line.result.message])
+
+
+def model_and_tier(key: str) -> tuple[str, bool]:
+    """A meter's key: the model id, and whether its long-context tier priced these requests."""
+    if key.endswith(LONG_CONTEXT_SUFFIX):
+        return key.removesuffix(LONG_CONTEXT_SUFFIX), True
+    return key, False
 
 
 def _add_tokens(into: dict[str, int], tokens: Mapping[str, int]) -> None:
@@ -140,13 +175,13 @@ class Spend:
         for model, tokens in meter.tokens.items():
             _add_tokens(models.setdefault(model, {}), tokens)
 
-    def _cost(self, model: str, tokens: Mapping[str, int]) -> float | None:
+    def _cost(self, key: str, tokens: Mapping[str, int]) -> float | None:
+        model, long_context = model_and_tier(key)
         price = price_for(model, self.prices)
-        return (
-            None
-            if price is None
-            else usage_cost_usd(price, **{name: tokens.get(name, 0) for name in TOKEN_FIELDS})
-        )
+        if price is None:
+            return None
+        counts = {name: tokens.get(name, 0) for name in TOKEN_FIELDS}
+        return usage_cost_usd(price, **counts, long_context=long_context)
 
     def report(self, estimate_usd: float | None = None) -> dict[str, Any]:
         """The manifest's ``spend``: tokens and USD per model, per round, and in all."""
@@ -163,7 +198,7 @@ class Spend:
                 _add_tokens(per_model.setdefault(model, {}), tokens)
                 cost = self._cost(model, tokens)
                 if cost is None:
-                    unpriced.add(model)
+                    unpriced.add(model_and_tier(model)[0])
                 else:
                     round_cost += cost
             _add_tokens(total_tokens, round_tokens)

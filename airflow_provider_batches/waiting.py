@@ -38,11 +38,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNT_FIELDS",
+    "DEFAULT_PROGRESS_INTERVAL",
     "WAIT_STATUSES",
     "Survey",
     "WaitEvent",
     "WaitProgress",
     "WaitStatus",
+    "describe_elapsed",
     "is_transient",
     "judge_round",
     "poll_plan",
@@ -119,12 +121,30 @@ def poll_round(
     *,
     not_found_grace_until: float | None,
     log: logging.Logger,
+    progress: WaitProgress | None = None,
 ) -> Plan[RoundResult]:
-    """Poll each batch once (see :func:`judge_round` for what the answers mean)."""
+    """Poll each batch once (see :func:`judge_round` for what the answers mean); ``progress`` sees the
+    answers (for its progress lines)."""
     outcomes: dict[str, MessageBatch | Exception] = {}
     for batch_id in batch_ids:
         outcomes[batch_id] = yield from poll_plan(settings, batch_id)
+    if progress is not None:
+        progress.observe(outcomes)
     return judge_round(outcomes, not_found_grace_until=not_found_grace_until, log=log)
+
+
+#: How often a wait logs a progress line (seconds) unless told otherwise.
+DEFAULT_PROGRESS_INTERVAL = 300.0
+
+
+def describe_elapsed(seconds: float) -> str:
+    """``1h02m05s``, ``4m10s``, ``12s``: how long a wait has lasted."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 @dataclass
@@ -135,6 +155,57 @@ class WaitProgress:
     batch_ids: list[str]
     ended: dict[str, dict[str, int]] = field(default_factory=dict)
     failed_rounds: int = 0
+    #: What the progress lines say the wait is for (``round 2, wave 3 of 5``); empty: nothing.
+    label: str = ""
+    #: Seconds between progress lines (0: none).
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL
+    #: Wall-clock epoch seconds the wait began (a trigger rebuilt in a new triggerer keeps it).
+    started: float = field(default_factory=time.time)
+    #: The last status and counts seen of each batch (from the polls the wait makes anyway).
+    latest: dict[str, tuple[str, dict[str, int]]] = field(default_factory=dict)
+    next_report: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.next_report = self.started + self.progress_interval
+
+    def observe(self, outcomes: Mapping[str, MessageBatch | Exception]) -> None:
+        for batch_id, outcome in outcomes.items():
+            if isinstance(outcome, MessageBatch):
+                self.latest[batch_id] = (outcome.processing_status, outcome.request_counts.as_dict())
+
+    def seconds_to_report(self, now: float) -> float:
+        """Seconds until the next progress line is due (inf: no progress lines)."""
+        return max(0.0, self.next_report - now) if self.progress_interval > 0 else float("inf")
+
+    def report_if_due(self, log: logging.Logger, now: float) -> bool:
+        """Log a progress line when one is due (one per interval, whatever the poll rhythm)."""
+        if self.progress_interval <= 0 or now < self.next_report:
+            return False
+        log.info("%s", self.describe(now))
+        while self.next_report <= now:
+            self.next_report += self.progress_interval
+        return True
+
+    def describe(self, now: float, *, ended: bool = False) -> str:
+        """One line: batches per status, requests per result type, elapsed time, round and wave."""
+        statuses: dict[str, int] = {}
+        counts = dict.fromkeys(COUNT_FIELDS, 0)
+        for batch_id in self.batch_ids:
+            if batch_id in self.ended:
+                status, batch_counts = "ended", self.ended[batch_id]
+            else:
+                status, batch_counts = self.latest.get(batch_id, ("not yet seen", {}))
+            statuses[status] = statuses.get(status, 0) + 1
+            for name in COUNT_FIELDS:
+                counts[name] += int(batch_counts.get(name, 0))
+        batches = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+        requests = ", ".join(f"{counts[name]} {name}" for name in COUNT_FIELDS)
+        where = f" ({self.label})" if self.label else ""
+        head = "Ended" if ended else "Still waiting"
+        return (
+            f"{head}{where} after {describe_elapsed(now - self.started)}: {len(self.batch_ids)} batch(es): "
+            f"{batches}; requests: {requests}"
+        )
 
     def pending(self) -> list[str]:
         return [batch_id for batch_id in self.batch_ids if batch_id not in self.ended]
@@ -167,13 +238,19 @@ def wait_plan(
     max_poll_interval: float,
     not_found_grace_until: float | None,
     log: logging.Logger,
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+    label: str = "",
 ) -> Plan[WaitEvent]:
-    """Poll until every batch has ended, the deadline (epoch seconds) passes, or polling cannot go on."""
-    progress = WaitProgress(list(batch_ids))
+    """Poll until every batch has ended, the deadline (epoch seconds) passes, or polling cannot go on.
+
+    Every ``progress_interval`` seconds it logs a progress line from what the polls saw (no extra
+    call), and one when the wait ends."""
+    progress = WaitProgress(list(batch_ids), label=label, progress_interval=progress_interval)
     interval = poll_interval
     log.info(
-        "Waiting for %d batch(es) to end: polling every %.0f s, backing off to %.0f s",
+        "Waiting for %d batch(es) to end%s: polling every %.0f s, backing off to %.0f s",
         len(progress.batch_ids),
+        f" ({label})" if label else "",
         poll_interval,
         max_poll_interval,
     )
@@ -181,24 +258,30 @@ def wait_plan(
         round_started = time.monotonic()
         try:
             newly_ended, failures = yield from poll_round(
-                settings, progress.pending(), not_found_grace_until=not_found_grace_until, log=log
+                settings,
+                progress.pending(),
+                not_found_grace_until=not_found_grace_until,
+                log=log,
+                progress=progress,
             )
         except BatchWaitError as exc:
             return progress.error(str(exc))
         event = progress.after_round(newly_ended, failures)
         if event is not None:
+            log.info("%s", progress.describe(time.time(), ended=True))
             return event
         remaining = deadline - time.time()
         if remaining <= 0:
             return progress.timeout()
-        log.debug(
-            "%d of %d batch(es) ended; next poll in %.0f s",
-            len(progress.ended),
-            len(progress.batch_ids),
-            interval,
-        )
-        # Polls keep their rhythm: the time the round took comes off the wait.
-        yield Sleep(max(0.0, min(interval - (time.monotonic() - round_started), remaining)))
+        progress.report_if_due(log, time.time())
+        # Polls keep their rhythm: the time the round took comes off the wait. The sleep is cut at
+        # each progress line due, so a line comes every interval even when polls are further apart.
+        pause = max(0.0, min(interval - (time.monotonic() - round_started), remaining))
+        while pause > 0:
+            step = min(pause, progress.seconds_to_report(time.time()) or pause)
+            yield Sleep(step)
+            pause -= step
+            progress.report_if_due(log, time.time())
         interval = next_interval(interval, max_poll_interval)
 
 
@@ -266,6 +349,8 @@ def wait_for_batches(
     max_poll_interval: float,
     not_found_grace_until: float | None,
     log: logging.Logger,
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+    label: str = "",
 ) -> dict[str, dict[str, int]]:
     """Block until every batch has ended (what AnthropicBatchTrigger does, in the worker); final counts."""
     event = hook.run_plan(
@@ -277,6 +362,8 @@ def wait_for_batches(
             max_poll_interval=max_poll_interval,
             not_found_grace_until=not_found_grace_until,
             log=log,
+            progress_interval=progress_interval,
+            label=label,
         ),
         budget=True,
     )

@@ -34,6 +34,7 @@ RESULTS_TOKENS = {
         "output_tokens": 300,
         "cache_creation_input_tokens": 4000,
         "cache_read_input_tokens": 10_000,
+        "cache_creation_1h_input_tokens": 0,
     }
 }
 

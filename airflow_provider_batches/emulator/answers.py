@@ -152,8 +152,9 @@ def build_message(
     billed as ``cache_creation_input_tokens`` the first time ``cache_seen`` meets that prefix and as
     ``cache_read_input_tokens`` after; ``input_tokens`` is the rest of the prompt.
 
-    Text: ``Emulated reply <12-char digest of the prompt>: <last user text>``; output_tokens =
-    ceil(UTF-8 bytes / 4), capped at max_tokens (then the text is cut and stop_reason is max_tokens).
+    Text: ``Emulated reply <12-char digest of the prompt>: <last user text, without markers>``;
+    output_tokens = ceil(UTF-8 bytes / 4), capped at max_tokens (then the text is cut and stop_reason
+    is max_tokens).
     A request asking for structured output gets JSON for its schema instead (see ``structured``).
     """
     prompt_digest = hashed_base62(canonical_json(params.get("messages")), 12)
@@ -173,7 +174,9 @@ def build_message(
     if ask is not None:
         text = answer_text(ask, prompt_digest, invalid=invalid)
     else:
-        text = f"Emulated reply {prompt_digest}: {last_user_text(params)}"
+        # Markers steer the outcome; they are not part of the answer (a demo shows no "[emulator:...]").
+        echoed = " ".join(MARKER_RE.sub(" ", last_user_text(params)).split())
+        text = f"Emulated reply {prompt_digest}: {echoed}"
     encoded = text.encode("utf-8")
     max_tokens: int = params["max_tokens"]
     stop_reason = "end_turn"

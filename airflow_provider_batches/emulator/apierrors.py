@@ -51,6 +51,12 @@ def too_large(message: str) -> ApiError:
     return ApiError(413, "request_too_large", message)
 
 
-def error_body(error_type: str, message: str, request_id: str | None) -> dict[str, Any]:
-    """``{"type": "error", "error": {"type": T, "message": M}, "request_id": ...}``."""
-    return {"type": "error", "error": {"type": error_type, "message": message}, "request_id": request_id}
+def error_body(
+    error_type: str, message: str, request_id: str | None, *, error_code: str | None = None
+) -> dict[str, Any]:
+    """``{"type": "error", "error": {"type": T, "message": M}, "request_id": ...}``; with ``error_code``,
+    also ``error.details.error_code`` (as the API names the cause of some answers)."""
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
+    return {"type": "error", "error": error, "request_id": request_id}

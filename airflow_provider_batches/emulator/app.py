@@ -33,6 +33,7 @@ from airflow_provider_batches.emulator.apierrors import (
     not_found,
     too_large,
 )
+from airflow_provider_batches.emulator.catalog import model_info, model_page
 from airflow_provider_batches.emulator.config import EmulatorConfig
 from airflow_provider_batches.emulator.hostile import HostileAnswers
 from airflow_provider_batches.emulator.ids import rfc3339
@@ -67,6 +68,8 @@ def build_app(state: EmulatorState) -> ASGIApp:
         Route("/v1/messages/batches/{batch_id}", handlers.delete_batch, methods=["DELETE"]),
         Route("/v1/messages/batches/{batch_id}/cancel", handlers.cancel_batch, methods=["POST"]),
         Route("/v1/messages/batches/{batch_id}/results", handlers.batch_results, methods=["GET"]),
+        Route("/v1/models", handlers.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id}", handlers.retrieve_model, methods=["GET"]),
         *admin_routes(state),
     ]
     app = Starlette(
@@ -274,6 +277,20 @@ class ApiHandlers:
                 "has_more": has_more,
             }
         )
+
+    async def list_models(self, request: Request) -> Response:
+        query = request.query_params
+        return JSONResponse(
+            model_page(
+                self.state.config,
+                limit=_parse_limit(query.get("limit")),
+                after_id=query.get("after_id") or None,
+                before_id=query.get("before_id") or None,
+            )
+        )
+
+    async def retrieve_model(self, request: Request) -> Response:
+        return JSONResponse(model_info(request.path_params["model_id"], self.state.config))
 
     async def retrieve_batch(self, request: Request) -> Response:
         record = self.state.store.get(

@@ -20,11 +20,32 @@ MAX_MESSAGE_BODY_BYTES = 32 * 1024 * 1024
 MAX_BATCH_REQUESTS = 100_000
 DEFAULT_ARCHIVE_SECONDS = 29 * 24 * 3600.0
 
-FAULT_NAMES = ("ok", "429", "500", "504", "529", "drop", "drop_after", "500_after", "slow", "cut")
+FAULT_NAMES = (
+    "ok",
+    "429",
+    "500",
+    "504",
+    "529",
+    "drop",
+    "drop_after",
+    "500_after",
+    "slow",
+    "cut",
+    # Terminal answers (emulator/faults.py TERMINAL_FAULTS): no retry can change them.
+    "spend_limit",
+    "usage_limit",
+    "billing",
+    "permission",
+    "on_hold",
+)
 """What ``next_faults`` may hold: one scripted fault per /v1/ call, consumed in order. ``ok`` is
 no fault (to script a later call); ``drop`` closes
 the connection before the server acts; ``drop_after`` and ``500_after`` let the server act (a create
-makes its batch) and then lose the answer: the connection closes, or a 500 comes back."""
+makes its batch) and then lose the answer: the connection closes, or a 500 comes back. ``spend_limit``
+(429 ``rate_limit_error``, ``error.details.error_code = enforced_spend_limit_reached``, no retry-after),
+``usage_limit`` (400 "You have reached your specified API usage limits"), ``billing`` (402),
+``permission`` (403) and ``on_hold`` (400, ``organization_on_hold``) answer as the API does when no
+retry can help."""
 
 RESULTS_TAMPERING = ("duplicate", "reorder", "foreign_custom_id", "odd_custom_id", "truncate")
 """What ``results_tampering`` may hold (a hostile server, ``hostile.py``): ``duplicate`` repeats the
@@ -38,7 +59,7 @@ TEST_MODEL = "claude-emulator-test"
 """A model id only the emulator knows, for tests that must not depend on the real catalogue."""
 
 DEFAULT_MODELS = (
-    # The ``Model`` literal of the official SDK (anthropic 2.12), newest first.
+    # The ``Model`` literal of the official SDK (anthropic 2.17), newest first.
     "claude-fable-5-2",
     "claude-mythos-5-2",
     "claude-haiku-5-5",
@@ -59,11 +80,13 @@ DEFAULT_MODELS = (
     "claude-haiku-4-5-20251001",
     "claude-opus-4-5",
     "claude-opus-4-5-20251101",
-    "claude-sonnet-4-5",
-    "claude-sonnet-4-5-20250929",
     TEST_MODEL,
 )
 """The model ids the emulator knows by default; any other answers 404 ``not_found_error``."""
+
+RETIRED_MODELS = ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929")
+"""Retired on 2026-11-30: listed by the Models API with ``lifecycle: retired``; requests naming them
+fail as for an unknown model."""
 
 
 class EmulatorConfig(BaseModel):
@@ -100,6 +123,7 @@ class EmulatorConfig(BaseModel):
 
     # Models: the catalogue of known ids (extend it with your own: models=[*DEFAULT_MODELS, "x"]).
     models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS), min_length=1)
+    retired_models: list[str] = Field(default_factory=lambda: list(RETIRED_MODELS))
 
     # Synthetic outcomes.
     errored_fraction: float = Field(default=0.0, ge=0, le=1)
@@ -122,6 +146,9 @@ class EmulatorConfig(BaseModel):
     cut_results_after_bytes: int | None = Field(default=None, ge=0)
     cut_results_fraction: float = Field(default=1.0, ge=0, le=1)
     next_faults: list[str] = Field(default_factory=list)
+    #: Whether the Models API (GET /v1/models...) gets injected faults too. Off by default: a job looks
+    #: its models up before its paid calls, and scripted faults are meant for those calls.
+    faults_on_models_api: bool = False
 
     # A hostile server (see ``hostile.py``): answers a broken or malicious gateway could give.
     answer_batch_id: str | None = Field(

@@ -18,6 +18,46 @@ WINDOW_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
+class TerminalFault:
+    """An answer no retry can change (a spend limit, billing, permission, an organization on hold),
+    as the API gives it: status, error type, message, and ``error.details`` when the API sends one."""
+
+    status: int
+    error_type: str
+    message: str
+    error_code: str | None = None
+
+
+#: The terminal answers ``next_faults`` can script, by name. None of them carries ``retry-after``.
+TERMINAL_FAULTS: dict[str, TerminalFault] = {
+    "spend_limit": TerminalFault(
+        429,
+        "rate_limit_error",
+        "Your organization has reached its monthly API spend limit for its usage tier.",
+        "enforced_spend_limit_reached",
+    ),
+    "usage_limit": TerminalFault(
+        400,
+        "invalid_request_error",
+        "You have reached your specified API usage limits. "
+        "You will regain access on 2027-01-01 at 00:00 UTC.",
+    ),
+    "billing": TerminalFault(
+        402, "billing_error", "Your credit balance is too low to access the Anthropic API."
+    ),
+    "permission": TerminalFault(
+        403, "permission_error", "Your API key does not have permission to use this resource."
+    ),
+    "on_hold": TerminalFault(
+        400,
+        "invalid_request_error",
+        "This organization has been disabled.",
+        "organization_on_hold",
+    ),
+}
+
+
+@dataclass(frozen=True)
 class RateVerdict:
     """Outcome of a rate-limit check, with what the ``anthropic-ratelimit-requests-*`` headers say."""
 
@@ -63,6 +103,8 @@ class FaultDecision:
     lose_answer: str | None = None
     slow_seconds: float = 0.0
     cut_after_bytes: int | None = None
+    #: A terminal answer (see ``TERMINAL_FAULTS``), by name.
+    terminal: str | None = None
 
     @property
     def names(self) -> list[str]:
@@ -73,6 +115,7 @@ class FaultDecision:
         found += [f"{self.lose_answer}_after"] if self.lose_answer else []
         found += ["slow"] if self.slow_seconds > 0 else []
         found += ["cut"] if self.cut_after_bytes is not None else []
+        found += [self.terminal] if self.terminal else []
         return found
 
 
@@ -135,6 +178,8 @@ def _scripted_decision(name: str, config: EmulatorConfig) -> FaultDecision:
         return FaultDecision(lose_answer=name.removesuffix("_after"))
     if name == "slow":
         return FaultDecision(slow_seconds=config.slow_seconds or 1.0)
+    if name in TERMINAL_FAULTS:
+        return FaultDecision(terminal=name)
     if name == "cut":
         return FaultDecision(cut_after_bytes=config.cut_results_after_bytes or 0)
     return FaultDecision(status=int(name))

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from airflow_provider_batches.emulator.apierrors import STATUS_ERROR_TYPE, error_body
-from airflow_provider_batches.emulator.faults import FaultDecision
+from airflow_provider_batches.emulator.faults import TERMINAL_FAULTS, FaultDecision
 from airflow_provider_batches.emulator.ids import new_request_id, rfc3339
 from airflow_provider_batches.emulator.state import EmulatorState
 from airflow_provider_batches.emulator.stats import route_label
@@ -119,7 +119,10 @@ class ApiGate:
         scope[SCOPE_OWNER] = owner
 
         is_results = scope["method"] == "GET" and scope["path"].endswith("/results")
-        decision = state.faults.decide(config, is_results_download=is_results)
+        if scope["path"].startswith("/v1/models") and not config.faults_on_models_api:
+            decision = FaultDecision()  # no draw: scripted faults keep addressing the paid calls
+        else:
+            decision = state.faults.decide(config, is_results_download=is_results)
         state.stats.record_faults(decision.names)
 
         is_count_tokens = scope["path"].rstrip("/").endswith("/count_tokens")
@@ -149,6 +152,17 @@ class ApiGate:
             await asyncio.sleep(decision.slow_seconds)
         if decision.status is not None:
             await _injected_error(counted_send, decision, request_id, config.retry_after_ms)
+            return
+        if decision.terminal is not None:
+            fault = TERMINAL_FAULTS[decision.terminal]
+            await _error(
+                counted_send,
+                fault.status,
+                fault.error_type,
+                fault.message,
+                request_id,
+                error_code=fault.error_code,
+            )
             return
         if decision.lose_answer is not None:
             await self._act_then_lose_answer(scope, receive, send, counted_send, decision, request_id)
@@ -201,8 +215,10 @@ async def _error(
     message: str,
     request_id: str,
     headers: dict[str, str] | None = None,
+    *,
+    error_code: str | None = None,
 ) -> None:
-    body = json.dumps(error_body(error_type, message, request_id)).encode("utf-8")
+    body = json.dumps(error_body(error_type, message, request_id, error_code=error_code)).encode("utf-8")
     raw_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode("latin-1")),

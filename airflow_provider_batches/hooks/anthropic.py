@@ -36,6 +36,8 @@ from airflow_provider_batches.client_core import (
     create_watermark_plan,
     find_created_batch_plan,
     get_batch_plan,
+    get_model_plan,
+    list_models_page_plan,
     list_page_plan,
     model_plan,
     request_plan,
@@ -56,6 +58,7 @@ from airflow_provider_batches.models import (
     Message,
     MessageBatch,
     MessageBatchPage,
+    ModelInfo,
     TokenCount,
 )
 from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL
@@ -442,6 +445,24 @@ class AnthropicHook(BaseHook):
                 betas=betas,
             )
         )
+
+    # -- models -----------------------------------------------------------------------------------
+
+    def get_model(self, model_id: str) -> ModelInfo:
+        """What ``model_id`` accepts (free): limits, capabilities, lifecycle; ``NotFoundError`` if unknown."""
+        return self.run_plan(partial(get_model_plan, model_id=model_id))
+
+    def list_models(self, *, max_pages: int = 10) -> list[ModelInfo]:
+        """Every model the API lists (free), newest first, retired ones included."""
+        models: list[ModelInfo] = []
+        after_id: str | None = None
+        for _ in range(max_pages):
+            page = self.run_plan(partial(list_models_page_plan, after_id=after_id))
+            models += page.data
+            if not (page.has_more and page.last_id):
+                break
+            after_id = page.last_id
+        return models
 
     # -- results ----------------------------------------------------------------------------------
 

@@ -22,10 +22,12 @@ from airflow_provider_batches.errors import (
     BatchTimeoutError,
     BatchWaitError,
 )
+from airflow_provider_batches.failures import ErrorSummary, summarize_errors
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import JobRecord, JobStore, generation_of, job_store_for, utcnow
 from airflow_provider_batches.lineage import create_batch_lineage
 from airflow_provider_batches.links import AnthropicBatchLink
+from airflow_provider_batches.model_check import check_models
 from airflow_provider_batches.operators.cancel_delete import (
     AnthropicCancelBatchOperator,
     AnthropicDeleteBatchOperator,
@@ -42,6 +44,7 @@ from airflow_provider_batches.operators.rounds import (
     record_batches_ended,
     rounds_manifest,
     unsubmitted_slices,
+    wait_label,
     waiting_batch_ids,
 )
 from airflow_provider_batches.operators.submission import (
@@ -50,6 +53,7 @@ from airflow_provider_batches.operators.submission import (
     OnInputChange,
 )
 from airflow_provider_batches.policy import (
+    check_max_error_rate,
     check_outcome,
     default_deferrable,
     describe_counts,
@@ -70,6 +74,7 @@ from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from airflow_provider_batches.waiting import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_PROGRESS_INTERVAL,
     DEFAULT_TIMEOUT,
     DEFER_TIMEOUT_MARGIN_SECONDS,
     NOT_FOUND_GRACE_SECONDS,
@@ -142,7 +147,16 @@ class AnthropicCreateBatchOperator(BaseOperator):
     :param poll_interval: first wait between status polls (seconds); it backs off toward
         ``max_poll_interval``.
     :param timeout: seconds to wait before the batches are canceled and the task fails.
-    :param fail_on_partial_error: fail when any request ended errored or expired (else a warning).
+    :param fail_on_partial_error: fail when any request ended errored or expired (else a warning);
+        the same as ``max_error_rate=0``.
+    :param max_error_rate: the share of requests (0 to 1) that may end errored or expired before the
+        task fails. Default None: a job fails only when no request succeeded; any other failure is a
+        warning. Failures and warnings name the top error types, read from the results (free).
+    :param progress_interval: seconds between the progress lines a wait logs (counts per state,
+        elapsed time, round and wave), sync or deferred; 0 for none. They cost no API call.
+    :param check_models: look each distinct model up in the Models API (free) before any paid call:
+        an unknown or retired model, ``max_tokens`` above the model's limit, or a model without batch
+        support fails the task naming the lines and the closest model ids.
     :param max_requests_per_batch: split the input into batches of at most this many requests.
     :param max_bytes_per_batch: ... and at most this many body bytes.
     :param on_input_change: what a retry does when the input differs from what an earlier try
@@ -201,6 +215,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
         fail_on_partial_error: bool = False,
+        max_error_rate: float | None = None,
+        check_models: bool = True,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
         max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH,
         max_bytes_per_batch: int = MAX_BATCH_BYTES,
         output_schema: OutputSchema | None = None,
@@ -262,6 +279,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self.max_poll_interval = max(max_poll_interval, poll_interval)
         self.timeout = timeout
         self.fail_on_partial_error = fail_on_partial_error
+        self.max_error_rate = check_max_error_rate(max_error_rate, task_id=self.task_id)
+        self.check_models = check_models
+        self.progress_interval = float(progress_interval)
         self.max_requests_per_batch = max_requests_per_batch
         self.max_bytes_per_batch = max_bytes_per_batch
         self.on_input_change = on_input_change
@@ -327,6 +347,14 @@ class AnthropicCreateBatchOperator(BaseOperator):
         )
         self._models = dict(job.requests_per_model)
         self._job = job
+        if self.check_models:  # free, and before any paid call
+            check_models(
+                self.hook,
+                job.model_usage,
+                source=job.source.describe(),
+                betas=self.hook.get_settings().betas,
+                log=self.log,
+            )
         store = self._store = job_store_for(context)
         self._submission = self.submission_for(context, store, job)
         record = self._submission.run()
@@ -473,6 +501,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         """The ended counts of the round's batches, waited for here or (deferred) in the triggerer."""
         deadline = time.time() + self.timeout
         grace_until = time.time() + NOT_FOUND_GRACE_SECONDS
+        label = wait_label(record, number, batch_ids)
         if self.deferrable:
             self.defer(
                 trigger=AnthropicBatchTrigger(
@@ -483,6 +512,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
                     max_poll_interval=self.max_poll_interval,
                     not_found_grace_until=grace_until,
                     cancel_on_kill=self.cancel_on_kill,
+                    progress_interval=self.progress_interval,
+                    label=label,
                 ),
                 method_name="execute_complete",
                 kwargs={"manifest": job_manifest(record), "round": number},
@@ -497,6 +528,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 max_poll_interval=self.max_poll_interval,
                 not_found_grace_until=grace_until,
                 log=self.log,
+                progress_interval=self.progress_interval,
+                label=label,
             )
         except (BatchTimeoutError, AirflowTaskTimeout):
             if self.cancel_on_timeout:
@@ -640,17 +673,35 @@ class AnthropicCreateBatchOperator(BaseOperator):
         if record.ended_counts is None:
             self._completed_manifest = manifest
             return manifest
+        read: list[ErrorSummary] = []
+
         final = final_counts(record) if record.rounds or record.redrive is not None else None
+
+        def errors() -> str:  # read only when some request failed (the results download is free)
+            rounds = [(1, record.ended_counts or {})]
+            rounds += [(later.number, later.ended_counts or {}) for later in record.rounds]
+            redrive = Redrive.from_json(record.redrive) if record.redrive else None
+            last = 1 + len(record.rounds)
+
+            def superseded(number: int, kind: str, error_type: str | None) -> bool:
+                return redrive is not None and number < last and redrive.reason(kind, error_type) is not None
+
+            failed = None if final is None else final.get("errored", 0) + final.get("expired", 0)
+            read.append(summarize_errors(self.hook, rounds, superseded=superseded, failed=failed))
+            return read[-1].describe()
+
         if final is not None:  # after re-drive: each request once, by its last round's answer
             self.log.info("Outcome after %d round(s):", 1 + len(record.rounds))
-            totals = check_outcome(
-                {"job": final}, fail_on_partial_error=self.fail_on_partial_error, log=self.log
-            )
-        else:
-            totals = check_outcome(
-                record.ended_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log
-            )
+        totals = check_outcome(
+            {"job": final} if final is not None else record.ended_counts,
+            fail_on_partial_error=self.fail_on_partial_error,
+            max_error_rate=self.max_error_rate,
+            log=self.log,
+            errors=errors,
+        )
         self._completed_manifest = {**manifest, "request_counts": totals}
+        if read:
+            self._completed_manifest["errors"] = read[-1].to_json()
         return self._completed_manifest
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

@@ -75,6 +75,18 @@ def waiting_batch_ids(record: JobRecord, number: int) -> list[str]:
     ]
 
 
+def wait_label(record: JobRecord, number: int, waiting: list[str]) -> str:
+    """What a wait's progress lines say it is for: the round and, when the round is sent in waves
+    (``max_requests_in_flight``, a full queue), which of its batches are in flight."""
+    slices = round_slices(record, number)
+    label = f"round {number}"
+    created = sum(1 for part in slices if part.batch_id)
+    if created < len(slices) or len(waiting) < created:
+        ended = sum(1 for part in slices if part.ended_counts is not None)
+        label += f", wave: {len(waiting)} batch(es) in flight, {ended} of {len(slices)} ended"
+    return label
+
+
 def unsubmitted_slices(record: JobRecord, number: int) -> int:
     """How many slices of the round have no batch yet (held back by ``max_requests_in_flight`` or a
     full processing queue)."""

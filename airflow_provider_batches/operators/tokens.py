@@ -14,7 +14,7 @@ from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_batches.errors import BudgetExceededError, RateLimitError, RequestValidationError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.pricing import BATCH_DISCOUNT, batch_cost_usd, price_for, require_prices
+from airflow_provider_batches.pricing import BATCH_DISCOUNT, Price, price_for, require_prices, usage_cost_usd
 from airflow_provider_batches.requests import RequestSource
 from airflow_provider_batches.structured_output import OutputSchema, StructuredOutput, with_output_schema
 
@@ -26,11 +26,39 @@ class TokenTally:
     requests: int = 0
     input_tokens: Counter[str] = field(default_factory=Counter)
     max_output_tokens: Counter[str] = field(default_factory=Counter)
+    #: Of those, the requests a model's long-context tier prices (their prompt is over its threshold).
+    long_input_tokens: Counter[str] = field(default_factory=Counter)
+    long_max_output_tokens: Counter[str] = field(default_factory=Counter)
 
-    def add(self, model: str, input_tokens: int, max_tokens: int) -> None:
+    def add(self, model: str, input_tokens: int, max_tokens: int, *, long_context: bool = False) -> None:
         self.requests += 1
         self.input_tokens[model] += input_tokens
         self.max_output_tokens[model] += max_tokens
+        if long_context:
+            self.long_input_tokens[model] += input_tokens
+            self.long_max_output_tokens[model] += max_tokens
+
+    def cost(self, model: str, price: Price) -> tuple[float, float]:
+        """Input cost and output cost at most, each tier priced as such (:func:`usage_cost_usd`)."""
+        costs = []
+        for totals, long_totals in (
+            (self.input_tokens, self.long_input_tokens),
+            (self.max_output_tokens, self.long_max_output_tokens),
+        ):
+            is_input = totals is self.input_tokens
+            cost = 0.0
+            for long_context, tokens in (
+                (False, totals[model] - long_totals[model]),
+                (True, long_totals[model]),
+            ):
+                cost += usage_cost_usd(
+                    price,
+                    input_tokens=tokens if is_input else 0,
+                    output_tokens=0 if is_input else tokens,
+                    long_context=long_context,
+                )
+            costs.append(cost)
+        return costs[0], costs[1]
 
 
 class AnthropicCountTokensOperator(BaseOperator):
@@ -146,7 +174,9 @@ class AnthropicCountTokensOperator(BaseOperator):
         async def count_one(params: dict[str, Any]) -> None:
             tokens = await limiter.call(lambda: hook.acount_tokens(params, betas=self.betas))
             max_tokens = params["max_tokens"] if self.messages is None else (self.max_tokens or 0)
-            tally.add(params["model"], tokens, max_tokens)
+            price = price_for(params["model"], self.prices)
+            long_context = price is not None and price.is_long_context(tokens)
+            tally.add(params["model"], tokens, max_tokens, long_context=long_context)
 
         pending: set[asyncio.Task[None]] = set()
         requests = _pulled_in_thread(source.iter_requests(), self.max_concurrency)
@@ -175,8 +205,9 @@ class AnthropicCountTokensOperator(BaseOperator):
             if price is None:
                 unpriced.append(model)
                 continue
-            input_cost += batch_cost_usd(price, tally.input_tokens[model], 0)
-            output_cost += batch_cost_usd(price, 0, tally.max_output_tokens[model])
+            model_input, model_output = tally.cost(model, price)
+            input_cost += model_input
+            output_cost += model_output
         cost = None
         if not unpriced:
             cost = {

@@ -7,7 +7,7 @@ own it. ``cancel_on_timeout`` / ``cancel_on_kill`` make it cancel when it is the
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
@@ -17,15 +17,23 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_provider_batches._compat import AirflowSensorTimeout
 from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.errors import BatchWaitError
+from airflow_provider_batches.failures import summarize_errors
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.links import AnthropicBatchLink
 from airflow_provider_batches.operators.cancel_delete import cancel_batches
-from airflow_provider_batches.policy import check_outcome, default_deferrable, parse_wait_event
+from airflow_provider_batches.policy import (
+    check_max_error_rate,
+    check_outcome,
+    default_deferrable,
+    parse_wait_event,
+)
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from airflow_provider_batches.waiting import (
     DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_PROGRESS_INTERVAL,
     DEFER_TIMEOUT_MARGIN_SECONDS,
     NOT_FOUND_GRACE_SECONDS,
+    WaitProgress,
     poll_round,
 )
 
@@ -44,9 +52,13 @@ class AnthropicBatchSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer (``poke_interval`` is then the first poll interval,
         backing off toward ``max_poll_interval``).
     :param fail_on_partial_error: fail when any request ended errored or expired.
+    :param max_error_rate: the share of requests (0 to 1) that may end errored or expired before the
+        task fails (default None: it fails only when none succeeded).
     :param max_poll_interval: the cap of the deferred poll interval.
     :param cancel_on_kill: cancel the batches when the task is killed (default False: not its batches).
     :param cancel_on_timeout: cancel the batches when the sensor times out (default False).
+    :param progress_interval: seconds between the progress lines logged while waiting (counts per
+        state, elapsed time), from the pokes' own answers; 0 for none.
 
     A 404 within a minute of the first poke counts as transient: the API has been seen to answer
     it for a batch seconds after its create.
@@ -62,10 +74,12 @@ class AnthropicBatchSensor(BaseSensorOperator):
         conn_id: str = AnthropicHook.default_conn_name,
         deferrable: bool | None = None,
         fail_on_partial_error: bool = False,
+        max_error_rate: float | None = None,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         poke_interval: timedelta | float = 60,
         cancel_on_kill: bool = False,
         cancel_on_timeout: bool = False,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -73,10 +87,13 @@ class AnthropicBatchSensor(BaseSensorOperator):
         self.conn_id = conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.fail_on_partial_error = fail_on_partial_error
+        self.max_error_rate = check_max_error_rate(max_error_rate, task_id=self.task_id)
         self.max_poll_interval = max_poll_interval
         self.cancel_on_kill = cancel_on_kill
         self.cancel_on_timeout = cancel_on_timeout
         self._started_at: float | None = None
+        self.progress_interval = float(progress_interval)
+        self._progress: WaitProgress | None = None
 
     @cached_property
     def hook(self) -> AnthropicHook:
@@ -96,6 +113,7 @@ class AnthropicBatchSensor(BaseSensorOperator):
                     max_poll_interval=self.max_poll_interval,
                     not_found_grace_until=time.time() + NOT_FOUND_GRACE_SECONDS,
                     cancel_on_kill=self.cancel_on_kill,
+                    progress_interval=self.progress_interval,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
@@ -108,13 +126,27 @@ class AnthropicBatchSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         batch_ids = normalize_batch_ids(self.batch_id)
+        grace_until = self._grace_until(context)
+        if self._progress is None:  # per sensor instance: one per poke in reschedule mode
+            started = grace_until - NOT_FOUND_GRACE_SECONDS
+            self._progress = WaitProgress(
+                batch_ids, progress_interval=self.progress_interval, started=started
+            )
+        progress = self._progress
         round_plan = partial(
-            poll_round, batch_ids=batch_ids, not_found_grace_until=self._grace_until(context), log=self.log
+            poll_round,
+            batch_ids=batch_ids,
+            not_found_grace_until=grace_until,
+            log=self.log,
+            progress=progress,
         )
         ended, _ = self.hook.run_plan(round_plan, budget=True)
         if len(ended) < len(batch_ids):
+            progress.report_if_due(self.log, time.time())
             return False
-        totals = check_outcome(ended, fail_on_partial_error=self.fail_on_partial_error, log=self.log)
+        progress.ended.update(ended)
+        self.log.info("%s", progress.describe(time.time(), ended=True))
+        totals = self._judge(ended)
         return PokeReturnValue(is_done=True, xcom_value={"batch_ids": batch_ids, "request_counts": totals})
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
@@ -126,10 +158,18 @@ class AnthropicBatchSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(wait.message)
         if wait.status == "error":
             raise BatchWaitError(wait.message)
-        totals = check_outcome(
-            wait.request_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log
-        )
+        totals = self._judge(wait.request_counts)
         return {"batch_ids": batch_ids, "request_counts": totals}
+
+    def _judge(self, ended: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+        """The outcome policy, naming the top error types read from the results when some failed."""
+        return check_outcome(
+            ended,
+            fail_on_partial_error=self.fail_on_partial_error,
+            max_error_rate=self.max_error_rate,
+            log=self.log,
+            errors=lambda: summarize_errors(self.hook, [(1, ended)]).describe(),
+        )
 
     def on_kill(self) -> None:
         if self.cancel_on_kill:

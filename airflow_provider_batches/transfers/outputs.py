@@ -9,6 +9,7 @@ output too, with ``parse_error`` set, so every result still has exactly one row)
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,6 +61,8 @@ class OutputOptions:
     row_group_size: int = DEFAULT_ROW_GROUP_SIZE
     parquet_compression: str = "zstd"
     structured: StructuredOutput | None = None
+    #: ``prices=`` overrides for the Parquet ``cost_usd`` column (the same formula as the spend report).
+    prices: Mapping[str, Mapping[str, float]] | None = None
 
     def __post_init__(self) -> None:
         if self.output_format not in OUTPUT_FORMATS:
@@ -195,6 +198,7 @@ class ResultOutputs:
                 compression=options.parquet_compression,
                 structured=options.structured,
                 invalid=self.invalid,
+                prices=options.prices,
             )
         elif options.structured is not None:
             staged = ParsedJsonlFile(

@@ -8,6 +8,7 @@ uploaded in parts) and are published like any other output.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,7 @@ class ParquetResultsFile(StagedFile):
         max_buffer_bytes: int = MAX_BUFFER_BYTES,
         structured: StructuredOutput | None = None,
         invalid: InvalidAnswers | None = None,
+        prices: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -95,7 +97,7 @@ class ParquetResultsFile(StagedFile):
         self.max_buffer_bytes = max_buffer_bytes
         self.invalid = invalid
         self.rows = 0
-        self._buffer = RowBuffer(schema, structured)
+        self._buffer = RowBuffer(schema, structured, prices)
         self._stream = _Stream(super().write)
         self._writer = pq.ParquetWriter(
             pa.PythonFile(self._stream, mode="w"), schema, compression=compression

@@ -113,6 +113,16 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
     template_fields: Sequence[str] = ("batch_id", "destination", "dest_conn_id", "cost_estimate")
     ui_color = "#d4a27f"
 
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:  # type: ignore[override]
+        """A mapped transfer is built only when it runs, after the batches were paid for: its output
+        options (a missing ``pyarrow`` for Parquet...) are checked here, where the DAG is parsed."""
+        known = ("output_format", "compression", "row_group_size", "parquet_compression")
+        given = {name: kwargs[name] for name in known if name in kwargs}
+        if all(isinstance(value, (str, int, type(None))) for value in given.values()):  # not templated
+            OutputOptions(**given)
+        return super().partial(**kwargs)
+
     def __init__(
         self,
         *,
@@ -143,6 +153,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             row_group_size=row_group_size,
             parquet_compression=parquet_compression,
             structured=None if output_schema is None else StructuredOutput.of(output_schema),
+            prices=prices,
         )
         if compression not in (None, "gzip"):
             raise ValueError(f"compression must be None or 'gzip', got {compression!r}")
@@ -385,7 +396,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             return
 
     def _copy_once(self, ledger: BatchLedger, route: Route, progress: TransferProgress) -> None:
-        meter = UsageMeter()
+        meter = UsageMeter(prices=self.prices)
         chunks = self.hook.iter_results_bytes(ledger.batch, chunk_size=CHUNK_SIZE)
         if self.include_attempts and self._rounds and self._staging is not None:
             chunks = self._tee_attempt(self._staging, ledger, chunks)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from airflow_provider_batches.pricing import batch_cost_usd, price_for
+from airflow_provider_batches.pricing import price_for, usage_cost_usd
 from airflow_provider_batches.structured_output import InvalidOutputError, StructuredOutput
 
 if TYPE_CHECKING:
@@ -35,7 +35,12 @@ COLUMNS: tuple[tuple[str, str, bool, str], ...] = (
     ("output_tokens", "int64", True, "usage.output_tokens"),
     ("cache_creation_input_tokens", "int64", True, "usage.cache_creation_input_tokens"),
     ("cache_read_input_tokens", "int64", True, "usage.cache_read_input_tokens"),
-    ("cost_usd", "float64", True, "input and output tokens at batch prices; null for an unpriced model"),
+    (
+        "cost_usd",
+        "float64",
+        True,
+        "the request's usage (input, output, cache writes and reads) at batch prices; null if unpriced",
+    ),
     ("error_type", "string", True, "the error's type (errored only), e.g. overloaded_error"),
     ("error_message", "string", True, "the error's message (errored only)"),
     ("raw", "string", False, "the whole result line as JSON: nothing is lost"),
@@ -44,11 +49,16 @@ PARSED_COLUMN = "parsed"
 PARSE_ERROR_COLUMN = "parse_error"
 
 
+class _CacheCreation(msgspec.Struct):
+    ephemeral_1h_input_tokens: int | None = None
+
+
 class _Usage(msgspec.Struct):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+    cache_creation: _CacheCreation | None = None
 
 
 class _Block(msgspec.Struct):
@@ -236,8 +246,14 @@ def _resolve(node: Any, root: Mapping[str, Any]) -> tuple[Any, frozenset[str]]:
 class RowBuffer:
     """Columns of the rows not yet written, filled line by line; ``nbytes`` counts their input bytes."""
 
-    def __init__(self, schema: pa.Schema, structured: StructuredOutput | None = None) -> None:
+    def __init__(
+        self,
+        schema: pa.Schema,
+        structured: StructuredOutput | None = None,
+        prices: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
         self.schema = schema
+        self.prices = prices
         self.structured = structured
         self._parsed_shape = parsed_shape(structured.json_schema) if structured else None
         self._prices: dict[str, Any] = {}
@@ -313,11 +329,20 @@ class RowBuffer:
         if model is None or usage is None:
             return None
         if model not in self._prices:
-            self._prices[model] = price_for(model)
+            self._prices[model] = price_for(model, self.prices)
         price = self._prices[model]
         if price is None:
             return None
-        return batch_cost_usd(price, usage.input_tokens or 0, usage.output_tokens or 0)
+        return usage_cost_usd(
+            price,
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+            cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+            cache_creation_1h_input_tokens=(usage.cache_creation.ephemeral_1h_input_tokens or 0)
+            if usage.cache_creation is not None
+            else 0,
+        )
 
 
 def _decode_row(line: bytes | memoryview) -> _Line:

@@ -21,7 +21,11 @@ from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.policy import WaitEvent, WaitStatus, parse_wait_event
 from airflow_provider_batches.triggers import poller as poller_module
-from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
+from airflow_provider_batches.waiting import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_PROGRESS_INTERVAL,
+)
 
 __all__ = ["AnthropicBatchTrigger", "parse_wait_event"]
 
@@ -41,6 +45,10 @@ class AnthropicBatchTrigger(BaseTrigger):
     :param max_poll_interval: the cap the wait backs off toward.
     :param not_found_grace_until: epoch seconds until which a 404 counts as transient (fresh batches).
     :param cancel_on_kill: cancel the batches when a user kills the deferred task (the task owns them).
+    :param progress_interval: seconds between the progress lines logged while waiting (0: none); they
+        say what the shared poller last saw, with no extra call.
+    :param label: what the progress lines say the wait is for (``round 1, wave 2 of 4``).
+    :param wait_started: wall-clock epoch seconds the wait began (elapsed time survives a new triggerer).
     """
 
     def __init__(
@@ -53,6 +61,9 @@ class AnthropicBatchTrigger(BaseTrigger):
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         not_found_grace_until: float | None = None,
         cancel_on_kill: bool = False,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+        label: str = "",
+        wait_started: float | None = None,
     ) -> None:
         super().__init__()
         self.batch_ids = normalize_batch_ids(batch_ids, field="batch_ids")
@@ -62,6 +73,9 @@ class AnthropicBatchTrigger(BaseTrigger):
         self.max_poll_interval = max(float(max_poll_interval), self.poll_interval)
         self.not_found_grace_until = None if not_found_grace_until is None else float(not_found_grace_until)
         self.cancel_on_kill = cancel_on_kill
+        self.progress_interval = float(progress_interval)
+        self.label = label
+        self.wait_started = time.time() if wait_started is None else float(wait_started)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -74,6 +88,9 @@ class AnthropicBatchTrigger(BaseTrigger):
                 "max_poll_interval": self.max_poll_interval,
                 "not_found_grace_until": self.not_found_grace_until,
                 "cancel_on_kill": self.cancel_on_kill,
+                "progress_interval": self.progress_interval,
+                "label": self.label,
+                "wait_started": self.wait_started,
             },
         )
 
@@ -95,17 +112,33 @@ class AnthropicBatchTrigger(BaseTrigger):
             log=self.log,
         )
         self.log.info(
-            "Waiting for %d batch(es) to end: polling every %.0f s, backing off to %.0f s, with the "
+            "Waiting for %d batch(es) to end%s: polling every %.0f s, backing off to %.0f s, with the "
             "connection's other triggers in this triggerer",
             len(self.batch_ids),
+            f" ({self.label})" if self.label else "",
             self.poll_interval,
             self.max_poll_interval,
         )
+        progress = entry.progress
+        progress.label, progress.progress_interval = self.label, self.progress_interval
+        progress.started = self.wait_started
+        progress.next_report = self.wait_started + self.progress_interval
+        progress.report_if_due(self.log, time.time())  # catch up, once, after a triggerer restart
         try:
-            try:
-                return await asyncio.wait_for(asyncio.shield(entry.done), self.deadline - time.time())
-            except TimeoutError:
-                pass
+            while True:  # one progress line per interval, from what the poller saw: no extra call
+                now = time.time()
+                if now >= self.deadline:
+                    break
+                try:
+                    event = await asyncio.wait_for(
+                        asyncio.shield(entry.done), min(self.deadline - now, progress.seconds_to_report(now))
+                    )
+                except TimeoutError:
+                    progress.report_if_due(self.log, time.time())
+                    continue
+                if event.status == "success":
+                    self.log.info("%s", progress.describe(time.time(), ended=True))
+                return event
             if not entry.observed.is_set():  # a past deadline (a late triggerer): look once before giving up
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(entry.observed.wait(), LAST_LOOK_SECONDS)

@@ -193,6 +193,7 @@ class ConnectionPoller:
         if entry.done.done():
             return
         outcomes = {batch_id: survey.outcomes[batch_id] for batch_id in entry.progress.pending()}
+        entry.progress.observe(outcomes)  # for the trigger's progress lines
         try:
             newly_ended, failures = judge_round(
                 outcomes, not_found_grace_until=entry.not_found_grace_until, log=entry.log

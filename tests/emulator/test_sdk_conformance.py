@@ -189,3 +189,90 @@ def test_sdk_retries_injected_529_and_succeeds(emulator: Emulator) -> None:
     client = anthropic.Anthropic(api_key=emulator.api_key, base_url=emulator.base_url, max_retries=2)
     assert client.messages.batches.list().data == []
     assert emulator.admin.stats()["calls"]["GET /v1/messages/batches"] == {"529": 2, "200": 1}
+
+
+# -- SDK 2.17: the Models API, dropped results streams, error codes ----------------------------------
+
+
+def test_models_retrieve_parses_as_the_sdks_model_info(client: anthropic.Anthropic) -> None:
+    model = client.models.retrieve("claude-sonnet-4-6")
+
+    assert isinstance(model, anthropic.types.ModelInfo)
+    assert (model.id, model.type, model.lifecycle, model.line) == (
+        "claude-sonnet-4-6",
+        "model",
+        "active",
+        "sonnet",
+    )
+    assert model.max_tokens == 128_000
+    assert model.max_input_tokens == 1_000_000
+    assert model.capabilities is not None
+    assert model.capabilities.batch.supported
+    assert model.capabilities.thinking.types.adaptive.supported
+
+
+def test_a_retired_model_stays_listed_as_retired_and_requests_naming_it_fail(
+    client: anthropic.Anthropic,
+) -> None:
+    retired = client.models.retrieve("claude-sonnet-4-5")
+
+    assert retired.lifecycle == "retired"
+    assert retired.deprecated_at is not None
+    assert "claude-sonnet-4-5" in [model.id for model in client.models.list()]
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+
+
+def test_models_list_pages_through_the_whole_catalogue(client: anthropic.Anthropic) -> None:
+    first = client.models.list(limit=2)
+
+    assert len(first.data) == 2
+    assert first.has_more
+    assert len({model.id for model in client.models.list(limit=3)}) > 20  # auto-paging visits all
+
+
+def test_an_unknown_model_is_a_not_found_error(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError, match="claude-sonet-4-6"):
+        client.models.retrieve("claude-sonet-4-6")
+
+
+def test_a_results_stream_that_drops_raises_api_connection_error(emulator: Emulator) -> None:
+    client = sdk_client(emulator)
+    batch = client.messages.batches.create(requests=[batch_request(f"r{i}", "x" * 200) for i in range(20)])
+    emulator.admin.set_config(next_faults=["cut"], cut_results_after_bytes=300)
+
+    with pytest.raises(anthropic.APIConnectionError):
+        list(client.messages.batches.results(batch.id))
+
+
+def test_a_monthly_spend_cap_is_the_sdks_rate_limit_error_with_its_error_code(emulator: Emulator) -> None:
+    emulator.admin.set_config(next_faults=["spend_limit"])
+
+    with pytest.raises(anthropic.RateLimitError) as raised:
+        sdk_client(emulator).messages.batches.list()
+
+    assert raised.value.error_code == "enforced_spend_limit_reached"
+    assert "retry-after" not in raised.value.response.headers
+
+
+def test_an_organization_on_hold_is_a_bad_request_with_its_error_code(emulator: Emulator) -> None:
+    emulator.admin.set_config(next_faults=["on_hold"])
+
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        sdk_client(emulator).messages.batches.list()
+
+    assert raised.value.error_code == "organization_on_hold"
+
+
+def test_an_answer_echoes_the_question_without_its_outcome_markers(client: anthropic.Anthropic) -> None:
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Explain TCP [emulator:succeeded] now"}],
+    )
+
+    text = message.content[0].text  # type: ignore[union-attr]
+    assert text.endswith(": Explain TCP now")
+    assert "[emulator:" not in text

@@ -30,7 +30,7 @@ SCHEMA: dict[str, Any] = {
 
 def ask_output_config(text: str = "classify this") -> dict[str, Any]:
     return {
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-4-6",
         "max_tokens": 1024,
         "messages": [{"role": "user", "content": text}],
         "output_config": {"format": {"type": "json_schema", "schema": SCHEMA}},

@@ -312,3 +312,44 @@ with DAG("queue_aware", schedule=None, start_date=datetime(2026, 1, 1)):
         assert manifest["request_counts"]["succeeded"] == 6
     assert creates["200"] == 6  # one batch per slice, none twice
     assert creates.get("429", 0) >= 1  # only the task without a limit was refused
+
+
+@pytest.fixture
+def slow_emulator() -> Iterator[Emulator]:
+    """Batches take 3 s to end: a wait with a 0.5 s progress interval logs several progress lines."""
+    with Emulator(EmulatorConfig(processing_seconds=3, canceling_seconds=0)) as emu:
+        yield emu
+
+
+def test_waits_log_progress_in_the_task_log_and_a_typo_fails_before_spend(
+    airflow_env: AirflowEnv, slow_emulator: Emulator
+) -> None:
+    outcome = run(
+        airflow_env,
+        slow_emulator,
+        "progress_and_typo",
+        """
+with DAG("progress_and_typo", schedule=None, start_date=datetime(2026, 1, 1)):
+    AnthropicCreateBatchOperator(
+        task_id="sync_wait", requests=[ask("a"), ask("b")], poll_interval=2, max_poll_interval=2,
+        progress_interval=0.5, deferrable=False,
+    )
+    AnthropicCreateBatchOperator(
+        task_id="deferred_wait", requests=[ask("c")], poll_interval=2, max_poll_interval=2,
+        progress_interval=0.5, deferrable=True,
+    )
+    AnthropicCreateBatchOperator(
+        task_id="typo", requests=[ask("x"), {"custom_id": "y", "params": {"model": "claude-sonet-4-6",
+        "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}}], deferrable=False,
+    )
+""",
+    )
+
+    assert outcome.task_states() == {"sync_wait": "success", "deferred_wait": "success", "typo": "failed"}
+    progress = [line for line in outcome.output.splitlines() if "Still waiting (round 1) after" in line]
+    # 3 s of waiting, a line every 0.5 s, polls every 2 s: the lines do not wait for the polls
+    assert len([line for line in progress if "AnthropicCreateBatchOperator]" in line]) >= 3  # sync
+    assert len([line for line in progress if "AnthropicBatchTrigger]" in line]) >= 3  # deferred
+    assert "did you mean claude-sonnet-4-6 or" in outcome.output
+    assert "requests[1] (custom_id 'y')" in outcome.output
+    assert sum(slow_emulator.admin.stats()["batches_created"].values()) == 2  # none for the typo

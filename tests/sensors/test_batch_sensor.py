@@ -54,7 +54,7 @@ def test_execute_in_poke_mode_waits_and_returns_the_counts(emulator: Emulator) -
 def test_errored_requests_fail_with_fail_on_partial_error(emulator: Emulator) -> None:
     batch = AnthropicHook().create_batch([request("bad", "[emulator:errored]")])
 
-    with pytest.raises(BatchOutcomeError, match="Some requests did not succeed: 0 succeeded, 1 errored"):
+    with pytest.raises(BatchOutcomeError, match="No request succeeded: 0 succeeded, 1 errored"):
         sensor(batch.id, fail_on_partial_error=True).poke(task_context())
 
 

@@ -83,6 +83,33 @@ def test_a_priced_model_costs_its_tokens_at_batch_prices(api: FakeBatchesAPI, tm
     assert row["cost_usd"] == pytest.approx((1.0 + 5.0) / 2)
 
 
+def test_the_row_cost_is_the_spend_formula_with_prices_cache_writes_and_reads(
+    api: FakeBatchesAPI, tmp_path: Path
+) -> None:
+    line = result_line("a")  # the emulator's test model: priced only by prices=
+    line["result"]["message"]["usage"] = {
+        "input_tokens": 1_000_000,
+        "output_tokens": 1_000_000,
+        "cache_creation_input_tokens": 3_000_000,
+        "cache_read_input_tokens": 1_000_000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 2_000_000, "ephemeral_1h_input_tokens": 1_000_000},
+    }
+    api.add_batch("msgbatch_cached", [line])
+    operator = make_operator(
+        api,
+        batch_id="msgbatch_cached",
+        destination=f"file://{tmp_path}/",
+        output_format="parquet",
+        prices={"claude-emulator-test": {"input": 1.0, "output": 5.0}},
+    )
+    manifest = operator.execute({})  # type: ignore[arg-type]
+    (row,) = pq.read_table(tmp_path / "msgbatch_cached.parquet").to_pylist()
+
+    # input 1 + 5-minute writes 2 x 1.25 + 1-hour writes 1 x 2 + reads 1 x 0.1 + output 5, half price
+    assert row["cost_usd"] == pytest.approx((1.0 + 2.5 + 2.0 + 0.1 + 5.0) / 2)
+    assert manifest["spend"]["cost_usd"] == pytest.approx(row["cost_usd"])
+
+
 def test_an_errored_row_holds_the_error_type_and_message(
     anthropic_emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -250,3 +277,27 @@ def test_parquet_without_pyarrow_says_which_extra_to_install(monkeypatch: pytest
         AnthropicBatchResultsToObjectStorageOperator(
             task_id="results", batch_id="msgbatch_x", destination="file:///tmp/x/", output_format="parquet"
         )
+
+
+def test_a_mapped_parquet_export_without_pyarrow_fails_where_the_dag_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ValueError, match=r"pip install 'airflow-provider-batches\[parquet\]'"):
+        AnthropicBatchResultsToObjectStorageOperator.partial(
+            task_id="results", destination="file:///tmp/x/", output_format="parquet"
+        )
+
+
+def test_a_mapped_parquet_export_is_built_as_usual_with_pyarrow() -> None:
+    from airflow.sdk import DAG
+
+    with DAG("mapped_parquet", schedule=None):
+        mapped = AnthropicBatchResultsToObjectStorageOperator.partial(
+            task_id="results", destination="file:///tmp/x/", output_format="parquet"
+        ).expand(batch_id=["msgbatch_a", "msgbatch_b"])
+
+    assert mapped.partial_kwargs["output_format"] == "parquet"

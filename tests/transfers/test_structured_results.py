@@ -44,6 +44,7 @@ def create(model: str, texts: dict[str, str], output_schema: Any = SCHEMA) -> li
         task_id="create",
         requests=[request(custom_id, text, model=model, max_tokens=512) for custom_id, text in texts.items()],
         output_schema=output_schema,
+        max_error_rate=1.0,  # a batch of errored requests is what some of these tests transfer
     )
     manifest = operator.execute(task_context())  # type: ignore[arg-type]
     batch_ids: list[str] = manifest["batch_ids"]
@@ -55,7 +56,7 @@ def jsonl_lines(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_valid_answers_get_a_parsed_object_in_jsonl(anthropic_emulator: Emulator, tmp_path: Path) -> None:
-    (batch_id,) = create("claude-sonnet-4-5", {"good": "classify"})
+    (batch_id,) = create("claude-sonnet-4-6", {"good": "classify"})
     transfer([batch_id], f"file://{tmp_path}/", output_schema=SCHEMA)
     line = jsonl_lines(tmp_path / f"{batch_id}.jsonl")["good"]
     assert line["parsed"]["label"] in ("spam", "ham")
@@ -66,7 +67,7 @@ def test_valid_answers_get_a_parsed_object_in_jsonl(anthropic_emulator: Emulator
 def test_an_invalid_answer_keeps_its_row_and_is_listed_with_the_reason(
     anthropic_emulator: Emulator, tmp_path: Path
 ) -> None:
-    (batch_id,) = create("claude-sonnet-4-5", {"good": "classify", "bad": "classify" + INVALID})
+    (batch_id,) = create("claude-sonnet-4-6", {"good": "classify", "bad": "classify" + INVALID})
     manifest = transfer([batch_id], f"file://{tmp_path}/", output_schema=SCHEMA)
     line = jsonl_lines(tmp_path / f"{batch_id}.jsonl")["bad"]
     assert line["parsed"] is None
@@ -82,14 +83,14 @@ def test_an_invalid_answer_keeps_its_row_and_is_listed_with_the_reason(
 def test_a_job_without_invalid_answers_has_no_invalid_output_file(
     anthropic_emulator: Emulator, tmp_path: Path
 ) -> None:
-    (batch_id,) = create("claude-sonnet-4-5", {"good": "classify"})
+    (batch_id,) = create("claude-sonnet-4-6", {"good": "classify"})
     manifest = transfer([batch_id], f"file://{tmp_path}/", output_schema=SCHEMA)
     assert manifest["invalid_output"] == {"file": None, "results": 0}
     assert not (tmp_path / "invalid_output.jsonl").exists()
 
 
 def test_errored_results_are_not_validated(anthropic_emulator: Emulator, tmp_path: Path) -> None:
-    (batch_id,) = create("claude-sonnet-4-5", {"failed": "classify [emulator:errored]"})
+    (batch_id,) = create("claude-sonnet-4-6", {"failed": "classify [emulator:errored]"})
     manifest = transfer([batch_id], f"file://{tmp_path}/", output_schema=SCHEMA)
     line = jsonl_lines(tmp_path / f"{batch_id}.jsonl")["failed"]
     assert (line["parsed"], line["parse_error"]) == (None, None)
@@ -99,7 +100,7 @@ def test_errored_results_are_not_validated(anthropic_emulator: Emulator, tmp_pat
 def test_parquet_on_s3_has_typed_parsed_columns_and_lists_invalid_answers(
     anthropic_emulator: Emulator, s3_endpoint: S3Endpoint, s3_bucket: str, s3_destination: ObjectStoragePath
 ) -> None:
-    (batch_id,) = create("claude-sonnet-4-5", {"good": "classify", "bad": "classify" + INVALID})
+    (batch_id,) = create("claude-sonnet-4-6", {"good": "classify", "bad": "classify" + INVALID})
     manifest = transfer([batch_id], s3_destination, output_format="parquet", output_schema=SCHEMA)
     table = pq.read_table(io.BytesIO(s3_endpoint.read(s3_bucket, f"{PREFIX}{batch_id}.parquet")))
     assert table.schema.field("parsed").type == pa.struct(
