@@ -14,6 +14,11 @@ from typing import Any, cast
 import pytest
 from airflow.sdk import Context
 
+try:  # Airflow 3.2+
+    from airflow.sdk.exceptions import TaskDeferralTimeout
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import TaskDeferralTimeout  # type: ignore[no-redef,attr-defined,unused-ignore]
+
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import BatchCanceledError, BatchTimeoutError, InputChangedError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
@@ -435,4 +440,24 @@ def test_a_resume_round_is_not_counted_by_max_rounds(monkeypatch: pytest.MonkeyP
 
         assert [entry["request_count"] for entry in manifest["rounds"]] == [12, 10, 6]
         assert manifest["request_counts"]["succeeded"] == 12
+        assert set(billed_successes(emulator).values()) == {1}
+
+
+def test_a_deferral_timeout_records_its_cancel_so_the_retry_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
+        store = FakeTaskStateStore()
+        context = task_context(store)
+        with pytest.raises(TaskDeferred):
+            create(requests=requests(10), deferrable=True).execute(context)
+        emulator.admin.advance_clock(30)
+        with pytest.raises(TaskDeferralTimeout):  # Airflow's own deferral timeout, not the trigger's
+            create(requests=requests(10), deferrable=True).resume_execution(
+                "__fail__", {"error": "Trigger timeout"}, context
+            )
+
+        manifest = run_deferred_advancing(
+            emulator, create(requests=requests(10), deferrable=True), task_context(store)
+        )
+
+        assert [entry["request_count"] for entry in manifest["rounds"]] == [10, 7]
         assert set(billed_successes(emulator).values()) == {1}
