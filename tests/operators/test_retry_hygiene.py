@@ -14,6 +14,11 @@ from typing import Any, cast
 import pytest
 from airflow.sdk import Context
 
+try:  # Airflow 3.2+
+    from airflow.sdk.exceptions import TaskDeferralTimeout
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import TaskDeferralTimeout  # type: ignore[no-redef,attr-defined,unused-ignore]
+
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import BatchCanceledError, BatchTimeoutError, InputChangedError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
@@ -88,6 +93,10 @@ def test_a_retry_of_a_cleared_try_that_finished_the_job_returns_its_manifest_wit
 
 # -- every round and wave reads the input again ------------------------------------------------------
 
+#: Emulated seconds per batch: advancing the clock by ``PROCESSING * f`` finishes a fraction f of a
+#: batch's requests (the clock also runs in real time: 1 s is 0.1 %).
+PROCESSING = 1000.0
+
 TRANSIENT = "[emulator:errored_once=overloaded_error]"
 
 
@@ -101,13 +110,14 @@ def write_input(path: Path, edited: str | None = None) -> None:
 
 
 def edit_once_created(emulator: Emulator, path: Path, edited: str, batches: int = 1) -> threading.Thread:
-    """A person editing the input while the job's first batches run."""
+    """A person editing the input while the job's first batches run; they end only after the edit."""
 
     def edit() -> None:
         deadline = time.monotonic() + 30
         while batches_created(emulator) < batches and time.monotonic() < deadline:
             time.sleep(0.02)
         write_input(path, edited)
+        emulator.admin.advance_clock(PROCESSING + 1)
 
     thread = threading.Thread(target=edit)
     thread.start()
@@ -120,7 +130,7 @@ def test_a_line_edited_while_round_1_runs_fails_round_2_before_any_create(
 ) -> None:
     path = tmp_path / "requests.jsonl"
     write_input(path)
-    with running_emulator(monkeypatch, processing_seconds=1) as emulator:
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
         editor = edit_once_created(emulator, path, edited)
         operator = create(requests=None, requests_path=str(path), redrive=Redrive())
 
@@ -157,7 +167,7 @@ def test_restoring_the_input_lets_the_retry_go_on_without_sending_anything_twice
 ) -> None:
     path = tmp_path / "requests.jsonl"
     write_input(path)
-    with running_emulator(monkeypatch, processing_seconds=1) as emulator:
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
         store = FakeTaskStateStore()
         editor = edit_once_created(emulator, path, "b")
         settings: dict[str, Any] = {"requests": None, "requests_path": str(path), "redrive": Redrive()}
@@ -165,8 +175,10 @@ def test_restoring_the_input_lets_the_retry_go_on_without_sending_anything_twice
             create(**settings).execute(task_context(store))
         editor.join()
         write_input(path)
+        clock = advance_when_created(emulator, 2, PROCESSING + 1)
 
         manifest = create(**settings).execute(task_context(store))
+        clock.join()
 
         assert [entry["request_count"] for entry in manifest["rounds"]] == [4, 1]
         assert manifest["request_counts"]["succeeded"] == 4
@@ -178,7 +190,7 @@ def test_a_line_of_a_sent_wave_edited_while_it_runs_stops_the_next_wave(
 ) -> None:
     path = tmp_path / "requests.jsonl"
     write_input(path)
-    with running_emulator(monkeypatch, processing_seconds=1) as emulator:
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
         editor = edit_once_created(emulator, path, "a")  # in the first wave, already sent
         operator = create(requests=None, requests_path=str(path), max_requests_in_flight=2)
 
@@ -190,8 +202,6 @@ def test_a_line_of_a_sent_wave_edited_while_it_runs_stops_the_next_wave(
 
 
 # -- canceled work resumes, it is not repeated --------------------------------------------------------
-
-PROCESSING = 100.0  # emulated seconds per batch: advancing the clock 45 s finishes 45 % of a batch
 
 
 def billed_successes(emulator: Emulator) -> Counter[str]:
@@ -229,7 +239,7 @@ def test_a_timeout_then_a_retry_bills_no_finished_request_twice(
         settings: dict[str, Any] = {"requests": requests(40), "deferrable": True}
         with pytest.raises(TaskDeferred) as deferred:
             create(**settings, timeout=0.3).execute(context)
-        emulator.admin.advance_clock(45)  # 18 of 40 done when the task times out and cancels
+        emulator.admin.advance_clock(PROCESSING * 0.45)  # 18 of 40 done when the task times out and cancels
         (event,) = asyncio.run(_events(deferred.value.trigger))
         with pytest.raises(BatchTimeoutError):
             create(**settings, timeout=0.3).execute_complete(context, event=event, **deferred.value.kwargs)
@@ -270,16 +280,22 @@ def test_a_timeout_then_a_retry_in_the_worker_resumes_only_the_unfinished(
 ) -> None:
     with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
         store = FakeTaskStateStore()
-        clock = advance_when_created(emulator, 1, 45)
+        clock = advance_when_created(emulator, 1, PROCESSING * 0.45)
         with pytest.raises(BatchTimeoutError):
-            create(requests=requests(40), timeout=1.0).execute(task_context(store))
+            create(requests=requests(40), timeout=3.0).execute(task_context(store))
         clock.join()
         clock = advance_when_created(emulator, 2, PROCESSING + 1)
 
         manifest = create(requests=requests(40), timeout=30).execute(task_context(store))
         clock.join()
 
-        assert [entry["request_count"] for entry in manifest["rounds"]] == [40, 22]
+        first, resumed = manifest["rounds"]  # about 18 done at the cancel (the clock also runs in real time)
+        assert 0 < first["request_counts"]["succeeded"] < 40
+        assert (
+            resumed["request_count"]
+            == first["request_counts"]["canceled"]
+            == 40 - first["request_counts"]["succeeded"]
+        )
         assert set(billed_successes(emulator).values()) == {1}
         assert batches_created(emulator) == 2
 
@@ -292,7 +308,7 @@ def test_a_kill_records_the_cancel_as_the_jobs_own_so_the_retry_resumes(
         operator = create(requests=requests(10), deferrable=True)
         with pytest.raises(TaskDeferred):
             operator.execute(task_context(store))
-        emulator.admin.advance_clock(50)
+        emulator.admin.advance_clock(PROCESSING * 0.5)
         operator.on_kill()
 
         manifest = run_deferred_advancing(
@@ -319,7 +335,7 @@ def round_2_canceled_by_a_person(emulator: Emulator, store: FakeTaskStateStore) 
     with pytest.raises(TaskDeferred) as round_2:
         create(**settings).execute_complete(context, event=event, **deferred.value.kwargs)
     (batch_id,) = round_2.value.trigger.batch_ids
-    emulator.admin.advance_clock(40)
+    emulator.admin.advance_clock(PROCESSING * 0.4)
     AnthropicHook().cancel_batch(batch_id)
     return batch_id
 
@@ -397,7 +413,7 @@ def test_a_persons_cancel_seen_while_the_task_waits_fails_it_naming_the_batch(
         with pytest.raises(TaskDeferred) as deferred:
             create(requests=requests(10), deferrable=True).execute(context)
         (batch_id,) = deferred.value.trigger.batch_ids
-        emulator.admin.advance_clock(30)
+        emulator.admin.advance_clock(PROCESSING * 0.3)
         AnthropicHook().cancel_batch(batch_id)
         (event,) = asyncio.run(_events(deferred.value.trigger))
 
@@ -426,7 +442,7 @@ def test_a_resume_round_is_not_counted_by_max_rounds(monkeypatch: pytest.MonkeyP
         (event,) = asyncio.run(_events(deferred.value.trigger))
         with pytest.raises(TaskDeferred) as round_2:
             create(**settings, timeout=0.3).execute_complete(context, event=event, **deferred.value.kwargs)
-        emulator.admin.advance_clock(40)  # 4 of round 2's 10 done when it times out
+        emulator.admin.advance_clock(PROCESSING * 0.4)  # 4 of round 2's 10 done when it times out
         (event,) = asyncio.run(_events(round_2.value.trigger))
         with pytest.raises(BatchTimeoutError):
             create(**settings, timeout=0.3).execute_complete(context, event=event, **round_2.value.kwargs)
@@ -435,4 +451,24 @@ def test_a_resume_round_is_not_counted_by_max_rounds(monkeypatch: pytest.MonkeyP
 
         assert [entry["request_count"] for entry in manifest["rounds"]] == [12, 10, 6]
         assert manifest["request_counts"]["succeeded"] == 12
+        assert set(billed_successes(emulator).values()) == {1}
+
+
+def test_a_deferral_timeout_records_its_cancel_so_the_retry_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_emulator(monkeypatch, processing_seconds=PROCESSING) as emulator:
+        store = FakeTaskStateStore()
+        context = task_context(store)
+        with pytest.raises(TaskDeferred):
+            create(requests=requests(10), deferrable=True).execute(context)
+        emulator.admin.advance_clock(PROCESSING * 0.3)
+        with pytest.raises(TaskDeferralTimeout):  # Airflow's own deferral timeout, not the trigger's
+            create(requests=requests(10), deferrable=True).resume_execution(
+                "__fail__", {"error": "Trigger timeout"}, context
+            )
+
+        manifest = run_deferred_advancing(
+            emulator, create(requests=requests(10), deferrable=True), task_context(store)
+        )
+
+        assert [entry["request_count"] for entry in manifest["rounds"]] == [10, 7]
         assert set(billed_successes(emulator).values()) == {1}
