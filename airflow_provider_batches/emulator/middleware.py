@@ -119,7 +119,8 @@ class ApiGate:
         scope[SCOPE_OWNER] = owner
 
         is_results = scope["method"] == "GET" and scope["path"].endswith("/results")
-        decision = state.faults.decide(config, is_results_download=is_results)
+        is_create = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/messages/batches"
+        decision = state.faults.decide(config, is_results_download=is_results, is_create=is_create)
         state.stats.record_faults(decision.names)
 
         is_count_tokens = scope["path"].rstrip("/").endswith("/count_tokens")

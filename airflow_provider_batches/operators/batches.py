@@ -8,10 +8,10 @@ instead of paying twice), then waits in the worker or, deferred, in the triggere
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator
 
@@ -43,8 +43,11 @@ from airflow_provider_batches.operators.rounds import (
 )
 from airflow_provider_batches.operators.submission import (
     ON_INPUT_CHANGE_CHOICES,
+    ON_UNCERTAIN_CREATE_CHOICES,
     JobSubmission,
     OnInputChange,
+    OnUncertainCreate,
+    ProofPending,
 )
 from airflow_provider_batches.policy import (
     check_outcome,
@@ -54,6 +57,7 @@ from airflow_provider_batches.policy import (
     total_counts,
 )
 from airflow_provider_batches.prompts import build_prompt_requests
+from airflow_provider_batches.proof import find_proof, proof_kind_from_counts, without_proof
 from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.requests import (
     MAX_BATCH_BYTES,
@@ -75,6 +79,8 @@ from airflow_provider_batches.waiting import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+T = TypeVar("T")
 
 #: Also importable from here, their earlier home: the cancel and delete operators (now in
 #: :mod:`.cancel_delete`) and the outcome and wait helpers (:mod:`~airflow_provider_batches.policy`,
@@ -162,6 +168,11 @@ class AnthropicCreateBatchOperator(BaseOperator):
         ``wait_for_completion``. Default: no limit; a create refused because the queue is full (HTTP
         429, no batch made) is sent again once the job's batches in flight end, or every
         ``poll_interval`` when none are, for up to ``timeout``.
+    :param on_uncertain_create: after a create whose answer was lost, when batches that may be its own
+        have not ended: ``"wait_for_proof"`` (default) waits for them to end (deferred: no worker slot;
+        each wait up to ``timeout``), then adopts the one whose results carry the create's proof
+        request, or creates the part afresh; ``"fail"`` fails at once, paying nothing more, with an
+        error naming the candidates. Neither adopts, cancels or waits on a candidate as the job's.
     """
 
     template_fields: Sequence[str] = (
@@ -202,9 +213,16 @@ class AnthropicCreateBatchOperator(BaseOperator):
         cancel_on_timeout: bool = True,
         redrive: Redrive | None = None,
         max_requests_in_flight: int | None = None,
+        on_uncertain_create: OnUncertainCreate = "wait_for_proof",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if on_uncertain_create not in ON_UNCERTAIN_CREATE_CHOICES:
+            raise ValueError(
+                f"{self.task_id}: on_uncertain_create must be one of "
+                f"{', '.join(ON_UNCERTAIN_CREATE_CHOICES)}, got {on_uncertain_create!r}"
+            )
+        self.on_uncertain_create = on_uncertain_create
         self.output_schema = None if output_schema is None else StructuredOutput.of(output_schema)
         if redrive is not None and (not isinstance(redrive, Redrive) or not wait_for_completion):
             raise ValueError(
@@ -310,7 +328,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self._job = job
         store = job_store_for(context)
         self._submission = self.submission_for(context, store, job)
-        record = self._submission.run()
+        record = self._proven(self._submission.run)
         self._owned_batch_ids = record.all_batch_ids
         AnthropicBatchLink.persist(context, record.all_batch_ids)
         if record.finished:
@@ -347,7 +365,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 if not waiting:  # every create refused for a full queue: nothing of ours to wait on
                     self._pause_for_queue(record)
                     continue
-                counts = self._wait(store, record, waiting, state.number)
+                counts = self._without_proofs(record, self._wait(store, record, waiting, state.number))
                 record_batches_ended(record, state.number, counts)
                 store.save(record)
                 continue
@@ -368,8 +386,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 f"{', '.join(record.batch_ids)}. Restore "
                 "the input and retry the task to go on, or clear it to submit the new input afresh."
             )
-        self._submission = self.submission_for(context, store, job)
-        self._submission.submit_held_back(record)
+        submission = self._submission = self.submission_for(context, store, job)
+        self._proven(lambda: submission.submit_held_back(record))
         self._owned_batch_ids = record.all_batch_ids
         AnthropicBatchLink.persist(context, record.all_batch_ids)
 
@@ -433,8 +451,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 self.log.info("Round %d starts in %.1f s (Redrive.delay)", state.number, remaining)
                 time.sleep(remaining)
         job = self._job_rounds().job_of(record, state.number)
-        self._submission = self.submission_for(context, store, job)
-        self._submission.run_round(record, state.record)
+        submission = self._submission = self.submission_for(context, store, job)
+        round_record = state.record
+        self._proven(lambda: submission.run_round(record, round_record))
         self._owned_batch_ids = record.all_batch_ids
         AnthropicBatchLink.persist(context, record.all_batch_ids)
 
@@ -445,6 +464,88 @@ class AnthropicCreateBatchOperator(BaseOperator):
 
     #: The name tasks deferred by version 0.1 resume with.
     resume_redrive = resume_submission
+
+    def _proven(self, submit: Callable[[], T]) -> T:
+        """Run a submission step; while a lost create's candidates run, wait for them to end (acting
+        on none of them) and run it again, so it adopts the proven one or creates the part."""
+        while True:
+            try:
+                return submit()
+            except ProofPending as pending:
+                self._wait_for_candidates(pending)
+
+    def _wait_for_candidates(self, pending: ProofPending) -> None:
+        """Wait for the batches that may be a lost create's to end: deferred, in the triggerer without a
+        worker slot (resumed by ``resume_after_proof``); else here. A timeout cancels nothing: none of
+        them is proven the job's."""
+        self.log.info(
+            "A lost create of part %d may have made one of batches %s: waiting for them to end, to read "
+            "from their results which one, if any, is this job's (none is adopted or canceled before)",
+            pending.part + 1,
+            ", ".join(pending.batch_ids),
+        )
+        deadline = time.time() + self.timeout
+        if self.deferrable:
+            self.defer(
+                trigger=AnthropicBatchTrigger(
+                    batch_ids=pending.batch_ids,
+                    conn_id=self.conn_id,
+                    deadline=deadline,
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    cancel_on_kill=False,
+                ),
+                method_name="resume_after_proof",
+                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
+            )
+        try:
+            wait_for_batches(
+                self.hook,
+                pending.batch_ids,
+                deadline=deadline,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+                not_found_grace_until=None,
+                log=self.log,
+            )
+        except (BatchTimeoutError, AirflowTaskTimeout) as exc:
+            raise BatchTimeoutError(_proof_timeout_message(pending, self.timeout)) from exc
+
+    def resume_after_proof(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """The candidates of a lost create ended (or the wait timed out): submit again, which adopts the
+        proven one or creates the part; the input is read and checked again, as a retry does."""
+        wait = parse_wait_event(event)
+        if wait.status == "timeout":
+            pending = ProofPending(wait.batch_ids, -1)
+            raise BatchTimeoutError(_proof_timeout_message(pending, self.timeout))
+        if wait.status == "error":
+            raise BatchWaitError(wait.message)
+        return self.execute(context)
+
+    def _without_proofs(
+        self, record: JobRecord, counts: Mapping[str, Mapping[str, int]]
+    ) -> dict[str, dict[str, int]]:
+        """The ended batches' counts less their proof requests (not the user's), each proof's result
+        type recorded: from the counts when every request ended alike, else from the results."""
+        parts = {part.batch_id: part for part in record.all_slices if part.batch_id and part.proof_id}
+        user: dict[str, dict[str, int]] = {}
+        for batch_id, batch_counts in counts.items():
+            part = parts.get(batch_id)
+            if part is None or part.proof_id is None:
+                user[batch_id] = dict(batch_counts)
+                continue
+            if part.proof_kind is None:
+                part.proof_kind = proof_kind_from_counts(batch_counts) or find_proof(
+                    self.hook.iter_results_bytes(batch_id), part.proof_id
+                )
+            if part.proof_kind is None:
+                self.log.warning(
+                    "Batch %s ended without its proof request %s in its results; its counts are kept whole",
+                    batch_id,
+                    part.proof_id,
+                )
+            user[batch_id] = without_proof(batch_counts, part.proof_kind)
+        return user
 
     def _wait(
         self, store: JobStore, record: JobRecord, batch_ids: list[str], number: int
@@ -493,6 +594,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             generation=generation_of(context),
             on_input_change=self.on_input_change,
             max_requests_in_flight=self.max_requests_in_flight,
+            on_uncertain_create=self.on_uncertain_create,
         )
 
     def execute_complete(
@@ -518,7 +620,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         if wait.status == "error":
             raise BatchWaitError(wait.message)
         if state.ended_counts is None:
-            record_batches_ended(record, state.number, wait.request_counts)
+            record_batches_ended(record, state.number, self._without_proofs(record, wait.request_counts))
             store.save(record)
         return self._drive(context, store, record)
 
@@ -538,7 +640,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
         error = (next_kwargs or {}).get("error")
         if next_method == "__fail__" and str(getattr(error, "value", error)) == "Trigger timeout":
             record = job_store_for(context).load()
-            if record is not None and self.cancel_on_timeout:
+            if record is not None and record.proof_pending:
+                self.log.warning("The wait for a lost create's candidates timed out: nothing is canceled")
+            elif record is not None and self.cancel_on_timeout:
                 batch_ids = waiting_batch_ids(record, current_round(record).number)
                 cancel_batches(self.hook, batch_ids, reason="the deferral timed out", log=self.log)
         return super().resume_execution(next_method, next_kwargs, context)
@@ -588,3 +692,13 @@ class AnthropicCreateBatchOperator(BaseOperator):
         return create_batch_lineage(
             requests_path=self.requests_path, models=models, manifest=self._completed_manifest
         )
+
+
+def _proof_timeout_message(pending: ProofPending, timeout: float) -> str:
+    return (
+        f"A create of this job lost its answer, and batches {', '.join(pending.batch_ids)} (of its size, "
+        f"made since) did not end within timeout={timeout:.0f} s; only their results can prove whether one "
+        "of them is this job's. None of them was adopted or canceled, and nothing more was paid. Do not "
+        "cancel them: they may be other jobs'. Retry the task: it goes on waiting for them (or set a "
+        "longer timeout)."
+    )

@@ -45,6 +45,7 @@ from airflow_provider_batches.transfers.verification import (
     BatchLedger,
     ResultsVerificationError,
     expected_identities,
+    expected_proofs,
     parse_result_block,
     parse_result_line,
 )
@@ -162,6 +163,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         self.prices = prices
         self.cost_estimate = cost_estimate
         self._rounds: dict[str, int] = {}
+        self._proofs: dict[str, str] = {}
         self._meters: dict[str, UsageMeter] = {}
         self._staging: Staging | None = None
 
@@ -180,6 +182,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
                 "for counts and unique custom_ids, not against the job's custom_ids"
             )
         self._rounds = rounds_of(self.batch_id)
+        self._proofs = expected_proofs(self.batch_id)
         destination = self._destination_path()
         try:
             manifest = self._existing_manifest(destination, batch_ids)
@@ -275,9 +278,11 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         self._staging = staging
         merged = None
         if self._rounds:  # a re-driven job: last round first, one final result per custom_id
-            ledgers, merged = round_ledgers(batches, expected, self._rounds)
+            ledgers, merged = round_ledgers(batches, expected, self._rounds, self._proofs)
         else:
-            ledgers = [BatchLedger(batch, expected.get(batch.id)) for batch in batches]
+            ledgers = [
+                BatchLedger(batch, expected.get(batch.id), self._proofs.get(batch.id)) for batch in batches
+            ]
         file_counts: dict[str, dict[str, int]] = {}
         try:
             if self.split_by_result_type:
@@ -473,6 +478,11 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             },
             "counts": totals,
             "results": sum(totals.values()),
+            # The proof requests the create operator added (one per batch; their lines are not
+            # published, their tokens are in "spend"): per batch, how each ended.
+            "proof_requests": {
+                ledger.batch.id: ledger.proof_kind for ledger in ledgers if ledger.proof_kind is not None
+            },
             "bytes": sum(staging.files[name].size for name in file_counts),
             "started_at": started_at.isoformat(),
             "written_at": datetime.now(timezone.utc).isoformat(),

@@ -182,8 +182,8 @@ class DiesInRound2(AnthropicCreateBatchOperator):
         if job.request_count < 3:  # a follow-up round
             real = submission.create
 
-            def create_then_die(part: Any, watermark: Any, exclude: Any) -> Any:
-                real(part, watermark, exclude)
+            def create_then_die(part: Any, watermark: Any, exclude: Any, proof_id: Any) -> Any:
+                real(part, watermark, exclude, proof_id)
                 raise SystemExit("worker died")
 
             submission.create = create_then_die
