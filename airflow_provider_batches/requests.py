@@ -791,8 +791,12 @@ def prepare_job(
     return PreparedJob(source, planner.total, fingerprint, slices, dict(models), bytes(reencoded))
 
 
-def _over_limit(max_bytes: int) -> str:
-    return f"over the {max_bytes:,}-byte batch limit: split or shorten it"
+def _over_limit(room: int) -> str:
+    """``room`` is the batch limit less the proof request's reserved bytes."""
+    return (
+        f"over the {room + PROOF_RESERVED_BYTES:,}-byte batch limit (less {PROOF_RESERVED_BYTES} bytes kept "
+        "for the batch's proof request): split or shorten it"
+    )
 
 
 class _SlicePlanner:

@@ -323,7 +323,10 @@ def test_an_over_long_line_is_refused_while_streaming_with_its_custom_id(tmp_pat
     with pytest.raises(RequestValidationError) as raised:
         prepare_job(RequestSource(requests_path=path), max_bytes=1000)
     assert "line 2 (custom_id 'long'): is 5,1" in str(raised.value)
-    assert "over the 1,000-byte batch limit: split or shorten it" in str(raised.value)
+    assert (
+        "over the 1,000-byte batch limit (less 512 bytes kept for the batch's proof request): split or shorten it"
+        in str(raised.value)
+    )
 
 
 def test_memory_for_an_over_long_line_is_bounded_by_the_limit_not_the_line(tmp_path: Path) -> None:

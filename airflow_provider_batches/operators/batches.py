@@ -57,7 +57,12 @@ from airflow_provider_batches.policy import (
     total_counts,
 )
 from airflow_provider_batches.prompts import build_prompt_requests
-from airflow_provider_batches.proof import find_proof, proof_kind_from_counts, without_proof
+from airflow_provider_batches.proof import (
+    PROOF_RESERVED_REQUESTS,
+    find_proof,
+    proof_kind_from_counts,
+    without_proof,
+)
 from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.requests import (
     MAX_BATCH_BYTES,
@@ -232,11 +237,12 @@ class AnthropicCreateBatchOperator(BaseOperator):
         if max_requests_in_flight is not None and (
             isinstance(max_requests_in_flight, bool)
             or not isinstance(max_requests_in_flight, int)
-            or max_requests_in_flight < 1
+            or max_requests_in_flight < 1 + PROOF_RESERVED_REQUESTS
             or not wait_for_completion
         ):
             raise ValueError(
-                f"{self.task_id}: max_requests_in_flight must be a positive integer and needs "
+                f"{self.task_id}: max_requests_in_flight must be an integer of at least 2 (each batch also "
+                "processes its proof request) and needs "
                 "wait_for_completion=True (later slices are sent as earlier ones end), got "
                 f"max_requests_in_flight={max_requests_in_flight!r}, "
                 f"wait_for_completion={wait_for_completion!r}"
@@ -310,8 +316,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         """Requests per batch: ``max_requests_per_batch`` (checked by ``prepare_job``), and no more than
         may be in flight."""
         limit = int(self.max_requests_per_batch)
-        if self.max_requests_in_flight is not None:
-            limit = min(limit, self.max_requests_in_flight)
+        if self.max_requests_in_flight is not None:  # the batch's proof request is in flight too
+            limit = min(limit, self.max_requests_in_flight - PROOF_RESERVED_REQUESTS)
         return limit
 
     def execute(self, context: Context) -> dict[str, Any]:

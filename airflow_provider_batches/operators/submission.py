@@ -38,7 +38,7 @@ from airflow_provider_batches.job_state import (
     utcnow,
 )
 from airflow_provider_batches.models import MessageBatch
-from airflow_provider_batches.proof import find_proof, new_proof_id
+from airflow_provider_batches.proof import PROOF_RESERVED_REQUESTS, find_proof, new_proof_id
 from airflow_provider_batches.requests import BatchSlice, PreparedJob
 from airflow_provider_batches.waiting import NOT_FOUND_GRACE_SECONDS
 
@@ -168,10 +168,15 @@ class JobSubmission:
             if entry.intent_at and self._adopt_orphan(record, part, entry):
                 continue
             missing.append((part, entry))
-        in_flight = sum(entry.count for entry in entries if entry.batch_id and entry.ended_counts is None)
+        # A batch processes its proof request too: it counts toward the limit.
+        in_flight = sum(
+            entry.count + PROOF_RESERVED_REQUESTS
+            for entry in entries
+            if entry.batch_id and entry.ended_counts is None
+        )
         for position, (part, entry) in enumerate(missing):
             limit = self.max_requests_in_flight
-            if limit is not None and in_flight and in_flight + part.count > limit:
+            if limit is not None and in_flight and in_flight + part.count + PROOF_RESERVED_REQUESTS > limit:
                 self.log.info(
                     "Holding back %d of %d parts: %d requests of this job are in flight and "
                     "max_requests_in_flight is %d; they are created as earlier batches end",
@@ -183,7 +188,7 @@ class JobSubmission:
                 return
             if not self._create(record, part, entry, nothing_in_flight=not in_flight):
                 return
-            in_flight += part.count
+            in_flight += part.count + PROOF_RESERVED_REQUESTS
 
     # -- the record -------------------------------------------------------------------------------
 

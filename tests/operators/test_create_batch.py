@@ -12,7 +12,6 @@ import pytest
 
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import (
-    BatchCreateUncertainError,
     BatchOutcomeError,
     BatchTimeoutError,
     BatchWaitError,
