@@ -324,8 +324,8 @@ def test_an_over_long_line_is_refused_while_streaming_with_its_custom_id(tmp_pat
         prepare_job(RequestSource(requests_path=path), max_bytes=1000)
     assert "line 2 (custom_id 'long'): is 5,1" in str(raised.value)
     assert (
-        "over the 1,000-byte batch limit (less 512 bytes kept for the batch's proof request): split or shorten it"
-        in str(raised.value)
+        "over the 1,000-byte batch limit (less 512 bytes kept for the batch's proof request): "
+        "split or shorten it" in str(raised.value)
     )
 
 

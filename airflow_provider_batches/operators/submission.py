@@ -366,7 +366,7 @@ class JobSubmission:
             entry.watermark = watermark.to_json()
             entry.proof_id = new_proof_id()
             entry.proof_kind = entry.search_until = None
-            entry.candidates, entry.disproven = [], []
+            entry.candidates = []  # ``disproven`` stays: batches once ruled out never become this part's
             self._save(record)  # the intent and its proof id, before the paid call
             try:
                 batch = self.create(part, watermark, record.known_batch_ids, entry.proof_id)
