@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 PROOF_PREFIX = "abp-proof-"
 """custom_ids starting with this are the provider's; an input that uses it is refused before spend."""
@@ -105,3 +106,40 @@ def proof_kind_from_counts(counts: Mapping[str, int]) -> str | None:
     """The proof's result type when the counts alone say it: every request ended the same way."""
     ended = {kind: count for kind, count in counts.items() if kind != "processing" and count > 0}
     return next(iter(ended)) if len(ended) == 1 else None
+
+
+def manifest_proofs(batch_id_argument: Any) -> dict[str, str]:
+    """Per batch of a create operator's manifest, the custom_id of the proof request it carries
+    (none for plain batch ids)."""
+    batches = batch_id_argument.get("batches") if isinstance(batch_id_argument, Mapping) else None
+    if not isinstance(batches, Mapping):
+        return {}
+    return {
+        str(batch_id): str(entry["proof_custom_id"])
+        for batch_id, entry in batches.items()
+        if isinstance(entry, Mapping) and entry.get("proof_custom_id")
+    }
+
+
+def counts_without_proofs(
+    counts: Mapping[str, Mapping[str, int]],
+    proofs: Mapping[str, str],
+    results: Callable[[str], Iterable[bytes]],
+    kinds: dict[str, str | None],
+) -> dict[str, dict[str, int]]:
+    """Ended batches' ``request_counts`` less their proof requests, for the outcome policy.
+
+    ``proofs`` maps a batch to its proof custom_id; ``kinds`` holds the proof result types already
+    known and receives the ones learnt here: from the counts when every request ended alike, else
+    from the batch's results (``results(batch_id)``: its JSONL chunks, read up to the proof line).
+    """
+    user: dict[str, dict[str, int]] = {}
+    for batch_id, batch_counts in counts.items():
+        proof_id = proofs.get(batch_id)
+        if proof_id is None:
+            user[batch_id] = dict(batch_counts)
+            continue
+        if kinds.get(batch_id) is None:
+            kinds[batch_id] = proof_kind_from_counts(batch_counts) or find_proof(results(batch_id), proof_id)
+        user[batch_id] = without_proof(batch_counts, kinds[batch_id])
+    return user

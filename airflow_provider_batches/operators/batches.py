@@ -57,12 +57,7 @@ from airflow_provider_batches.policy import (
     total_counts,
 )
 from airflow_provider_batches.prompts import build_prompt_requests
-from airflow_provider_batches.proof import (
-    PROOF_RESERVED_REQUESTS,
-    find_proof,
-    proof_kind_from_counts,
-    without_proof,
-)
+from airflow_provider_batches.proof import PROOF_RESERVED_REQUESTS, counts_without_proofs
 from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.requests import (
     MAX_BATCH_BYTES,
@@ -531,26 +526,16 @@ class AnthropicCreateBatchOperator(BaseOperator):
     def _without_proofs(
         self, record: JobRecord, counts: Mapping[str, Mapping[str, int]]
     ) -> dict[str, dict[str, int]]:
-        """The ended batches' counts less their proof requests (not the user's), each proof's result
-        type recorded: from the counts when every request ended alike, else from the results."""
+        """The ended batches' counts less their proof requests (not the user's); each proof's result
+        type is kept in the record."""
         parts = {part.batch_id: part for part in record.all_slices if part.batch_id and part.proof_id}
-        user: dict[str, dict[str, int]] = {}
-        for batch_id, batch_counts in counts.items():
-            part = parts.get(batch_id)
-            if part is None or part.proof_id is None:
-                user[batch_id] = dict(batch_counts)
-                continue
-            if part.proof_kind is None:
-                part.proof_kind = proof_kind_from_counts(batch_counts) or find_proof(
-                    self.hook.iter_results_bytes(batch_id), part.proof_id
-                )
-            if part.proof_kind is None:
-                self.log.warning(
-                    "Batch %s ended without its proof request %s in its results; its counts are kept whole",
-                    batch_id,
-                    part.proof_id,
-                )
-            user[batch_id] = without_proof(batch_counts, part.proof_kind)
+        proofs = {batch_id: part.proof_id for batch_id, part in parts.items() if part.proof_id}
+        kinds = {batch_id: part.proof_kind for batch_id, part in parts.items()}
+        user = counts_without_proofs(counts, proofs, self.hook.iter_results_bytes, kinds)
+        for batch_id, kind in kinds.items():
+            parts[batch_id].proof_kind = kind
+            if kind is None and batch_id in counts:
+                self.log.warning("Batch %s ended without its proof request in its results", batch_id)
         return user
 
     def _wait(

@@ -7,7 +7,7 @@ own it. ``cancel_on_timeout`` / ``cancel_on_kill`` make it cancel when it is the
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.links import AnthropicBatchLink
 from airflow_provider_batches.operators.cancel_delete import cancel_batches
 from airflow_provider_batches.policy import check_outcome, default_deferrable, parse_wait_event
+from airflow_provider_batches.proof import counts_without_proofs, manifest_proofs
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from airflow_provider_batches.waiting import (
     DEFAULT_MAX_POLL_INTERVAL,
@@ -114,7 +115,9 @@ class AnthropicBatchSensor(BaseSensorOperator):
         ended, _ = self.hook.run_plan(round_plan, budget=True)
         if len(ended) < len(batch_ids):
             return False
-        totals = check_outcome(ended, fail_on_partial_error=self.fail_on_partial_error, log=self.log)
+        totals = check_outcome(
+            self._users(ended), fail_on_partial_error=self.fail_on_partial_error, log=self.log
+        )
         return PokeReturnValue(is_done=True, xcom_value={"batch_ids": batch_ids, "request_counts": totals})
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
@@ -127,9 +130,13 @@ class AnthropicBatchSensor(BaseSensorOperator):
         if wait.status == "error":
             raise BatchWaitError(wait.message)
         totals = check_outcome(
-            wait.request_counts, fail_on_partial_error=self.fail_on_partial_error, log=self.log
+            self._users(wait.request_counts), fail_on_partial_error=self.fail_on_partial_error, log=self.log
         )
         return {"batch_ids": batch_ids, "request_counts": totals}
+
+    def _users(self, counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+        """The counts less the proof requests a create operator's manifest names (not the user's)."""
+        return counts_without_proofs(counts, manifest_proofs(self.batch_id), self.hook.iter_results_bytes, {})
 
     def on_kill(self) -> None:
         if self.cancel_on_kill:

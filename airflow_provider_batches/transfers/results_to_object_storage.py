@@ -26,6 +26,7 @@ from airflow_provider_batches.errors import AnthropicBatchesError, APIConnection
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.lineage import results_transfer_lineage
 from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.proof import manifest_proofs
 from airflow_provider_batches.spend import (
     TOKEN_FIELDS,
     Spend,
@@ -45,7 +46,6 @@ from airflow_provider_batches.transfers.verification import (
     BatchLedger,
     ResultsVerificationError,
     expected_identities,
-    expected_proofs,
     parse_result_block,
     parse_result_line,
 )
@@ -182,7 +182,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
                 "for counts and unique custom_ids, not against the job's custom_ids"
             )
         self._rounds = rounds_of(self.batch_id)
-        self._proofs = expected_proofs(self.batch_id)
+        self._proofs = manifest_proofs(self.batch_id)
         destination = self._destination_path()
         try:
             manifest = self._existing_manifest(destination, batch_ids)

@@ -27,7 +27,6 @@ __all__ = [
     "BatchLedger",
     "ResultsVerificationError",
     "expected_identities",
-    "expected_proofs",
     "parse_metered_block",
     "parse_result_block",
     "parse_result_line",
@@ -138,18 +137,6 @@ def expected_identities(batch_id_argument: Any) -> dict[str, BatchIdentity]:
         if isinstance(entry, Mapping) and entry.get("custom_ids_digest"):
             found[str(batch_id)] = BatchIdentity(int(entry["request_count"]), str(entry["custom_ids_digest"]))
     return found
-
-
-def expected_proofs(batch_id_argument: Any) -> dict[str, str]:
-    """Per batch of a create operator's manifest, the custom_id of the proof request it carries."""
-    batches = batch_id_argument.get("batches") if isinstance(batch_id_argument, Mapping) else None
-    if not isinstance(batches, Mapping):
-        return {}
-    return {
-        str(batch_id): str(entry["proof_custom_id"])
-        for batch_id, entry in batches.items()
-        if isinstance(entry, Mapping) and entry.get("proof_custom_id")
-    }
 
 
 class BatchLedger:

@@ -28,6 +28,7 @@ from airflow_provider_batches.operators import submission as submission_module
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.operators.submission import JobSubmission
 from airflow_provider_batches.proof import PROOF_PREFIX, find_proof, is_proof_id
+from airflow_provider_batches.sensors.batches import AnthropicBatchSensor
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from tests.operators.support import (
     FakeTaskStateStore,
@@ -348,6 +349,20 @@ def test_the_proof_request_is_not_counted_as_the_users_when_it_fails(emulator: E
 
     assert manifest["request_counts"]["succeeded"] == 3
     assert manifest["request_counts"]["errored"] == 0
+
+
+def test_a_sensor_on_the_manifest_does_not_count_the_proof_request_as_the_users(emulator: Emulator) -> None:
+    emulator.admin.set_config(errored_fraction=1.0)  # the proof request errors; the job's all succeed
+    reqs = [request(f"q-{index}", "[emulator:succeeded]") for index in range(3)]
+    manifest = create(reqs, wait_for_completion=False).execute(task_context())
+    sensor = AnthropicBatchSensor(
+        task_id="wait", batch_id=manifest, fail_on_partial_error=True, poke_interval=0.05, deferrable=False
+    )
+
+    result = sensor.execute(task_context())
+
+    assert result["request_counts"]["succeeded"] == 3
+    assert result["request_counts"]["errored"] == 0
 
 
 def test_the_hooks_own_uncertain_create_error_never_advises_canceling_a_candidate(emulator: Emulator) -> None:
