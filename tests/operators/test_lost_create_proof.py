@@ -195,10 +195,8 @@ def test_a_job_timing_out_while_its_lost_create_is_unproven_cancels_nothing(
 ) -> None:
     with running_emulator(monkeypatch, processing_seconds=600) as emulator:
         a_store, b_store = FakeTaskStateStore(), FakeTaskStateStore()
-        b_operator = create(template("job-b"), timeout=0.5)
-        b = b_operator.submission_for(task_context(b_store), TaskStateJobStore(b_store), b_operator.prepare())
+        b_operator, b = job_b(b_store, template("job-b"), timeout=0.5)
         made_by_a = while_b_creates(b, a_store, "drop", emulator)
-        monkeypatch.setattr(b_operator, "submission_for", lambda *_: b)
 
         with pytest.raises(BatchTimeoutError, match="None of them was adopted or canceled") as timed_out:
             b_operator.execute(task_context(b_store))
@@ -220,10 +218,8 @@ def test_a_deferred_job_waits_for_the_candidates_in_the_triggerer_without_acting
     slow_emulator: Emulator,
 ) -> None:
     a_store, b_store = FakeTaskStateStore(), FakeTaskStateStore()
-    b_operator = create(template("job-b"), deferrable=True)
-    b = b_operator.submission_for(task_context(b_store), TaskStateJobStore(b_store), b_operator.prepare())
+    b_operator, b = job_b(b_store, template("job-b"), deferrable=True)
     made_by_a = while_b_creates(b, a_store, "drop_after", slow_emulator)
-    b_operator.submission_for = lambda *_: b  # type: ignore[method-assign]
 
     with pytest.raises(TaskDeferred) as deferred:
         b_operator.execute(task_context(b_store))
@@ -268,8 +264,7 @@ def test_fail_fast_on_an_uncertain_create_pays_nothing_more_and_says_what_is_kno
     slow_emulator: Emulator,
 ) -> None:
     a_store, b_store = FakeTaskStateStore(), FakeTaskStateStore()
-    b_operator = create(template("job-b"), on_uncertain_create="fail")
-    b = b_operator.submission_for(task_context(b_store), TaskStateJobStore(b_store), b_operator.prepare())
+    _, b = job_b(b_store, template("job-b"), on_uncertain_create="fail")
     made_by_a = while_b_creates(b, a_store, "drop", slow_emulator)
 
     with pytest.raises(BatchCreateUncertainError) as uncertain:
@@ -289,8 +284,7 @@ def test_a_retry_never_widens_the_window_to_batches_made_after_the_first_search(
     slow_emulator: Emulator,
 ) -> None:
     a_store, b_store = FakeTaskStateStore(), FakeTaskStateStore()
-    b_operator = create(template("job-b"), on_uncertain_create="fail")
-    b = b_operator.submission_for(task_context(b_store), TaskStateJobStore(b_store), b_operator.prepare())
+    _, b = job_b(b_store, template("job-b"), on_uncertain_create="fail")
     made_by_a = while_b_creates(b, a_store, "drop", slow_emulator)
     with pytest.raises(BatchCreateUncertainError):
         b.run()

@@ -28,7 +28,6 @@ import pytest
 from airflow.sdk import Context
 
 from airflow_provider_batches.emulator import Emulator
-from airflow_provider_batches.errors import AnthropicBatchesError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.redrive import Redrive
@@ -38,12 +37,12 @@ from airflow_provider_batches.transfers.results_to_object_storage import (
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from tests.operators.support import FakeTaskStateStore, TaskDeferred, task_context
 from tests.reliability.conftest import FIGURES, ask, batches_created, connection, start_emulator
+from tests.reliability.test_retry_safety_series import with_retries
 
 JOBS_PER_ROUND = 10
 ROUNDS = 3
 REQUESTS_PER_JOB = 20
 PER_BATCH = 10  # every job: two batches of 10 (and their proof requests), like every other job's
-MAX_TRIES = 6
 CREATE_ROUTE = "POST /v1/messages/batches"
 
 
@@ -120,15 +119,6 @@ def run_task(
             event = triggerer.run(trigger)
             method = getattr(make(), deferred.method_name)
             step = partial(method, context, event=event, **(deferred.kwargs or {}))
-
-
-def with_retries(task: Callable[[], dict[str, Any]], failures: list[str]) -> dict[str, Any]:
-    for _ in range(MAX_TRIES):
-        try:
-            return task()
-        except (AnthropicBatchesError, OSError) as exc:
-            failures.append(f"{type(exc).__name__}: {exc}"[:300])
-    raise AssertionError(f"failed for good after {MAX_TRIES} tries: {failures[-2:]}")
 
 
 def run_job(tag: str, kind: str, deferrable: bool, out: Path, triggerer: Triggerer) -> dict[str, Any]:
