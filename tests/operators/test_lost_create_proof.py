@@ -305,6 +305,43 @@ def store_slices(store: FakeTaskStateStore) -> list[dict[str, Any]]:
     return list(store.values[RECORD_KEY]["slices"])
 
 
+def test_a_deferral_timing_out_while_a_lost_create_is_unproven_cancels_nothing(
+    slow_emulator: Emulator,
+) -> None:
+    b_store = FakeTaskStateStore()
+    slow_emulator.admin.set_config(create_faults=["ok", "drop_after"])  # part 2's answer is lost
+    with pytest.raises(BatchCreateUncertainError):  # part 1 runs; part 2's candidate is unproven
+        create(template("job-b", 2 * SIZE), max_requests_per_batch=SIZE, on_uncertain_create="fail").execute(
+            task_context(b_store)
+        )
+    assert record_of(b_store).proof_pending
+
+    with pytest.raises(Exception, match="Trigger timeout"):  # Airflow's own deferral timeout
+        create(template("job-b", 2 * SIZE), max_requests_per_batch=SIZE, deferrable=True).resume_execution(
+            "__fail__", {"error": "Trigger timeout"}, task_context(b_store)
+        )
+
+    assert cancels(slow_emulator) == 0
+    assert all(batch.cancel_initiated_at is None for batch in every_batch().values())
+
+
+def test_an_input_change_while_a_lost_create_is_unproven_cancels_no_candidate(
+    slow_emulator: Emulator,
+) -> None:
+    a_store, b_store = FakeTaskStateStore(), FakeTaskStateStore()
+    _, b = job_b(b_store, template("job-b"), on_uncertain_create="fail")
+    made_by_a = while_b_creates(b, a_store, "drop", slow_emulator)
+    with pytest.raises(BatchCreateUncertainError):
+        b.run()
+
+    edited = create(template("job-b-edited"), on_input_change="cancel_and_resubmit")
+    manifest = edited.execute(task_context(b_store))
+
+    assert manifest["batch_ids"][0] not in made_by_a
+    assert cancels(slow_emulator) == 0
+    assert every_batch()[made_by_a[0]].cancel_initiated_at is None
+
+
 def test_an_input_using_the_reserved_proof_prefix_is_refused_before_any_call(emulator: Emulator) -> None:
     with pytest.raises(RequestValidationError, match=f"starts with '{PROOF_PREFIX}', which is reserved"):
         create([request(f"{PROOF_PREFIX}mine")]).execute(task_context())
