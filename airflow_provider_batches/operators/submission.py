@@ -316,11 +316,12 @@ class JobSubmission:
                 entry.disproven.append(batch.id)
                 continue
             self.log.warning(
-                "The create sent at %s lost its answer; batch %s carries its proof request %s in its "
-                "results: adopting it",
+                "The create sent at %s lost its answer; its proof request %s is in the results of batch "
+                "%s: adopting batch %s",
                 entry.intent_at,
-                batch.id,
                 entry.proof_id,
+                batch.id,
+                batch.id,
             )
             entry.batch_id = batch.id
             entry.proof_kind = proof_kind
