@@ -509,16 +509,15 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 not_found_grace_until=None,
                 log=self.log,
             )
-        except (BatchTimeoutError, AirflowTaskTimeout) as exc:
-            raise BatchTimeoutError(_proof_timeout_message(pending, self.timeout)) from exc
+        except BatchTimeoutError as exc:
+            raise BatchTimeoutError(_proof_timeout_message(pending.batch_ids, self.timeout)) from exc
 
     def resume_after_proof(self, context: Context, event: Any = None) -> dict[str, Any]:
         """The candidates of a lost create ended (or the wait timed out): submit again, which adopts the
         proven one or creates the part; the input is read and checked again, as a retry does."""
         wait = parse_wait_event(event)
         if wait.status == "timeout":
-            pending = ProofPending(wait.batch_ids, -1)
-            raise BatchTimeoutError(_proof_timeout_message(pending, self.timeout))
+            raise BatchTimeoutError(_proof_timeout_message(wait.batch_ids, self.timeout))
         if wait.status == "error":
             raise BatchWaitError(wait.message)
         return self.execute(context)
@@ -685,9 +684,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
         )
 
 
-def _proof_timeout_message(pending: ProofPending, timeout: float) -> str:
+def _proof_timeout_message(batch_ids: Sequence[str], timeout: float) -> str:
     return (
-        f"A create of this job lost its answer, and batches {', '.join(pending.batch_ids)} (of its size, "
+        f"A create of this job lost its answer, and batches {', '.join(batch_ids)} (of its size, "
         f"made since) did not end within timeout={timeout:.0f} s; only their results can prove whether one "
         "of them is this job's. None of them was adopted or canceled, and nothing more was paid. Do not "
         "cancel them: they may be other jobs'. Retry the task: it goes on waiting for them (or set a "

@@ -291,11 +291,9 @@ class JobSubmission:
             )
         watermark = CreateWatermark.from_json(entry.watermark)
         until = CreateWatermark.from_json(entry.search_until) if entry.search_until else None
+        size = entry.count + PROOF_RESERVED_REQUESTS  # the proof request is one of the batch's requests
         found = self.hook.create_candidates(
-            watermark,
-            entry.count + 1,  # the proof request is one of the batch's requests
-            exclude=[*record.known_batch_ids, *entry.disproven],
-            until=until,
+            watermark, size, exclude=[*record.known_batch_ids, *entry.disproven], until=until
         )
         entry.search_until = found.until.to_json()
         pending: list[str] = []
@@ -310,7 +308,7 @@ class JobSubmission:
                     "Batch %s (%d requests, made since the lost create) ended without this create's proof "
                     "request %s: it is not this job's; it is left alone",
                     batch.id,
-                    entry.count + 1,
+                    size,
                     entry.proof_id,
                 )
                 entry.disproven.append(batch.id)
@@ -342,7 +340,7 @@ class JobSubmission:
             raise BatchCreateUncertainError(
                 f"The create of part {part.index + 1} sent at "
                 f"{entry.intent_at} lost its answer. Known: it may have made a billed batch; batches "
-                f"{', '.join(pending)} ({entry.count + 1} requests, made since) have not ended, and only "
+                f"{', '.join(pending)} ({size} requests, made since) have not ended, and only "
                 f"their results can show whether one carries this create's proof request {entry.proof_id}"
                 f"{'; ruled out already: ' + ', '.join(entry.disproven) if entry.disproven else ''}. "
                 "Nothing was adopted, sent again or canceled, and nothing more was paid. Do not cancel "
