@@ -19,6 +19,8 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from airflow_provider_batches.errors import APIConnectionError
+
 PROOF_PREFIX = "abp-proof-"
 """custom_ids starting with this are the provider's; an input that uses it is refused before spend."""
 
@@ -75,6 +77,22 @@ def find_proof(chunks: Iterable[bytes], proof_id: str) -> str | None:
         if found is not None:
             return found
     return _proof_in(carry + b"\n", marker, proof_id) if carry.strip() else None
+
+
+#: Times a broken results stream is read again from the start while looking for a proof.
+READ_ATTEMPTS = 4
+
+
+def read_proof(results: Callable[[str], Iterable[bytes]], batch_id: str, proof_id: str) -> str | None:
+    """:func:`find_proof` in ``results(batch_id)`` (a batch's JSONL chunks), read again from the start
+    when the stream breaks off, up to :data:`READ_ATTEMPTS` times."""
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            return find_proof(results(batch_id), proof_id)
+        except APIConnectionError:
+            if attempt == READ_ATTEMPTS:
+                raise
+    return None  # pragma: no cover (the loop returns or raises)
 
 
 def _proof_in(lines: bytes, marker: bytes, proof_id: str) -> str | None:
@@ -140,6 +158,6 @@ def counts_without_proofs(
             user[batch_id] = dict(batch_counts)
             continue
         if kinds.get(batch_id) is None:
-            kinds[batch_id] = proof_kind_from_counts(batch_counts) or find_proof(results(batch_id), proof_id)
+            kinds[batch_id] = proof_kind_from_counts(batch_counts) or read_proof(results, batch_id, proof_id)
         user[batch_id] = without_proof(batch_counts, kinds[batch_id])
     return user

@@ -749,8 +749,8 @@ def prepare_job(
         raise RequestValidationError(f"max_requests_per_batch must be 1 to {MAX_REQUESTS_PER_BATCH}")
     if not _ENVELOPE_BYTES + PROOF_RESERVED_BYTES < max_bytes <= MAX_BATCH_BYTES:
         raise RequestValidationError(
-            f"max_bytes_per_batch must be over {_ENVELOPE_BYTES + PROOF_RESERVED_BYTES} and at most "
-            f"{MAX_BATCH_BYTES}"
+            f"max_bytes_per_batch must be at most {MAX_BATCH_BYTES} and over "
+            f"{_ENVELOPE_BYTES + PROOF_RESERVED_BYTES} (room for a request and the batch's proof request)"
         )
     max_requests = min(max_requests, MAX_REQUESTS_PER_BATCH - PROOF_RESERVED_REQUESTS)
     max_bytes -= PROOF_RESERVED_BYTES

@@ -9,14 +9,16 @@ import httpx
 import pytest
 
 from airflow_provider_batches.client_core import CreateWatermark, create_candidates_plan
-from airflow_provider_batches.errors import BatchCreateUncertainError
+from airflow_provider_batches.errors import APIConnectionError, BatchCreateUncertainError
 from airflow_provider_batches.proof import (
     PROOF_PREFIX,
     PROOF_RESERVED_BYTES,
+    READ_ATTEMPTS,
     counts_without_proofs,
     find_proof,
     new_proof_id,
     proof_request,
+    read_proof,
 )
 from airflow_provider_batches.requests import MAX_REQUESTS_PER_BATCH, RequestSource, prepare_job
 from tests.fakes import batch_json
@@ -220,3 +222,26 @@ def test_a_listing_that_never_reaches_the_watermark_names_what_it_saw_and_acts_o
     assert (
         uncertain.value.candidate_batch_ids == ["b_5", "b_5"] or "b_5" in uncertain.value.candidate_batch_ids
     )
+
+
+def test_a_broken_results_stream_is_read_again_from_the_start() -> None:
+    attempts: list[int] = []
+
+    def results(batch_id: str) -> Any:
+        attempts.append(1)
+        yield result_line("q-0")
+        if len(attempts) < READ_ATTEMPTS:
+            raise APIConnectionError("the results stream broke off")
+        yield result_line(PROOF, "expired")
+
+    assert read_proof(results, "b", PROOF) == "expired"
+    assert len(attempts) == READ_ATTEMPTS
+
+
+def test_a_stream_that_keeps_breaking_fails_instead_of_guessing() -> None:
+    def results(batch_id: str) -> Any:
+        yield result_line("q-0")
+        raise APIConnectionError("the results stream broke off")
+
+    with pytest.raises(APIConnectionError):
+        read_proof(results, "b", PROOF)

@@ -38,7 +38,7 @@ from airflow_provider_batches.job_state import (
     utcnow,
 )
 from airflow_provider_batches.models import MessageBatch
-from airflow_provider_batches.proof import PROOF_RESERVED_REQUESTS, find_proof, new_proof_id
+from airflow_provider_batches.proof import PROOF_RESERVED_REQUESTS, new_proof_id, read_proof
 from airflow_provider_batches.requests import BatchSlice, PreparedJob
 from airflow_provider_batches.waiting import NOT_FOUND_GRACE_SECONDS
 
@@ -302,7 +302,7 @@ class JobSubmission:
                 pending.append(batch.id)
                 continue
             self.hook.check_results_ready([batch])
-            proof_kind = find_proof(self.hook.iter_results_bytes(batch.id), entry.proof_id)
+            proof_kind = read_proof(self.hook.iter_results_bytes, batch.id, entry.proof_id)
             if proof_kind is None:
                 self.log.info(
                     "Batch %s (%d requests, made since the lost create) ended without this create's proof "
