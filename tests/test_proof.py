@@ -21,7 +21,7 @@ from airflow_provider_batches.proof import (
     read_proof,
 )
 from airflow_provider_batches.requests import MAX_REQUESTS_PER_BATCH, RequestSource, prepare_job
-from tests.fakes import batch_json
+from tests.fakes import batch_json, listing_json
 from tests.plans import PlanRun, settings
 
 PROOF = PROOF_PREFIX + "0123456789abcdef0123456789abcdef"
@@ -155,16 +155,7 @@ def test_the_proof_is_left_out_of_the_counts_read_from_the_results_only_when_nee
 
 
 def listing(*batches: dict[str, Any], has_more: bool = False) -> httpx.Response:
-    ids = [batch["id"] for batch in batches]
-    return httpx.Response(
-        200,
-        json={
-            "data": list(batches),
-            "first_id": ids[0] if ids else None,
-            "last_id": ids[-1] if ids else None,
-            "has_more": has_more,
-        },
-    )
+    return httpx.Response(200, json=listing_json(*batches, has_more=has_more))
 
 
 def at(batch_id: str, minute: int, total: int = 3, **fields: Any) -> dict[str, Any]:

@@ -260,18 +260,27 @@ def test_a_deferred_proof_wait_that_times_out_cancels_nothing(slow_emulator: Emu
     assert batches_created(slow_emulator) == 0
 
 
+def b_fails_fast_while_a_runs(
+    b_store: FakeTaskStateStore, emulator: Emulator
+) -> tuple[list[str], BatchCreateUncertainError]:
+    """Job B (``on_uncertain_create="fail"``) loses its create before the server while A's batch of the
+    same size runs: A's batch ids, and B's error."""
+    _, b = job_b(b_store, template("job-b"), on_uncertain_create="fail")
+    made_by_a = while_b_creates(b, FakeTaskStateStore(), "drop", emulator)
+    with pytest.raises(BatchCreateUncertainError) as uncertain:
+        b.run()
+    return made_by_a, uncertain.value
+
+
 def test_fail_fast_on_an_uncertain_create_pays_nothing_more_and_says_what_is_known(
     slow_emulator: Emulator,
 ) -> None:
-    a_store, b_store = FakeTaskStateStore(), FakeTaskStateStore()
-    _, b = job_b(b_store, template("job-b"), on_uncertain_create="fail")
-    made_by_a = while_b_creates(b, a_store, "drop", slow_emulator)
+    b_store = FakeTaskStateStore()
 
-    with pytest.raises(BatchCreateUncertainError) as uncertain:
-        b.run()
+    made_by_a, error = b_fails_fast_while_a_runs(b_store, slow_emulator)
 
-    message = str(uncertain.value)
-    assert uncertain.value.candidate_batch_ids == made_by_a
+    message = str(error)
+    assert error.candidate_batch_ids == made_by_a
     assert made_by_a[0] in message
     assert proof_ids(b_store)[0] in message
     assert "Nothing was adopted, sent again or canceled" in message
@@ -283,11 +292,8 @@ def test_fail_fast_on_an_uncertain_create_pays_nothing_more_and_says_what_is_kno
 def test_a_retry_never_widens_the_window_to_batches_made_after_the_first_search(
     slow_emulator: Emulator,
 ) -> None:
-    a_store, b_store = FakeTaskStateStore(), FakeTaskStateStore()
-    _, b = job_b(b_store, template("job-b"), on_uncertain_create="fail")
-    made_by_a = while_b_creates(b, a_store, "drop", slow_emulator)
-    with pytest.raises(BatchCreateUncertainError):
-        b.run()
+    b_store = FakeTaskStateStore()
+    made_by_a, _ = b_fails_fast_while_a_runs(b_store, slow_emulator)
     later = create(template("job-c"), wait_for_completion=False).execute(task_context())  # same size
 
     with pytest.raises(BatchCreateUncertainError) as retried:  # a retry, while A's batch still runs
@@ -328,11 +334,8 @@ def test_a_deferral_timing_out_while_a_lost_create_is_unproven_cancels_nothing(
 def test_an_input_change_while_a_lost_create_is_unproven_cancels_no_candidate(
     slow_emulator: Emulator,
 ) -> None:
-    a_store, b_store = FakeTaskStateStore(), FakeTaskStateStore()
-    _, b = job_b(b_store, template("job-b"), on_uncertain_create="fail")
-    made_by_a = while_b_creates(b, a_store, "drop", slow_emulator)
-    with pytest.raises(BatchCreateUncertainError):
-        b.run()
+    b_store = FakeTaskStateStore()
+    made_by_a, _ = b_fails_fast_while_a_runs(b_store, slow_emulator)
 
     edited = create(template("job-b-edited"), on_input_change="cancel_and_resubmit")
     manifest = edited.execute(task_context(b_store))
