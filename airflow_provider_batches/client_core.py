@@ -27,6 +27,7 @@ from airflow_provider_batches.errors import (
     AnthropicAPIError,
     APIConnectionError,
     BatchCreateUncertainError,
+    CreateAnswerLostError,
     ForeignResultsURLError,
     UnexpectedAnswerError,
     error_from_response,
@@ -470,18 +471,26 @@ def create_batch_plan(
     watermark: CreateWatermark | None = None,
     exclude: Iterable[str] = (),
     rng: random.Random | None = None,
+    look_up_lost: bool = True,
 ) -> Plan[MessageBatch]:
     """Create a batch, never paying twice: a lost answer is resolved by looking, not by resending.
 
     ``watermark`` (taken here when not given) bounds the search for a lost answer's batch to the
     batches listed since; ``exclude`` are batches already known not to be this call's (the job's
-    other batches).
+    other batches). With ``look_up_lost=False`` a lost answer raises :class:`CreateAnswerLostError`
+    at once: the caller settles it by proof (the create operator).
     """
     if watermark is None:
         watermark = yield from create_watermark_plan(settings, betas=call.betas)
     try:
         response = yield from request_plan(settings, call, rng)
     except _MaybeSent as lost:
+        if not look_up_lost:
+            raise CreateAnswerLostError(
+                f"The create call's answer was lost ({lost.reason}); it may or may not have made a batch. "
+                "Nothing was sent again.",
+                [],
+            ) from None
         log.warning(
             "The create call's answer was lost (%s); looking for the batch it made among the batches "
             "listed since, instead of sending it again",
@@ -509,6 +518,88 @@ def create_batch_plan(
     return parse_answer(settings, call, MessageBatch, response)
 
 
+@dataclass(frozen=True)
+class CreateCandidates:
+    """The batches a lost create may have made: listed newer than its watermark, of its size, not
+    listed after ``until``, and not excluded. Only the results can say which, if any, is its own."""
+
+    batches: list[MessageBatch]
+    #: The newest batch listed by this search: the upper bound to record for every later search, so
+    #: a later try never widens the window to batches made after the create was lost.
+    until: CreateWatermark
+
+
+def _listed_since_plan(
+    settings: ClientSettings,
+    watermark: CreateWatermark,
+    *,
+    until: CreateWatermark | None,
+    betas: Sequence[str] | None,
+    max_pages: int,
+) -> Plan[tuple[list[MessageBatch], CreateWatermark, bool]]:
+    """The batches listed newer than ``watermark`` and not newer than ``until``, the newest batch
+    listed, and whether the listing reached back to the watermark."""
+    found: list[MessageBatch] = []
+    newest: CreateWatermark | None = None
+    after_id: str | None = None
+    reached_watermark = watermark.newest_id is None
+    below_until = until is None
+    for _ in range(max_pages):
+        page = yield from list_page_plan(settings, limit=100, after_id=after_id, betas=betas)
+        for batch in page.data:
+            if newest is None:
+                newest = CreateWatermark(batch.id, batch.created_at)
+            if batch.id == watermark.newest_id or (
+                watermark.newest_created_at is not None and batch.created_at < watermark.newest_created_at
+            ):
+                reached_watermark = True
+                break
+            if not below_until and until is not None:
+                if batch.id == until.newest_id:
+                    below_until = True
+                elif until.newest_created_at is None or batch.created_at > until.newest_created_at:
+                    continue  # made after the first search that followed the lost create
+                below_until = True
+            found.append(batch)
+        else:
+            if page.has_more and page.last_id:
+                after_id = page.last_id
+                continue
+            reached_watermark = True  # the listing ended: every batch was seen
+        break
+    return found, newest or watermark, reached_watermark
+
+
+def create_candidates_plan(
+    settings: ClientSettings,
+    watermark: CreateWatermark,
+    request_count: int,
+    *,
+    exclude: Iterable[str] = (),
+    until: CreateWatermark | None = None,
+    betas: Sequence[str] | None = None,
+    max_pages: int = CREATE_LOOKUP_PAGES,
+) -> Plan[CreateCandidates]:
+    """Every batch a lost create of ``request_count`` requests may have made (canceled ones too: a
+    batch of this job canceled by a person is still its own). Nothing here is proof of ownership:
+    the caller proves it from the results (:mod:`~airflow_provider_batches.proof`)."""
+    excluded = set(exclude)
+    listed, newest, reached = yield from _listed_since_plan(
+        settings, watermark, until=until, betas=betas, max_pages=max_pages
+    )
+    batches = [b for b in listed if b.request_counts.total == request_count and b.id not in excluded]
+    if not reached:
+        ids = [batch.id for batch in batches]
+        raise BatchCreateUncertainError(
+            f"A create may have made a billed batch, but more than {max_pages * 100} batches were created "
+            f"since {_describe_watermark(watermark)}, so its candidates cannot all be listed (those of "
+            f"{request_count} requests seen: {', '.join(ids) or 'none'}). Nothing was sent again and no "
+            "batch was adopted or canceled. Retry the task later: it looks again.",
+            ids,
+        )
+    return CreateCandidates(batches, until or newest)
+
+
 def find_created_batch_plan(
     settings: ClientSettings,
     watermark: CreateWatermark,
@@ -521,45 +612,32 @@ def find_created_batch_plan(
 ) -> Plan[MessageBatch | None]:
     """The one batch a lost create made, or None when there is none; any doubt raises.
 
-    The only owner of this search (the hook and the create operator both use it). A batch is this
-    create's only when it is listed newer than ``watermark``, has ``request_count`` requests, is not
-    in ``exclude`` and was not canceled (a canceled one is not waited on: its requests are sent
-    again). Two or more such batches (another job of the same size created in the same moment on
-    the same key), or a listing that does not reach back to the watermark, raise
-    :class:`BatchCreateUncertainError` naming them: adopting on a guess could publish another job's
-    results.
+    For the hook's own callers, whose bodies carry no proof request: a batch is taken as this
+    create's when it is listed newer than ``watermark``, has ``request_count`` requests, is not in
+    ``exclude`` and was not canceled. Size and time are all the listing shows, and another job on the
+    same key can match both: two or more such batches, or a listing that does not reach back to the
+    watermark, raise :class:`BatchCreateUncertainError` naming them, and even a single one is only
+    likely this create's (the results transfer's custom_id check is the backstop). The create
+    operator does not use this: it proves ownership by the results (``create_candidates_plan``).
     """
     excluded = set(exclude)
-    candidates: list[MessageBatch] = []
-    after_id: str | None = None
-    reached_watermark = watermark.newest_id is None
-    for _ in range(max_pages):
-        page = yield from list_page_plan(settings, limit=100, after_id=after_id, betas=betas)
-        for batch in page.data:
-            if batch.id == watermark.newest_id or (
-                watermark.newest_created_at is not None and batch.created_at < watermark.newest_created_at
-            ):
-                reached_watermark = True
-                break
-            if (
-                batch.request_counts.total == request_count
-                and batch.id not in excluded
-                and batch.cancel_initiated_at is None
-            ):
-                candidates.append(batch)
-        else:
-            if page.has_more and page.last_id:
-                after_id = page.last_id
-                continue
-            reached_watermark = True  # the listing ended: every batch was seen
-        break
+    listed, _, reached_watermark = yield from _listed_since_plan(
+        settings, watermark, until=None, betas=betas, max_pages=max_pages
+    )
+    candidates = [
+        batch
+        for batch in listed
+        if batch.request_counts.total == request_count
+        and batch.id not in excluded
+        and batch.cancel_initiated_at is None
+    ]
     ids = [batch.id for batch in candidates]
     if not reached_watermark:
         raise BatchCreateUncertainError(
             f"A create ({reason}) may have made a billed batch, but more than {max_pages * 100} batches "
             f"were created since {_describe_watermark(watermark)}; its batch cannot be told apart. "
-            f"Batches of {request_count} requests among them: {', '.join(ids) or 'none'}. Check the "
-            "Anthropic console; cancel any duplicate.",
+            f"Batches of {request_count} requests among them: {', '.join(ids) or 'none'}. Nothing was "
+            "adopted or canceled. Do not cancel any of them on a guess: they may be other jobs' batches.",
             ids,
         )
     if len(candidates) > 1:
@@ -567,8 +645,9 @@ def find_created_batch_plan(
             f"A create ({reason}) may have made a billed batch, and {len(ids)} batches of "
             f"{request_count} requests were created since {_describe_watermark(watermark)}: "
             f"{', '.join(ids)}. Another job on the same API key created one in the same moment, so "
-            "neither is adopted. Cancel the one that is not this task's in the Anthropic console, then "
-            "retry the task: the one left is adopted.",
+            "none is adopted and none is canceled. Do not cancel any of them on a guess: any may be "
+            "another job's. Once they have ended, their results (custom_ids) show which one, if any, "
+            "this call made.",
             ids,
         )
     return candidates[0] if candidates else None
@@ -680,6 +759,7 @@ __all__ = [
     "AnthropicAPIError",
     "Call",
     "ClientSettings",
+    "CreateCandidates",
     "CreateWatermark",
     "LineSplitter",
     "Send",
@@ -688,6 +768,7 @@ __all__ = [
     "check_results_url",
     "create_batch_plan",
     "create_call_budget",
+    "create_candidates_plan",
     "create_watermark_plan",
     "error_of",
     "find_created_batch_plan",

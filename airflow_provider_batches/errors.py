@@ -295,6 +295,12 @@ class BatchCreateUncertainError(AnthropicBatchesError):
         super().__init__(message)
 
 
+class CreateAnswerLostError(BatchCreateUncertainError):
+    """A create's answer was lost after the request may have reached the API, and the caller asked to
+    settle it itself (the create operator proves ownership from the results): nothing was looked up,
+    adopted or sent again."""
+
+
 class ForeignResultsURLError(AnthropicBatchesError):
     """A results_url points at another origin than the configured API; the key is not sent there."""
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_batches.client_core import LineSplitter
+from airflow_provider_batches.proof import is_proof_id
 
 if TYPE_CHECKING:
     from airflow_provider_batches.hooks.anthropic import AnthropicHook
@@ -234,8 +235,8 @@ def _tally(
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
         kind = line.result.type
-        if kind not in ("errored", "expired"):
-            continue
+        if kind not in ("errored", "expired") or is_proof_id(line.custom_id):
+            continue  # the proof request's failure is not the user's (``proof.py``)
         error = line.result.error
         inner = error.error if error is not None else None
         error_type = inner.type if inner is not None else (error.type if error else "")

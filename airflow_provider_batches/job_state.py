@@ -63,6 +63,19 @@ class SliceRecord:
     #: The batch's final counts once it ended: a job submitted in waves (``max_requests_in_flight``)
     #: waits for some batches while later slices are not created yet.
     ended_counts: dict[str, int] | None = None
+    #: The custom_id of the proof request the create carries (:mod:`~airflow_provider_batches.proof`),
+    #: recorded with the intent, before the paid call; None in records of earlier versions.
+    proof_id: str | None = None
+    #: How the proof request ended (its result is not the user's: counts leave it out).
+    proof_kind: str | None = None
+    #: After a lost create: the newest batch listed by the first search that followed it. Later
+    #: searches never look past it, so the window of candidates never widens.
+    search_until: dict[str, Any] | None = None
+    #: The batches that may be the lost create's, none proven: never waited on as the job's, never
+    #: canceled, never adopted until their results carry ``proof_id``.
+    candidates: list[str] = field(default_factory=list)
+    #: Candidates that ended without ``proof_id`` in their results: not this job's, not read again.
+    disproven: list[str] = field(default_factory=list)
 
     @property
     def intent_time(self) -> datetime | None:
@@ -189,6 +202,16 @@ class JobRecord:
         return [*self.batch_ids, *(batch_id for later in self.rounds for batch_id in later.batch_ids)]
 
     @property
+    def all_slices(self) -> list[SliceRecord]:
+        """The slices of every round, first round first."""
+        return [*self.slices, *(part for later in self.rounds for part in later.slices)]
+
+    @property
+    def proof_pending(self) -> bool:
+        """Whether a lost create still waits for its candidates to end (none of them is the job's)."""
+        return any(part.candidates and not part.batch_id for part in self.all_slices)
+
+    @property
     def known_batch_ids(self) -> list[str]:
         """Every batch this job ever made, in every round, replaced ones included: never another
         slice's batch (the ``exclude`` of every lost-create search)."""
@@ -196,11 +219,15 @@ class JobRecord:
         return [*self.all_batch_ids, *(old for part in slices for old in part.replaced)]
 
     def batches(self) -> dict[str, dict[str, Any]]:
-        """Per batch of every round: its request count and custom_id digest (the results transfer
-        checks both)."""
+        """Per batch of every round: its request count, custom_id digest and the custom_id of its proof
+        request (the results transfer checks the first two and strips the proof's line)."""
         slices = [*self.slices, *(part for later in self.rounds for part in later.slices)]
         return {
-            part.batch_id: {"request_count": part.count, "custom_ids_digest": part.ids_digest}
+            part.batch_id: {
+                "request_count": part.count,
+                "custom_ids_digest": part.ids_digest,
+                **({"proof_custom_id": part.proof_id} if part.proof_id else {}),
+            }
             for part in slices
             if part.batch_id
         }

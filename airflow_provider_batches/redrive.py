@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airflow_provider_batches.failures import decode_result_line
+from airflow_provider_batches.proof import is_proof_id
 
 #: Error types that say nothing about the request itself: worth sending again.
 TRANSIENT_ERROR_TYPES: tuple[str, ...] = (
@@ -138,7 +139,7 @@ def _select_line(policy: ResultPolicy, line: bytes, selection: Selection) -> Non
     if not line.strip():
         return
     parsed = _decode_line(line)
-    if parsed.result.type == "succeeded":
+    if parsed.result.type == "succeeded" or is_proof_id(parsed.custom_id):  # the proof is not re-driven
         return
     error = parsed.result.error
     error_type = error.error.type if error is not None and error.error is not None else None

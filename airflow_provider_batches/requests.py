@@ -29,6 +29,13 @@ from airflow_provider_batches.bodies import BatchBody
 from airflow_provider_batches.errors import RequestValidationError
 from airflow_provider_batches.identity import CustomIdDigest, custom_id_hash
 from airflow_provider_batches.message_params import params_problems
+from airflow_provider_batches.proof import (
+    PROOF_PREFIX,
+    PROOF_RESERVED_BYTES,
+    PROOF_RESERVED_REQUESTS,
+    is_proof_id,
+    proof_request,
+)
 
 MAX_REQUESTS_PER_BATCH = 100_000
 MAX_BATCH_BYTES = 256_000_000
@@ -44,8 +51,9 @@ READ_CHUNK_BYTES = 1 << 20
 _BODY_START = b'{"requests":['
 _BODY_END = b"]}"
 _ENVELOPE_BYTES = len(_BODY_START) + len(_BODY_END)
-MAX_LINE_BYTES = MAX_BATCH_BYTES - _ENVELOPE_BYTES
-"""A longer line fits in no batch: it is refused while it streams, never held whole."""
+MAX_LINE_BYTES = MAX_BATCH_BYTES - _ENVELOPE_BYTES - PROOF_RESERVED_BYTES
+"""A longer line fits in no batch (beside its proof request): it is refused while it streams, never
+held whole."""
 
 _ENVELOPE_KEYS = frozenset({"custom_id", "params"})
 _BOM = b"\xef\xbb\xbf"
@@ -666,6 +674,11 @@ def _envelope_problem(value: Mapping[str, Any]) -> str | None:
             f"custom_id {custom_id!r} is invalid: use 1 to 64 letters, digits, '_' or '-' "
             "(pattern ^[a-zA-Z0-9_-]{1,64}$, nothing else, not even a trailing newline)"
         )
+    if is_proof_id(custom_id):
+        return (
+            f"custom_id {custom_id!r} starts with {PROOF_PREFIX!r}, which is reserved for the proof request "
+            "the provider adds to each batch: rename it"
+        )
     if "params" not in value:
         return "params is missing"
     return None
@@ -759,9 +772,19 @@ class PreparedJob:
     #: batch continues it (a ``.gz`` is not decompressed again from the top for each batch).
     _resume: dict[int, Iterator[SourceLine]] = field(default_factory=dict, compare=False, repr=False)
 
-    def body(self, batch_slice: BatchSlice) -> BatchBody:
-        """The create body of one batch, streamed from the source again on every attempt."""
-        return BatchBody(lambda: self._chunks(batch_slice), batch_slice.count)
+    def body(self, batch_slice: BatchSlice, proof_id: str | None = None) -> BatchBody:
+        """The create body of one batch, streamed from the source again on every attempt; with
+        ``proof_id``, the proof request (:mod:`~airflow_provider_batches.proof`) comes last, so the
+        API's ``requests.N`` still names the job's own request N."""
+        if proof_id is None:
+            return BatchBody(lambda: self._chunks(batch_slice), batch_slice.count)
+        proof = b"," + proof_request(proof_id, self.proof_model)
+        return BatchBody(lambda: self._chunks(batch_slice, proof), batch_slice.count + 1)
+
+    @property
+    def proof_model(self) -> str:
+        """The model the proof request asks: the job's most used one (a model the job may use)."""
+        return max(sorted(self.requests_per_model), key=lambda model: self.requests_per_model[model])
 
     def locate(self, batch_slice: BatchSlice, index: int) -> tuple[str, str | None]:
         """Where request ``index`` of a batch's body came from: its line (or inline index) and custom_id.
@@ -795,7 +818,7 @@ class PreparedJob:
             return message
         return f"{explained} (in {self.source.describe()}; the API said: {message})"
 
-    def _chunks(self, batch_slice: BatchSlice) -> Iterator[bytes]:
+    def _chunks(self, batch_slice: BatchSlice, proof: bytes = b"") -> Iterator[bytes]:
         start, end = batch_slice.start, batch_slice.start + batch_slice.count
         lines = self._resume.pop(start, None) or self.source.iter_lines(
             offset=batch_slice.offset, first_line=batch_slice.first_line
@@ -830,7 +853,7 @@ class PreparedJob:
             )
         if end < self.request_count:
             self._resume[end] = lines  # only a body read to its end hands its reader on
-        buffer += _BODY_END
+        buffer += proof + _BODY_END
         yield bytes(buffer)
 
 
@@ -843,11 +866,19 @@ def prepare_job(
     """Validate every request, fingerprint the job and plan its batches, in one streaming pass.
 
     Raises :class:`RequestValidationError` naming each bad line (up to 20) before anything is sent.
+    Each batch keeps room for its proof request: a request slot within the API's 100,000 (so at most
+    99,999 of the job's requests) and :data:`~airflow_provider_batches.proof.PROOF_RESERVED_BYTES`
+    within ``max_bytes``.
     """
     if not 1 <= max_requests <= MAX_REQUESTS_PER_BATCH:
         raise RequestValidationError(f"max_requests_per_batch must be 1 to {MAX_REQUESTS_PER_BATCH}")
-    if not _ENVELOPE_BYTES < max_bytes <= MAX_BATCH_BYTES:
-        raise RequestValidationError(f"max_bytes_per_batch must be at most {MAX_BATCH_BYTES}")
+    if not _ENVELOPE_BYTES + PROOF_RESERVED_BYTES < max_bytes <= MAX_BATCH_BYTES:
+        raise RequestValidationError(
+            f"max_bytes_per_batch must be at most {MAX_BATCH_BYTES} and over "
+            f"{_ENVELOPE_BYTES + PROOF_RESERVED_BYTES} (room for a request and the batch's proof request)"
+        )
+    max_requests = min(max_requests, MAX_REQUESTS_PER_BATCH - PROOF_RESERVED_REQUESTS)
+    max_bytes -= PROOF_RESERVED_BYTES
     checker = RequestChecker(source.model)
     models: Counter[str] = Counter()
     usage: dict[str, ModelUsage] = {}
@@ -894,15 +925,21 @@ def prepare_job(
 
 
 def _too_long(max_bytes: int) -> str:
-    """A line refused as it streamed: the file was not read past it."""
+    """A line refused as it streamed: the file was not read past it. ``max_bytes`` is the batch limit
+    less the proof request's reserved bytes."""
     return (
         f"is longer than the {max_bytes - _ENVELOPE_BYTES:,} bytes a request can have in a "
-        f"{max_bytes:,}-byte batch: split or shorten it (the file was not read further)"
+        f"{max_bytes + PROOF_RESERVED_BYTES:,}-byte batch (less {PROOF_RESERVED_BYTES} bytes kept for the "
+        "batch's proof request): split or shorten it (the file was not read further)"
     )
 
 
-def _over_limit(max_bytes: int) -> str:
-    return f"over the {max_bytes:,}-byte batch limit: split or shorten it"
+def _over_limit(room: int) -> str:
+    """``room`` is the batch limit less the proof request's reserved bytes."""
+    return (
+        f"over the {room + PROOF_RESERVED_BYTES:,}-byte batch limit (less {PROOF_RESERVED_BYTES} bytes kept "
+        "for the batch's proof request): split or shorten it"
+    )
 
 
 class _SlicePlanner:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -59,3 +59,14 @@ def batch_json(
     }
     batch.update(fields)
     return batch
+
+
+def listing_json(*batches: Mapping[str, Any], has_more: bool = False) -> dict[str, Any]:
+    """A page of ``GET /v1/messages/batches`` holding ``batches``."""
+    ids = [batch["id"] for batch in batches]
+    return {
+        "data": list(batches),
+        "first_id": ids[0] if ids else None,
+        "last_id": ids[-1] if ids else None,
+        "has_more": has_more,
+    }

@@ -49,7 +49,7 @@ def refused_within(seconds: float, source: RequestSource, **kwargs: Any) -> str:
 def test_dev_zero_is_refused_once_its_line_passes_the_batch_limit() -> None:
     message = refused_within(5, RequestSource(requests_path=DEV_ZERO), max_bytes=5_000_000)
 
-    assert "line 1: is longer than the 4,999,985 bytes a request can have" in message
+    assert "line 1: is longer than the 4,999,473 bytes a request can have" in message
     assert "the file was not read further" in message
 
 
@@ -57,7 +57,7 @@ def test_dev_zero_is_refused_at_the_api_limit_by_default() -> None:
     message = refused_within(20, RequestSource(requests_path=DEV_ZERO))
 
     assert (
-        "line 1: is longer than the 255,999,985 bytes a request can have in a 256,000,000-byte batch"
+        "line 1: is longer than the 255,999,473 bytes a request can have in a 256,000,000-byte batch"
         in message
     )
 

@@ -322,8 +322,11 @@ def test_an_over_long_line_is_refused_while_streaming_with_its_custom_id(tmp_pat
     path = write_jsonl(tmp_path / "r.jsonl", [request("a"), long_line, request("b")])
     with pytest.raises(RequestValidationError) as raised:
         prepare_job(RequestSource(requests_path=path), max_bytes=1000)
-    assert "line 2 (custom_id 'long'): is longer than the 985 bytes" in str(raised.value)
-    assert "in a 1,000-byte batch: split or shorten it (the file was not read further)" in str(raised.value)
+    assert "line 2 (custom_id 'long'): is longer than the 473 bytes" in str(raised.value)
+    assert (
+        "in a 1,000-byte batch (less 512 bytes kept for the batch's proof request): split or shorten it "
+        "(the file was not read further)" in str(raised.value)
+    )
 
 
 def test_memory_for_an_over_long_line_is_bounded_by_the_limit_not_the_line(tmp_path: Path) -> None:
@@ -337,7 +340,7 @@ def test_memory_for_an_over_long_line_is_bounded_by_the_limit_not_the_line(tmp_p
     tracemalloc.start()
     try:
         with pytest.raises(
-            RequestValidationError, match="line 2 .custom_id 'long'.: is longer than the 3,999,985 bytes"
+            RequestValidationError, match="line 2 .custom_id 'long'.: is longer than the 3,999,473 bytes"
         ):
             prepare_job(RequestSource(requests_path=str(path)), max_bytes=4_000_000)
         _, peak = tracemalloc.get_traced_memory()

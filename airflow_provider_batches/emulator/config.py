@@ -158,8 +158,17 @@ class EmulatorConfig(BaseModel):
     giant_result_bytes: int | None = Field(
         default=None, ge=0, description="the first result line of every download padded to this size"
     )
+    # Faults of creates only (POST /v1/messages/batches), for concurrent jobs whose other calls
+    # must not take them: scripted ones first, then the fractions (on the same draw as the rest).
+    create_faults: list[str] = Field(default_factory=list)
+    create_drop_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="creates whose connection closes before the server acts"
+    )
+    create_drop_after_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="creates the server performs, then drops the connection"
+    )
 
-    @field_validator("next_faults")
+    @field_validator("next_faults", "create_faults")
     @classmethod
     def _known_faults(cls, value: list[str]) -> list[str]:
         unknown = [name for name in value if name not in FAULT_NAMES]

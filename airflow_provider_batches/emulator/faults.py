@@ -128,11 +128,19 @@ class FaultInjector:
     def reseed(self, seed: int) -> None:
         self._rng = random.Random(seed)
 
-    def decide(self, config: EmulatorConfig, *, is_results_download: bool) -> FaultDecision:
+    def decide(
+        self, config: EmulatorConfig, *, is_results_download: bool, is_create: bool = False
+    ) -> FaultDecision:
         failure_draw, slow_draw, cut_draw = self._rng.random(), self._rng.random(), self._rng.random()
         scripted = _take_scripted(config.next_faults, is_results_download)
+        if scripted is None and is_create and config.create_faults:
+            scripted = config.create_faults.pop(0)
         if scripted is not None:
             return _scripted_decision(scripted, config)
+        if is_create and failure_draw < config.create_drop_fraction + config.create_drop_after_fraction:
+            if failure_draw < config.create_drop_fraction:
+                return FaultDecision(drop=True)
+            return FaultDecision(lose_answer="drop")
         status: int | None = None
         drop = False
         lose_answer: str | None = None

@@ -119,11 +119,12 @@ class ApiGate:
         scope[SCOPE_OWNER] = owner
 
         is_results = scope["method"] == "GET" and scope["path"].endswith("/results")
+        is_create = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/messages/batches"
         if scope["path"].startswith("/v1/models") and not config.faults_on_models_api:
             decision = FaultDecision()  # no draw: scripted faults keep addressing the paid calls
         else:
-            decision = state.faults.decide(config, is_results_download=is_results)
-        state.stats.record_faults(decision.names)
+            decision = state.faults.decide(config, is_results_download=is_results, is_create=is_create)
+        state.stats.record_faults(decision.names, label)
 
         is_count_tokens = scope["path"].rstrip("/").endswith("/count_tokens")
         limit = config.count_tokens_requests_per_minute if is_count_tokens else config.requests_per_minute
@@ -136,7 +137,7 @@ class ApiGate:
                 extra_headers["anthropic-ratelimit-requests-reset"] = rfc3339(verdict.reset_at)
             if not verdict.allowed or decision.rate_limited:
                 if limit > 0 and not decision.rate_limited:
-                    state.stats.record_faults(["429"])
+                    state.stats.record_faults(["429"], label)
                 retry_after = verdict.retry_after_seconds or 1
                 headers = {"retry-after": str(retry_after), "x-should-retry": "true"}
                 if config.retry_after_ms is not None:

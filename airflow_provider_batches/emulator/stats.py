@@ -34,6 +34,7 @@ class Stats:
             self._requests_received = 0
             self._betas_seen: Counter[str] = Counter()
             self._faults_injected: Counter[str] = Counter()
+            self._faults_by_route: dict[str, Counter[str]] = {}
             self._started: float | None = None
             self._per_minute: dict[str, dict[int, int]] = {}
             self._windows: dict[str, deque[float]] = {}
@@ -68,9 +69,12 @@ class Stats:
                 if beta in self._betas_seen or len(self._betas_seen) < MAX_DISTINCT_BETAS:
                     self._betas_seen[beta] += 1
 
-    def record_faults(self, names: list[str]) -> None:
+    def record_faults(self, names: list[str], label: str | None = None) -> None:
+        """Faults injected into one call; ``label`` (its route) also counts them per route."""
         with self._lock:
             self._faults_injected.update(names)
+            if label is not None and names:
+                self._faults_by_route.setdefault(label, Counter()).update(names)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -80,6 +84,7 @@ class Stats:
                 "requests_received": self._requests_received,
                 "betas_seen": dict(self._betas_seen),
                 "faults_injected": dict(self._faults_injected),
+                "faults_by_route": {label: dict(names) for label, names in self._faults_by_route.items()},
                 "calls_per_minute": {
                     key: {str(minute): count for minute, count in sorted(minutes.items())}
                     for key, minutes in self._per_minute.items()

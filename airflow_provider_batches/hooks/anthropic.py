@@ -26,6 +26,7 @@ from airflow_provider_batches.client_core import (
     DEFAULT_MAX_REQUESTS_PER_MINUTE,
     Call,
     ClientSettings,
+    CreateCandidates,
     CreateWatermark,
     LineSplitter,
     Plan,
@@ -33,6 +34,7 @@ from airflow_provider_batches.client_core import (
     batches_path,
     check_results_url,
     create_batch_plan,
+    create_candidates_plan,
     create_watermark_plan,
     find_created_batch_plan,
     get_batch_plan,
@@ -322,13 +324,16 @@ class AnthropicHook(BaseHook):
         betas: Sequence[str] | None = None,
         watermark: CreateWatermark | None = None,
         exclude: Iterable[str] = (),
+        look_up_lost: bool = True,
     ) -> MessageBatch:
         """``POST /v1/messages/batches``. Never sends twice: a lost answer is looked up, not resent.
 
         The lookup only adopts a batch listed newer than ``watermark`` (taken just before the call when
-        not given), of the same size and not in ``exclude``; see :meth:`find_created_batch`.
+        not given), of the same size and not in ``exclude``; see :meth:`find_created_batch`. With
+        ``look_up_lost=False`` a lost answer raises
+        :class:`~airflow_provider_batches.errors.CreateAnswerLostError` instead (nothing adopted).
         """
-        return self._run(_create_batch(requests, betas, watermark, exclude, to_async=False))
+        return self._run(_create_batch(requests, betas, watermark, exclude, look_up_lost, to_async=False))
 
     async def acreate_batch(
         self,
@@ -338,7 +343,7 @@ class AnthropicHook(BaseHook):
         watermark: CreateWatermark | None = None,
         exclude: Iterable[str] = (),
     ) -> MessageBatch:
-        return await self._arun(_create_batch(requests, betas, watermark, exclude, to_async=True))
+        return await self._arun(_create_batch(requests, betas, watermark, exclude, True, to_async=True))
 
     def get_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         """``GET /v1/messages/batches/{id}``: idempotent, meant for polling."""
@@ -464,6 +469,28 @@ class AnthropicHook(BaseHook):
             after_id = page.last_id
         return models
 
+    def create_candidates(
+        self,
+        watermark: CreateWatermark,
+        request_count: int,
+        *,
+        exclude: Iterable[str] = (),
+        until: CreateWatermark | None = None,
+        betas: Sequence[str] | None = None,
+    ) -> CreateCandidates:
+        """The batches a lost create may have made (see
+        :func:`~airflow_provider_batches.client_core.create_candidates_plan`): none of them is proven."""
+        return self._run(
+            partial(
+                create_candidates_plan,
+                watermark=watermark,
+                request_count=request_count,
+                exclude=tuple(exclude),
+                until=until,
+                betas=betas,
+            )
+        )
+
     # -- results ----------------------------------------------------------------------------------
 
     @staticmethod
@@ -564,6 +591,7 @@ def _create_batch(
     betas: Sequence[str] | None,
     watermark: CreateWatermark | None,
     exclude: Iterable[str],
+    look_up_lost: bool,
     *,
     to_async: bool,
 ) -> PlanFactory[MessageBatch]:
@@ -578,7 +606,12 @@ def _create_batch(
         )
         count = len(requests)
     return partial(
-        create_batch_plan, call=call, request_count=count, watermark=watermark, exclude=tuple(exclude)
+        create_batch_plan,
+        call=call,
+        request_count=count,
+        watermark=watermark,
+        exclude=tuple(exclude),
+        look_up_lost=look_up_lost,
     )
 
 

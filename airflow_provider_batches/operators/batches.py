@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator
 
@@ -49,8 +49,11 @@ from airflow_provider_batches.operators.rounds import (
 )
 from airflow_provider_batches.operators.submission import (
     ON_INPUT_CHANGE_CHOICES,
+    ON_UNCERTAIN_CREATE_CHOICES,
     JobSubmission,
     OnInputChange,
+    OnUncertainCreate,
+    ProofPending,
 )
 from airflow_provider_batches.policy import (
     check_max_error_rate,
@@ -61,6 +64,7 @@ from airflow_provider_batches.policy import (
     total_counts,
 )
 from airflow_provider_batches.prompts import build_prompt_requests
+from airflow_provider_batches.proof import PROOF_RESERVED_REQUESTS, counts_without_proofs
 from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.requests import (
     MAX_BATCH_BYTES,
@@ -83,6 +87,8 @@ from airflow_provider_batches.waiting import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+T = TypeVar("T")
 
 #: Also importable from here, their earlier home: the cancel and delete operators (now in
 #: :mod:`.cancel_delete`) and the outcome and wait helpers (:mod:`~airflow_provider_batches.policy`,
@@ -187,6 +193,11 @@ class AnthropicCreateBatchOperator(BaseOperator):
         job's record, where the job's own timeout and kill cancels are): ``"fail"`` (default: the task
         fails naming it, nothing is sent) or ``"resume"`` (its unfinished requests are sent again in a
         follow-up round, its finished results kept, as after the job's own cancels).
+    :param on_uncertain_create: after a create whose answer was lost, when batches that may be its own
+        have not ended: ``"wait_for_proof"`` (default) waits for them to end (deferred: no worker slot;
+        each wait up to ``timeout``), then adopts the one whose results carry the create's proof
+        request, or creates the part afresh; ``"fail"`` fails at once, paying nothing more, with an
+        error naming the candidates. Neither adopts, cancels or waits on a candidate as the job's.
     """
 
     template_fields: Sequence[str] = (
@@ -231,9 +242,16 @@ class AnthropicCreateBatchOperator(BaseOperator):
         redrive: Redrive | None = None,
         max_requests_in_flight: int | None = None,
         on_external_cancel: OnExternalCancel = "fail",
+        on_uncertain_create: OnUncertainCreate = "wait_for_proof",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if on_uncertain_create not in ON_UNCERTAIN_CREATE_CHOICES:
+            raise ValueError(
+                f"{self.task_id}: on_uncertain_create must be one of "
+                f"{', '.join(ON_UNCERTAIN_CREATE_CHOICES)}, got {on_uncertain_create!r}"
+            )
+        self.on_uncertain_create = on_uncertain_create
         self.output_schema = None if output_schema is None else StructuredOutput.of(output_schema)
         if redrive is not None and (not isinstance(redrive, Redrive) or not wait_for_completion):
             raise ValueError(
@@ -243,11 +261,12 @@ class AnthropicCreateBatchOperator(BaseOperator):
         if max_requests_in_flight is not None and (
             isinstance(max_requests_in_flight, bool)
             or not isinstance(max_requests_in_flight, int)
-            or max_requests_in_flight < 1
+            or max_requests_in_flight < 1 + PROOF_RESERVED_REQUESTS
             or not wait_for_completion
         ):
             raise ValueError(
-                f"{self.task_id}: max_requests_in_flight must be a positive integer and needs "
+                f"{self.task_id}: max_requests_in_flight must be an integer of at least 2 (each batch also "
+                "processes its proof request) and needs "
                 "wait_for_completion=True (later slices are sent as earlier ones end), got "
                 f"max_requests_in_flight={max_requests_in_flight!r}, "
                 f"wait_for_completion={wait_for_completion!r}"
@@ -331,8 +350,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         """Requests per batch: ``max_requests_per_batch`` (checked by ``prepare_job``), and no more than
         may be in flight."""
         limit = int(self.max_requests_per_batch)
-        if self.max_requests_in_flight is not None:
-            limit = min(limit, self.max_requests_in_flight)
+        if self.max_requests_in_flight is not None:  # the batch's proof request is in flight too
+            limit = min(limit, self.max_requests_in_flight - PROOF_RESERVED_REQUESTS)
         return limit
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -357,7 +376,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             )
         store = self._store = job_store_for(context)
         self._submission = self.submission_for(context, store, job)
-        record = self._submission.run()
+        record = self._proven(self._submission.run)
         self._owned_batch_ids = record.all_batch_ids
         AnthropicBatchLink.persist(context, record.all_batch_ids)
         if record.finished:
@@ -394,7 +413,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 if not waiting:  # every create refused for a full queue: nothing of ours to wait on
                     self._pause_for_queue(record)
                     continue
-                counts = self._wait(store, record, waiting, state.number)
+                counts = self._without_proofs(record, self._wait(store, record, waiting, state.number))
                 record_batches_ended(record, state.number, counts)
                 store.save(record)
                 self._forget_input()
@@ -409,8 +428,8 @@ class AnthropicCreateBatchOperator(BaseOperator):
         """Create the first round's slices held back so far, the input read and checked again first."""
         job = self._job = self.prepare()
         check_input_unchanged(record, job, 1)
-        self._submission = self.submission_for(context, store, job)
-        self._submission.submit_held_back(record)
+        submission = self._submission = self.submission_for(context, store, job)
+        self._proven(lambda: submission.submit_held_back(record))
         self._owned_batch_ids = record.all_batch_ids
         AnthropicBatchLink.persist(context, record.all_batch_ids)
 
@@ -481,8 +500,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 time.sleep(remaining)
                 self._forget_input()
         job = self._job_rounds().job_of(record, state.number)
-        self._submission = self.submission_for(context, store, job)
-        self._submission.run_round(record, state.record)
+        submission = self._submission = self.submission_for(context, store, job)
+        round_record = state.record
+        self._proven(lambda: submission.run_round(record, round_record))
         self._owned_batch_ids = record.all_batch_ids
         AnthropicBatchLink.persist(context, record.all_batch_ids)
 
@@ -494,6 +514,77 @@ class AnthropicCreateBatchOperator(BaseOperator):
 
     #: The name tasks deferred by version 0.1 resume with.
     resume_redrive = resume_submission
+
+    def _proven(self, submit: Callable[[], T]) -> T:
+        """Run a submission step; while a lost create's candidates run, wait for them to end (acting
+        on none of them) and run it again, so it adopts the proven one or creates the part."""
+        while True:
+            try:
+                return submit()
+            except ProofPending as pending:
+                self._wait_for_candidates(pending)
+
+    def _wait_for_candidates(self, pending: ProofPending) -> None:
+        """Wait for the batches that may be a lost create's to end: deferred, in the triggerer without a
+        worker slot (resumed by ``resume_after_proof``); else here. A timeout cancels nothing: none of
+        them is proven the job's."""
+        self.log.info(
+            "A lost create of part %d may have made one of batches %s: waiting for them to end, to read "
+            "from their results which one, if any, is this job's (none is adopted or canceled before)",
+            pending.part + 1,
+            ", ".join(pending.batch_ids),
+        )
+        deadline = time.time() + self.timeout
+        if self.deferrable:
+            self.defer(
+                trigger=AnthropicBatchTrigger(
+                    batch_ids=pending.batch_ids,
+                    conn_id=self.conn_id,
+                    deadline=deadline,
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    cancel_on_kill=False,
+                ),
+                method_name="resume_after_proof",
+                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
+            )
+        try:
+            wait_for_batches(
+                self.hook,
+                pending.batch_ids,
+                deadline=deadline,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+                not_found_grace_until=None,
+                log=self.log,
+            )
+        except BatchTimeoutError as exc:
+            raise BatchTimeoutError(_proof_timeout_message(pending.batch_ids, self.timeout)) from exc
+
+    def resume_after_proof(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """The candidates of a lost create ended (or the wait timed out): submit again, which adopts the
+        proven one or creates the part; the input is read and checked again, as a retry does."""
+        wait = parse_wait_event(event)
+        if wait.status == "timeout":
+            raise BatchTimeoutError(_proof_timeout_message(wait.batch_ids, self.timeout))
+        if wait.status == "error":
+            raise BatchWaitError(wait.message)
+        return self.execute(context)
+
+    def _without_proofs(
+        self, record: JobRecord, counts: Mapping[str, Mapping[str, int]]
+    ) -> dict[str, dict[str, int]]:
+        """The ended batches' counts less their proof requests (not the user's); each proof's result
+        type is kept in the record."""
+        parts = {part.batch_id: part for part in record.all_slices if part.batch_id and part.proof_id}
+        proofs = {batch_id: part.proof_id for batch_id, part in parts.items() if part.proof_id}
+        kinds = {batch_id: part.proof_kind for batch_id, part in parts.items()}
+        user = counts_without_proofs(counts, proofs, self.hook.iter_results_bytes, kinds)
+        for batch_id, kind in kinds.items():
+            parts[batch_id].proof_kind = kind
+            if kind is None and batch_id in counts:
+                self.log.warning("Batch %s ended without its proof request in its results", batch_id)
+        return user
 
     def _wait(
         self, store: JobStore, record: JobRecord, batch_ids: list[str], number: int
@@ -548,6 +639,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             on_input_change=self.on_input_change,
             max_requests_in_flight=self.max_requests_in_flight,
             on_external_cancel=self._on_external_cancel(),
+            on_uncertain_create=self.on_uncertain_create,
         )
 
     def _on_external_cancel(self) -> OnExternalCancel:
@@ -621,7 +713,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
         if wait.status == "error":
             raise BatchWaitError(wait.message)
         if state.ended_counts is None:
-            record_batches_ended(record, state.number, wait.request_counts)
+            record_batches_ended(record, state.number, self._without_proofs(record, wait.request_counts))
             store.save(record)
         return self._drive(context, store, record)
 
@@ -642,7 +734,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
         if next_method == "__fail__" and str(getattr(error, "value", error)) == "Trigger timeout":
             store = job_store_for(context)
             record = store.load()
-            if record is not None and self.cancel_on_timeout:
+            if record is not None and record.proof_pending:
+                self.log.warning("The wait for a lost create's candidates timed out: nothing is canceled")
+            elif record is not None and self.cancel_on_timeout:
                 batch_ids = waiting_batch_ids(record, current_round(record).number)
                 self._cancel_own(store, record, batch_ids, "the deferral timed out")
         return super().resume_execution(next_method, next_kwargs, context)
@@ -712,3 +806,13 @@ class AnthropicCreateBatchOperator(BaseOperator):
         return create_batch_lineage(
             requests_path=self.requests_path, models=models, manifest=self._completed_manifest
         )
+
+
+def _proof_timeout_message(batch_ids: Sequence[str], timeout: float) -> str:
+    return (
+        f"A create of this job lost its answer, and batches {', '.join(batch_ids)} (of its size, "
+        f"made since) did not end within timeout={timeout:.0f} s; only their results can prove whether one "
+        "of them is this job's. None of them was adopted or canceled, and nothing more was paid. Do not "
+        "cancel them: they may be other jobs'. Retry the task: it goes on waiting for them (or set a "
+        "longer timeout)."
+    )

@@ -3,12 +3,18 @@
 A small state machine over the task's durable :class:`~airflow_provider_batches.job_state.JobRecord`,
 kept apart from the operator so that every path (re-attach, adopt a lost create's batch, changed
 input, clear versus retry) is tested by injecting the paid call instead of overriding private
-methods. It never sends a create without first recording the intent and the watermark, and never
-records a batch that another part of the job already owns.
+methods. It never sends a create without first recording the intent, the watermark and the create's
+proof request id, and never records a batch that another part of the job already owns.
+
+A lost create is settled by proof (:mod:`~airflow_provider_batches.proof`): the listing names the
+candidates (same size, made since the watermark, and no later than the first search after the loss);
+one is adopted only once its results carry the create's proof id. Until then nothing is adopted,
+created again or canceled: :class:`ProofPending` asks the operator to wait for the candidates to end.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -16,6 +22,7 @@ from airflow_provider_batches.client_core import CreateWatermark
 from airflow_provider_batches.errors import (
     BatchCreateUncertainError,
     BatchWaitError,
+    CreateAnswerLostError,
     InputChangedError,
     InvalidRequestError,
     JobRecordError,
@@ -32,6 +39,7 @@ from airflow_provider_batches.job_state import (
 )
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.operators.rounds import OnExternalCancel, check_cancel_resumable
+from airflow_provider_batches.proof import PROOF_RESERVED_REQUESTS, new_proof_id, read_proof
 from airflow_provider_batches.requests import BatchSlice, PreparedJob
 from airflow_provider_batches.waiting import NOT_FOUND_GRACE_SECONDS
 
@@ -43,8 +51,34 @@ if TYPE_CHECKING:
 OnInputChange = Literal["fail", "cancel_and_resubmit"]
 ON_INPUT_CHANGE_CHOICES: tuple[str, ...] = ("fail", "cancel_and_resubmit")
 
-#: The paid call: create one batch of the job, given the watermark and the batches to exclude.
-CreateCall = Callable[[BatchSlice, CreateWatermark, Sequence[str]], MessageBatch]
+OnUncertainCreate = Literal["wait_for_proof", "fail"]
+ON_UNCERTAIN_CREATE_CHOICES: tuple[str, ...] = ("wait_for_proof", "fail")
+
+#: Seconds between a lost create and the search for its candidates: a new batch can take a moment to
+#: be listed. The first search after a loss also bounds every later one (``SliceRecord.search_until``).
+LISTING_LAG_SECONDS = 2.0
+#: Creates sent for one part within one try when each answer is lost and no candidate is listed.
+MAX_CREATES_PER_TRY = 3
+
+#: The paid call: create one batch of the job, given the watermark, the batches to exclude and the
+#: create's proof request id (a lost answer raises ``CreateAnswerLostError``, nothing adopted).
+CreateCall = Callable[[BatchSlice, CreateWatermark, Sequence[str], str], MessageBatch]
+
+
+class ProofPending(Exception):
+    """Not an error: a lost create's candidates have not ended, so whether one is this job's cannot be
+    proven yet. The operator waits for ``batch_ids`` to end (deferred: no worker slot), acting on none
+    of them, then submits again; the record keeps the intent, its proof id and the candidates."""
+
+    def __init__(self, batch_ids: Sequence[str], part: int) -> None:
+        self.batch_ids = list(batch_ids)
+        self.part = part
+        super().__init__(
+            f"part {part + 1}: waiting for batches {', '.join(self.batch_ids)} to end, to prove from their "
+            "results whether one is this job's lost create"
+        )
+
+
 #: Best-effort cancel of batches, with the reason logged.
 CancelCall = Callable[[Sequence[str], str], None]
 
@@ -65,7 +99,14 @@ class JobSubmission:
         create: CreateCall | None = None,
         max_requests_in_flight: int | None = None,
         on_external_cancel: OnExternalCancel = "fail",
+        on_uncertain_create: OnUncertainCreate = "wait_for_proof",
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if on_uncertain_create not in ON_UNCERTAIN_CREATE_CHOICES:
+            raise ValueError(
+                f"on_uncertain_create must be one of {ON_UNCERTAIN_CREATE_CHOICES}, "
+                f"got {on_uncertain_create!r}"
+            )
         if on_input_change not in ON_INPUT_CHANGE_CHOICES:
             raise ValueError(
                 f"on_input_change must be one of {ON_INPUT_CHANGE_CHOICES}, got {on_input_change!r}"
@@ -80,6 +121,8 @@ class JobSubmission:
         self.create: CreateCall = create or self._create_with_hook
         self.max_requests_in_flight = max_requests_in_flight
         self.on_external_cancel = on_external_cancel
+        self.on_uncertain_create = on_uncertain_create
+        self.sleep = sleep
         #: Updated as batches are recorded, so that a kill mid-submission cancels what exists.
         self.batch_ids: list[str] = []
 
@@ -121,13 +164,18 @@ class JobSubmission:
                 continue
             if entry.batch_id and self._reattach(record, entry):
                 continue
-            if entry.intent_at and self._adopt_orphan(record, entry):
+            if entry.intent_at and self._adopt_orphan(record, part, entry):
                 continue
             missing.append((part, entry))
-        in_flight = sum(entry.count for entry in entries if entry.batch_id and entry.ended_counts is None)
+        # A batch processes its proof request too: it counts toward the limit.
+        in_flight = sum(
+            entry.count + PROOF_RESERVED_REQUESTS
+            for entry in entries
+            if entry.batch_id and entry.ended_counts is None
+        )
         for position, (part, entry) in enumerate(missing):
             limit = self.max_requests_in_flight
-            if limit is not None and in_flight and in_flight + part.count > limit:
+            if limit is not None and in_flight and in_flight + part.count + PROOF_RESERVED_REQUESTS > limit:
                 self.log.info(
                     "Holding back %d of %d parts: %d requests of this job are in flight and "
                     "max_requests_in_flight is %d; they are created as earlier batches end",
@@ -139,7 +187,7 @@ class JobSubmission:
                 return
             if not self._create(record, part, entry, nothing_in_flight=not in_flight):
                 return
-            in_flight += part.count
+            in_flight += part.count + PROOF_RESERVED_REQUESTS
 
     # -- the record -------------------------------------------------------------------------------
 
@@ -230,90 +278,161 @@ class JobSubmission:
         self.log.info("Re-attached to batch %s (%s)", batch.id, batch.processing_status)
         return True
 
-    def _adopt_orphan(self, record: JobRecord, entry: SliceRecord) -> bool:
-        """A try sent this create and did not live to record its answer: adopt its batch if provably its."""
-        if entry.watermark is None:
+    def _adopt_orphan(self, record: JobRecord, part: BatchSlice, entry: SliceRecord) -> bool:
+        """A create was sent and its answer never recorded: adopt its batch once proven its own.
+
+        True: adopted. False: no candidate is its batch (none listed, or every candidate ended without
+        the proof id): the part is created afresh. Raises :class:`ProofPending` while candidates run
+        (or, with ``on_uncertain_create="fail"``, :class:`BatchCreateUncertainError` saying what is known).
+        """
+        if entry.watermark is None or entry.proof_id is None:
             raise BatchCreateUncertainError(
                 f"An earlier try (of an older provider version) sent a create at {entry.intent_at} and did "
-                "not record its answer; without a watermark its batch cannot be told apart. Check the "
-                f"Anthropic console, cancel any batch of {entry.count} requests it made, then clear the task."
+                "not record its answer, and that create carried no proof request, so its batch cannot be "
+                "told apart from other jobs' batches of the same size. Nothing was adopted, sent again or "
+                "canceled. Do not cancel batches on a guess: they may be other jobs'. Once the batches "
+                f"of {entry.count} requests made around then have ended, check their results' custom_ids; "
+                "then clear the task to submit afresh (that sends this part again).",
             )
-        found = self.hook.find_created_batch(
-            CreateWatermark.from_json(entry.watermark),
-            entry.count,
-            exclude=record.known_batch_ids,
-            reason=f"sent by an earlier try at {entry.intent_at}",
+        watermark = CreateWatermark.from_json(entry.watermark)
+        until = CreateWatermark.from_json(entry.search_until) if entry.search_until else None
+        size = entry.count + PROOF_RESERVED_REQUESTS  # the proof request is one of the batch's requests
+        found = self.hook.create_candidates(
+            watermark, size, exclude=[*record.known_batch_ids, *entry.disproven], until=until
         )
-        if found is None:
-            self.log.info(
-                "An earlier try sent a create at %s; no batch of %d requests is listed since: creating it",
+        entry.search_until = found.until.to_json()
+        pending: list[str] = []
+        for batch in found.batches:
+            if batch.processing_status != "ended":
+                pending.append(batch.id)
+                continue
+            self.hook.check_results_ready([batch])
+            proof_kind = read_proof(self.hook.iter_results_bytes, batch.id, entry.proof_id)
+            if proof_kind is None:
+                self.log.info(
+                    "Batch %s (%d requests, made since the lost create) ended without this create's proof "
+                    "request %s: it is not this job's; it is left alone",
+                    batch.id,
+                    size,
+                    entry.proof_id,
+                )
+                entry.disproven.append(batch.id)
+                continue
+            self.log.warning(
+                "The create sent at %s lost its answer; its proof request %s is in the results of batch "
+                "%s: adopting batch %s",
                 entry.intent_at,
-                entry.count,
+                entry.proof_id,
+                batch.id,
+                batch.id,
+            )
+            entry.batch_id = batch.id
+            entry.proof_kind = proof_kind
+            entry.candidates = []
+            self._save(record)
+            return True
+        entry.candidates = pending
+        self._save(record)
+        if not pending:
+            self.log.info(
+                "The create sent at %s lost its answer and no batch listed since carries its proof request "
+                "(candidates ruled out: %s): it made no batch; creating the part afresh",
+                entry.intent_at,
+                ", ".join(entry.disproven) or "none",
             )
             return False
-        self.log.warning(
-            "An earlier try sent a create at %s and did not record its answer: adopting batch %s, the one "
-            "batch of %d requests listed since that is not already this job's",
-            entry.intent_at,
-            found.id,
-            entry.count,
-        )
-        entry.batch_id = found.id
-        self._save(record)
-        return True
+        if self.on_uncertain_create == "fail":
+            raise BatchCreateUncertainError(
+                f"The create of part {part.index + 1} sent at "
+                f"{entry.intent_at} lost its answer. Known: it may have made a billed batch; batches "
+                f"{', '.join(pending)} ({size} requests, made since) have not ended, and only "
+                f"their results can show whether one carries this create's proof request {entry.proof_id}"
+                f"{'; ruled out already: ' + ', '.join(entry.disproven) if entry.disproven else ''}. "
+                "Nothing was adopted, sent again or canceled, and nothing more was paid. Do not cancel "
+                "these batches: they may be other jobs'. Retry the task after they end (it adopts the one "
+                "that is this job's, or creates the part), or set on_uncertain_create='wait_for_proof' to "
+                "wait for them without holding a worker slot.",
+                pending,
+            )
+        raise ProofPending(pending, part.index)
 
     def _create(
         self, record: JobRecord, part: BatchSlice, entry: SliceRecord, *, nothing_in_flight: bool
     ) -> bool:
-        """The paid call, bracketed by the intent (with its watermark) and the id. False when the API
-        refused it for pace or a full processing queue (a 429 makes no batch): the intent is taken
-        back, and the part is created later. Only a refusal with ``nothing_in_flight`` starts the
-        clock of ``queue_full_since``: time spent waiting for the job's own batches is not time
-        spent waiting for room."""
-        watermark = self.hook.create_watermark()
-        entry.intent_at = utcnow().isoformat()
-        entry.watermark = watermark.to_json()
-        self._save(record)  # the intent, before the paid call
-        try:
-            batch = self.create(part, watermark, record.known_batch_ids)
-        except RateLimitError as exc:
-            entry.intent_at = None
-            entry.watermark = None
-            if nothing_in_flight and record.queue_full_since is None:
-                record.queue_full_since = utcnow().isoformat()
-            self._save(record)
-            self.log.warning(
-                "The create of part %d of %d was refused (HTTP 429, no batch made: %s); it is sent again "
-                "once the job's batches in flight end, or after a pause when none are",
+        """The paid call, bracketed by the intent (with its watermark and proof id) and the id. False
+        when the API refused it for pace or a full processing queue (a 429 makes no batch): the intent
+        is taken back, and the part is created later. Only a refusal with ``nothing_in_flight`` starts
+        the clock of ``queue_full_since``: time spent waiting for the job's own batches is not time
+        spent waiting for room. A lost answer is settled by proof (``_adopt_orphan``)."""
+        for _ in range(MAX_CREATES_PER_TRY):
+            watermark = self.hook.create_watermark()
+            entry.intent_at = utcnow().isoformat()
+            entry.watermark = watermark.to_json()
+            entry.proof_id = new_proof_id()
+            entry.proof_kind = entry.search_until = None
+            entry.candidates = []  # ``disproven`` stays: batches once ruled out never become this part's
+            self._save(record)  # the intent and its proof id, before the paid call
+            try:
+                batch = self.create(part, watermark, record.known_batch_ids, entry.proof_id)
+            except RateLimitError as exc:
+                entry.intent_at = entry.watermark = entry.proof_id = None
+                if nothing_in_flight and record.queue_full_since is None:
+                    record.queue_full_since = utcnow().isoformat()
+                self._save(record)
+                self.log.warning(
+                    "The create of part %d of %d was refused (HTTP 429, no batch made: %s); it is sent "
+                    "again once the job's batches in flight end, or after a pause when none are",
+                    part.index + 1,
+                    len(self.job.slices),
+                    exc.message,
+                )
+                return False
+            except CreateAnswerLostError as exc:
+                self.log.warning(
+                    "%s Looking in %.0f s for the batches it may have made; only one whose results carry "
+                    "its proof request %s is adopted",
+                    exc,
+                    LISTING_LAG_SECONDS,
+                    entry.proof_id,
+                )
+                self.sleep(LISTING_LAG_SECONDS)
+                if self._adopt_orphan(record, part, entry):
+                    record.queue_full_since = None
+                    return True
+                continue  # it made no batch: create the part again, with a new intent and proof id
+            if batch.id in record.known_batch_ids:
+                raise BatchCreateUncertainError(
+                    f"the create of part {part.index + 1} answered batch {batch.id}, which is already this "
+                    "job's; not recording one batch twice, and nothing was canceled. Report this to the "
+                    "provider's maintainers with the task's log.",
+                    [batch.id],
+                )
+            entry.batch_id = batch.id
+            record.queue_full_since = None
+            self._save(record)  # the id, right after
+            self.log.info(
+                "Created batch %s (%d of %d, %d requests and the proof request)",
+                batch.id,
                 part.index + 1,
                 len(self.job.slices),
-                exc.message,
+                part.count,
             )
-            return False
-        if batch.id in record.known_batch_ids:
-            raise BatchCreateUncertainError(
-                f"the create of part {part.index + 1} answered batch {batch.id}, which is already this "
-                "job's; not recording one batch twice. Check the Anthropic console.",
-                [batch.id],
-            )
-        entry.batch_id = batch.id
-        record.queue_full_since = None
-        self._save(record)  # the id, right after
-        self.log.info(
-            "Created batch %s (%d of %d, %d requests)",
-            batch.id,
-            part.index + 1,
-            len(self.job.slices),
-            part.count,
+            return True
+        raise BatchCreateUncertainError(
+            f"{MAX_CREATES_PER_TRY} creates of part {part.index + 1} in a row lost their answers and made "
+            "no batch that carries their proof request; nothing was adopted or canceled. Retry the task: "
+            "it looks once more, then creates the part.",
         )
-        return True
 
     def _create_with_hook(
-        self, part: BatchSlice, watermark: CreateWatermark, exclude: Sequence[str]
+        self, part: BatchSlice, watermark: CreateWatermark, exclude: Sequence[str], proof_id: str
     ) -> MessageBatch:
-        """The paid call: one batch, its body streamed from the source; API errors located by line."""
+        """The paid call: one batch, its body streamed from the source with the proof request last;
+        API errors located by line. A lost answer is not looked up here (see ``_adopt_orphan``)."""
         try:
-            return self.hook.create_batch(self.job.body(part), watermark=watermark, exclude=exclude)
+            return self.hook.create_batch(
+                self.job.body(part, proof_id), watermark=watermark, exclude=exclude, look_up_lost=False
+            )
         except InvalidRequestError as exc:  # "requests.N..." -> the file line and custom_id
             message = self.job.explain_api_error(part, exc.message)
             if message == exc.message:

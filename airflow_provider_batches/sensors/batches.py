@@ -27,6 +27,7 @@ from airflow_provider_batches.policy import (
     default_deferrable,
     parse_wait_event,
 )
+from airflow_provider_batches.proof import counts_without_proofs, manifest_proofs
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from airflow_provider_batches.waiting import (
     DEFAULT_MAX_POLL_INTERVAL,
@@ -146,7 +147,7 @@ class AnthropicBatchSensor(BaseSensorOperator):
             return False
         progress.ended.update(ended)
         self.log.info("%s", progress.describe(time.time(), ended=True))
-        totals = self._judge(ended)
+        totals = self._judge(self._users(ended))
         return PokeReturnValue(is_done=True, xcom_value={"batch_ids": batch_ids, "request_counts": totals})
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
@@ -158,7 +159,7 @@ class AnthropicBatchSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(wait.message)
         if wait.status == "error":
             raise BatchWaitError(wait.message)
-        totals = self._judge(wait.request_counts)
+        totals = self._judge(self._users(wait.request_counts))
         return {"batch_ids": batch_ids, "request_counts": totals}
 
     def _judge(self, ended: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
@@ -170,6 +171,10 @@ class AnthropicBatchSensor(BaseSensorOperator):
             log=self.log,
             errors=lambda: summarize_errors(self.hook, [(1, ended)]).describe(),
         )
+
+    def _users(self, counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+        """The counts less the proof requests a create operator's manifest names (not the user's)."""
+        return counts_without_proofs(counts, manifest_proofs(self.batch_id), self.hook.iter_results_bytes, {})
 
     def on_kill(self) -> None:
         if self.cancel_on_kill:

@@ -26,6 +26,7 @@ from airflow_provider_batches.errors import AnthropicBatchesError, APIConnection
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.lineage import results_transfer_lineage
 from airflow_provider_batches.models import MessageBatch
+from airflow_provider_batches.proof import manifest_proofs
 from airflow_provider_batches.spend import (
     TOKEN_FIELDS,
     Spend,
@@ -174,6 +175,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         self.prices = prices
         self.cost_estimate = cost_estimate
         self._rounds: dict[str, int] = {}
+        self._proofs: dict[str, str] = {}
         self._meters: dict[str, UsageMeter] = {}
         self._staging: Staging | None = None
         self._unchecked: dict[str, str] = {}
@@ -200,6 +202,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
                 reason,
             )
         self._rounds = rounds_of(self.batch_id)
+        self._proofs = manifest_proofs(self.batch_id)
         destination = self._destination_path()
         try:
             manifest = self._existing_manifest(destination, batch_ids)
@@ -295,9 +298,11 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         self._staging = staging
         merged = None
         if self._rounds:  # a re-driven job: last round first, one final result per custom_id
-            ledgers, merged = round_ledgers(batches, expected, self._rounds)
+            ledgers, merged = round_ledgers(batches, expected, self._rounds, self._proofs)
         else:
-            ledgers = [BatchLedger(batch, expected.get(batch.id)) for batch in batches]
+            ledgers = [
+                BatchLedger(batch, expected.get(batch.id), self._proofs.get(batch.id)) for batch in batches
+            ]
         file_counts: dict[str, dict[str, int]] = {}
         try:
             if self.split_by_result_type:
@@ -499,6 +504,11 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             },
             "counts": totals,
             "results": sum(totals.values()),
+            # The proof requests the create operator added (one per batch; their lines are not
+            # published, their tokens are in "spend"): per batch, how each ended.
+            "proof_requests": {
+                ledger.batch.id: ledger.proof_kind for ledger in ledgers if ledger.proof_kind is not None
+            },
             "bytes": sum(staging.files[name].size for name in file_counts),
             "started_at": started_at.isoformat(),
             "written_at": datetime.now(timezone.utc).isoformat(),

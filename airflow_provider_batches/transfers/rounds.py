@@ -47,8 +47,9 @@ class RoundLedger(BatchLedger):
         round_number: int,
         answered_later: set[str],
         published_ids: CustomIdDigest,
+        proof_id: str | None = None,
     ) -> None:
-        super().__init__(batch, expected)
+        super().__init__(batch, expected, proof_id)
         self.round_number = round_number
         #: Shared by the job's ledgers: custom_ids of the rounds downloaded so far (the later ones).
         self.answered_later = answered_later
@@ -81,6 +82,7 @@ def round_ledgers(
     batches: Sequence[MessageBatch],
     expected: Mapping[str, BatchIdentity],
     rounds: Mapping[str, int],
+    proofs: Mapping[str, str] | None = None,
 ) -> tuple[list[BatchLedger], CustomIdDigest]:
     """The ledgers in download order (last round first) and the digest of what they publish."""
     answered: set[str] = set()
@@ -92,6 +94,7 @@ def round_ledgers(
             round_number=rounds.get(batch.id, 1),
             answered_later=answered,
             published_ids=published,
+            proof_id=(proofs or {}).get(batch.id),
         )
         for batch in batches
     ]

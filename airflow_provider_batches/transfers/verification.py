@@ -19,6 +19,7 @@ from airflow_provider_batches.batch_ids import is_custom_id, shown
 from airflow_provider_batches.errors import AnthropicBatchesError
 from airflow_provider_batches.identity import digest_of
 from airflow_provider_batches.models import RESULT_TYPES, MessageBatch
+from airflow_provider_batches.proof import is_proof_id
 from airflow_provider_batches.spend import ResultMessage
 
 __all__ = [
@@ -171,12 +172,23 @@ class BatchLedger:
     are recognised by custom_id and not written twice, so outputs shared by several batches (split
     mode) never need rewinding. The custom_ids are dropped once the batch is verified, so a job holds
     those of one batch at a time (at most 100,000).
+
+    The proof request (:mod:`~airflow_provider_batches.proof`) is not the user's: its line is never
+    written, and the counts and custom_id digest are checked without it. A batch that should carry the
+    job's proof and does not, or carries another, is another job's batch: nothing is published.
     """
 
-    def __init__(self, batch: MessageBatch, expected: BatchIdentity | None = None) -> None:
+    def __init__(
+        self, batch: MessageBatch, expected: BatchIdentity | None = None, proof_id: str | None = None
+    ) -> None:
         self.batch = batch
         #: What the job submitted to this batch (from the create operator's manifest), if known.
         self.expected = expected
+        #: The custom_id of the proof request the job put in this batch (from the manifest), if known.
+        self.expected_proof = proof_id
+        #: How the batch's proof request ended (None: no proof line seen).
+        self.proof_kind: str | None = None
+        self._proof_seen = False
         #: What the results carried, once verified.
         self.identity: BatchIdentity | None = None
         self.counts: dict[str, int] = dict.fromkeys(RESULT_TYPES, 0)
@@ -194,6 +206,7 @@ class BatchLedger:
         # While nothing is written yet, one set serves both purposes (half the memory).
         self._attempt_seen = set() if self._written else self._written
         self._line_number = 0
+        self._proof_seen = False
 
     def admit(self, line: bytes | memoryview) -> str | None:
         """The line's result type if it must be written; None if an earlier attempt wrote it."""
@@ -210,6 +223,8 @@ class BatchLedger:
     def admit_parsed(self, custom_id: str, kind: str) -> str | None:
         """:meth:`admit` for a line already parsed."""
         self._line_number += 1
+        if is_proof_id(custom_id):
+            return self._admit_proof(custom_id, kind)
         if custom_id in self._attempt_seen:
             raise self._error(f"custom_id {custom_id!r} appears twice (line {self._line_number})")
         already_written = custom_id in self._written
@@ -225,7 +240,12 @@ class BatchLedger:
         """:meth:`admit_parsed` for a block of lines, with set operations when all of them are new."""
         ids = {custom_id for custom_id, _ in parsed}
         first_attempt = self._attempt_seen is self._written
-        if not first_attempt or len(ids) != len(parsed) or not ids.isdisjoint(self._written):
+        if (
+            not first_attempt
+            or len(ids) != len(parsed)
+            or not ids.isdisjoint(self._written)
+            or any(map(is_proof_id, ids))
+        ):
             return [self.admit_parsed(custom_id, kind) for custom_id, kind in parsed]  # names the culprit
         self._written |= ids
         self._line_number += len(parsed)
@@ -234,6 +254,19 @@ class BatchLedger:
             self.counts[kind] = self.counts.get(kind, 0) + count
         return [kind for _, kind in parsed]
 
+    def _admit_proof(self, custom_id: str, kind: str) -> str | None:
+        """Note the batch's proof request (never written); refuse a second one or another job's."""
+        if self._proof_seen:
+            raise self._error(f"a second proof request {custom_id!r} (line {self._line_number})")
+        if self.expected_proof is not None and custom_id != self.expected_proof:
+            raise self._error(
+                f"its results carry proof request {custom_id!r}, not the job's {self.expected_proof!r}: it "
+                "is another job's batch. Do not cancel or delete it; check the create task's record"
+            )
+        self._proof_seen = True
+        self.proof_kind = kind
+        return None
+
     def finish(self) -> None:
         """Check a complete download against the batch's ``request_counts``."""
         if len(self._attempt_seen) != len(self._written):
@@ -241,8 +274,15 @@ class BatchLedger:
                 f"the results changed between download attempts ({len(self._written)} custom_ids "
                 f"written, {len(self._attempt_seen)} in the last download)"
             )
+        if self.expected_proof is not None and self.proof_kind is None:
+            raise self._error(
+                f"its results lack the job's proof request {self.expected_proof!r}: it is not the batch the "
+                "job created (another job's?). Do not cancel or delete it; check the create task's record"
+            )
         expected = {kind: count for kind, count in self.batch.request_counts.as_dict().items()}
         expected.pop("processing", None)
+        if self.proof_kind is not None:  # the proof request is in request_counts, not in the output
+            expected[self.proof_kind] = expected.get(self.proof_kind, 0) - 1
         mismatches = [
             f"{kind}: expected {expected.get(kind, 0)}, got {self.counts.get(kind, 0)}"
             for kind in sorted(expected.keys() | self.counts.keys())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -247,3 +248,33 @@ def test_stats_count_calls_batches_and_requests(emulator: Emulator, client: anth
     assert stats["calls"]["GET /v1/messages/batches/{id}"] == {"404": 1}
     assert stats["batches_created"] == {"sk-ant-...-key": 1}
     assert stats["requests_received"] == 2
+
+
+def test_create_faults_are_taken_by_creates_only_before_and_after_the_server_acted(
+    emulator: Emulator,
+) -> None:
+    emulator.admin.set_config(create_faults=["drop", "drop_after"])
+
+    assert _list(emulator).status_code == 200  # other calls never take a create's fault
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        _create(emulator)  # dropped before the server acts: no batch
+    assert _list(emulator).json()["data"] == []
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        _create(emulator)  # the server made the batch, then dropped the answer
+    assert len(_list(emulator).json()["data"]) == 1
+    assert _create(emulator).status_code == 200  # the script is used up
+    assert emulator.admin.stats()["faults_injected"] == {"drop": 1, "drop_after": 1}
+
+
+def test_create_fault_fractions_lose_creates_before_and_after_the_server_acted(emulator: Emulator) -> None:
+    emulator.admin.set_config(create_drop_fraction=0.3, create_drop_after_fraction=0.3, seed=5)
+    for _ in range(40):
+        with contextlib.suppress(httpx.RemoteProtocolError, httpx.ReadError):
+            _create(emulator)
+        assert _list(emulator).status_code == 200
+
+    faults = emulator.admin.stats()["faults_injected"]
+    made = sum(emulator.admin.stats()["batches_created"].values())
+    assert faults["drop"] > 0
+    assert faults["drop_after"] > 0
+    assert made == 40 - faults["drop"]

@@ -12,7 +12,7 @@ from airflow_provider_batches import errors
 from airflow_provider_batches.hooks.anthropic import CLIENT_LIMITS, AnthropicHook, BatchBody
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL
-from tests.fakes import API_KEY, BASE_URL, Recorder, batch_json, error
+from tests.fakes import API_KEY, BASE_URL, Recorder, batch_json, error, listing_json
 from tests.hooks.conftest import set_connection
 
 
@@ -169,16 +169,7 @@ def test_an_html_error_page_gives_a_readable_error(monkeypatch: pytest.MonkeyPat
 
 
 def _listing(*batches: dict[str, object], has_more: bool = False) -> httpx.Response:
-    ids = [b["id"] for b in batches]
-    return httpx.Response(
-        200,
-        json={
-            "data": list(batches),
-            "first_id": ids[0] if ids else None,
-            "last_id": ids[-1] if ids else None,
-            "has_more": has_more,
-        },
-    )
+    return httpx.Response(200, json=listing_json(*batches, has_more=has_more))
 
 
 def watermark() -> httpx.Response:

@@ -12,7 +12,6 @@ import pytest
 
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import (
-    BatchCreateUncertainError,
     BatchOutcomeError,
     BatchTimeoutError,
     BatchWaitError,
@@ -26,6 +25,7 @@ from airflow_provider_batches.job_state import RECORD_KEY, TaskStateJobStore
 from airflow_provider_batches.links import CONSOLE_BATCHES_URL
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.operators.submission import JobSubmission
+from airflow_provider_batches.proof import is_proof_id
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from tests.operators.support import (
     AirflowSkipException,
@@ -275,15 +275,20 @@ def die_after_create(submission: JobSubmission) -> None:
     """The worker dies right after the paid create returns, before its id is recorded."""
     real = submission.create
 
-    def call(part: Any, watermark: Any, exclude: Any) -> Any:
-        real(part, watermark, exclude)
+    def call(part: Any, watermark: Any, exclude: Any, proof_id: Any) -> Any:
+        real(part, watermark, exclude, proof_id)
         raise SystemExit("worker died")
 
     submission.create = call
 
 
 def custom_ids_of(batch_id: str) -> set[str]:
-    return {result.custom_id for result in AnthropicHook().iter_results(batch_id)}
+    """The job's custom_ids in a batch's results (the proof request the operator adds left out)."""
+    return {
+        result.custom_id
+        for result in AnthropicHook().iter_results(batch_id)
+        if not is_proof_id(result.custom_id)
+    }
 
 
 def named(prefix: str, count: int) -> list[dict[str, Any]]:
@@ -348,12 +353,9 @@ def test_a_retry_after_a_crash_never_adopts_an_older_batch_of_the_same_size(emul
 
 def test_a_lost_create_never_adopts_another_jobs_batch_of_the_same_size(emulator: Emulator) -> None:
     job_a = create(requests=named("a", 50), wait_for_completion=False).execute(task_context())
-    emulator.admin.set_config(next_faults=["ok", "drop"])  # job B: the watermark passes, its create drops
+    emulator.admin.set_config(create_faults=["drop"])  # job B's create drops before the server acts
 
-    store = FakeTaskStateStore()
-    with pytest.raises(BatchCreateUncertainError, match="no batch of 50 requests is listed since"):
-        create(requests=named("b", 50), wait_for_completion=False).execute(task_context(store))
-    job_b = create(requests=named("b", 50)).execute(task_context(store))
+    job_b = create(requests=named("b", 50)).execute(task_context(FakeTaskStateStore()))
 
     assert set(job_b["batch_ids"]).isdisjoint(job_a["batch_ids"])
     assert custom_ids_of(job_b["batch_ids"][0]) == {f"b-{index}" for index in range(50)}
@@ -379,33 +381,32 @@ def test_a_create_answered_500_after_the_batch_was_made_adopts_it(emulator: Emul
     assert batches_created(emulator) == 1
 
 
-def test_a_lost_create_with_a_same_size_batch_made_in_the_same_moment_adopts_neither(
+def test_a_lost_create_with_a_same_size_batch_made_in_the_same_moment_adopts_only_its_proven_own(
     emulator: Emulator,
 ) -> None:
     store = FakeTaskStateStore()
     racing = submission_for(store, named("mine", 5))
     real = racing.create
 
-    def another_job_creates_first(part: Any, watermark: Any, exclude: Any) -> Any:
-        AnthropicHook().create_batch(named("theirs", 5))  # after our watermark, before our create
-        emulator.admin.set_config(next_faults=["drop_after"])
-        return real(part, watermark, exclude)
+    def another_job_creates_first(part: Any, watermark: Any, exclude: Any, proof_id: Any) -> Any:
+        # another job's batch of the same size (with its own proof), after our watermark
+        theirs.append(AnthropicHook().create_batch([*named("mine", 5), request("abp-proof-theirs")]).id)
+        emulator.admin.set_config(create_faults=["drop_after"])
+        return real(part, watermark, exclude, proof_id)
 
+    theirs: list[str] = []
     racing.create = another_job_creates_first
 
-    with pytest.raises(BatchCreateUncertainError, match="2 batches of 5 requests") as uncertain:
-        racing.run()
+    record = racing.run()
 
-    assert len(uncertain.value.candidate_batch_ids) == 2
-    assert store.values[RECORD_KEY]["slices"][0]["batch_id"] is None
+    assert record.slices[0].batch_id not in theirs
+    assert custom_ids_of(record.slices[0].batch_id or "") == {f"mine-{index}" for index in range(5)}
     assert batches_created(emulator) == 2
 
 
 def test_a_split_job_never_adopts_its_own_first_batch_for_a_lost_second_create(emulator: Emulator) -> None:
     store = FakeTaskStateStore()
-    emulator.admin.set_config(next_faults=["ok", "ok", "ok", "drop"])  # the second create drops
-    with pytest.raises(BatchCreateUncertainError):
-        create(requests=named("r", 100), max_requests_per_batch=50).execute(task_context(store))
+    emulator.admin.set_config(create_faults=["ok", "drop"])  # the second create drops
 
     manifest = create(requests=named("r", 100), max_requests_per_batch=50).execute(task_context(store))
 
@@ -420,7 +421,7 @@ def test_a_split_job_never_adopts_its_own_first_batch_for_a_lost_second_create(e
 def test_a_split_job_whose_second_answer_is_lost_after_creation_adopts_the_right_batch(
     emulator: Emulator,
 ) -> None:
-    emulator.admin.set_config(next_faults=["ok", "ok", "ok", "drop_after"])
+    emulator.admin.set_config(create_faults=["ok", "drop_after"])
 
     manifest = create(requests=named("r", 100), max_requests_per_batch=50).execute(task_context())
 
@@ -435,10 +436,10 @@ def test_a_retry_of_a_split_job_creates_only_the_missing_batches(emulator: Emula
     partial = submission_for(store, requests(5), max_requests_per_batch=2)
     real = partial.create
 
-    def network_down_at_second(part: Any, watermark: Any, exclude: Any) -> Any:
+    def network_down_at_second(part: Any, watermark: Any, exclude: Any, proof_id: Any) -> Any:
         if part.index == 1:
             raise ConnectionError("network down before the second create was sent")
-        return real(part, watermark, exclude)
+        return real(part, watermark, exclude, proof_id)
 
     partial.create = network_down_at_second
     with pytest.raises(ConnectionError):
@@ -582,12 +583,12 @@ def test_the_intent_and_watermark_are_recorded_before_the_paid_call(emulator: Em
     inspecting = submission_for(store, requests(1))
     real = inspecting.create
 
-    def inspect_then_create(part: Any, watermark: Any, exclude: Any) -> Any:
+    def inspect_then_create(part: Any, watermark: Any, exclude: Any, proof_id: Any) -> Any:
         (slice_record,) = store.values[RECORD_KEY]["slices"]
         assert slice_record["intent_at"]
         assert slice_record["watermark"] == {"newest_id": None, "newest_created_at": None}
         assert slice_record["batch_id"] is None
-        return real(part, watermark, exclude)
+        return real(part, watermark, exclude, proof_id)
 
     inspecting.create = inspect_then_create
     inspecting.run()

@@ -194,8 +194,8 @@ class CrashBeforeRecord(AnthropicCreateBatchOperator):
         submission = super().submission_for(context, store, job)
         paid_call = submission.create
 
-        def create(part, watermark, exclude):
-            batch = paid_call(part, watermark, exclude)
+        def create(part, watermark, exclude, proof_id):
+            batch = paid_call(part, watermark, exclude, proof_id)
             if first_try():
                 raise RuntimeError("worker lost between the create and its record")
             return batch

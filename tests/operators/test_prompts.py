@@ -13,6 +13,7 @@ from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import RECORD_KEY
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.prompts import build_prompt_requests
+from airflow_provider_batches.proof import PROOF_PREFIX
 from tests.operators.support import (
     MODEL,
     FakeTaskStateStore,
@@ -27,7 +28,12 @@ def create(prompts: Any, **kwargs: Any) -> AnthropicCreateBatchOperator:
 
 
 def results_by_id(batch_id: str) -> dict[str, Any]:
-    return {result.custom_id: result for result in AnthropicHook().iter_results(batch_id)}
+    """The job's results (the proof request the operator adds left out)."""
+    return {
+        result.custom_id: result
+        for result in AnthropicHook().iter_results(batch_id)
+        if not result.custom_id.startswith(PROOF_PREFIX)
+    }
 
 
 def test_string_prompts_become_requests_named_by_position(emulator: Emulator) -> None:

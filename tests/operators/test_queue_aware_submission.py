@@ -93,12 +93,13 @@ def create_refusals(emulator: Emulator) -> int:
 def test_max_requests_in_flight_sends_the_job_slice_by_slice_within_the_limit(
     queue_emulator: Emulator,
 ) -> None:
-    manifest = create(max_requests_in_flight=20).execute(task_context())
+    # two batches of 10 and their proof requests: 22
+    manifest = create(max_requests_in_flight=22).execute(task_context())
 
     batches = listed(queue_emulator)
     assert [batch.id for batch in batches] == manifest["batch_ids"]
     assert len(batches) == 4
-    assert most_requests_processing_at_once(batches) <= 20
+    assert most_requests_processing_at_once(batches) <= 22
     assert create_refusals(queue_emulator) == 0  # never asked for more than the queue holds
     assert manifest["request_counts"]["succeeded"] == 40
 
@@ -106,13 +107,16 @@ def test_max_requests_in_flight_sends_the_job_slice_by_slice_within_the_limit(
 def test_max_requests_in_flight_caps_the_batch_size(queue_emulator: Emulator) -> None:
     manifest = create(max_requests_per_batch=100_000, max_requests_in_flight=15).execute(task_context())
 
-    assert [entry["request_count"] for entry in manifest["batches"].values()] == [15, 15, 10]
+    # each batch's proof request is in flight with it: 14 of the job's requests and the proof
+    assert [entry["request_count"] for entry in manifest["batches"].values()] == [14, 14, 12]
     assert most_requests_processing_at_once(listed(queue_emulator)) <= 15
 
 
 def test_max_requests_in_flight_must_be_positive_and_needs_waiting() -> None:
-    with pytest.raises(ValueError, match="max_requests_in_flight must be a positive integer"):
+    with pytest.raises(ValueError, match="max_requests_in_flight must be an integer of at least 2"):
         create(max_requests_in_flight=0)
+    with pytest.raises(ValueError, match="each batch also processes its proof request"):
+        create(max_requests_in_flight=1)
     with pytest.raises(ValueError, match="needs wait_for_completion=True"):
         create(max_requests_in_flight=20, wait_for_completion=False)
 
@@ -324,12 +328,12 @@ def deferred_waves(settings: dict[str, Any], context: dict[str, Any]) -> tuple[A
 
 
 def test_deferred_waves_each_wait_only_for_the_batches_in_flight(queue_emulator: Emulator) -> None:
-    manifest, waves = deferred_waves({"deferrable": True, "max_requests_in_flight": 20}, task_context())
+    manifest, waves = deferred_waves({"deferrable": True, "max_requests_in_flight": 22}, task_context())
 
     assert [len(wave) for wave in waves] == [2, 2]
     assert [batch_id for wave in waves for batch_id in wave] == manifest["batch_ids"]
     assert manifest["request_counts"]["succeeded"] == 40
-    assert most_requests_processing_at_once(listed(queue_emulator)) <= 20
+    assert most_requests_processing_at_once(listed(queue_emulator)) <= 22
 
 
 def test_an_input_edited_between_waves_sends_nothing_more(queue_emulator: Emulator, tmp_path: Path) -> None:
@@ -338,12 +342,12 @@ def test_an_input_edited_between_waves_sends_nothing_more(queue_emulator: Emulat
     context = task_context()
     settings: dict[str, Any] = {"requests": None, "requests_path": str(path), "deferrable": True}
     with pytest.raises(TaskDeferred) as deferred:
-        create(**settings, max_requests_in_flight=20).execute(context)
+        create(**settings, max_requests_in_flight=22).execute(context)
     (event,) = asyncio.run(_events(deferred.value.trigger))
     path.write_text("".join(json.dumps(line) + "\n" for line in requests(40, text="edited")))
 
     with pytest.raises(InputChangedError, match="2 slice\\(s\\) were not sent"):
-        create(**settings, max_requests_in_flight=20).execute_complete(
+        create(**settings, max_requests_in_flight=22).execute_complete(
             context, event=event, **deferred.value.kwargs
         )
 
@@ -373,7 +377,7 @@ def test_a_decorated_task_resumed_between_waves_runs_its_function_again(queue_em
 
     settings = {
         "deferrable": True,
-        "max_requests_in_flight": 20,
+        "max_requests_in_flight": 22,
         "max_requests_per_batch": 10,
         "poll_interval": 0.05,
     }

@@ -13,6 +13,7 @@ from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import RECORD_KEY, JobRecord
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.operators.submission import JobSubmission
+from airflow_provider_batches.proof import is_proof_id
 from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.requests import PreparedJob
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
@@ -36,7 +37,12 @@ def create(reqs: list[dict[str, Any]], **kwargs: Any) -> AnthropicCreateBatchOpe
 
 
 def results_of(batch_id: str) -> dict[str, str]:
-    return {result.custom_id: result.result.type for result in AnthropicHook().iter_results(batch_id)}
+    """The job's results in a batch (the proof request the operator adds left out)."""
+    return {
+        result.custom_id: result.result.type
+        for result in AnthropicHook().iter_results(batch_id)
+        if not is_proof_id(result.custom_id)
+    }
 
 
 def submitted_ids(round_entry: dict[str, Any]) -> set[str]:
@@ -182,8 +188,8 @@ class DiesInRound2(AnthropicCreateBatchOperator):
         if job.request_count < 3:  # a follow-up round
             real = submission.create
 
-            def create_then_die(part: Any, watermark: Any, exclude: Any) -> Any:
-                real(part, watermark, exclude)
+            def create_then_die(part: Any, watermark: Any, exclude: Any, proof_id: Any) -> Any:
+                real(part, watermark, exclude, proof_id)
                 raise SystemExit("worker died")
 
             submission.create = create_then_die

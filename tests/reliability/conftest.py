@@ -86,8 +86,10 @@ class FaultsWithRateLimits(FaultInjector):
         self.rate_limited_fraction = rate_limited_fraction
         self._extra = random.Random(seed + 1)
 
-    def decide(self, config: EmulatorConfig, *, is_results_download: bool) -> FaultDecision:
-        decision = super().decide(config, is_results_download=is_results_download)
+    def decide(
+        self, config: EmulatorConfig, *, is_results_download: bool, is_create: bool = False
+    ) -> FaultDecision:
+        decision = super().decide(config, is_results_download=is_results_download, is_create=is_create)
         draw = self._extra.random()
         unfaulted = decision.status is None and not decision.drop and not decision.rate_limited
         if unfaulted and draw < self.rate_limited_fraction:

@@ -473,7 +473,7 @@ CASES: list[Case] = [
         (
             "line 2",
             "'huge-1'",
-            "is longer than the 255,999,985 bytes a request can have in a 256,000,000-byte batch",
+            "is longer than the 255,999,473 bytes a request can have in a 256,000,000-byte batch",
         ),
     ),
     Case(
@@ -679,13 +679,14 @@ def test_bad_input_is_refused_with_a_clear_message(
 
 def test_a_100001_request_file_is_split_not_sent_whole(tmp_path: Path) -> None:
     """Without a max_requests_per_batch override, 100,001 requests are split in two batches (planned
-    offline), never sent as one body the API would refuse."""
+    offline), never sent as one body the API would refuse; each batch keeps a slot for its proof
+    request, so the first holds 99,999."""
     path = tmp_path / "big.jsonl"
     template = json.dumps(ask("ID", "hi")).encode()
     with path.open("wb") as out:
         out.writelines(template.replace(b"ID", f"r{i}".encode()) + b"\n" for i in range(100_001))
     job = prepare_job(RequestSource(requests_path=str(path)))
-    assert [part.count for part in job.slices] == [MAX_REQUESTS_PER_BATCH, 1]
+    assert [part.count for part in job.slices] == [MAX_REQUESTS_PER_BATCH - 1, 2]
 
 
 def test_connection_problems_are_named_without_the_key(monkeypatch: pytest.MonkeyPatch) -> None:

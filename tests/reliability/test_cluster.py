@@ -64,8 +64,8 @@ class KilledAfterCreate(AnthropicCreateBatchOperator):
         submission = super().submission_for(context, store, job)
         paid_call = submission.create
 
-        def create(part, watermark, exclude):
-            batch = paid_call(part, watermark, exclude)
+        def create(part, watermark, exclude, proof_id):
+            batch = paid_call(part, watermark, exclude, proof_id)
             if first_try():
                 announce(self.task_id, "created")
                 time.sleep(600)  # the test SIGKILLs this process here, before the id is recorded

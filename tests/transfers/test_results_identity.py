@@ -73,7 +73,7 @@ def test_another_jobs_results_of_the_same_size_are_never_published(
 ) -> None:
     mine, theirs = job("mine", 4), job("theirs", 4)
 
-    with pytest.raises(ResultsVerificationError, match="other custom_ids than the job submitted"):
+    with pytest.raises(ResultsVerificationError, match="another job.s batch"):
         export(swapped(mine, theirs), f"file://{tmp_path}/out/")
 
     assert not list((tmp_path / "out").rglob("*.jsonl"))
@@ -85,7 +85,7 @@ def test_another_jobs_results_are_never_published_to_s3(
 ) -> None:
     mine, theirs = job("mine", 3), job("theirs", 3)
 
-    with pytest.raises(ResultsVerificationError, match="may be another job's results"):
+    with pytest.raises(ResultsVerificationError, match="another job.s batch"):
         export(swapped(mine, theirs), s3_destination)
 
     assert s3_endpoint.keys(s3_bucket) == []
@@ -104,3 +104,48 @@ def test_plain_batch_ids_are_published_unchecked(anthropic_emulator: Emulator, t
         on_disk["custom_ids"][batch_id]["custom_ids_digest"]
         == manifest["batches"][batch_id]["custom_ids_digest"]
     )
+
+
+# -- the proof request --------------------------------------------------------------------------
+
+
+def test_a_same_template_jobs_batch_with_equal_custom_ids_is_refused_by_its_proof(
+    anthropic_emulator: Emulator, tmp_path: Path
+) -> None:
+    """Jobs from one template have equal custom_id digests: only the proof tells their batches apart."""
+    mine, theirs = job("same", 4), job("same", 4)
+    (my_id,), (their_id,) = mine["batch_ids"], theirs["batch_ids"]
+    assert mine["batches"][my_id]["custom_ids_digest"] == theirs["batches"][their_id]["custom_ids_digest"]
+
+    with pytest.raises(ResultsVerificationError, match="carry proof request .* not the job's"):
+        export(swapped(mine, theirs), f"file://{tmp_path}/out/")
+
+    assert not list((tmp_path / "out").rglob("*.jsonl"))
+
+
+def test_the_proof_line_is_never_published_and_the_manifest_accounts_for_it(
+    anthropic_emulator: Emulator, tmp_path: Path
+) -> None:
+    manifest = job("mine", 5, max_requests_per_batch=3)
+    anthropic_emulator.admin.set_config(  # the first download is cut: the ledger sees the proof twice
+        cut_results_after_bytes=1500, cut_results_fraction=0.0, next_faults=["cut"]
+    )
+
+    published = export(manifest, f"file://{tmp_path}/out/")
+
+    lines = [line for path in (tmp_path / "out").glob("*.jsonl") for line in path.read_text().splitlines()]
+    assert sorted(json.loads(line)["custom_id"] for line in lines) == [f"mine-{i}" for i in range(5)]
+    assert published["counts"]["succeeded"] == 5
+    assert published["results"] == 5
+    assert published["proof_requests"] == dict.fromkeys(manifest["batch_ids"], "succeeded")
+
+
+def test_a_batch_lacking_the_jobs_proof_request_is_refused(
+    anthropic_emulator: Emulator, tmp_path: Path
+) -> None:
+    manifest = job("mine", 3)
+    (batch_id,) = manifest["batch_ids"]
+    forged = {**manifest["batches"][batch_id], "proof_custom_id": "abp-proof-" + "0" * 32}
+
+    with pytest.raises(ResultsVerificationError, match="another job's batch"):
+        export({**manifest, "batches": {batch_id: forged}}, f"file://{tmp_path}/out/")

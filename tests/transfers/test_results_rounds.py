@@ -127,7 +127,8 @@ def test_include_attempts_also_publishes_every_round_s_raw_results(
     attempts = sorted(entry["name"] for entry in manifest["files"] if entry["name"].startswith("attempt-"))
     assert [name.split("-")[2] for name in attempts] == ["1", "2", "3"]
     raw = sum(len((tmp_path / "out" / name).read_text().splitlines()) for name in attempts)
-    assert raw == sum(entry["request_count"] for entry in job["rounds"])  # 7 + 3 + 1
+    # as received: each batch's proof request too (7 + 3 + 1, and one proof line per batch)
+    assert raw == sum(entry["request_count"] for entry in job["rounds"]) + len(job["batch_ids"])
     assert len(published_lines(tmp_path / "out", manifest)) == 7
 
 
