@@ -27,10 +27,10 @@ if [[ ! -e $policy ]]; then
   chmod 755 "$policy"
   ours=1
 fi
-trap '[[ $ours -eq 1 ]] && rm -f "$policy"' EXIT
-install() { apt-get install -y -q --no-install-recommends "${packages[@]}"; }
+trap 'if [[ $ours -eq 1 ]]; then rm -f "$policy"; fi' EXIT
+apt_install() { apt-get install -y -q --no-install-recommends "${packages[@]}"; }
 echo "ci-services: installing ${packages[*]}"
 # A fresh machine has no package lists yet.
-install >/dev/null || { apt-get update -q >/dev/null && install >/dev/null; }
+apt_install >/dev/null || { apt-get update -q >/dev/null && apt_install >/dev/null; }
 have_postgres && command -v redis-server >/dev/null
 echo "ci-services: PostgreSQL and redis-server are installed"

@@ -4,9 +4,10 @@
 end without a triggerer. The harness reads task states and XComs back from the SQLite DB.
 
 ``dags_test(..., forked=True)`` runs the same command through Airflow's own CLI entry point in a
-fork of the test process instead of a new interpreter: Airflow is already imported there, which
-saves the seconds each new ``airflow`` process spends starting, and the fork keeps the command's
-settings, logging set-up and signal handlers out of the test process. Each distinct path keeps at
+fork of a zygote: one process per ``AirflowEnv`` that imported Airflow once and then only forks,
+which saves the seconds each new ``airflow`` process spends starting. The zygote runs no test, so a
+fork inherits no state of one (forking the test process itself did: a pytest-xdist worker's earlier
+tests left process-wide pollers and budgets that hung a fork's trigger). Each distinct path keeps at
 least one test that runs the real ``airflow`` executable.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import sqlite3
@@ -112,6 +114,7 @@ class AirflowEnv:
         self.dags_folder = home / "dags"
         self.dags_folder.mkdir(parents=True, exist_ok=True)
         self.extra_env: dict[str, str] = {}
+        self._zygote: _Zygote | None = None
 
     @property
     def db_path(self) -> Path:
@@ -144,22 +147,16 @@ class AirflowEnv:
         )
 
     def airflow_forked(self, *args: str, timeout: float = 300, **env: str) -> tuple[int, str]:
-        """``airflow <args>`` by Airflow's CLI entry point in a fork of this process: exit code, output."""
-        environment = self.env(**env)
-        with tempfile.TemporaryFile() as output:
-            pid = os.fork()
-            if pid == 0:  # the child: never returns
-                _run_airflow_cli(list(args), environment, output.fileno())
-            deadline = time.monotonic() + timeout
-            while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    done = os.waitpid(pid, 0)
-                    break
-                time.sleep(0.1)
-            output.seek(0)
-            text = output.read().decode(errors="replace")
-        return os.waitstatus_to_exitcode(done[1]), text
+        """``airflow <args>`` by Airflow's CLI entry point, forked by this env's zygote: exit code, output."""
+        if self._zygote is None or self._zygote.poll() is not None:
+            self._zygote = _Zygote(self.env())
+        return self._zygote.run(list(args), self.env(**env), timeout)
+
+    def close(self) -> None:
+        """Stop the zygote, if one was started."""
+        if self._zygote is not None:
+            self._zygote.stop()
+            self._zygote = None
 
     def migrate(self) -> None:
         result = self.airflow("db", "migrate")
@@ -203,8 +200,89 @@ class AirflowEnv:
             return db.execute(sql, params).fetchall()
 
 
+#: The zygote: imports what every ``airflow`` command imports, then forks one child per request
+#: (a JSON line: args, environment, output path), answering with the child's pid, then its exit code.
+ZYGOTE = """
+import json, os, sys
+from airflow.cli import cli_parser  # noqa: F401 - the import each new airflow process pays for
+from tests.airflow_harness import _run_airflow_cli
+protocol = os.fdopen(os.dup(1), "w", buffering=1)
+print("ready", file=protocol)
+for line in sys.stdin:
+    request = json.loads(line)
+    output = os.open(request["output"], os.O_WRONLY | os.O_TRUNC)
+    pid = os.fork()
+    if pid == 0:
+        _run_airflow_cli(request["args"], request["env"], output)
+    os.close(output)
+    print(pid, file=protocol)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), file=protocol)
+"""
+
+
+class _Zygote:
+    def __init__(self, environment: dict[str, str]) -> None:
+        repo = str(Path(__file__).resolve().parents[1])
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE],
+            env={**environment, "PYTHONPATH": repo},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=repo,
+            start_new_session=True,
+        )
+        self._buffer = b""
+        self._child = 0
+        if self._line(120) != "ready":
+            self.stop()
+            raise RuntimeError("the airflow zygote did not start")
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def _line(self, timeout: float) -> str | None:
+        """The zygote's next line, or None when ``timeout`` passes first."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.process.stdout], [], [], remaining)[0]:
+                return None
+            chunk = os.read(self.process.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError("the airflow zygote exited")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    def run(self, args: list[str], environment: dict[str, str], timeout: float) -> tuple[int, str]:
+        assert self.process.stdin is not None
+        with tempfile.NamedTemporaryFile(prefix="airflow-forked-", suffix=".log") as output:
+            request = {"args": args, "env": environment, "output": output.name}
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+            pid = self._child = int(self._line(60) or "0")
+            exit_code = self._line(timeout)
+            if exit_code is None:  # past the timeout: the command and whatever it started
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                exit_code = self._line(30)
+            text = Path(output.name).read_text(errors="replace")
+        self._child = 0
+        return int(exit_code if exit_code is not None else -9), text
+
+    def stop(self) -> None:
+        """Kill the zygote and a command still running (its own process group: a test that timed out)."""
+        for group in (self._child, self.process.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if group:
+                    os.killpg(group, signal.SIGKILL)
+        self.process.wait(10)
+
+
 def _run_airflow_cli(args: list[str], environment: dict[str, str], output_fd: int) -> None:
-    """In a forked child: ``airflow <args>`` with ``environment``, its output to ``output_fd``; exits."""
+    """In a child of the zygote: ``airflow <args>`` with ``environment``, output to ``output_fd``; exits."""
     code = 1
     try:
         os.setpgrp()  # signals meant for the test process's group do not reach this one

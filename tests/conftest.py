@@ -30,11 +30,14 @@ S3_CONN_ID = "results_s3"
 
 
 @pytest.fixture(scope="session")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowEnv]:
     """A migrated SQLite metadata DB for ``airflow dags test`` runs, shared by the session."""
     env = AirflowEnv(Path(tmp_path_factory.mktemp("airflow-home")))
     env.migrate()
-    return env
+    try:
+        yield env
+    finally:
+        env.close()
 
 
 class S3Endpoint:
