@@ -366,14 +366,6 @@ class AnthropicCreateBatchOperator(BaseOperator):
         )
         self._models = dict(job.requests_per_model)
         self._job = job
-        if self.check_models:  # free, and before any paid call
-            check_models(
-                self.hook,
-                job.model_usage,
-                source=job.source.describe(),
-                betas=self.hook.get_settings().betas,
-                log=self.log,
-            )
         store = self._store = job_store_for(context)
         self._submission = self.submission_for(context, store, job)
         record = self._proven(self._submission.run)
@@ -640,6 +632,17 @@ class AnthropicCreateBatchOperator(BaseOperator):
             max_requests_in_flight=self.max_requests_in_flight,
             on_external_cancel=self._on_external_cancel(),
             on_uncertain_create=self.on_uncertain_create,
+            before_first_create=(lambda: self._check_models(job)) if self.check_models else None,
+        )
+
+    def _check_models(self, job: PreparedJob) -> None:
+        """Each model of ``job`` looked up in the Models API (free), before the first paid create."""
+        check_models(
+            self.hook,
+            job.model_usage,
+            source=job.source.describe(),
+            betas=self.hook.get_settings().betas,
+            log=self.log,
         )
 
     def _on_external_cancel(self) -> OnExternalCancel:

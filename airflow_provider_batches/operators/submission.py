@@ -101,6 +101,7 @@ class JobSubmission:
         on_external_cancel: OnExternalCancel = "fail",
         on_uncertain_create: OnUncertainCreate = "wait_for_proof",
         sleep: Callable[[float], None] = time.sleep,
+        before_first_create: Callable[[], None] | None = None,
     ) -> None:
         if on_uncertain_create not in ON_UNCERTAIN_CREATE_CHOICES:
             raise ValueError(
@@ -123,6 +124,9 @@ class JobSubmission:
         self.on_external_cancel = on_external_cancel
         self.on_uncertain_create = on_uncertain_create
         self.sleep = sleep
+        #: Free checks run once, just before this submission's first paid create (and before its
+        #: intent): a try that only re-attaches, adopts or finds the job done makes no call for them.
+        self.before_first_create = before_first_create
         #: Updated as batches are recorded, so that a kill mid-submission cancels what exists.
         self.batch_ids: list[str] = []
 
@@ -364,6 +368,9 @@ class JobSubmission:
         is taken back, and the part is created later. Only a refusal with ``nothing_in_flight`` starts
         the clock of ``queue_full_since``: time spent waiting for the job's own batches is not time
         spent waiting for room. A lost answer is settled by proof (``_adopt_orphan``)."""
+        if self.before_first_create is not None:
+            check, self.before_first_create = self.before_first_create, None
+            check()
         for _ in range(MAX_CREATES_PER_TRY):
             watermark = self.hook.create_watermark()
             entry.intent_at = utcnow().isoformat()

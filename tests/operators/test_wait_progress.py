@@ -57,9 +57,10 @@ def test_a_sync_wait_logs_a_progress_line_every_interval_without_extra_calls(
     progress = lines(output, "Still waiting (round 1) after")
     assert len(progress) >= int(PROCESSING / PROGRESS) - 1  # one per interval, not one per poll
     assert len(progress) > polls(slow_emulator)  # the lines come from what the polls saw
-    assert "1 in_progress; requests: 3 processing, 0 succeeded" in progress[0]
+    # the API's counts: the 3 requests and the batch's proof request
+    assert "1 in_progress; requests: 4 processing, 0 succeeded" in progress[0]
     assert lines(output, "Ended (round 1) after") != []
-    assert "1 ended; requests: 0 processing, 3 succeeded" in lines(output, "Ended (round 1) after")[0]
+    assert "1 ended; requests: 0 processing, 4 succeeded" in lines(output, "Ended (round 1) after")[0]
 
 
 def test_a_deferred_wait_logs_a_progress_line_every_interval_in_the_triggers_log(

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_batches.proof import is_proof_id
 from tests.reliability.conftest import (
     DB_SCANS,
     FIGURES,
@@ -231,7 +232,11 @@ def run_scenario(cluster: AirflowCluster, runs: int) -> dict[str, Any]:
             assert batch_id not in owners, f"{run_id} and {owners.get(batch_id)} share {batch_id}"
             owners[batch_id] = run_id
             lines = (store_root / f"{batch_id}.requests.jsonl").read_text().splitlines()
-            custom_ids = sorted(json.loads(line)["custom_id"] for line in lines)
+            custom_ids = sorted(
+                custom_id
+                for custom_id in (json.loads(line)["custom_id"] for line in lines)
+                if not is_proof_id(custom_id)  # the batch's proof request (``proof.py``)
+            )
             assert custom_ids == [f"{run_id}-{i}" for i in range(REQUESTS_PER_RUN)], (run_id, custom_ids)
         created = batches_created(emulator)
         assert created == runs, emulator.admin.stats()["batches_created"]

@@ -46,16 +46,17 @@ class Tri(BaseModel):
 
 
 def quickly(action: Callable[[], Any], seconds: float = 1.0, max_bytes: int = 20_000_000) -> Any:
-    """Run ``action``; it must finish (or raise) in ``seconds`` with at most ``max_bytes`` allocated."""
+    """Run ``action``; it must finish (or raise) within ``seconds`` of CPU (wall time on a shared machine
+    measures the neighbours) with at most ``max_bytes`` allocated."""
     tracemalloc.start()
-    started = time.monotonic()
+    started = time.process_time()
     try:
         try:
             return action()
         finally:
-            elapsed = time.monotonic() - started
+            elapsed = time.process_time() - started
             _, peak = tracemalloc.get_traced_memory()
-            assert elapsed < seconds, f"took {elapsed:.2f} s"
+            assert elapsed < seconds, f"took {elapsed:.2f} s of CPU"
             assert peak < max_bytes, f"peaked at {peak:,} bytes"
     finally:
         tracemalloc.stop()
@@ -91,7 +92,7 @@ def test_a_recursive_model_becomes_a_json_column_at_once(model: type[BaseModel])
 def test_a_recursive_schema_exports_to_parquet_in_seconds_with_a_small_manifest(
     anthropic_emulator: Emulator, tmp_path: Path, model: type[BaseModel]
 ) -> None:
-    batch_ids = create("claude-sonnet-4-5", {f"q{i}": "describe" for i in range(20)}, output_schema=model)
+    batch_ids = create("claude-sonnet-4-6", {f"q{i}": "describe" for i in range(20)}, output_schema=model)
     started = time.monotonic()
 
     manifest = transfer(batch_ids, f"file://{tmp_path}/", output_format="parquet", output_schema=model)
