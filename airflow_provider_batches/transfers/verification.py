@@ -70,7 +70,7 @@ class _MeteredResultLine(msgspec.Struct):
 # msgspec (an Airflow dependency) decodes only these fields and skips the rest at C speed: several
 # times faster than json.loads, which would build every message of every line (the hot path).
 _decode_result_line = msgspec.json.Decoder(_ResultLine).decode
-_decode_result_lines = msgspec.json.Decoder(list[_MeteredResultLine]).decode
+_decode_result_lines = msgspec.json.Decoder(_MeteredResultLine).decode_lines
 
 
 def parse_result_block(block: bytes) -> list[tuple[str, str]] | None:
@@ -83,15 +83,30 @@ def parse_result_block(block: bytes) -> list[tuple[str, str]] | None:
     return None if decoded is None else decoded[0]
 
 
-def parse_metered_block(block: bytes) -> tuple[list[tuple[str, str]], list[ResultMessage | None]] | None:
-    """:func:`parse_result_block` and each line's message (model and usage; None for other types)."""
-    if b"\r" in block:  # blank lines need no test: they leave ",," and the decode fails
+def parse_metered_block(
+    block: bytes, begin: int = 0, end: int | None = None
+) -> tuple[list[tuple[str, str]], list[ResultMessage | None]] | None:
+    """:func:`parse_result_block` and each line's message (model and usage; None for other types), of
+    ``block[begin:end]`` (read in place: no copy)."""
+    end = len(block) if end is None else end
+    if block.find(b"\r", begin, end) >= 0:
+        return None
+    # One value per line, without copying the block: every line starts with "{" and ends with "}",
+    # and nothing valid inside one JSON value puts "}" then "{" across a line break, so each line
+    # break ends a value (no value spans lines and no line is blank); as many values as lines then
+    # leaves no line holding two.
+    lines = block.count(b"\n", begin, end)
+    if (
+        not block.startswith(b"{", begin, end)
+        or not block.endswith(b"}\n", begin, end)
+        or block.count(b"}\n{", begin, end) != lines - 1
+    ):
         return None
     try:
-        items = _decode_result_lines(b"[" + block[:-1].replace(b"\n", b",") + b"]")
+        items = _decode_result_lines(memoryview(block)[begin:end])
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if len(items) != block.count(b"\n"):  # a line holding two values: a bad line, not two results
+    if len(items) != lines:  # a line holding two values: a bad line, not two results
         return None
     parsed = [(item.custom_id, item.result.type) for item in items]
     if not all(map(is_custom_id, [custom_id for custom_id, _ in parsed])):
