@@ -99,7 +99,7 @@ def results_verify_floor(batch_ids: list[str], out_dir: str) -> dict[str, Any]:
                         continue
                     block = carry + chunk[: last + 1] if carry else chunk[: last + 1]
                     carry = chunk[last + 1 :]
-                    lines = decode_lines(block)
+                    lines: list[Any] = decode_lines(block)
                     if len(lines) != block.count(b"\n"):
                         raise ValueError("a blank line or a line with two values")
                     before = len(seen)
