@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
@@ -192,14 +193,19 @@ def results_export(ctx: Context) -> Table:
         for round_number in range(ctx.sizes.repeat):
             for count in sizes:
                 for label, name, params in plans[count]:
+                    # A fresh, empty folder per run, removed after: no run replaces another's files
+                    # (a rename or truncation over an existing file costs extra on ext4).
+                    run_dir = Path(out_dir) / f"run-{round_number}-{count}-{name}"
+                    run_dir.mkdir()
                     measurement = run_variant(
                         name,
-                        {**params, "out_dir": out_dir},
+                        {**params, "out_dir": str(run_dir)},
                         label=label,
                         env=env,
                         emulator=emulator,
                         timeout=3600,
                     )
+                    shutil.rmtree(run_dir)
                     LOG(
                         f"   run {round_number + 1}/{ctx.sizes.repeat} {count:,} {label}: "
                         f"{measurement.wall:.2f} s wall, {measurement.cpu:.2f} s CPU, "

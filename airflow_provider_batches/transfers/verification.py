@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from airflow_provider_batches.batch_ids import is_custom_id, shown
+from airflow_provider_batches.batch_ids import CUSTOM_ID_PATTERN, is_custom_id, shown
 from airflow_provider_batches.errors import AnthropicBatchesError
 from airflow_provider_batches.identity import digest_of
 from airflow_provider_batches.models import RESULT_TYPES, MessageBatch
@@ -58,6 +58,11 @@ class _MeteredResultType(msgspec.Struct):
     message: ResultMessage | None = None
 
 
+#: The custom_ids of a block, joined by LF, each valid: one regex call per block, not one per line
+#: (a valid custom_id holds no LF, so the joined check is the same as each one's).
+_CUSTOM_IDS = re.compile(f"(?:{CUSTOM_ID_PATTERN.pattern}\n)*")
+
+
 class _MeteredResultLine(msgspec.Struct):
     """:class:`_ResultLine` plus the message's model and usage, for the spend report, in the same
     decode. A message of another shape fails it: the block then takes the line-by-line path, whose
@@ -95,12 +100,8 @@ def parse_metered_block(
     # and nothing valid inside one JSON value puts "}" then "{" across a line break, so each line
     # break ends a value (no value spans lines and no line is blank); as many values as lines then
     # leaves no line holding two.
-    lines = block.count(b"\n", begin, end)
-    if (
-        not block.startswith(b"{", begin, end)
-        or not block.endswith(b"}\n", begin, end)
-        or block.count(b"}\n{", begin, end) != lines - 1
-    ):
+    lines = _object_lines(block, begin, end)
+    if lines < 0:
         return None
     try:
         items = _decode_result_lines(memoryview(block)[begin:end])
@@ -109,11 +110,25 @@ def parse_metered_block(
     if len(items) != lines:  # a line holding two values: a bad line, not two results
         return None
     parsed = [(item.custom_id, item.result.type) for item in items]
-    if not all(map(is_custom_id, [custom_id for custom_id, _ in parsed])):
+    if _CUSTOM_IDS.fullmatch("\n".join([custom_id for custom_id, _ in parsed]) + "\n") is None:
         return None
     if not all(_RESULT_TYPE_PATTERN.match(kind) for kind in {kind for _, kind in parsed}):  # a few kinds
         return None
     return parsed, [item.result.message for item in items]
+
+
+def _object_lines(block: bytes, begin: int, end: int) -> int:
+    """How many lines ``block[begin:end]`` holds when each starts with ``{`` and ends with ``}``; -1
+    otherwise. ``find`` (memchr) per line: several times cheaper than ``bytes.count``."""
+    if not block.startswith(b"{", begin, end):
+        return -1
+    find, lines, position = block.find, 0, begin
+    while (newline := find(b"\n", position, end)) >= 0:
+        if block[newline - 1] != 0x7D or (newline + 1 < end and block[newline + 1] != 0x7B):  # } and {
+            return -1
+        lines += 1
+        position = newline + 1
+    return lines
 
 
 def parse_result_line(line: bytes | memoryview) -> tuple[str, str]:
