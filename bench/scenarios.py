@@ -41,10 +41,10 @@ class Sizes:
     def quick(cls) -> Sizes:
         return cls(
             results_requests=10_000,
-            export_results=(5_000, 20_000),
-            export_batch_requests=5_000,
+            export_results=(100_000,),  # the export target's size: a few seconds a run
+            export_batch_requests=100_000,
             create_requests=10_000,
-            repeat=1,
+            repeat=3,
             wait_counts=(100,),
             wait_limits=(0, 50),
             wait_end_after=15.0,
