@@ -14,7 +14,7 @@ import sys
 import time
 
 from bench.measure import MIB, run_variant
-from bench.report import Table, write_results
+from bench.report import Table, commit_description, write_results
 from bench.scenarios import SCENARIOS, Context, Sizes
 
 
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat:
         sizes = dataclasses.replace(sizes, repeat=args.repeat)
     load_start = os.getloadavg()
+    commit = commit_description()
     print(f"load average at the start: {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f}")
     started = time.monotonic()
     floor = run_variant("import_airflow", {})
@@ -77,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m bench" + (" --quick" if args.quick else "")
         command += f" --repeat {args.repeat}" if args.repeat else ""
         path = write_results(
-            tables, command=command, summary=summary, load=(load_start, load_end), quick=args.quick
+            tables,
+            command=command,
+            summary=summary,
+            load=(load_start, load_end),
+            quick=args.quick,
+            commit=commit,
         )
         print(f"wrote {path}")
     return 0

@@ -126,6 +126,7 @@ def write_results(
     summary: Sequence[str],
     load: tuple[tuple[float, float, float], tuple[float, float, float]],
     quick: bool,
+    commit: str,
 ) -> Path:
     """All of ``results.md`` from this one run: nothing is kept from earlier runs."""
     start, end = load
@@ -144,7 +145,7 @@ def write_results(
         "launcher (`bench/launch.py`) from `wait4` of its only child.",
         "",
         *machine_description(),
-        f"- commit: {commit_description()}",
+        f"- commit: {commit} (at the start of the run)",
         f"- load average (1/5/15 min) at the start: {start[0]:.2f} / {start[1]:.2f} / {start[2]:.2f}; "
         f"at the end: {end[0]:.2f} / {end[1]:.2f} / {end[2]:.2f} (on {os.cpu_count()} CPUs). "
         + (
