@@ -41,10 +41,11 @@ class CustomIdDigest:
 
 
 def digest_of(custom_ids: Iterable[str]) -> str:
-    digest = CustomIdDigest()
-    for custom_id in custom_ids:
-        digest.add(custom_id)
-    return digest.hexdigest()
+    """The digest of a set of custom_ids in one pass: :func:`custom_id_hash` inlined (it runs once
+    per result at the end of every export, 100,000 times for a full batch)."""
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    total = sum(from_bytes(blake2b(custom_id.encode(), digest_size=16).digest()) for custom_id in custom_ids)
+    return f"{total % _MODULUS:032x}"
 
 
 def combine_digests(hexdigests: Iterable[str]) -> str:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -105,8 +106,9 @@ class EmulatorProcess:
             created: dict[str, Any] = response.json()
             return created
 
-    def create_small_batches(self, count: int) -> list[str]:
-        """``count`` one-request batches (for polling benchmarks)."""
+    def create_small_batches(self, count: int) -> list[tuple[str, float]]:
+        """``count`` one-request batches (for polling benchmarks): each id with the epoch second its
+        create was answered (the batch ends ``processing_seconds`` later, on its own timer)."""
         ids = []
         with self.client() as client:
             for index in range(count):
@@ -120,7 +122,7 @@ class EmulatorProcess:
                 }
                 response = client.post("/v1/messages/batches", json={"requests": [request]})
                 response.raise_for_status()
-                ids.append(response.json()["id"])
+                ids.append((response.json()["id"], time.time()))
         return ids
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -96,27 +97,63 @@ def machine_description() -> list[str]:
     ]
 
 
-FINDINGS_HEADING = "## Findings"
+def commit_description() -> str:
+    """The commit measured, and whether the work tree differed from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=RESULTS_PATH.parent,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=RESULTS_PATH.parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{head}{' with uncommitted changes' if dirty else ''}"
 
 
-def _kept_findings() -> str:
-    """The hand-written analysis at the end of the previous results.md, kept across runs (re-check it)."""
-    if not RESULTS_PATH.exists():
-        return ""
-    previous = RESULTS_PATH.read_text()
-    start = previous.find(FINDINGS_HEADING)
-    return previous[start:] if start >= 0 else ""
-
-
-def write_results(tables: Sequence[Table], *, command: str, summary: Sequence[str]) -> Path:
+def write_results(
+    tables: Sequence[Table],
+    *,
+    command: str,
+    summary: Sequence[str],
+    load: tuple[tuple[float, float, float], tuple[float, float, float]],
+    quick: bool,
+    commit: str,
+) -> Path:
+    """All of ``results.md`` from this one run: nothing is kept from earlier runs."""
+    start, end = load
+    mode = (
+        "**QUICK mode** (`BENCH_QUICK=1` / `--quick`): shortened sizes and intervals, a smoke run; its "
+        "figures are not the full benchmark's"
+        if quick
+        else "full mode"
+    )
     parts = [
         "# Benchmarks",
         "",
-        f"Produced by `{command}` (`make bench`). Numbers are noisy; the ratios are what count. "
-        "Wall and CPU time cover the measured work only (not interpreter start-up or imports); "
-        "peak RSS is the whole variant process's (imports included), from `getrusage`.",
+        f"Produced by one run of `{command}` ({mode}); every figure below was measured in this run. "
+        "CPU is each variant's own `getrusage` over the measured work (not interpreter start-up or "
+        "imports); wall is the same span. Peak RSS is the whole variant process's, reported by a minimal "
+        "launcher (`bench/launch.py`) from `wait4` of its only child.",
         "",
         *machine_description(),
+        f"- commit: {commit} (at the start of the run)",
+        f"- load average (1/5/15 min) at the start: {start[0]:.2f} / {start[1]:.2f} / {start[2]:.2f}; "
+        f"at the end: {end[0]:.2f} / {end[1]:.2f} / {end[2]:.2f} (on {os.cpu_count()} CPUs). "
+        + (
+            "The machine was loaded by other work: wall-clock figures are not representative; CPU figures "
+            "and CPU ratios carry over better."
+            if max(*start, *end) > 0.5 * (os.cpu_count() or 1)
+            else "The machine was otherwise quiet."
+        ),
         "",
         "## Summary",
         "",
@@ -126,34 +163,7 @@ def write_results(tables: Sequence[Table], *, command: str, summary: Sequence[st
         "",
     ]
     parts += [table.markdown() for table in tables]
-    parts.append(_kept_findings())
     RESULTS_PATH.write_text("\n".join(parts))
-    return RESULTS_PATH
-
-
-def update_results(tables: Sequence[Table], *, command: str) -> Path:
-    """Replace only these scenarios' sections (and their summary rows) in ``results.md``, keeping the
-    others and the findings: a partial run (``--scenario N``) updates what it measured, saying when."""
-    text = RESULTS_PATH.read_text()
-    for table in tables:
-        section = table.markdown() + f"\n_Measured {_now()} by `{command}`._\n"
-        start = text.find(f"### {table.title}")
-        if start < 0:
-            start = text.find(FINDINGS_HEADING)
-            text = text[:start] + section + "\n" + text[start:]
-        else:
-            ends = [i for i in (text.find("\n### ", start + 4), text.find(FINDINGS_HEADING, start)) if i >= 0]
-            end = min(ends) if ends else len(text)
-            text = text[:start] + section + "\n" + text[end:].lstrip("\n")
-        rows = [f"| {table.title} | {t} | {m} | {'PASS' if ok else 'MISS'} |" for t, m, ok in table.targets]
-        lines = [line for line in text.split("\n") if not line.startswith(f"| {table.title} |")]
-        header = lines.index("| scenario | target | measured | verdict |") + 2
-        tail = header
-        while tail < len(lines) and lines[tail].startswith("|"):
-            tail += 1
-        lines[tail:tail] = rows
-        text = "\n".join(lines)
-    RESULTS_PATH.write_text(text)
     return RESULTS_PATH
 
 

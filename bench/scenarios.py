@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
@@ -40,10 +41,10 @@ class Sizes:
     def quick(cls) -> Sizes:
         return cls(
             results_requests=10_000,
-            export_results=(5_000, 20_000),
-            export_batch_requests=5_000,
+            export_results=(100_000,),  # the export target's size: a few seconds a run
+            export_batch_requests=100_000,
             create_requests=10_000,
-            repeat=1,
+            repeat=3,
             wait_counts=(100,),
             wait_limits=(0, 50),
             wait_end_after=15.0,
@@ -113,9 +114,9 @@ def _throughput_table(
         description,
         [
             "variant",
+            "client CPU s",
             "wall s",
             "MB/s",
-            "CPU s",
             "peak RSS MiB",
             "RSS over `import airflow` MiB",
             "emulator CPU s",
@@ -127,9 +128,9 @@ def _throughput_table(
         table.rows.append(
             [
                 measurement.variant,
+                f"{measurement.cpu:.2f}",
                 f"{measurement.wall:.2f}",
                 f"{size / 1e6 / measurement.wall:,.0f}",
-                f"{measurement.cpu:.2f}",
                 _mib(measurement.peak_rss),
                 f"{(measurement.peak_rss - ctx.airflow_rss) / MIB:+,.0f}",
                 f"{measurement.emulator_cpu:.2f}",
@@ -142,7 +143,8 @@ def _throughput_table(
 # -- 1 -----------------------------------------------------------------------------------------------
 
 
-EXPORT_FLOOR = "httpx stream to file (floor)"
+EXPORT_FLOOR = "bare copy: httpx iter_bytes() to file"
+EXPORT_VERIFY = "verify-every-line floor (hand-written)"
 EXPORT_OURS = "ours: results transfer operator"
 EXPORT_VENDOR = "vendor: stream_batch_results"
 
@@ -183,6 +185,7 @@ def results_export(ctx: Context) -> Table:
             described[count] = (len(batches), size, errored)
             plans[count] = [
                 (EXPORT_FLOOR, "results_raw_copy", {"results_urls": [b["results_url"] for b in batches]}),
+                (EXPORT_VERIFY, "results_verify_floor", {"batch_ids": ids}),
                 (EXPORT_OURS, "results_ours", {"batch_id": ids if len(ids) > 1 else ids[0]}),
             ]
             if count == min(sizes) and len(ids) == 1:  # ~100 s per million results: the smaller size only
@@ -190,20 +193,25 @@ def results_export(ctx: Context) -> Table:
         for round_number in range(ctx.sizes.repeat):
             for count in sizes:
                 for label, name, params in plans[count]:
+                    # A fresh, empty folder per run, removed after: no run replaces another's files
+                    # (a rename or truncation over an existing file costs extra on ext4).
+                    run_dir = Path(out_dir) / f"run-{round_number}-{count}-{name}"
+                    run_dir.mkdir()
                     measurement = run_variant(
                         name,
-                        {**params, "out_dir": out_dir},
+                        {**params, "out_dir": str(run_dir)},
                         label=label,
                         env=env,
                         emulator=emulator,
                         timeout=3600,
                     )
+                    shutil.rmtree(run_dir)
                     LOG(
                         f"   run {round_number + 1}/{ctx.sizes.repeat} {count:,} {label}: "
                         f"{measurement.wall:.2f} s wall, {measurement.cpu:.2f} s CPU, "
                         f"{measurement.peak_rss_mib:,.0f} MiB, emulator {measurement.emulator_cpu:.2f} s CPU"
                     )
-                    if name == "results_ours":
+                    if name in ("results_ours", "results_verify_floor"):
                         assert measurement.extra["results"] == count, measurement.extra
                     runs.setdefault((count, label), []).append(measurement)
     table = Table(
@@ -214,26 +222,31 @@ def results_export(ctx: Context) -> Table:
             f"{errored:,} errored)"
             for count, (batches, size, errored) in described.items()
         )
-        + " from the emulator to local files. The operator verifies every line (JSON, custom_id present and "
-        "unique, counts per type equal `request_counts`, the custom_ids digest), meters the tokens for the "
-        "spend report, hashes (sha256), stages and publishes; the floor only streams the bytes to a file. "
-        f"{ctx.sizes.repeat} interleaved rounds; min / median / max. The vendor's hook parses every line "
-        f"into SDK objects (about 10 s per 100,000): measured at {min(sizes):,} only.",
+        + " from the emulator to local files (file://). The operator verifies every line (JSON, custom_id "
+        "valid and unique, counts per type equal `request_counts`, the custom_ids digest), meters the tokens "
+        "for the spend report, hashes (sha256), stages and publishes. The verify-every-line floor is the "
+        "cheapest correct hand-written exporter: whole-line blocks from `iter_bytes()`, one msgspec "
+        "`decode_lines` per block, custom_ids in a set, counts against `request_counts`, sha256, one write "
+        "per block (no digest, no metering, no staging). The bare copy only streams the bytes. "
+        f"{ctx.sizes.repeat} interleaved rounds, every variant in a fresh process; min / median / max. "
+        "Client CPU (the variant's own getrusage over the work) is the figure that carries to the real API; "
+        "wall shares two cores with the emulator. The vendor's hook parses every line into SDK objects: "
+        f"measured at {min(sizes):,} only.",
         [
             "results",
             "variant",
+            "client CPU s",
+            "median CPU vs verify floor",
             "wall s",
             "MB/s (median)",
-            "client CPU s",
-            "peak RSS over `import airflow` MiB (max)",
+            "peak RSS MiB (max, from the launcher)",
             "emulator CPU s (median)",
-            "median wall vs floor",
         ],
     )
     for count in sizes:
-        floor_wall = statistics.median(run.wall for run in runs[(count, EXPORT_FLOOR)])
+        floor_cpu = statistics.median(run.cpu for run in runs[(count, EXPORT_VERIFY)])
         size = described[count][1]
-        for label in (EXPORT_FLOOR, EXPORT_OURS, EXPORT_VENDOR):
+        for label in (EXPORT_FLOOR, EXPORT_VERIFY, EXPORT_OURS, EXPORT_VENDOR):
             measured = runs.get((count, label))
             if not measured:
                 continue
@@ -242,17 +255,21 @@ def results_export(ctx: Context) -> Table:
                 [
                     f"{count:,}",
                     label,
+                    _spread([run.cpu for run in measured]),
+                    f"{statistics.median(run.cpu for run in measured) / floor_cpu:.2f}x",
                     _spread([run.wall for run in measured]),
                     f"{size / 1e6 / wall:,.0f}",
-                    _spread([run.cpu for run in measured]),
-                    f"{(max(run.peak_rss for run in measured) - ctx.airflow_rss) / MIB:+,.0f}",
+                    _mib(max(run.peak_rss for run in measured)),
                     f"{statistics.median(run.emulator_cpu for run in measured):.2f}",
-                    f"{wall / floor_wall:.2f}x",
                 ]
             )
         ours = runs[(count, EXPORT_OURS)]
-        ratio = statistics.median(run.wall for run in ours) / floor_wall
-        table.target(f"ours, {count:,}: wall within 1.5x of the raw copy", f"{ratio:.2f}x", ratio <= 1.5)
+        ratio = statistics.median(run.cpu for run in ours) / floor_cpu
+        table.target(
+            f"ours, {count:,}: client CPU within 1.2x of the verify-every-line floor",
+            f"{ratio:.2f}x",
+            ratio <= 1.2,
+        )
         over = (max(run.peak_rss for run in ours) - ctx.airflow_rss) / MIB
         table.target(
             f"ours, {count:,}: peak RSS within {RSS_BUDGET_MIB} MiB of `import airflow`",
@@ -266,6 +283,7 @@ def results_export(ctx: Context) -> Table:
 
 
 CREATE_OURS = "ours: operator execute()"
+CREATE_VALIDATE = "validate-then-upload floor (hand-written)"
 
 
 def batch_creation(ctx: Context) -> Table:
@@ -278,6 +296,7 @@ def batch_creation(ctx: Context) -> Table:
             ctx,
             [
                 ("httpx streaming upload (floor)", "create_raw_upload", {"body_path": str(body)}),
+                (CREATE_VALIDATE, "create_validate_floor", {"requests_path": str(source.path)}),
                 (CREATE_OURS, "create_operator", {"requests_path": str(source.path)}),
                 ("vendor: json list + create_batch", "create_vendor", {"requests_path": str(source.path)}),
             ],
@@ -289,9 +308,11 @@ def batch_creation(ctx: Context) -> Table:
         "2. Batch creation",
         f"{source.requests:,} requests, {source.size / 1e6:,.0f} MB JSONL file, one batch. Ours is the "
         "create operator's real `execute()` (validation, job record in a task-state store, re-attach check, "
-        f"watermark, paid create, manifest; no waiting). Median of {ctx.sizes.repeat} interleaved runs. "
-        "The wall includes the emulator parsing and validating the body before it "
-        "answers (as the API does); 'emulator CPU s' is that share.",
+        f"watermark, paid create, manifest; no waiting). The validate-then-upload floor checks every line "
+        "by hand (full decode, envelope, custom_id valid and unique, no repeated key, model, max_tokens, "
+        f"messages) and then streams the body. Median of {ctx.sizes.repeat} interleaved runs, each in a "
+        "fresh process. Client CPU is the figure that carries over to the real API: the wall mostly "
+        "measures the emulator parsing the body on the same cores ('emulator CPU s').",
         results,
         "httpx streaming upload (floor)",
         ctx,
@@ -299,8 +320,11 @@ def batch_creation(ctx: Context) -> Table:
     )
     for measurement in results.values():
         assert measurement.extra["requests"] == source.requests, measurement
-    ratio = ours.wall / floor.wall
-    table.target("ours: wall within 1.2x of the raw upload", f"{ratio:.2f}x", ratio <= 1.2)
+    validate = results[CREATE_VALIDATE]
+    ratio = ours.cpu / validate.cpu
+    table.target(
+        "ours: client CPU within 1.5x of the validate-then-upload floor", f"{ratio:.2f}x", ratio <= 1.5
+    )
     over = (ours.peak_rss - ctx.airflow_rss) / MIB
     table.target(
         f"ours: peak RSS within {RSS_BUDGET_MIB} MiB of `import airflow`",
@@ -318,6 +342,14 @@ def batch_creation(ctx: Context) -> Table:
 # -- 3 -----------------------------------------------------------------------------------------------
 
 
+#: The vendor's default ``poll_interval`` (apache-airflow-providers-anthropic 1.2.0,
+#: ``AnthropicBatchOperator(poll_interval=60)``, which its trigger polls at).
+VENDOR_POLL_INTERVAL = 60.0
+#: A generous bound on the emulator's time per one-request create, so no batch ends before its
+#: trigger starts (those that do are counted in the log).
+CREATE_SECONDS_PER_BATCH = 0.01
+
+
 def _percentile(values: Sequence[float], fraction: float) -> float:
     return values[min(len(values) - 1, int(fraction * len(values)))] if values else float("nan")
 
@@ -326,15 +358,19 @@ def waiting(ctx: Context) -> Table:
     sizes = ctx.sizes
     scale = sizes.wait_time_scale
     interval, cap = DEFAULT_POLL_INTERVAL / scale, DEFAULT_MAX_POLL_INTERVAL / scale
+    vendor_interval = VENDOR_POLL_INTERVAL / scale
     LOG(f"3. waiting: {sizes.wait_counts} batches, tier limits {sizes.wait_limits}")
     table = Table(
-        "3. Waiting at scale",
-        f"N triggers (one batch each, one connection) in one event loop; after {sizes.wait_end_after:.0f} s "
-        "every batch ends at once (the emulator's clock jumps), then up to "
-        f"{sizes.wait_max_wait:.0f} s for the events. Default settings shortened {scale:.0f}x: poll "
-        f"{interval:g} s backing off to {cap:g} s (the defaults are {DEFAULT_POLL_INTERVAL:.0f} s and "
-        f"{DEFAULT_MAX_POLL_INTERVAL:.0f} s); the vendor's trigger polls every {interval:g} s (it has no "
-        "back-off). Tier limit = the emulator's requests per minute per key (0: none). Ours runs with the "
+        "3. Waiting at scale (SHORTENED: not the real defaults)",
+        "N triggers (one batch each, one connection) in one event loop. Each batch ends on its own timer in "
+        f"the emulator, {sizes.wait_end_after:.0f} s after the creates (no clock jump: rate-limit windows "
+        f"and per-minute counts are real); latency runs from each batch's own end; up to "
+        f"{sizes.wait_max_wait:.0f} s after the last end for the events. Every interval shortened "
+        f"{scale:.0f}x, ours and the vendor's alike: ours polls {interval:g} s backing off to {cap:g} s "
+        f"(defaults {DEFAULT_POLL_INTERVAL:.0f} s and {DEFAULT_MAX_POLL_INTERVAL:.0f} s); the vendor's "
+        f"trigger {vendor_interval:g} s (its default {VENDOR_POLL_INTERVAL:.0f} s, no back-off). Latencies "
+        "and requests per minute hold at these intervals only; at the real defaults they differ. Tier "
+        "limit = the emulator's requests per minute per key (0: none). Ours runs with the "
         "default budget (40/min), and 1,600/min on the 2,000 tier (its connection's "
         "`max_requests_per_minute`). Requests counted by the emulator over the whole run; CPU per batch "
         "per minute while merely waiting (before the end).",
@@ -363,18 +399,22 @@ def waiting(ctx: Context) -> Table:
                     if name == "wait_ours":
                         conn["extra"] = {"max_requests_per_minute": budget}
                     emulator.reset(batches=True)
-                    batch_ids = emulator.create_small_batches(count)
+                    # Each batch ends on its own timer, end_after s after the last create (plus the
+                    # time the creates take): no clock jump, rate-limit windows stay where they are.
+                    creating = count * CREATE_SECONDS_PER_BATCH
+                    emulator.admin("PATCH", "config", {"processing_seconds": sizes.wait_end_after + creating})
+                    created = emulator.create_small_batches(count)
                     emulator.reset()
-                    emulator.admin("POST", "config", {"requests_per_minute": limit})
-                    ids_file = Path(tempfile.mkdtemp(prefix="bench-wait-")) / "batch_ids.json"
-                    ids_file.write_text(json.dumps(batch_ids))  # 5,000 ids are too long for argv
+                    emulator.admin("PATCH", "config", {"requests_per_minute": limit})
+                    ends = {batch_id: at + sizes.wait_end_after + creating for batch_id, at in created}
+                    ids_file = Path(tempfile.mkdtemp(prefix="bench-wait-")) / "batch_ends.json"
+                    ids_file.write_text(json.dumps(ends))  # 5,000 ids are too long for argv
                     measurement = run_variant(
                         name,
                         {
-                            "batch_ids_path": str(ids_file),
-                            "end_after": sizes.wait_end_after,
+                            "batch_ends_path": str(ids_file),
                             "max_wait": sizes.wait_max_wait,
-                            "interval": interval,
+                            "interval": vendor_interval if name == "wait_vendor" else interval,
                             "max_interval": cap,
                         },
                         label=label,
@@ -398,8 +438,8 @@ def waiting(ctx: Context) -> Table:
                     LOG(
                         f"   {label} N={count} limit={limit}: {per_minute:.1f} req/min (most {most}), "
                         f"{limited} x 429, {fired}/{count} events {extra['statuses']}, p50 {p50:.1f} s, "
-                        f"max {worst:.1f} s, {cpu_ms:.2f} ms CPU/batch/min, emulator ended "
-                        f"{extra['settled']} in {extra['settle_seconds']:.1f} s"
+                        f"max {worst:.1f} s, {cpu_ms:.2f} ms CPU/batch/min, "
+                        f"{extra['ended_before_start']} ended before the triggers started"
                     )
                     table.rows.append(
                         [
@@ -433,14 +473,6 @@ def waiting(ctx: Context) -> Table:
                         f"{fired}/{count}, max {worst:.1f} s",
                         fired == count and worst < 60,
                     )
-                    if limit == 0 and count == 1000:
-                        real = per_minute / scale
-                        table.target(
-                            "ours, 1,000 batches, default settings: under 5 requests per minute "
-                            f"(measured / {scale:.0f}, the interval shortening)",
-                            f"{real:.2f}",
-                            real < 5,
-                        )
     return table
 
 

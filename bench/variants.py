@@ -61,8 +61,64 @@ def _download(results_url: str, target: Path) -> None:
         target.open("wb") as out,
     ):
         response.raise_for_status()
-        for chunk in response.iter_raw(CHUNK):
+        for chunk in response.iter_bytes():  # as the socket delivers: no re-chunking
             out.write(chunk)
+
+
+def results_verify_floor(batch_ids: list[str], out_dir: str) -> dict[str, Any]:
+    """The verify-every-line floor, written by hand: per batch, read its ``request_counts``; stream the
+    results (``iter_bytes``), cut whole-line blocks, one msgspec ``decode_lines`` per block (custom_id
+    and result type of every line), custom_ids in a set (each once), counts per type against
+    ``request_counts``, sha256 of the bytes, one write per block."""
+    import hashlib
+
+    import httpx
+    import msgspec
+
+    result_type = msgspec.defstruct("ResultType", [("type", str)])
+    line_type = msgspec.defstruct("ResultLine", [("custom_id", str), ("result", result_type)])
+    decode_lines = msgspec.json.Decoder(line_type).decode_lines
+    timer = Timer()
+    results = size = 0
+    with timer.measure(), httpx.Client(headers=API_HEADERS, timeout=600) as client:
+        for batch_id in batch_ids:
+            batch = client.get(f"{_base_url()}/v1/messages/batches/{batch_id}").raise_for_status().json()
+            seen: set[str] = set()
+            counts: dict[str, int] = {}
+            sha256 = hashlib.sha256()
+            carry = b""
+            with (
+                client.stream("GET", batch["results_url"]) as response,
+                (Path(out_dir) / f"floor-{batch_id}.jsonl").open("wb") as out,
+            ):
+                response.raise_for_status()
+                for chunk in response.iter_bytes():
+                    last = chunk.rfind(b"\n")
+                    if last < 0:
+                        carry += chunk
+                        continue
+                    block = carry + chunk[: last + 1] if carry else chunk[: last + 1]
+                    carry = chunk[last + 1 :]
+                    lines: list[Any] = decode_lines(block)
+                    if len(lines) != block.count(b"\n"):
+                        raise ValueError("a blank line or a line with two values")
+                    before = len(seen)
+                    seen.update(line.custom_id for line in lines)
+                    if len(seen) - before != len(lines):
+                        raise ValueError("a custom_id twice")
+                    for line in lines:
+                        counts[line.result.type] = counts.get(line.result.type, 0) + 1
+                    sha256.update(block)
+                    out.write(block)
+                    size += len(block)
+            if carry:
+                raise ValueError("the last line has no newline")  # the API ends every line
+            expected = {k: v for k, v in batch["request_counts"].items() if k != "processing" and v}
+            if counts != expected:
+                raise ValueError(f"counts {counts} != {expected}")
+            results += len(seen)
+            sha256.hexdigest()
+    return _result(timer, bytes=size, results=results)
 
 
 def results_ours(batch_id: str | list[str], out_dir: str, **options: Any) -> dict[str, Any]:
@@ -154,6 +210,78 @@ def create_raw_batches(body_paths: list[str]) -> dict[str, Any]:
     return _result(timer, batches=len(body_paths), requests=requests)
 
 
+def create_validate_floor(requests_path: str) -> dict[str, Any]:
+    """The validate-then-upload floor, written by hand: one pass decodes every line in full (msgspec)
+    and checks it as ours does at its core (an object with only custom_id and params; custom_id valid
+    and unique; no key twice in one object; params an object with a model, a positive integer
+    max_tokens and a non-empty messages list), then a second pass streams the body
+    (``{"requests":[...]}`` from the lines as they are) in one create. No job record, no re-attach
+    check, no watermark, no per-field problem report: the ratio is our overhead over the checks."""
+    import re
+
+    import httpx
+    import msgspec
+
+    pattern = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+    decode, encode = msgspec.json.decode, msgspec.json.encode
+    path = Path(requests_path)
+    timer = Timer()
+    with timer.measure():
+        seen: set[str] = set()
+        with path.open("rb") as source:
+            for number, line in enumerate(source, 1):
+                value = decode(line)
+                if not (type(value) is dict and value.keys() == {"custom_id", "params"}):
+                    raise ValueError(f"line {number}: not a request")
+                if line.count(b'":') != encode(value).count(b'":'):
+                    raise ValueError(f"line {number}: a key twice")
+                custom_id, params = value["custom_id"], value["params"]
+                if type(custom_id) is not str or not pattern.fullmatch(custom_id) or custom_id in seen:
+                    raise ValueError(f"line {number}: custom_id invalid or repeated")
+                seen.add(custom_id)
+                if not (
+                    type(params) is dict
+                    and type(params.get("model")) is str
+                    and type(params.get("max_tokens")) is int
+                    and params["max_tokens"] > 0
+                    and type(params.get("messages")) is list
+                    and params["messages"]
+                ):
+                    raise ValueError(f"line {number}: params incomplete")
+
+        def body() -> Iterator[bytes]:
+            yield b'{"requests":['
+            with path.open("rb") as source:
+                first = True
+                for line in source:
+                    yield (b"" if first else b",") + line.rstrip(b"\r\n")
+                    first = False
+            yield b"]}"
+
+        with httpx.Client(headers=API_HEADERS, timeout=600) as client:
+            response = client.post(
+                f"{_base_url()}/v1/messages/batches",
+                content=_joined(body()),
+                headers={"content-type": "application/json"},
+            )
+            response.raise_for_status()
+    return _result(timer, batches=1, requests=response.json()["request_counts"]["processing"])
+
+
+def _joined(pieces: Iterator[bytes], size: int = CHUNK) -> Iterator[bytes]:
+    """Pieces gathered into ~1 MiB writes (one socket send per MiB, not per line)."""
+    buffer: list[bytes] = []
+    held = 0
+    for piece in pieces:
+        buffer.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield b"".join(buffer)
+            buffer, held = [], 0
+    if buffer:
+        yield b"".join(buffer)
+
+
 class _TaskStateStore:
     """``context["task_state_store"]``: the job record kept in memory, as JSON (what Airflow stores)."""
 
@@ -206,102 +334,94 @@ def create_vendor(requests_path: str) -> dict[str, Any]:
 
 
 async def _drive_until_ended(
-    triggers: list[Any], end_after: float, max_wait: float, base_url: str
+    triggers: dict[str, Any], ends: dict[str, float], max_wait: float
 ) -> dict[str, Any]:
-    """Run every trigger's ``run()`` concurrently; after ``end_after`` s end every batch at once (the
-    emulator's clock jumps a day) and wait up to ``max_wait`` s for the events.
+    """Run every trigger's ``run()`` concurrently until each fires or ``max_wait`` s after the last
+    batch's end. Batches end on their own timers in the emulator (created with ``processing_seconds``:
+    no clock jump, so rate-limit windows and per-minute stats stay real).
 
-    Returns the latency of each event after the end, the statuses, and the CPU spent while merely
-    waiting (from 5 s after the start, past the start-up, to the end)."""
-    import httpx
-
-    fired: list[float] = []
+    Returns each event's latency after its own batch's end, the statuses, and the CPU spent while
+    merely waiting (from 5 s after the start to the first batch's end)."""
+    fired: dict[str, float] = {}
     statuses: dict[str, int] = {}
 
-    async def consume(trigger: Any) -> None:
+    async def consume(batch_id: str, trigger: Any) -> None:
         async for event in trigger.run():
-            fired.append(time.time())
+            fired.setdefault(batch_id, time.time())
             status = str(getattr(event, "payload", {}).get("status"))
             statuses[status] = statuses.get(status, 0) + 1
 
-    tasks = [asyncio.create_task(consume(trigger)) for trigger in triggers]
-    settle = min(5.0, end_after / 2)
+    started = time.time()
+    tasks = [asyncio.create_task(consume(batch_id, trigger)) for batch_id, trigger in triggers.items()]
+    first_end, last_end = min(ends.values()), max(ends.values())
+    settle = max(0.0, min(5.0, (first_end - started) / 2))
     await asyncio.sleep(settle)
-    cpu_start = time.process_time()
-    await asyncio.sleep(end_after - settle)
-    waiting_cpu = time.process_time() - cpu_start
-    early = len(fired)
-    jumped_at = time.time()
-    async with httpx.AsyncClient(timeout=600) as client:
-        # The clock jumps and the emulator ends every batch at once (an admin call: not counted), as
-        # the real API ends batches on its own; latency runs from when they have all ended.
-        answer = await client.post(
-            f"{base_url}/_emulator/clock", json={"advance_seconds": 2 * 86400, "settle": True}
-        )
-        answer.raise_for_status()
-    ended_at = time.time()
-    deadline = ended_at + max_wait
+    cpu_start, quiet_start = time.process_time(), time.time()
+    await asyncio.sleep(max(0.0, first_end - time.time()))
+    waiting_cpu, waiting_seconds = time.process_time() - cpu_start, time.time() - quiet_start
+    deadline = last_end + max_wait
     while len(fired) < len(triggers) and time.time() < deadline:
         await asyncio.sleep(0.2)
     for task in tasks:
         task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     crashed = sum(1 for result in results if isinstance(result, Exception))
+    latencies = {batch_id: at - ends[batch_id] for batch_id, at in fired.items()}
     return {
-        "latencies": sorted(f - ended_at for f in fired[early:]),
-        "early_events": early,
+        "latencies": sorted(value for value in latencies.values() if value >= 0),
+        "early_events": sum(1 for value in latencies.values() if value < 0),
+        "ended_before_start": sum(1 for end in ends.values() if end < started),
         "statuses": statuses,
         "crashed": crashed,
         "waiting_cpu": waiting_cpu,
-        "waiting_seconds": end_after - settle,
-        "settle_seconds": ended_at - jumped_at,
-        "settled": answer.json().get("ended", 0),
+        "waiting_seconds": max(waiting_seconds, 1e-9),
     }
 
 
-def wait_ours(
-    batch_ids_path: str, end_after: float, max_wait: float, interval: float, max_interval: float
-) -> dict[str, Any]:
+def _ends(batch_ends_path: str) -> dict[str, float]:
+    return {batch_id: float(end) for batch_id, end in json.loads(Path(batch_ends_path).read_text()).items()}
+
+
+def wait_ours(batch_ends_path: str, max_wait: float, interval: float, max_interval: float) -> dict[str, Any]:
     """``AnthropicBatchTrigger`` per batch (all of one connection: they share its poller)."""
     from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 
-    batch_ids: list[str] = json.loads(Path(batch_ids_path).read_text())
-
-    triggers = [
-        AnthropicBatchTrigger(
+    ends = _ends(batch_ends_path)
+    triggers = {
+        batch_id: AnthropicBatchTrigger(
             batch_ids=[batch_id],
             deadline=time.time() + 24 * 3600,
             poll_interval=interval,
             max_poll_interval=max_interval,
         )
-        for batch_id in batch_ids
-    ]
+        for batch_id in ends
+    }
     timer = Timer()
     with timer.measure():
-        outcome = asyncio.run(_drive_until_ended(triggers, end_after, max_wait, _base_url()))
+        outcome = asyncio.run(_drive_until_ended(triggers, ends, max_wait))
     return _result(timer, **outcome)
 
 
 def wait_vendor(
-    batch_ids_path: str, end_after: float, max_wait: float, interval: float, max_interval: float
+    batch_ends_path: str, max_wait: float, interval: float, max_interval: float
 ) -> dict[str, Any]:
-    """The vendor's ``AnthropicBatchTrigger`` per batch (the sync SDK in threads, no back-off)."""
+    """The vendor's ``AnthropicBatchTrigger`` per batch (the sync SDK in threads, no back-off), at
+    ``interval``: its own default shortened as ours are."""
     from airflow.providers.anthropic.triggers.batch import AnthropicBatchTrigger
 
-    batch_ids: list[str] = json.loads(Path(batch_ids_path).read_text())
-
-    triggers = [
-        AnthropicBatchTrigger(
+    ends = _ends(batch_ends_path)
+    triggers = {
+        batch_id: AnthropicBatchTrigger(
             conn_id="anthropic_default",
             batch_id=batch_id,
             poll_interval=interval,
             end_time=time.time() + 24 * 3600,
         )
-        for batch_id in batch_ids
-    ]
+        for batch_id in ends
+    }
     timer = Timer()
     with timer.measure():
-        outcome = asyncio.run(_drive_until_ended(triggers, end_after, max_wait, _base_url()))
+        outcome = asyncio.run(_drive_until_ended(triggers, ends, max_wait))
     return _result(timer, **outcome)
 
 

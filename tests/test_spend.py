@@ -111,3 +111,39 @@ def test_the_results_transfer_meters_usage_from_its_own_decode(newline: bytes) -
 
     assert ledger.results == 3
     assert meter.tokens == RESULTS_TOKENS
+
+
+def test_the_results_transfer_meters_each_model_of_one_block_apart_and_a_null_cache_count_as_zero() -> None:
+    from airflow_provider_batches.transfers.verification import BatchLedger
+    from airflow_provider_batches.transfers.writer import TransferProgress, copy_results
+
+    null_cache = json.dumps(
+        {
+            "custom_id": "d",
+            "result": {
+                "type": "succeeded",
+                "message": {
+                    "model": "claude-sonnet-4-6",
+                    "usage": {"input_tokens": 7, "output_tokens": 3, "cache_read_input_tokens": None},
+                },
+            },
+        }
+    ).encode()
+    block = (
+        RESULTS + line("e", "claude-sonnet-4-6", input_tokens=5, output_tokens=1) + b"\n" + null_cache + b"\n"
+    )
+    meter, sink = UsageMeter(), _Sink()
+    ledger = BatchLedger(batch=SimpleNamespace(id="msgbatch_1"))  # type: ignore[arg-type]  # not finished
+    progress = TransferProgress(log=None, interval=1e9)
+    copy_results([block], ledger, lambda _kind: sink, progress, meter)  # type: ignore[arg-type, return-value]
+
+    assert sink.data == block  # one block: the fast path, written as received
+    assert meter.tokens == {
+        **RESULTS_TOKENS,
+        "claude-sonnet-4-6": {
+            "input_tokens": 12,
+            "output_tokens": 4,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }

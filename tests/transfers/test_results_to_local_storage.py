@@ -319,6 +319,34 @@ def test_a_line_that_is_not_json_fails_naming_the_line(
     assert published(local_destination) == []
 
 
+@pytest.mark.parametrize(
+    "between",
+    [b"\n", b"  \n"],
+    ids=["blank line", "whitespace line"],
+)
+def test_a_line_holding_two_results_fails_even_when_a_blank_line_evens_the_count(
+    api: FakeBatchesAPI, local_destination: ObjectStoragePath, between: bytes
+) -> None:
+    two = json.dumps(result_line("a-1")).encode() + b" " + json.dumps(result_line("a-2")).encode()
+    body = two + b"\n" + between + jsonl([result_line("a-3")])  # 3 lines, 3 values: one block
+    api.add_batch("msgbatch_a", body=body, counts={"succeeded": 3})
+    with pytest.raises(ResultsVerificationError, match="line 1 is not valid JSON"):
+        make_operator(api, batch_id="msgbatch_a", destination=local_destination).execute(NO_CONTEXT)
+    assert published(local_destination) == []
+
+
+def test_a_result_spread_over_two_lines_fails_even_beside_a_line_holding_two(
+    api: FakeBatchesAPI, local_destination: ObjectStoragePath
+) -> None:
+    spread = b'{"custom_id": "a-1", "result":\n{"type": "succeeded"}}'
+    two = json.dumps(result_line("a-2")).encode() + json.dumps(result_line("a-3")).encode()
+    body = spread + b"\n" + two + b"\n"  # 3 lines, 3 values: the count alone would pass it
+    api.add_batch("msgbatch_a", body=body, counts={"succeeded": 3})
+    with pytest.raises(ResultsVerificationError, match="line 1 is not valid JSON"):
+        make_operator(api, batch_id="msgbatch_a", destination=local_destination).execute(NO_CONTEXT)
+    assert published(local_destination) == []
+
+
 def test_a_line_without_custom_id_fails(api: FakeBatchesAPI, local_destination: ObjectStoragePath) -> None:
     api.add_batch("msgbatch_a", body=b'{"result": {"type": "succeeded"}}\n', counts={"succeeded": 1})
     with pytest.raises(ResultsVerificationError, match="line 1 is not a result line.*custom_id"):
