@@ -36,8 +36,8 @@ __all__ = [
     "summarize_errors",
 ]
 
-#: ``(round, result type, error type)``: whether a later round sent this failure again.
-Superseded = Callable[[int, str, "str | None"], bool]
+#: ``(round, batch id, result type, error type)``: whether a later round sent this failure again.
+Superseded = Callable[[int, str, str, "str | None"], bool]
 
 #: Failed (errored or expired) result lines read at most, over the whole job.
 MAX_FAILED_LINES = 1_000
@@ -166,8 +166,9 @@ def summarize_errors(
 ) -> ErrorSummary:
     """Tally the failed results of ``rounds`` (round number, ended counts per batch), newest first.
 
-    With re-drive, ``superseded(round, kind, error_type)`` says which failures a later round sent
-    again (their last answer is there, not here), and ``failed`` is the job's final failure count.
+    After follow-up rounds, ``superseded(round, batch_id, kind, error_type)`` says which failures a
+    later round sent again (their last answer is there, not here), and ``failed`` is the job's final
+    failure count.
     """
     summary = ErrorSummary()
     ordered = sorted(rounds, key=lambda item: -item[0])
@@ -212,10 +213,10 @@ class _Scan:
         try:
             for chunk in chunks:
                 self.bytes_left -= len(chunk)
-                _tally(splitter.feed(chunk), number, summary, limit, self.superseded)
+                _tally(splitter.feed(chunk), number, batch_id, summary, limit, self.superseded)
                 if summary.read >= limit or self.bytes_left <= 0:
                     return
-            _tally(splitter.flush(), number, summary, limit, self.superseded)
+            _tally(splitter.flush(), number, batch_id, summary, limit, self.superseded)
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
@@ -223,7 +224,12 @@ class _Scan:
 
 
 def _tally(
-    lines: Iterable[bytes], number: int, summary: ErrorSummary, limit: int, superseded: Superseded | None
+    lines: Iterable[bytes],
+    number: int,
+    batch_id: str,
+    summary: ErrorSummary,
+    limit: int,
+    superseded: Superseded | None,
 ) -> None:
     for raw in lines:
         if summary.read >= limit:
@@ -240,7 +246,7 @@ def _tally(
         error = line.result.error
         inner = error.error if error is not None else None
         error_type = inner.type if inner is not None else (error.type if error else "")
-        if superseded is not None and superseded(number, kind, error_type or None):
+        if superseded is not None and superseded(number, batch_id, kind, error_type or None):
             continue  # sent again in a later round: its last answer is there
         if kind == "expired":
             summary.add("expired", EXPIRED_MESSAGE, line.custom_id, number)

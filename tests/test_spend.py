@@ -145,5 +145,6 @@ def test_the_results_transfer_meters_each_model_of_one_block_apart_and_a_null_ca
             "output_tokens": 4,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
+            "cache_creation_1h_input_tokens": 0,
         },
     }

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator
@@ -43,6 +43,7 @@ from airflow_provider_batches.operators.rounds import (
     final_counts,
     record_batches_ended,
     rounds_manifest,
+    sent_again,
     unsubmitted_slices,
     wait_label,
     waiting_batch_ids,
@@ -778,11 +779,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
             rounds = [(1, record.ended_counts or {})]
             rounds += [(later.number, later.ended_counts or {}) for later in record.rounds]
             redrive = Redrive.from_json(record.redrive) if record.redrive else None
-            last = 1 + len(record.rounds)
-
-            def superseded(number: int, kind: str, error_type: str | None) -> bool:
-                return redrive is not None and number < last and redrive.reason(kind, error_type) is not None
-
+            superseded = partial(sent_again, record, redrive)
             failed = None if final is None else final.get("errored", 0) + final.get("expired", 0)
             read.append(summarize_errors(self.hook, rounds, superseded=superseded, failed=failed))
             return read[-1].describe()

@@ -177,6 +177,19 @@ class _Resume:
         return self.redrive.reason(kind, error_type) if self.redrive is not None else None
 
 
+def sent_again(
+    record: JobRecord, policy: Redrive | None, number: int, batch_id: str, kind: str, error_type: str | None
+) -> bool:
+    """Whether a failure of round ``number`` (in ``batch_id``) was sent again by the next round: the
+    rule :meth:`JobRounds.job_of` rebuilds that round by (a resume round resends only its resumed
+    batches' unfinished requests; a re-drive round, what ``policy`` selects)."""
+    if number > len(record.rounds):
+        return False
+    following = record.rounds[number - 1]
+    redrive = policy if following.kind == "redrive" else None
+    return _Resume(redrive, batch_id in following.resumed_batches).reason(kind, error_type) is not None
+
+
 def final_counts(record: JobRecord) -> dict[str, int] | None:
     """Per result type, the job's outcome after every round: each request counted once, by its last
     answer. None while a round is still waiting."""

@@ -11,6 +11,7 @@ caller decides them with Airflow's auth manager.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -18,10 +19,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from airflow_provider_batches.job_state import RECORD_KEY, RECORD_RETENTION
+from airflow_provider_batches.job_state import RECORD_KEY, RECORD_RETENTION, variable_key
 from airflow_provider_batches.plugins.jobs import JobSource, TaskKey
 
 VARIABLE_PREFIX = f"{RECORD_KEY}__"
+#: The task instance digest that starts a record name since the names became unambiguous.
+_DIGEST = re.compile(r"[0-9a-f]{16}__")
 RETURN_VALUE = "return_value"
 
 
@@ -63,20 +66,31 @@ def _splits(text: str) -> Iterator[tuple[str, str]]:
 def read_variable_name(name: str, dag_ids: Collection[str]) -> list[TaskKey]:
     """Every task instance a record Variable's name can denote, in the given DAGs only.
 
-    The name is ``<prefix><dag_id>__<run_id>__<task_id>__<map_index>`` and the ids may hold ``__``
-    too, so a name can have several readings: the caller keeps the one that names a task instance.
+    The name is ``<prefix><digest>__<dag_id>__<run_id>__<task_id>__<map_index>`` (``job_state.
+    variable_key``: only the reading whose digest matches is kept) or, written by older versions,
+    the same without the digest; the ids may hold ``__`` too, so a legacy name can have several
+    readings: the caller keeps the one that names a task instance.
     """
-    head, _, index = name.removeprefix(VARIABLE_PREFIX).rpartition("__")
+    body = name.removeprefix(VARIABLE_PREFIX)
+    digest = _DIGEST.match(body)
+    head, _, index = body[digest.end() if digest else 0 :].rpartition("__")
     try:
         map_index = int(index)
     except ValueError:
         return []
-    return [
+    readings = [
         TaskKey(dag_id, run_id, task_id, map_index)
         for dag_id, rest in _splits(head)
         if dag_id in dag_ids
         for run_id, task_id in _splits(rest)
     ]
+    if digest:
+        readings = [
+            key
+            for key in readings
+            if variable_key(key.dag_id, key.run_id, key.task_id, key.map_index) == name
+        ]
+    return readings
 
 
 def _variable_records(
@@ -99,7 +113,8 @@ def _variable_records(
         if saved is not None and saved < since:
             continue
         for key in keys:
-            candidates[key] = record
+            if key not in candidates or _DIGEST.match(variable.key.removeprefix(VARIABLE_PREFIX)):
+                candidates[key] = record  # the current name wins over a legacy one
     if not candidates:
         return
     ti = TaskInstance

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_batches.job_state import variable_key
 from airflow_provider_batches.plugins.jobs import (
     JobSource,
     TaskKey,
@@ -218,3 +219,16 @@ def test_a_variable_name_is_read_every_way_its_double_underscores_allow_in_reada
     name: str, readings: list[tuple[str, str, str, int]]
 ) -> None:
     assert read_variable_name(name, {"dag", "my__dag"}) == [TaskKey(*reading) for reading in readings]
+
+
+@pytest.mark.parametrize(
+    "key", [("dag", "run", "task", -1), ("my__dag", "scheduled__2026-12-01", "my__task", 3)]
+)
+def test_a_current_record_name_is_read_back_as_exactly_its_task_instance(
+    key: tuple[str, str, str, int],
+) -> None:
+    assert read_variable_name(variable_key(*key), {"dag", "my__dag"}) == [TaskKey(*key)]
+
+
+def test_a_current_record_name_of_a_dag_the_user_may_not_read_is_not_read() -> None:
+    assert read_variable_name(variable_key("secret", "run", "task", -1), {"dag"}) == []
