@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from airflow_provider_batches.emulator import Emulator, EmulatorConfig
-from airflow_provider_batches.job_state import RECORD_KEY
+from airflow_provider_batches.job_state import RECORD_KEY, variable_key
 from airflow_provider_batches.testing import connection_json
 from tests.airflow_harness import AirflowEnv, DagRunOutcome
 from tests.api_server import api_server
@@ -174,7 +174,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 def _move_record_to_variable(airflow: AirflowEnv, run: DagRunOutcome) -> None:
     """Keep the hidden job's record where Airflow 3.1-3.2 keep it: a Variable named after the task
     (where those Airflows run the test, the operator put it there already)."""
-    name = f"{RECORD_KEY}__{HIDDEN_DAG}__{run.run_id}__{HIDDEN_TASK}__-1"
+    name = variable_key(HIDDEN_DAG, run.run_id, HIDDEN_TASK, -1)
     if not airflow.query("SELECT name FROM sqlite_master WHERE name = 'task_state_store'"):
         assert airflow.query("SELECT 1 FROM variable WHERE key = ?", name), (
             "no Variable record on Airflow < 3.3"
