@@ -153,31 +153,26 @@ PREVIOUS_VERSION_KWARGS: dict[str, Any] = {
     "label": "round 2",
     "wait_started": 1_700_000_000.0,
 }
+#: The same wait, as a WaitSpec (the trigger-only fields left out).
+PREVIOUS_VERSION_SPEC = WaitSpec(
+    deadline=1_900_000_000.5,
+    poll_interval=5.0,
+    max_poll_interval=50.0,
+    not_found_grace_until=1_800_000_000.0,
+    progress_interval=120.0,
+    label="round 2",
+)
 
 
 def test_a_trigger_serialized_by_the_previous_version_is_rebuilt_as_it_was() -> None:
     rebuilt = AnthropicBatchTrigger(**json.loads(json.dumps(PREVIOUS_VERSION_KWARGS)))
 
     assert rebuilt.serialize()[1] == PREVIOUS_VERSION_KWARGS
-    assert rebuilt.spec == WaitSpec(
-        deadline=1_900_000_000.5,
-        poll_interval=5.0,
-        max_poll_interval=50.0,
-        not_found_grace_until=1_800_000_000.0,
-        progress_interval=120.0,
-        label="round 2",
-    )
+    assert rebuilt.spec == PREVIOUS_VERSION_SPEC
 
 
 def test_a_trigger_built_from_a_wait_spec_waits_as_the_spec_says() -> None:
-    spec = WaitSpec(
-        deadline=1_900_000_000.5,
-        poll_interval=5.0,
-        max_poll_interval=50.0,
-        not_found_grace_until=1_800_000_000.0,
-        progress_interval=120.0,
-        label="round 2",
-    )
+    spec = PREVIOUS_VERSION_SPEC
     trigger = AnthropicBatchTrigger.for_wait(["msgbatch_1"], spec, conn_id="my_conn", cancel_on_kill=True)
 
     assert trigger.spec == spec
