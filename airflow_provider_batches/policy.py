@@ -3,7 +3,9 @@
 * the result-type vocabulary (defined by :class:`~airflow_provider_batches.models.RequestCounts`);
 * which HTTP statuses are worth repeating, for a call (client_core) and for a poll (the wait);
 * which failed poll is transient;
-* the wait's outcome (:class:`WaitEvent`), as a trigger sends it and a resumed task checks it;
+* how a wait polls and when it gives up (:class:`WaitSpec`, and its defaults);
+* the wait's outcome (:class:`WaitEvent`), as a trigger sends it and a resumed task checks it, and
+  the exception it ends in (:func:`raise_for_wait_event`);
 * the outcome policy for ended batches (all canceled skips; nothing succeeded fails; errored or
   expired beyond ``max_error_rate`` fail, else warn).
 """
@@ -20,6 +22,7 @@ from airflow_provider_batches.errors import (
     AnthropicAPIError,
     APIConnectionError,
     BatchOutcomeError,
+    BatchTimeoutError,
     BatchWaitError,
     NotFoundError,
 )
@@ -30,10 +33,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNT_FIELDS",
+    "DEFAULT_MAX_POLL_INTERVAL",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_PROGRESS_INTERVAL",
     "RESULT_TYPES",
     "RETRYABLE_STATUSES",
     "WAIT_STATUSES",
     "WaitEvent",
+    "WaitSpec",
     "WaitStatus",
     "check_max_error_rate",
     "check_outcome",
@@ -43,6 +50,7 @@ __all__ = [
     "is_retryable_status",
     "is_transient",
     "parse_wait_event",
+    "raise_for_wait_event",
     "total_counts",
 ]
 
@@ -78,6 +86,38 @@ def is_rate_limited(exc: BaseException) -> bool:
 def default_deferrable() -> bool:
     """Airflow's ``[operators] default_deferrable``: where a wait runs when the task does not say."""
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
+
+
+# -- the wait's parameters -----------------------------------------------------------------------
+
+#: The first wait between polls (seconds) unless told otherwise.
+DEFAULT_POLL_INTERVAL = 30.0
+#: The back-off's default cap: with coalesced polling a round costs one listing for every batch of
+#: the connection, so an ended batch is noticed within a minute for about one request a minute. The
+#: hook's idle connections outlive it, so the next round reuses one.
+DEFAULT_MAX_POLL_INTERVAL = 60.0
+#: How often a wait logs a progress line (seconds) unless told otherwise.
+DEFAULT_PROGRESS_INTERVAL = 300.0
+
+
+@dataclass(frozen=True)
+class WaitSpec:
+    """How one wait polls and when it gives up, the same in the worker and in the triggerer.
+
+    Times are wall-clock epoch seconds, so a trigger rebuilt in a fresh triggerer keeps them.
+    """
+
+    #: After this, the wait ends in a ``timeout`` event.
+    deadline: float
+    #: The first wait between polls; each quiet poll waits longer, up to ``max_poll_interval``.
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL
+    #: Until then a 404 counts as transient (the API has answered it for a batch just created).
+    not_found_grace_until: float | None = None
+    #: Seconds between progress lines (0: none).
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL
+    #: What the progress lines say the wait is for (``round 2, wave 3 of 5``); empty: nothing.
+    label: str = ""
 
 
 # -- the wait's outcome ---------------------------------------------------------------------------
@@ -137,6 +177,24 @@ def parse_wait_event(event: Any, *, expected_batch_ids: Sequence[str] | None = N
     if status == "success" and set(counts) != set(batch_ids):
         raise bad("a success event must give the final counts of every batch")
     return WaitEvent(status, batch_ids, message, counts)
+
+
+def raise_for_wait_event(
+    wait: WaitEvent,
+    *,
+    on_timeout: Callable[[], None] | None = None,
+    timeout_error: Callable[[str], Exception] = BatchTimeoutError,
+    timeout_message: str | None = None,
+) -> dict[str, dict[str, int]]:
+    """The final counts of a successful wait; else the exception it ends in: ``timeout_error`` (after
+    ``on_timeout``, e.g. canceling the batches the task owns) or :class:`BatchWaitError`."""
+    if wait.status == "timeout":
+        if on_timeout is not None:
+            on_timeout()
+        raise timeout_error(timeout_message or wait.message)
+    if wait.status == "error":
+        raise BatchWaitError(wait.message)
+    return wait.request_counts
 
 
 # -- outcomes -------------------------------------------------------------------------------------

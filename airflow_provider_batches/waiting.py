@@ -23,14 +23,19 @@ from airflow_provider_batches.client_core import (
     get_batch_plan,
     list_page_plan,
 )
-from airflow_provider_batches.errors import BatchTimeoutError, BatchWaitError
+from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.models import COUNT_FIELDS, MessageBatch
 from airflow_provider_batches.policy import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_PROGRESS_INTERVAL,
     WAIT_STATUSES,
     WaitEvent,
+    WaitSpec,
     WaitStatus,
     is_rate_limited,
     is_transient,
+    raise_for_wait_event,
 )
 
 if TYPE_CHECKING:
@@ -38,11 +43,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNT_FIELDS",
+    "DEFAULT_MAX_POLL_INTERVAL",
+    "DEFAULT_POLL_INTERVAL",
     "DEFAULT_PROGRESS_INTERVAL",
     "WAIT_STATUSES",
     "Survey",
     "WaitEvent",
     "WaitProgress",
+    "WaitSpec",
     "WaitStatus",
     "describe_elapsed",
     "is_transient",
@@ -54,10 +62,6 @@ __all__ = [
     "wait_plan",
 ]
 
-DEFAULT_POLL_INTERVAL = 30.0
-#: The back-off's default cap: with coalesced polling a round costs one listing for every batch of
-#: the connection, so an ended batch is noticed within a minute for about one request a minute.
-DEFAULT_MAX_POLL_INTERVAL = 60.0
 DEFAULT_TIMEOUT = 24 * 60 * 60.0
 #: The deferral's own timeout lies this far past the trigger's deadline, so the trigger's clean
 #: timeout event (which cancels the batches) normally comes first.
@@ -131,10 +135,6 @@ def poll_round(
     if progress is not None:
         progress.observe(outcomes)
     return judge_round(outcomes, not_found_grace_until=not_found_grace_until, log=log)
-
-
-#: How often a wait logs a progress line (seconds) unless told otherwise.
-DEFAULT_PROGRESS_INTERVAL = 300.0
 
 
 def describe_elapsed(seconds: float) -> str:
@@ -230,29 +230,21 @@ class WaitProgress:
 
 
 def wait_plan(
-    settings: ClientSettings,
-    batch_ids: Sequence[str],
-    *,
-    deadline: float,
-    poll_interval: float,
-    max_poll_interval: float,
-    not_found_grace_until: float | None,
-    log: logging.Logger,
-    progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
-    label: str = "",
+    settings: ClientSettings, batch_ids: Sequence[str], spec: WaitSpec, *, log: logging.Logger
 ) -> Plan[WaitEvent]:
     """Poll until every batch has ended, the deadline (epoch seconds) passes, or polling cannot go on.
 
-    Every ``progress_interval`` seconds it logs a progress line from what the polls saw (no extra
-    call), and one when the wait ends."""
-    progress = WaitProgress(list(batch_ids), label=label, progress_interval=progress_interval)
-    interval = poll_interval
+    Every ``spec.progress_interval`` seconds it logs a progress line from what the polls saw (no
+    extra call), and one when the wait ends."""
+    label = spec.label
+    progress = WaitProgress(list(batch_ids), label=label, progress_interval=spec.progress_interval)
+    interval = spec.poll_interval
     log.info(
         "Waiting for %d batch(es) to end%s: polling every %.0f s, backing off to %.0f s",
         len(progress.batch_ids),
         f" ({label})" if label else "",
-        poll_interval,
-        max_poll_interval,
+        spec.poll_interval,
+        spec.max_poll_interval,
     )
     while True:
         round_started = time.monotonic()
@@ -260,7 +252,7 @@ def wait_plan(
             newly_ended, failures = yield from poll_round(
                 settings,
                 progress.pending(),
-                not_found_grace_until=not_found_grace_until,
+                not_found_grace_until=spec.not_found_grace_until,
                 log=log,
                 progress=progress,
             )
@@ -270,7 +262,7 @@ def wait_plan(
         if event is not None:
             log.info("%s", progress.describe(time.time(), ended=True))
             return event
-        remaining = deadline - time.time()
+        remaining = spec.deadline - time.time()
         if remaining <= 0:
             return progress.timeout()
         progress.report_if_due(log, time.time())
@@ -282,7 +274,7 @@ def wait_plan(
             yield Sleep(step)
             pause -= step
             progress.report_if_due(log, time.time())
-        interval = next_interval(interval, max_poll_interval)
+        interval = next_interval(interval, spec.max_poll_interval)
 
 
 #: Batches per listing page (the API's most): one request learns the status of up to this many.
@@ -341,34 +333,8 @@ def survey_plan(
 
 
 def wait_for_batches(
-    hook: AnthropicHook,
-    batch_ids: Sequence[str],
-    *,
-    deadline: float,
-    poll_interval: float,
-    max_poll_interval: float,
-    not_found_grace_until: float | None,
-    log: logging.Logger,
-    progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
-    label: str = "",
+    hook: AnthropicHook, batch_ids: Sequence[str], spec: WaitSpec, *, log: logging.Logger
 ) -> dict[str, dict[str, int]]:
     """Block until every batch has ended (what AnthropicBatchTrigger does, in the worker); final counts."""
-    event = hook.run_plan(
-        partial(
-            wait_plan,
-            batch_ids=batch_ids,
-            deadline=deadline,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            not_found_grace_until=not_found_grace_until,
-            log=log,
-            progress_interval=progress_interval,
-            label=label,
-        ),
-        budget=True,
-    )
-    if event.status == "timeout":
-        raise BatchTimeoutError(event.message)
-    if event.status == "error":
-        raise BatchWaitError(event.message)
-    return event.request_counts
+    event = hook.run_plan(partial(wait_plan, batch_ids=batch_ids, spec=spec, log=log), budget=True)
+    return raise_for_wait_event(event)

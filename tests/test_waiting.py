@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_provider_batches.policy import WaitEvent, is_rate_limited
+from airflow_provider_batches.policy import WaitEvent, WaitSpec, is_rate_limited
 from airflow_provider_batches.waiting import MAX_CONSECUTIVE_ERRORS, Survey, survey_plan, wait_plan
 from tests.fakes import batch_json, error
 from tests.plans import Answer, PlanRun, settings
@@ -24,15 +24,8 @@ def wait(
     *answers: Answer, batch_ids: tuple[str, ...] = ("msgbatch_1",), **options: Any
 ) -> PlanRun[WaitEvent]:
     """A wait whose polls make no retries of their own (max_retries=0): each answer is one poll."""
-    arguments: dict[str, Any] = {
-        "deadline": FAR,
-        "poll_interval": 1.0,
-        "max_poll_interval": 1.0,
-        "not_found_grace_until": None,
-        "log": LOG,
-        **options,
-    }
-    return PlanRun(wait_plan(settings(max_retries=0), list(batch_ids), **arguments), *answers)
+    spec = WaitSpec(**{"deadline": FAR, "poll_interval": 1.0, "max_poll_interval": 1.0, **options})
+    return PlanRun(wait_plan(settings(max_retries=0), list(batch_ids), spec, log=LOG), *answers)
 
 
 def in_progress(batch_id: str = "msgbatch_1") -> httpx.Response:

@@ -63,7 +63,7 @@ from airflow_provider_batches.models import (
     ModelInfo,
     TokenCount,
 )
-from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL
+from airflow_provider_batches.policy import DEFAULT_MAX_POLL_INTERVAL
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)

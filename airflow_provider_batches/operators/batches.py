@@ -57,11 +57,16 @@ from airflow_provider_batches.operators.submission import (
     ProofPending,
 )
 from airflow_provider_batches.policy import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_PROGRESS_INTERVAL,
+    WaitSpec,
     check_max_error_rate,
     check_outcome,
     default_deferrable,
     describe_counts,
     parse_wait_event,
+    raise_for_wait_event,
     total_counts,
 )
 from airflow_provider_batches.prompts import build_prompt_requests
@@ -77,9 +82,6 @@ from airflow_provider_batches.requests import (
 from airflow_provider_batches.structured_output import OutputSchema, StructuredOutput, with_output_schema
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from airflow_provider_batches.waiting import (
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_PROGRESS_INTERVAL,
     DEFAULT_TIMEOUT,
     DEFER_TIMEOUT_MARGIN_SECONDS,
     NOT_FOUND_GRACE_SECONDS,
@@ -527,41 +529,38 @@ class AnthropicCreateBatchOperator(BaseOperator):
             pending.part + 1,
             ", ".join(pending.batch_ids),
         )
-        deadline = time.time() + self.timeout
-        if self.deferrable:
-            self.defer(
-                trigger=AnthropicBatchTrigger(
-                    batch_ids=pending.batch_ids,
-                    conn_id=self.conn_id,
-                    deadline=deadline,
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval,
-                    cancel_on_kill=False,
-                ),
-                method_name="resume_after_proof",
-                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
-            )
+        spec = WaitSpec(time.time() + self.timeout, self.poll_interval, self.max_poll_interval)
         try:
-            wait_for_batches(
-                self.hook,
-                pending.batch_ids,
-                deadline=deadline,
-                poll_interval=self.poll_interval,
-                max_poll_interval=self.max_poll_interval,
-                not_found_grace_until=None,
-                log=self.log,
-            )
+            self._wait_on(pending.batch_ids, spec, method_name="resume_after_proof")
         except BatchTimeoutError as exc:
             raise BatchTimeoutError(_proof_timeout_message(pending.batch_ids, self.timeout)) from exc
+
+    def _wait_on(
+        self,
+        batch_ids: list[str],
+        spec: WaitSpec,
+        *,
+        method_name: str,
+        kwargs: dict[str, Any] | None = None,
+        cancel_on_kill: bool = False,
+    ) -> dict[str, dict[str, int]]:
+        """Wait as ``spec`` says: deferred to the triggerer (resuming in ``method_name``), else here."""
+        if self.deferrable:
+            self.defer(
+                trigger=AnthropicBatchTrigger.for_wait(
+                    batch_ids, spec, conn_id=self.conn_id, cancel_on_kill=cancel_on_kill
+                ),
+                method_name=method_name,
+                kwargs=kwargs,
+                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
+            )
+        return wait_for_batches(self.hook, batch_ids, spec, log=self.log)
 
     def resume_after_proof(self, context: Context, event: Any = None) -> dict[str, Any]:
         """The candidates of a lost create ended (or the wait timed out): submit again, which adopts the
         proven one or creates the part; the input is read and checked again, as a retry does."""
         wait = parse_wait_event(event)
-        if wait.status == "timeout":
-            raise BatchTimeoutError(_proof_timeout_message(wait.batch_ids, self.timeout))
-        if wait.status == "error":
-            raise BatchWaitError(wait.message)
+        raise_for_wait_event(wait, timeout_message=_proof_timeout_message(wait.batch_ids, self.timeout))
         return self.execute(context)
 
     def _without_proofs(
@@ -583,37 +582,21 @@ class AnthropicCreateBatchOperator(BaseOperator):
         self, store: JobStore, record: JobRecord, batch_ids: list[str], number: int
     ) -> Mapping[str, Mapping[str, int]]:
         """The ended counts of the round's batches, waited for here or (deferred) in the triggerer."""
-        deadline = time.time() + self.timeout
-        grace_until = time.time() + NOT_FOUND_GRACE_SECONDS
-        label = wait_label(record, number, batch_ids)
-        if self.deferrable:
-            self.defer(
-                trigger=AnthropicBatchTrigger(
-                    batch_ids=batch_ids,
-                    conn_id=self.conn_id,
-                    deadline=deadline,
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval,
-                    not_found_grace_until=grace_until,
-                    cancel_on_kill=self.cancel_on_kill,
-                    progress_interval=self.progress_interval,
-                    label=label,
-                ),
+        spec = WaitSpec(
+            deadline=time.time() + self.timeout,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            not_found_grace_until=time.time() + NOT_FOUND_GRACE_SECONDS,
+            progress_interval=self.progress_interval,
+            label=wait_label(record, number, batch_ids),
+        )
+        try:
+            return self._wait_on(
+                batch_ids,
+                spec,
                 method_name="execute_complete",
                 kwargs={"manifest": job_manifest(record), "round": number},
-                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
-            )
-        try:
-            return wait_for_batches(
-                self.hook,
-                batch_ids,
-                deadline=deadline,
-                poll_interval=self.poll_interval,
-                max_poll_interval=self.max_poll_interval,
-                not_found_grace_until=grace_until,
-                log=self.log,
-                progress_interval=self.progress_interval,
-                label=label,
+                cancel_on_kill=self.cancel_on_kill,
             )
         except (BatchTimeoutError, AirflowTaskTimeout):
             if self.cancel_on_timeout:
@@ -710,14 +693,10 @@ class AnthropicCreateBatchOperator(BaseOperator):
         state = current_round(record)
         waiting = waiting_batch_ids(record, state.number)
         wait = parse_wait_event(event, expected_batch_ids=waiting if state.ended_counts is None else None)
-        if wait.status == "timeout":
-            if self.cancel_on_timeout:
-                self._cancel_own(store, record, waiting, "the task timed out")
-            raise BatchTimeoutError(wait.message)
-        if wait.status == "error":
-            raise BatchWaitError(wait.message)
+        cancel = partial(self._cancel_own, store, record, waiting, "the task timed out")
+        counts = raise_for_wait_event(wait, on_timeout=cancel if self.cancel_on_timeout else None)
         if state.ended_counts is None:
-            record_batches_ended(record, state.number, self._without_proofs(record, wait.request_counts))
+            record_batches_ended(record, state.number, self._without_proofs(record, counts))
             store.save(record)
         return self._drive(context, store, record)
 

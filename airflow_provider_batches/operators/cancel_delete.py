@@ -17,7 +17,7 @@ from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.errors import BatchNotReadyError, InvalidRequestError, NotFoundError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.links import AnthropicBatchLink
-from airflow_provider_batches.policy import total_counts
+from airflow_provider_batches.policy import WaitSpec, total_counts
 from airflow_provider_batches.waiting import wait_for_batches
 
 if TYPE_CHECKING:
@@ -74,15 +74,8 @@ class _ExistingBatchesOperator(BaseOperator):
         return AnthropicHook(self.conn_id)
 
     def _wait_until_ended(self, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        return wait_for_batches(
-            self.hook,
-            batch_ids,
-            deadline=time.time() + self.timeout,
-            poll_interval=self.poll_interval,
-            max_poll_interval=self.poll_interval,
-            not_found_grace_until=None,
-            log=self.log,
-        )
+        spec = WaitSpec(time.time() + self.timeout, self.poll_interval, self.poll_interval)
+        return wait_for_batches(self.hook, batch_ids, spec, log=self.log)
 
 
 class AnthropicCancelBatchOperator(_ExistingBatchesOperator):

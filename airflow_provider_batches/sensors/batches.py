@@ -16,22 +16,23 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_batches._compat import AirflowSensorTimeout
 from airflow_provider_batches.batch_ids import normalize_batch_ids
-from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.failures import summarize_errors
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.links import AnthropicBatchLink
 from airflow_provider_batches.operators.cancel_delete import cancel_batches
 from airflow_provider_batches.policy import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_PROGRESS_INTERVAL,
+    WaitSpec,
     check_max_error_rate,
     check_outcome,
     default_deferrable,
     parse_wait_event,
+    raise_for_wait_event,
 )
 from airflow_provider_batches.proof import counts_without_proofs, manifest_proofs
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from airflow_provider_batches.waiting import (
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_PROGRESS_INTERVAL,
     DEFER_TIMEOUT_MARGIN_SECONDS,
     NOT_FOUND_GRACE_SECONDS,
     WaitProgress,
@@ -106,15 +107,17 @@ class AnthropicBatchSensor(BaseSensorOperator):
         self._started_at = time.time()
         if self.deferrable:
             self.defer(
-                trigger=AnthropicBatchTrigger(
-                    batch_ids=batch_ids,
+                trigger=AnthropicBatchTrigger.for_wait(
+                    batch_ids,
+                    WaitSpec(
+                        deadline=time.time() + self.timeout,
+                        poll_interval=max(self.poke_interval, 1.0),
+                        max_poll_interval=self.max_poll_interval,
+                        not_found_grace_until=time.time() + NOT_FOUND_GRACE_SECONDS,
+                        progress_interval=self.progress_interval,
+                    ),
                     conn_id=self.conn_id,
-                    deadline=time.time() + self.timeout,
-                    poll_interval=max(self.poke_interval, 1.0),
-                    max_poll_interval=self.max_poll_interval,
-                    not_found_grace_until=time.time() + NOT_FOUND_GRACE_SECONDS,
                     cancel_on_kill=self.cancel_on_kill,
-                    progress_interval=self.progress_interval,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
@@ -154,12 +157,10 @@ class AnthropicBatchSensor(BaseSensorOperator):
         """Resume after the trigger: check its event, then apply the outcome policy."""
         batch_ids = normalize_batch_ids(self.batch_id)
         wait = parse_wait_event(event, expected_batch_ids=batch_ids)
-        if wait.status == "timeout":
-            self._cancel_on_timeout(batch_ids)
-            raise AirflowSensorTimeout(wait.message)
-        if wait.status == "error":
-            raise BatchWaitError(wait.message)
-        totals = self._judge(self._users(wait.request_counts))
+        counts = raise_for_wait_event(
+            wait, on_timeout=partial(self._cancel_on_timeout, batch_ids), timeout_error=AirflowSensorTimeout
+        )
+        totals = self._judge(self._users(counts))
         return {"batch_ids": batch_ids, "request_counts": totals}
 
     def _judge(self, ended: Mapping[str, Mapping[str, int]]) -> dict[str, int]:

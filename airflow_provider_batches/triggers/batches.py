@@ -19,13 +19,16 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.policy import WaitEvent, WaitStatus, parse_wait_event
-from airflow_provider_batches.triggers import poller as poller_module
-from airflow_provider_batches.waiting import (
+from airflow_provider_batches.policy import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_PROGRESS_INTERVAL,
+    WaitEvent,
+    WaitSpec,
+    WaitStatus,
+    parse_wait_event,
 )
+from airflow_provider_batches.triggers import poller as poller_module
 
 __all__ = ["AnthropicBatchTrigger", "parse_wait_event"]
 
@@ -49,6 +52,10 @@ class AnthropicBatchTrigger(BaseTrigger):
         say what the shared poller last saw, with no extra call.
     :param label: what the progress lines say the wait is for (``round 1, wave 2 of 4``).
     :param wait_started: wall-clock epoch seconds the wait began (elapsed time survives a new triggerer).
+
+    Tasks build it with :meth:`for_wait` from the same :class:`WaitSpec` their sync wait takes; the
+    keyword arguments (and ``serialize()``) stay flat, so a trigger serialized by an earlier version
+    is rebuilt as it was.
     """
 
     def __init__(
@@ -76,6 +83,35 @@ class AnthropicBatchTrigger(BaseTrigger):
         self.progress_interval = float(progress_interval)
         self.label = label
         self.wait_started = time.time() if wait_started is None else float(wait_started)
+
+    @classmethod
+    def for_wait(
+        cls, batch_ids: Sequence[str], spec: WaitSpec, *, conn_id: str, cancel_on_kill: bool = False
+    ) -> AnthropicBatchTrigger:
+        """The trigger that waits as ``spec`` says (what ``wait_for_batches`` does in the worker)."""
+        return cls(
+            batch_ids=batch_ids,
+            conn_id=conn_id,
+            deadline=spec.deadline,
+            poll_interval=spec.poll_interval,
+            max_poll_interval=spec.max_poll_interval,
+            not_found_grace_until=spec.not_found_grace_until,
+            cancel_on_kill=cancel_on_kill,
+            progress_interval=spec.progress_interval,
+            label=spec.label,
+        )
+
+    @property
+    def spec(self) -> WaitSpec:
+        """How this trigger waits (its deserialized arguments)."""
+        return WaitSpec(
+            deadline=self.deadline,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            not_found_grace_until=self.not_found_grace_until,
+            progress_interval=self.progress_interval,
+            label=self.label,
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (

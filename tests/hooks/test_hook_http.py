@@ -11,7 +11,7 @@ import pytest
 from airflow_provider_batches import errors
 from airflow_provider_batches.hooks.anthropic import CLIENT_LIMITS, AnthropicHook, BatchBody
 from airflow_provider_batches.models import MessageBatch
-from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL
+from airflow_provider_batches.policy import DEFAULT_MAX_POLL_INTERVAL
 from tests.fakes import API_KEY, BASE_URL, Recorder, batch_json, error, listing_json
 from tests.hooks.conftest import set_connection
 

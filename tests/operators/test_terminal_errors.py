@@ -17,6 +17,7 @@ from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
+from airflow_provider_batches.policy import WaitSpec
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from airflow_provider_batches.waiting import wait_for_batches
 from tests.operators.support import batches_created, requests, task_context
@@ -79,15 +80,7 @@ def test_a_terminal_answer_to_a_poll_ends_the_wait_at_once(emulator: Emulator) -
     emulator.admin.set_config(next_faults=["billing"])
 
     with pytest.raises(BatchWaitError, match="billing_error"):
-        wait_for_batches(
-            hook,
-            [batch.id],
-            deadline=math.inf,
-            poll_interval=0.01,
-            max_poll_interval=0.01,
-            not_found_grace_until=None,
-            log=hook.log,
-        )
+        wait_for_batches(hook, [batch.id], WaitSpec(math.inf, 0.01, 0.01), log=hook.log)
 
     assert calls(emulator) - before == 1
 

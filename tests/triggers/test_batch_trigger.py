@@ -14,6 +14,7 @@ import pytest
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
+from airflow_provider_batches.policy import WaitSpec
 from airflow_provider_batches.triggers import batches as trigger_module
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger, parse_wait_event
 from tests.fakes import API_KEY, BASE_URL, Recorder, batch_json, error
@@ -136,6 +137,47 @@ def test_a_rebuilt_trigger_serializes_the_same() -> None:
 
     assert rebuilt.serialize() == (classpath, kwargs)
     assert kwargs["deadline"] == 1_900_000_000.5
+
+
+#: What version 0.3 serialized for a trigger (flat keyword arguments): a deferred task of that version
+#: resumes in a triggerer of this one.
+PREVIOUS_VERSION_KWARGS: dict[str, Any] = {
+    "batch_ids": ["msgbatch_1", "msgbatch_2"],
+    "conn_id": "my_conn",
+    "deadline": 1_900_000_000.5,
+    "poll_interval": 5.0,
+    "max_poll_interval": 50.0,
+    "not_found_grace_until": 1_800_000_000.0,
+    "cancel_on_kill": True,
+    "progress_interval": 120.0,
+    "label": "round 2",
+    "wait_started": 1_700_000_000.0,
+}
+#: The same wait, as a WaitSpec (the trigger-only fields left out).
+PREVIOUS_VERSION_SPEC = WaitSpec(
+    deadline=1_900_000_000.5,
+    poll_interval=5.0,
+    max_poll_interval=50.0,
+    not_found_grace_until=1_800_000_000.0,
+    progress_interval=120.0,
+    label="round 2",
+)
+
+
+def test_a_trigger_serialized_by_the_previous_version_is_rebuilt_as_it_was() -> None:
+    rebuilt = AnthropicBatchTrigger(**json.loads(json.dumps(PREVIOUS_VERSION_KWARGS)))
+
+    assert rebuilt.serialize()[1] == PREVIOUS_VERSION_KWARGS
+    assert rebuilt.spec == PREVIOUS_VERSION_SPEC
+
+
+def test_a_trigger_built_from_a_wait_spec_waits_as_the_spec_says() -> None:
+    spec = PREVIOUS_VERSION_SPEC
+    trigger = AnthropicBatchTrigger.for_wait(["msgbatch_1"], spec, conn_id="my_conn", cancel_on_kill=True)
+
+    assert trigger.spec == spec
+    assert set(trigger.serialize()[1]) == set(PREVIOUS_VERSION_KWARGS)  # the serialized shape is unchanged
+    assert trigger.cancel_on_kill is True
 
 
 def test_serialized_kwargs_hold_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
