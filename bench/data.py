@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"  # a current model: the create checks models before any spend
 
 _WORDS = [
     "the",
