@@ -17,7 +17,6 @@ import math
 import re
 import zlib
 from array import array
-from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple, cast
@@ -245,8 +244,7 @@ class _SubsetSource(RequestSource):
                 yield line
 
 
-@dataclass(frozen=True)
-class Checked:
+class Checked(NamedTuple):
     """A valid request; ``encoded`` is what goes into the body (a file's own bytes when unchanged).
 
     ``id_hash`` is :func:`~airflow_provider_batches.identity.custom_id_hash` of its custom_id.
@@ -284,12 +282,14 @@ class _KeySet:
 
     def _grow(self) -> None:
         old = self._table
-        self._table = array("Q", bytes(16 * len(old)))
-        self._mask = 2 * len(old) - 1
-        self._count = 0
-        for key in old:
+        self._table = table = array("Q", bytes(16 * len(old)))
+        self._mask = mask = 2 * len(old) - 1
+        for key in old:  # the keys are distinct: each goes to its first free slot
             if key:
-                self.add(key)
+                index = key & mask
+                while table[index]:
+                    index = (index + 1) & mask
+                table[index] = key
 
 
 @dataclass
@@ -883,7 +883,6 @@ def prepare_job(
     max_requests = min(max_requests, MAX_REQUESTS_PER_BATCH - PROOF_RESERVED_REQUESTS)
     max_bytes -= PROOF_RESERVED_BYTES
     checker = RequestChecker(source.model)
-    models: Counter[str] = Counter()
     usage: dict[str, ModelUsage] = {}
     planner = _SlicePlanner(max_requests, max_bytes)
     reencoded = bytearray()
@@ -903,7 +902,6 @@ def prepare_job(
             )
             continue
         params = checked.request["params"]
-        models[params["model"]] += 1
         used = usage.get(params["model"])
         if used is None:
             used = usage[params["model"]] = ModelUsage()
@@ -922,8 +920,9 @@ def prepare_job(
     fingerprint = hashlib.sha256(
         "\n".join(f"{s.start}:{s.count}:{s.size}:{s.sha256}" for s in slices).encode()
     ).hexdigest()
+    models = {model: used.requests for model, used in usage.items()}  # counted once, by ModelUsage
     return PreparedJob(
-        source, planner.total, fingerprint, slices, dict(models), bytes(reencoded), model_usage=usage
+        source, planner.total, fingerprint, slices, models, bytes(reencoded), model_usage=usage
     )
 
 
