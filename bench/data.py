@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"  # a current model: the create checks models before any spend
 
 _WORDS = [
     "the",
@@ -145,7 +145,7 @@ def _lines(requests: int, user_bytes: int, seed: int) -> Iterator[bytes]:
 def requests_file(requests: int, *, user_bytes: int = 2000, seed: int = 7) -> RequestsFile:
     """The JSONL request file for ``requests`` requests (generated once, then reused)."""
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    path = DATA_DIR / f"requests-{requests}-{user_bytes}-{seed}.jsonl"
+    path = DATA_DIR / f"requests-{requests}-{user_bytes}-{seed}-{MODEL}.jsonl"  # a new model, a new file
     if not path.exists():
         temporary = path.with_suffix(".tmp")
         with temporary.open("wb") as out:

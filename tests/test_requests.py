@@ -257,6 +257,45 @@ def test_a_key_given_twice_in_one_object_is_refused(tmp_path: Path, line: str) -
     assert "twice in one object: keep one" in problems_of(tmp_path, line)
 
 
+def test_a_compact_line_is_proven_free_of_repeated_keys_without_the_strict_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line equal to the re-encoding of its value holds no key twice: the slow reading is skipped."""
+    from airflow_provider_batches import requests as requests_module
+
+    def never(raw: bytes) -> Any:
+        raise AssertionError(f"read strictly: {raw[:40]!r}")
+
+    monkeypatch.setattr(requests_module, "_parse_strictly", never)
+    line = json.dumps(request("a"), separators=(",", ":"), ensure_ascii=False)
+    path = write_jsonl(tmp_path / "r.jsonl", [line])
+    assert prepare_job(RequestSource(requests_path=path)).request_count == 1
+
+
+@pytest.mark.parametrize("form", ["bare", "file://", "file:// relative", "file://~"])
+def test_a_local_file_is_read_alike_in_every_form_without_object_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    """Local paths skip ObjectStoragePath (whose first use imports every provider's filesystems)
+    but resolve as it does: a relative ``file://`` from the working directory, ``~`` as home."""
+    import airflow.sdk
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("ObjectStoragePath used for a local file")
+
+    monkeypatch.setattr(airflow.sdk, "ObjectStoragePath", refused)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    path = write_jsonl(tmp_path / "r.jsonl", [request("a"), request("b")])
+    given = {
+        "bare": path,
+        "file://": f"file://{path}",
+        "file:// relative": "file://r.jsonl",
+        "file://~": "file://~/r.jsonl",
+    }[form]
+    assert prepare_job(RequestSource(requests_path=given)).request_count == 2
+
+
 def test_keys_that_merely_look_alike_in_text_are_not_duplicates(tmp_path: Path) -> None:
     text = 'he said "a": 1, \\"b\\" : 2'
     path = write_jsonl(tmp_path / "r.jsonl", [request("a", messages=[{"role": "user", "content": text}])])
