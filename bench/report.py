@@ -97,23 +97,18 @@ def machine_description() -> list[str]:
     ]
 
 
+def _git(*args: str) -> str:
+    """What ``git args`` prints in the checkout the results are written to."""
+    return subprocess.run(
+        ["git", *args], capture_output=True, text=True, check=True, cwd=RESULTS_PATH.parent
+    ).stdout.strip()
+
+
 def commit_description() -> str:
     """The commit measured, and whether the work tree differed from it."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=RESULTS_PATH.parent,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=RESULTS_PATH.parent,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short=12", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"{head}{' with uncommitted changes' if dirty else ''}"

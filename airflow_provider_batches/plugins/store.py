@@ -63,6 +63,11 @@ def _splits(text: str) -> Iterator[tuple[str, str]]:
         start = text.find("__", start + 1)
 
 
+def _current_name(name: str) -> re.Match[str] | None:
+    """The digest that starts a record name written since names became unambiguous, or None (legacy)."""
+    return _DIGEST.match(name.removeprefix(VARIABLE_PREFIX))
+
+
 def read_variable_name(name: str, dag_ids: Collection[str]) -> list[TaskKey]:
     """Every task instance a record Variable's name can denote, in the given DAGs only.
 
@@ -71,9 +76,8 @@ def read_variable_name(name: str, dag_ids: Collection[str]) -> list[TaskKey]:
     the same without the digest; the ids may hold ``__`` too, so a legacy name can have several
     readings: the caller keeps the one that names a task instance.
     """
-    body = name.removeprefix(VARIABLE_PREFIX)
-    digest = _DIGEST.match(body)
-    head, _, index = body[digest.end() if digest else 0 :].rpartition("__")
+    digest = _current_name(name)
+    head, _, index = name.removeprefix(VARIABLE_PREFIX)[digest.end() if digest else 0 :].rpartition("__")
     try:
         map_index = int(index)
     except ValueError:
@@ -113,7 +117,7 @@ def _variable_records(
         if saved is not None and saved < since:
             continue
         for key in keys:
-            if key not in candidates or _DIGEST.match(variable.key.removeprefix(VARIABLE_PREFIX)):
+            if key not in candidates or _current_name(variable.key):
                 candidates[key] = record  # the current name wins over a legacy one
     if not candidates:
         return

@@ -17,6 +17,7 @@ from airflow.sdk import Context, ObjectStoragePath
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import AnthropicBatchesError, UnexpectedAnswerError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
+from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.sensors.batches import AnthropicBatchSensor
 from airflow_provider_batches.transfers._publish import checked_name
@@ -179,6 +180,15 @@ def test_plain_ids_say_why_the_custom_ids_were_not_checked(
     assert "[warning  ] Batch " + manifest["batch_ids"][0] in capsys.readouterr().out  # the task log
 
 
+def answering_about_another_batch(emulator: Emulator, answered: str) -> MessageBatch:
+    """This test's batch, with the emulator answering every batch object as ``answered`` ("other":
+    another real batch's id; else that odd id)."""
+    hook = AnthropicHook()
+    mine, other = hook.create_batch(requests(1)), hook.create_batch(requests(1))
+    emulator.admin.set_config(answer_batch_id=other.id if answered == "other" else answered)
+    return mine
+
+
 # -- waiting ----------------------------------------------------------------------------------------
 
 
@@ -187,9 +197,7 @@ def test_a_wait_in_the_triggerer_ends_in_an_error_event_when_answers_are_about_a
     monkeypatch: pytest.MonkeyPatch, answered: str
 ) -> None:
     with running_emulator(monkeypatch, processing_seconds=3600) as emulator:
-        hook = AnthropicHook()
-        mine, other = hook.create_batch(requests(1)), hook.create_batch(requests(1))
-        emulator.admin.set_config(answer_batch_id=other.id if answered == "other" else answered)
+        mine = answering_about_another_batch(emulator, answered)
         trigger = AnthropicBatchTrigger(batch_ids=[mine.id], deadline=time.time() + 30, poll_interval=0.1)
 
         async def first_event() -> Any:
@@ -207,9 +215,7 @@ def test_a_wait_in_the_worker_fails_when_answers_are_about_another_batch(
     monkeypatch: pytest.MonkeyPatch, answered: str
 ) -> None:
     with running_emulator(monkeypatch, processing_seconds=3600) as emulator:
-        hook = AnthropicHook()
-        mine, other = hook.create_batch(requests(1)), hook.create_batch(requests(1))
-        emulator.admin.set_config(answer_batch_id=other.id if answered == "other" else answered)
+        mine = answering_about_another_batch(emulator, answered)
         sensor = AnthropicBatchSensor(task_id="wait", batch_id=mine.id, poke_interval=0.1, timeout=30)
 
         with pytest.raises(AnthropicBatchesError, match=mine.id):
