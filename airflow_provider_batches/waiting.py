@@ -2,19 +2,20 @@
 
 The policy (which failures are transient, back-off, deadline, when to give up) lives in plans of
 the same kind as :mod:`airflow_provider_batches.client_core`'s: generators that yield ``Send`` and
-``Sleep`` effects. Each poll is a sub-plan (:func:`poll_plan`) with the client's own retries. The
-hook runs them (``AnthropicHook.run_plan`` in the worker, ``arun_plan`` in the triggerer).
+``Sleep`` effects. Each poll is a sub-plan (:func:`poll_plan`) with the client's own retries. No
+I/O here: the hook runs them (``AnthropicHook.wait_for_batches`` in the worker, the shared poller
+through ``arun_plan`` in the triggerer).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
-from typing import TYPE_CHECKING
+from typing import Any
 
 from airflow_provider_batches.client_core import (
     ClientSettings,
@@ -35,11 +36,7 @@ from airflow_provider_batches.policy import (
     WaitStatus,
     is_rate_limited,
     is_transient,
-    raise_for_wait_event,
 )
-
-if TYPE_CHECKING:
-    from airflow_provider_batches.hooks.anthropic import AnthropicHook
 
 __all__ = [
     "COUNT_FIELDS",
@@ -333,8 +330,14 @@ def survey_plan(
 
 
 def wait_for_batches(
-    hook: AnthropicHook, batch_ids: Sequence[str], spec: WaitSpec, *, log: logging.Logger
+    hook: Any, batch_ids: Sequence[str], spec: WaitSpec, *, log: logging.Logger
 ) -> dict[str, dict[str, int]]:
-    """Block until every batch has ended (what AnthropicBatchTrigger does, in the worker); final counts."""
-    event = hook.run_plan(partial(wait_plan, batch_ids=batch_ids, spec=spec, log=log), budget=True)
-    return raise_for_wait_event(event)
+    """Deprecated: call ``hook.wait_for_batches(batch_ids, spec, log=log)``; the wait's I/O is the hook's."""
+    warnings.warn(
+        "airflow_provider_batches.waiting.wait_for_batches is deprecated and will be removed in 1.0.0; "
+        "call AnthropicHook.wait_for_batches(batch_ids, spec, log=log)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    counts: dict[str, dict[str, int]] = hook.wait_for_batches(batch_ids, spec, log=log)
+    return counts

@@ -89,16 +89,25 @@ def test_the_graph_sees_the_imports_that_matter() -> None:
 
     assert "airflow_provider_batches.policy" in graph["airflow_provider_batches.hooks.anthropic"]
     assert (
-        "airflow_provider_batches.hooks.anthropic" in graph["airflow_provider_batches.waiting"]
+        "airflow_provider_batches.hooks.anthropic" in graph["airflow_provider_batches.operators.rounds"]
     )  # type only
     assert "airflow_provider_batches.triggers.poller" in graph["airflow_provider_batches.triggers.batches"]
 
 
-def test_the_hook_does_not_import_the_wait_that_drives_it() -> None:
+def test_the_wait_plans_do_not_import_the_hook_that_runs_them() -> None:
     assert (
-        "airflow_provider_batches.waiting"
-        not in import_graph(PACKAGE)["airflow_provider_batches.hooks.anthropic"]
+        "airflow_provider_batches.hooks.anthropic"
+        not in import_graph(PACKAGE)["airflow_provider_batches.waiting"]
     )
+
+
+def test_the_request_budget_is_wired_in_one_place_the_hooks_runner() -> None:
+    graph = import_graph(PACKAGE)
+
+    budget = "airflow_provider_batches.budget"
+    users = sorted(module for module, targets in graph.items() if budget in targets)
+
+    assert users == ["airflow_provider_batches.hooks.anthropic"]
 
 
 def test_a_cycle_through_a_type_checking_or_relative_import_is_found(tmp_path: Path) -> None:

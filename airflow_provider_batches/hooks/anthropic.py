@@ -1,11 +1,15 @@
 """AnthropicHook: an Airflow connection turned into a typed client for every API endpoint.
 
 Each endpoint has a sync method and an async twin (``a`` prefix) for triggers. Both run the same
-plan from :mod:`airflow_provider_batches.client_core`; only the driver differs.
+plan from :mod:`airflow_provider_batches.client_core`; only the driver differs. The wait in the
+worker is a hook method too (:meth:`AnthropicHook.wait_for_batches`), the plan it runs is
+:func:`~airflow_provider_batches.waiting.wait_plan`; every wait's sends are paced by the
+connection's request budget here, in :meth:`AnthropicHook.run_plan` / ``arun_plan``, and nowhere else.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
@@ -63,7 +67,8 @@ from airflow_provider_batches.models import (
     ModelInfo,
     TokenCount,
 )
-from airflow_provider_batches.policy import DEFAULT_MAX_POLL_INTERVAL
+from airflow_provider_batches.policy import DEFAULT_MAX_POLL_INTERVAL, WaitSpec, raise_for_wait_event
+from airflow_provider_batches.waiting import wait_plan
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -296,6 +301,22 @@ class AnthropicHook(BaseHook):
 
     _run = run_plan
     _arun = arun_plan
+
+    # -- waiting ----------------------------------------------------------------------------------
+
+    def wait_for_batches(
+        self, batch_ids: Sequence[str], spec: WaitSpec, *, log: logging.Logger | None = None
+    ) -> dict[str, dict[str, int]]:
+        """Block until every batch has ended, polling as ``spec`` says: the wait in the worker (deferred,
+        the trigger waits the same way on the connection's shared poller). Paced by the connection's
+        request budget; progress lines go to ``log`` (the task's), else the hook's.
+
+        Returns each batch's final counts; a wait that times out raises
+        :class:`~airflow_provider_batches.errors.BatchTimeoutError`, one that cannot go on
+        :class:`~airflow_provider_batches.errors.BatchWaitError`.
+        """
+        plan = partial(wait_plan, batch_ids=batch_ids, spec=spec, log=log or self.log)
+        return raise_for_wait_event(self.run_plan(plan, budget=True))
 
     # -- messages ---------------------------------------------------------------------------------
 

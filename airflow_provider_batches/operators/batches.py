@@ -554,7 +554,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
                 kwargs=kwargs,
                 timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_MARGIN_SECONDS),
             )
-        return wait_for_batches(self.hook, batch_ids, spec, log=self.log)
+        return self.hook.wait_for_batches(batch_ids, spec, log=self.log)
 
     def resume_after_proof(self, context: Context, event: Any = None) -> dict[str, Any]:
         """The candidates of a lost create ended (or the wait timed out): submit again, which adopts the

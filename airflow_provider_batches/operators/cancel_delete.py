@@ -18,7 +18,6 @@ from airflow_provider_batches.errors import BatchNotReadyError, InvalidRequestEr
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.links import AnthropicBatchLink
 from airflow_provider_batches.policy import WaitSpec, total_counts
-from airflow_provider_batches.waiting import wait_for_batches
 
 if TYPE_CHECKING:
     from logging import Logger
@@ -75,7 +74,7 @@ class _ExistingBatchesOperator(BaseOperator):
 
     def _wait_until_ended(self, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         spec = WaitSpec(time.time() + self.timeout, self.poll_interval, self.poll_interval)
-        return wait_for_batches(self.hook, batch_ids, spec, log=self.log)
+        return self.hook.wait_for_batches(batch_ids, spec, log=self.log)
 
 
 class AnthropicCancelBatchOperator(_ExistingBatchesOperator):

@@ -4,8 +4,9 @@ A triggerer runs hundreds of :class:`~airflow_provider_batches.triggers.batches.
 on one event loop. Each used to poll its own batches with its own client; now they register a
 :class:`Watch` with the connection's :class:`ConnectionPoller`, which learns the status of every
 watched batch in one round (:func:`~airflow_provider_batches.waiting.survey_plan`: listing pages
-of 1,000 batches, a GET only for what the listing does not reach), paced by the connection's
-request budget, and wakes each trigger when its wait is over.
+of 1,000 batches, a GET only for what the listing does not reach), run by the hook's runner
+(``arun_plan(..., budget=True)``, which paces it by the connection's request budget as it does
+every wait), and wakes each trigger when its wait is over.
 
 Nothing here outlives its watchers: the poller is created by the first trigger of a connection
 (in the running event loop) and closed with its client when the last one leaves. A trigger keeps
@@ -24,9 +25,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
-from airflow_provider_batches.budget import budgeted, shared_budget
-from airflow_provider_batches.client_core import ClientSettings, run_async
+from airflow_provider_batches.client_core import ClientSettings
 from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.models import MessageBatch
@@ -179,8 +180,9 @@ class ConnectionPoller:
         pending = {batch_id for entry in watches for batch_id in entry.progress.pending()}
         listed = {batch_id: self.created.get(batch_id) for batch_id in pending if batch_id not in self.direct}
         direct = sorted(pending & self.direct)
-        plan = budgeted(survey_plan(self.settings, listed, direct), shared_budget(self.settings))
-        survey: Survey = await run_async(plan, await self.hook.aget_conn())
+        survey: Survey = await self.hook.arun_plan(
+            partial(survey_plan, listed=listed, direct=direct), budget=True
+        )
         for batch_id, outcome in survey.outcomes.items():  # a round outlives watches that leave in it
             if isinstance(outcome, MessageBatch) and batch_id in self.watchers:
                 self.created[batch_id] = outcome.created_at

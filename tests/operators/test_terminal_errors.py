@@ -19,7 +19,6 @@ from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.policy import WaitSpec
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
-from airflow_provider_batches.waiting import wait_for_batches
 from tests.operators.support import batches_created, requests, task_context
 
 TERMINAL = {
@@ -80,7 +79,7 @@ def test_a_terminal_answer_to_a_poll_ends_the_wait_at_once(emulator: Emulator) -
     emulator.admin.set_config(next_faults=["billing"])
 
     with pytest.raises(BatchWaitError, match="billing_error"):
-        wait_for_batches(hook, [batch.id], WaitSpec(math.inf, 0.01, 0.01), log=hook.log)
+        hook.wait_for_batches([batch.id], WaitSpec(math.inf, 0.01, 0.01))
 
     assert calls(emulator) - before == 1
 
