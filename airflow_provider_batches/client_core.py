@@ -13,6 +13,7 @@ import email.utils
 import logging
 import random
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,12 +29,11 @@ from airflow_provider_batches.errors import (
     APIConnectionError,
     BatchCreateUncertainError,
     CreateAnswerLostError,
-    ForeignResultsURLError,
     UnexpectedAnswerError,
     error_from_response,
 )
 from airflow_provider_batches.models import MessageBatch, MessageBatchPage, ModelInfo, ModelPage
-from airflow_provider_batches.policy import RETRYABLE_STATUSES, is_retryable_status
+from airflow_provider_batches.policy import RETRYABLE_STATUSES, check_results_origin, is_retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -660,23 +660,14 @@ def _describe_watermark(watermark: CreateWatermark) -> str:
 
 
 def check_results_url(settings: ClientSettings, results_url: str) -> str:
-    """Refuse to send the key to another origin than the configured API's (scheme, host, port)."""
-    configured, target = urlsplit(settings.base_url), urlsplit(results_url)
-    if (configured.scheme, configured.hostname, _port(configured)) != (
-        target.scheme,
-        target.hostname,
-        _port(target),
-    ):
-        raise ForeignResultsURLError(
-            f"results_url {target.scheme}://{target.netloc} is not the configured API origin "
-            f"{configured.scheme}://{configured.netloc}; the API key is not sent there. If a gateway "
-            "rewrites result URLs, set the connection's host to that gateway."
-        )
-    return results_url
-
-
-def _port(parts: Any) -> int | None:
-    return parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    """Deprecated: :func:`airflow_provider_batches.policy.check_results_origin` is the rule's home."""
+    warnings.warn(
+        "airflow_provider_batches.client_core.check_results_url is deprecated and will be removed in "
+        "1.0.0; call airflow_provider_batches.policy.check_results_origin(settings.base_url, results_url)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return check_results_origin(settings.base_url, results_url)
 
 
 # -- Results lines --------------------------------------------------------------------------------

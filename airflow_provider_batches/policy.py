@@ -7,7 +7,9 @@
 * the wait's outcome (:class:`WaitEvent`), as a trigger sends it and a resumed task checks it, and
   the exception it ends in (:func:`raise_for_wait_event`);
 * the outcome policy for ended batches (all canceled skips; nothing succeeded fails; errored or
-  expired beyond ``max_error_rate`` fail, else warn).
+  expired beyond ``max_error_rate`` fail, else warn);
+* whether a batch's results can be downloaded (ended, not archived, a ``results_url``), and where
+  the key may be sent for them (the configured API's origin only).
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import SplitResult, urlsplit
 
 from airflow_provider_batches._compat import AirflowSkipException, conf
 from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.errors import (
     AnthropicAPIError,
     APIConnectionError,
+    BatchNotReadyError,
     BatchOutcomeError,
     BatchTimeoutError,
     BatchWaitError,
+    ForeignResultsURLError,
     NotFoundError,
 )
-from airflow_provider_batches.models import COUNT_FIELDS, RESULT_TYPES
+from airflow_provider_batches.models import COUNT_FIELDS, RESULT_TYPES, MessageBatch
 
 if TYPE_CHECKING:
     from logging import Logger
@@ -44,6 +49,8 @@ __all__ = [
     "WaitStatus",
     "check_max_error_rate",
     "check_outcome",
+    "check_results_origin",
+    "check_results_ready",
     "default_deferrable",
     "describe_counts",
     "is_rate_limited",
@@ -51,6 +58,7 @@ __all__ = [
     "is_transient",
     "parse_wait_event",
     "raise_for_wait_event",
+    "results_not_ready_reason",
     "total_counts",
 ]
 
@@ -268,3 +276,49 @@ def check_outcome(
     else:
         log.info("Every request succeeded: %s", summary)
     return totals
+
+
+# -- results readiness ------------------------------------------------------------------------------
+
+
+def results_not_ready_reason(batch: MessageBatch) -> str | None:
+    """Why ``batch`` has no results to download (archived, or not ended), or None when it has."""
+    if batch.archived_at is not None:
+        return (
+            f"batch {batch.id} was archived at {batch.archived_at:%Y-%m-%d %H:%M}Z and its results "
+            "are no longer available"
+        )
+    if not batch.is_ended or not batch.results_url:
+        return (
+            f"batch {batch.id} is {batch.processing_status}; results exist only once it has ended "
+            "(wait with AnthropicBatchSensor or the create operator's wait_for_completion)"
+        )
+    return None
+
+
+def check_results_ready(batches: Sequence[MessageBatch]) -> None:
+    """Raise :class:`BatchNotReadyError` naming every batch whose results cannot be downloaded."""
+    problems = [reason for batch in batches if (reason := results_not_ready_reason(batch))]
+    if problems:
+        raise BatchNotReadyError("; ".join(problems))
+
+
+def check_results_origin(base_url: str, results_url: str) -> str:
+    """``results_url``, if it lies at the configured API's origin (scheme, host, port); else refuse
+    to send the key there."""
+    configured, target = urlsplit(base_url), urlsplit(results_url)
+    if (configured.scheme, configured.hostname, _port(configured)) != (
+        target.scheme,
+        target.hostname,
+        _port(target),
+    ):
+        raise ForeignResultsURLError(
+            f"results_url {target.scheme}://{target.netloc} is not the configured API origin "
+            f"{configured.scheme}://{configured.netloc}; the API key is not sent there. If a gateway "
+            "rewrites result URLs, set the connection's host to that gateway."
+        )
+    return results_url
+
+
+def _port(parts: SplitResult) -> int | None:
+    return parts.port or {"http": 80, "https": 443}.get(parts.scheme)

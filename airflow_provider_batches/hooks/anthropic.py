@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import ssl
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache, partial
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from pydantic import BaseModel, ValidationError
 
+from airflow_provider_batches import policy
 from airflow_provider_batches.bodies import BatchBody as BatchBody  # re-exported: its old home
 from airflow_provider_batches.budget import budgeted, shared_budget
 from airflow_provider_batches.client_core import (
@@ -36,7 +38,6 @@ from airflow_provider_batches.client_core import (
     Plan,
     as_async_chunks,
     batches_path,
-    check_results_url,
     create_batch_plan,
     create_candidates_plan,
     create_watermark_plan,
@@ -54,7 +55,6 @@ from airflow_provider_batches.client_core import (
 from airflow_provider_batches.errors import (
     AnthropicBatchesError,
     APIConnectionError,
-    BatchNotReadyError,
     ConnectionConfigError,
     UnexpectedAnswerError,
 )
@@ -67,7 +67,13 @@ from airflow_provider_batches.models import (
     ModelInfo,
     TokenCount,
 )
-from airflow_provider_batches.policy import DEFAULT_MAX_POLL_INTERVAL, WaitSpec, raise_for_wait_event
+from airflow_provider_batches.policy import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    WaitSpec,
+    check_results_origin,
+    check_results_ready,
+    raise_for_wait_event,
+)
 from airflow_provider_batches.waiting import wait_plan
 
 T = TypeVar("T")
@@ -516,10 +522,9 @@ class AnthropicHook(BaseHook):
 
     @staticmethod
     def check_results_ready(batches: Sequence[MessageBatch]) -> None:
-        """Raise :class:`BatchNotReadyError` naming every batch whose results cannot be downloaded."""
-        problems = [reason for batch in batches if (reason := results_not_ready_reason(batch))]
-        if problems:
-            raise BatchNotReadyError("; ".join(problems))
+        """Raise :class:`~airflow_provider_batches.errors.BatchNotReadyError` naming every batch whose
+        results cannot be downloaded (the rule's home: :mod:`airflow_provider_batches.policy`)."""
+        check_results_ready(batches)
 
     def iter_results_bytes(
         self,
@@ -647,28 +652,24 @@ def _result_line(line: bytes) -> BatchResult:
 
 
 def results_not_ready_reason(batch: MessageBatch) -> str | None:
-    """Why ``batch`` has no results to download (archived, or not ended), or None when it has."""
-    if batch.archived_at is not None:
-        return (
-            f"batch {batch.id} was archived at {batch.archived_at:%Y-%m-%d %H:%M}Z and its results "
-            "are no longer available"
-        )
-    if not batch.is_ended or not batch.results_url:
-        return (
-            f"batch {batch.id} is {batch.processing_status}; results exist only once it has ended "
-            "(wait with AnthropicBatchSensor or the create operator's wait_for_completion)"
-        )
-    return None
+    """Deprecated: :func:`airflow_provider_batches.policy.results_not_ready_reason` is the rule's home."""
+    warnings.warn(
+        "airflow_provider_batches.hooks.anthropic.results_not_ready_reason is deprecated and will be "
+        "removed in 1.0.0; use airflow_provider_batches.policy.results_not_ready_reason",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return policy.results_not_ready_reason(batch)
 
 
 def _results_call(batch: MessageBatch, betas: Sequence[str] | None) -> PlanFactory[httpx.Response]:
-    AnthropicHook.check_results_ready([batch])
+    check_results_ready([batch])
     results_url = batch.results_url
     assert results_url is not None  # checked just above
 
     def plan(settings: ClientSettings) -> Plan[httpx.Response]:
-        check_results_url(settings, results_url)
-        return request_plan(settings, Call("GET", results_url, betas=betas, stream=True))
+        url = check_results_origin(settings.base_url, results_url)
+        return request_plan(settings, Call("GET", url, betas=betas, stream=True))
 
     return plan
 
