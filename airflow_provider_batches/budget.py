@@ -24,14 +24,13 @@ from typing import TypeVar
 import httpx
 
 from airflow_provider_batches.client_core import (
-    DEFAULT_MAX_REQUESTS_PER_MINUTE,
-    ClientSettings,
     Plan,
     Send,
     Sleep,
     is_terminal_response,
     server_retry_after,
 )
+from airflow_provider_batches.client_settings import DEFAULT_MAX_REQUESTS_PER_MINUTE, ClientSettings
 
 __all__ = ["DEFAULT_MAX_REQUESTS_PER_MINUTE", "RequestBudget", "budgeted", "shared_budget"]
 

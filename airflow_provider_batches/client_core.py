@@ -24,6 +24,11 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from airflow_provider_batches.batch_ids import check_batch_id
+from airflow_provider_batches.client_settings import (  # every plan takes ClientSettings: part of this API
+    DEFAULT_ANTHROPIC_VERSION,
+    DEFAULT_BASE_URL,
+    ClientSettings,
+)
 from airflow_provider_batches.errors import (
     AnthropicAPIError,
     APIConnectionError,
@@ -40,8 +45,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
-DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 BATCHES_BETA = "message-batches-2024-09-24"
 USER_AGENT = "airflow-provider-batches"
 
@@ -55,43 +58,6 @@ NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
 )
 #: Listing pages (100 batches each) a lost create's batch is looked for in, newest first.
 CREATE_LOOKUP_PAGES = 10
-#: The waits' default request budget: safe at the lowest tier (50 requests per minute), with room
-#: left for creates and downloads.
-DEFAULT_MAX_REQUESTS_PER_MINUTE = 40
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Everything a client needs, resolved from an Airflow connection. The key never shows in repr."""
-
-    api_key: str = field(repr=False)
-    base_url: str = DEFAULT_BASE_URL
-    anthropic_version: str = DEFAULT_ANTHROPIC_VERSION
-    timeout: float = 600.0
-    connect_timeout: float = 10.0
-    max_retries: int = 2
-    max_retry_wait: float = 300.0
-    betas: tuple[str, ...] = ()
-    #: The waits' request budget for this key in one process (see ``budget``); 0 = unlimited.
-    max_requests_per_minute: int = DEFAULT_MAX_REQUESTS_PER_MINUTE
-
-    def httpx_timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(self.timeout, connect=self.connect_timeout)
-
-    def url(self, path: str) -> str:
-        return self.base_url.rstrip("/") + path
-
-    def redact(self, text: str) -> str:
-        """``text`` with the key in any form it can take there (as is, escaped) replaced by ``***``.
-
-        For text that did not come from this code: a transport error's message, an error body (a
-        gateway may echo the request's headers back).
-        """
-        key = self.api_key
-        for form in dict.fromkeys((key, key.encode("unicode_escape").decode("ascii"), repr(key)[1:-1])):
-            if form:
-                text = text.replace(form, "***")
-        return text
 
 
 # -- Effects --------------------------------------------------------------------------------------

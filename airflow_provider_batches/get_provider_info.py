@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_batches import __version__
+from airflow_provider_batches.client_settings import ClientSettings
 
 INTEGRATION = "Anthropic Message Batches"
 
 
+def _number(value: float) -> float | int:
+    """``600`` rather than ``600.0`` in the form."""
+    return int(value) if float(value).is_integer() else value
+
+
 def get_provider_info() -> dict[str, Any]:
+    defaults = ClientSettings(api_key="")  # the connection form shows ClientSettings' defaults, not copies
     return {
         "package-name": "airflow-provider-batches",
         "name": "Anthropic Message Batches",
@@ -66,24 +73,30 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "timeout": {
                         "label": "Timeout (seconds)",
-                        "schema": {"type": ["number", "null"], "default": 600},
+                        "schema": {"type": ["number", "null"], "default": _number(defaults.timeout)},
                         "description": "Read timeout of one API call.",
+                    },
+                    "connect_timeout": {
+                        "label": "Connect timeout (seconds)",
+                        "schema": {"type": ["number", "null"], "default": _number(defaults.connect_timeout)},
+                        "description": "Timeout of opening a connection to the API.",
                     },
                     "max_retries": {
                         "label": "Max retries",
-                        "schema": {"type": ["integer", "null"], "default": 2},
+                        "schema": {"type": ["integer", "null"], "default": defaults.max_retries},
                         "description": "Retries of a failed call (429, 5xx, 529, network errors).",
                     },
                     "max_retry_wait": {
                         "label": "Max total retry wait (seconds)",
-                        "schema": {"type": ["number", "null"], "default": 300},
+                        "schema": {"type": ["number", "null"], "default": _number(defaults.max_retry_wait)},
                         "description": "Upper bound on the time one call spends waiting between retries.",
                     },
                     "max_requests_per_minute": {
                         "label": "Max requests per minute (waits)",
-                        "schema": {"type": ["integer", "null"], "default": 40},
+                        "schema": {"type": ["integer", "null"], "default": defaults.max_requests_per_minute},
                         "description": "Request budget of the waits (triggers, sensors) per process "
-                        "on this API key; 0 = unlimited. Default 40 fits the lowest tier (50).",
+                        f"on this API key; 0 = unlimited. Default {defaults.max_requests_per_minute} fits "
+                        "the lowest tier (50).",
                     },
                     "betas": {
                         "label": "Default betas",
@@ -92,14 +105,14 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "anthropic_version": {
                         "label": "anthropic-version",
-                        "schema": {"type": ["string", "null"], "default": "2023-06-01"},
+                        "schema": {"type": ["string", "null"], "default": defaults.anthropic_version},
                         "description": "API version header.",
                     },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "login"],
                     "relabeling": {"password": "API Key", "host": "Base URL"},
-                    "placeholders": {"host": "https://api.anthropic.com"},
+                    "placeholders": {"host": defaults.base_url},
                 },
             }
         ],

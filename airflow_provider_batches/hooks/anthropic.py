@@ -27,11 +27,7 @@ from airflow_provider_batches import policy
 from airflow_provider_batches.bodies import BatchBody as BatchBody  # re-exported: its old home
 from airflow_provider_batches.budget import budgeted, shared_budget
 from airflow_provider_batches.client_core import (
-    DEFAULT_ANTHROPIC_VERSION,
-    DEFAULT_BASE_URL,
-    DEFAULT_MAX_REQUESTS_PER_MINUTE,
     Call,
-    ClientSettings,
     CreateCandidates,
     CreateWatermark,
     LineSplitter,
@@ -52,6 +48,7 @@ from airflow_provider_batches.client_core import (
     run_sync,
     same_batch_plan,
 )
+from airflow_provider_batches.client_settings import DEFAULT_BASE_URL, ClientSettings
 from airflow_provider_batches.errors import (
     AnthropicBatchesError,
     APIConnectionError,
@@ -86,6 +83,16 @@ COUNTED_PARAMS = frozenset(
 )
 #: Connection types whose connections this hook reads: its own, and the vendor provider's.
 ACCEPTED_CONN_TYPES = frozenset({"anthropic_batches", "anthropic"})
+#: The extras a connection may set (besides ``betas``), each a ``ClientSettings`` field of that name;
+#: one it leaves out keeps ``ClientSettings``' default, the one home of every connection default.
+CONNECTION_EXTRAS: dict[str, type] = {
+    "anthropic_version": str,
+    "timeout": float,
+    "connect_timeout": float,
+    "max_retries": int,
+    "max_retry_wait": float,
+    "max_requests_per_minute": int,
+}
 
 
 #: Idle connections outlive the longest default poll interval by half, so a wait's next round reuses
@@ -114,19 +121,16 @@ def settings_from_connection(conn: Any, betas: Sequence[str] = ()) -> ClientSett
     extra: Mapping[str, Any] = conn.extra_dejson or {}
     vendor_kwargs = extra.get("anthropic_client_kwargs") or {}
     option = partial(_extra_option, conn_id, {**vendor_kwargs, **extra})
-    conn_betas = option("betas", list, [])
+    conn_betas = option("betas", list) or []
     if isinstance(conn_betas, str):
         conn_betas = [beta.strip() for beta in conn_betas.split(",")]
-    return ClientSettings(
+    options = {name: option(name, kind) for name, kind in CONNECTION_EXTRAS.items()}
+    given = {name: value for name, value in options.items() if value is not None}
+    return ClientSettings(  # what the connection does not set keeps ClientSettings' default
         api_key=api_key,
         base_url=_base_url(conn, vendor_kwargs.get("base_url")),
-        anthropic_version=option("anthropic_version", str, DEFAULT_ANTHROPIC_VERSION),
-        timeout=option("timeout", float, 600.0),
-        connect_timeout=option("connect_timeout", float, 10.0),
-        max_retries=option("max_retries", int, 2),
-        max_retry_wait=option("max_retry_wait", float, 300.0),
-        max_requests_per_minute=option("max_requests_per_minute", int, DEFAULT_MAX_REQUESTS_PER_MINUTE),
         betas=tuple(dict.fromkeys([*conn_betas, *betas])),
+        **given,
     )
 
 
@@ -174,10 +178,11 @@ def _character_kind(char: str) -> str:
     return "not ASCII"
 
 
-def _extra_option(conn_id: str, extra: Mapping[str, Any], name: str, kind: type, default: Any) -> Any:
+def _extra_option(conn_id: str, extra: Mapping[str, Any], name: str, kind: type) -> Any:
+    """The extra ``name`` as a ``kind``, or None when the connection does not set it."""
     value = extra.get(name)
     if value is None or value == "":
-        return default
+        return None
     if kind is list:
         if isinstance(value, (list, str)):
             return value
