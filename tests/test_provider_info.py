@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import subprocess
+import sys
 
 from airflow_provider_batches.get_provider_info import get_provider_info
 from tests.airflow_harness import BIN
@@ -51,3 +52,14 @@ def test_task_anthropic_batch_resolves_to_the_providers_decorator() -> None:
     from airflow_provider_batches.decorators.anthropic_batch import anthropic_batch_task
 
     assert task.anthropic_batch is anthropic_batch_task
+
+
+def test_the_provider_info_imports_nothing_of_airflow() -> None:
+    """Airflow reads it while its own configuration is still loading: an Airflow import there is a cycle."""
+    code = (
+        "import sys, airflow_provider_batches.get_provider_info as info; info.get_provider_info(); "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'airflow'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == "[]"
