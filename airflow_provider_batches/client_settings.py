@@ -16,12 +16,15 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
+    "CONNECTION_TYPE",
     "DEFAULT_ANTHROPIC_VERSION",
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_REQUESTS_PER_MINUTE",
     "ClientSettings",
 ]
 
+#: This provider's connection type: the hook's, and the connection form's.
+CONNECTION_TYPE = "anthropic_batches"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 #: The waits' default request budget: safe at the lowest tier (50 requests per minute), with room

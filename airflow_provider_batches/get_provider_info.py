@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_batches import __version__
-from airflow_provider_batches.client_settings import ClientSettings
+from airflow_provider_batches.client_settings import CONNECTION_TYPE, ClientSettings
 
 INTEGRATION = "Anthropic Message Batches"
 
@@ -69,7 +69,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "hook-class-name": "airflow_provider_batches.hooks.anthropic.AnthropicHook",
                 "hook-name": "Anthropic Message Batches",
-                "connection-type": "anthropic_batches",
+                "connection-type": CONNECTION_TYPE,
                 "conn-fields": {
                     "timeout": {
                         "label": "Timeout (seconds)",

@@ -48,7 +48,7 @@ from airflow_provider_batches.client_core import (
     run_sync,
     same_batch_plan,
 )
-from airflow_provider_batches.client_settings import DEFAULT_BASE_URL, ClientSettings
+from airflow_provider_batches.client_settings import CONNECTION_TYPE, DEFAULT_BASE_URL, ClientSettings
 from airflow_provider_batches.errors import (
     AnthropicBatchesError,
     APIConnectionError,
@@ -82,7 +82,7 @@ COUNTED_PARAMS = frozenset(
     {"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers", "output_config"}
 )
 #: Connection types whose connections this hook reads: its own, and the vendor provider's.
-ACCEPTED_CONN_TYPES = frozenset({"anthropic_batches", "anthropic"})
+ACCEPTED_CONN_TYPES = frozenset({CONNECTION_TYPE, "anthropic"})
 #: The extras a connection may set (besides ``betas``), each a ``ClientSettings`` field of that name;
 #: one it leaves out keeps ``ClientSettings``' default, the one home of every connection default.
 CONNECTION_EXTRAS: dict[str, type] = {
@@ -114,7 +114,7 @@ def settings_from_connection(conn: Any, betas: Sequence[str] = ()) -> ClientSett
     conn_id = getattr(conn, "conn_id", "?")
     if conn.conn_type and conn.conn_type not in ACCEPTED_CONN_TYPES:
         raise ConnectionConfigError(
-            f"connection {conn_id!r} has type {conn.conn_type!r}; use type 'anthropic_batches' "
+            f"connection {conn_id!r} has type {conn.conn_type!r}; use type {CONNECTION_TYPE!r} "
             "(or the vendor provider's 'anthropic')"
         )
     api_key = api_key_of(conn_id, conn.password or os.environ.get("ANTHROPIC_API_KEY", ""))
@@ -223,7 +223,7 @@ class AnthropicHook(BaseHook):
 
     conn_name_attr = "conn_id"
     default_conn_name = "anthropic_default"
-    conn_type = "anthropic_batches"
+    conn_type = CONNECTION_TYPE
     hook_name = "Anthropic Message Batches"
 
     def __init__(

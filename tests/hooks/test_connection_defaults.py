@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_batches.client_core import ClientSettings
+from airflow_provider_batches import testing
+from airflow_provider_batches.client_settings import CONNECTION_TYPE, ClientSettings
 from airflow_provider_batches.get_provider_info import get_provider_info
 from airflow_provider_batches.hooks.anthropic import CONNECTION_EXTRAS, AnthropicHook
 from tests.fakes import API_KEY, BASE_URL
@@ -66,3 +67,10 @@ def test_the_connection_form_shows_the_default_base_url_and_budget() -> None:
     assert connection["ui-field-behaviour"]["placeholders"]["host"] == DEFAULTS.base_url
     budget = form_fields()["max_requests_per_minute"]["description"]
     assert f"Default {DEFAULTS.max_requests_per_minute} " in budget
+
+
+def test_the_hook_the_form_and_the_testing_plugin_name_one_connection_type() -> None:
+    (connection,) = get_provider_info()["connection-types"]
+    named = {AnthropicHook.conn_type, connection["connection-type"], testing.CONNECTION_TYPE}
+
+    assert named == {CONNECTION_TYPE}
