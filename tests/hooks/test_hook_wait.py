@@ -5,6 +5,7 @@ only forwards to it, with a DeprecationWarning."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +17,19 @@ from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import BatchTimeoutError, BatchWaitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.policy import WaitSpec
+from airflow_provider_batches.testing import CONNECTION_ENV_VAR, connection_json
 from tests.operators.support import requests
 
 QUICK = {"poll_interval": 0.01, "max_poll_interval": 0.01}
+
+
+@pytest.fixture
+def emulator(anthropic_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    """The emulator, reached by a connection without a request budget: these tests are about the wait,
+    tests/triggers/test_one_budget.py about its pace."""
+    conn = {**json.loads(connection_json(anthropic_emulator)), "extra": {"max_requests_per_minute": 0}}
+    monkeypatch.setenv(CONNECTION_ENV_VAR, json.dumps(conn))
+    return anthropic_emulator
 
 
 def polls(emulator: Emulator) -> int:
@@ -33,9 +44,9 @@ def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 def test_the_hook_waits_until_every_batch_has_ended_and_returns_their_final_counts(
-    anthropic_emulator: Emulator,
+    emulator: Emulator,
 ) -> None:
-    anthropic_emulator.admin.set_config(processing_seconds=600)
+    emulator.admin.set_config(processing_seconds=600)
     hook = AnthropicHook()
     batch_ids = [hook.create_batch(requests(2)).id, hook.create_batch(requests(3)).id]
     spec = WaitSpec(time.time() + 60, **QUICK)
@@ -43,9 +54,9 @@ def test_the_hook_waits_until_every_batch_has_ended_and_returns_their_final_coun
     waiter = threading.Thread(target=lambda: outcome.update(counts=hook.wait_for_batches(batch_ids, spec)))
 
     waiter.start()
-    until(lambda: polls(anthropic_emulator) >= 4)  # two rounds went by with nothing ended
+    until(lambda: polls(emulator) >= 4)  # two rounds went by with nothing ended
     assert waiter.is_alive()
-    anthropic_emulator.clock.advance(600)  # the batches end
+    emulator.clock.advance(600)  # the batches end
     waiter.join(20)
 
     assert not waiter.is_alive()
@@ -55,8 +66,8 @@ def test_the_hook_waits_until_every_batch_has_ended_and_returns_their_final_coun
     }
 
 
-def test_the_hooks_wait_raises_batch_timeout_error_at_the_deadline(anthropic_emulator: Emulator) -> None:
-    anthropic_emulator.admin.set_config(processing_seconds=600)
+def test_the_hooks_wait_raises_batch_timeout_error_at_the_deadline(emulator: Emulator) -> None:
+    emulator.admin.set_config(processing_seconds=600)
     hook = AnthropicHook()
     batch_id = hook.create_batch(requests(1)).id
 
@@ -64,14 +75,14 @@ def test_the_hooks_wait_raises_batch_timeout_error_at_the_deadline(anthropic_emu
         hook.wait_for_batches([batch_id], WaitSpec(time.time() + 0.3, **QUICK))
 
 
-def test_the_hooks_wait_ends_at_once_on_a_batch_that_does_not_exist(anthropic_emulator: Emulator) -> None:
+def test_the_hooks_wait_ends_at_once_on_a_batch_that_does_not_exist(emulator: Emulator) -> None:
     with pytest.raises(BatchWaitError, match="msgbatch_missing.*not_found_error"):
         AnthropicHook().wait_for_batches(["msgbatch_missing"], WaitSpec(time.time() + 60, **QUICK))
 
-    assert polls(anthropic_emulator) == 1
+    assert polls(emulator) == 1
 
 
-def test_waiting_wait_for_batches_warns_and_forwards_to_the_hook(anthropic_emulator: Emulator) -> None:
+def test_waiting_wait_for_batches_warns_and_forwards_to_the_hook(emulator: Emulator) -> None:
     hook = AnthropicHook()
     batch_id = hook.create_batch(requests(2)).id  # instant lifecycle: ended at once
 
