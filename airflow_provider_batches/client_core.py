@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from airflow_provider_batches._compat import moved_names
 from airflow_provider_batches.batch_ids import check_batch_id
 from airflow_provider_batches.errors import (
     AnthropicAPIError,
@@ -33,7 +34,7 @@ from airflow_provider_batches.errors import (
     error_from_response,
 )
 from airflow_provider_batches.models import MessageBatch, MessageBatchPage, ModelInfo, ModelPage
-from airflow_provider_batches.policy import RETRYABLE_STATUSES, is_retryable_status
+from airflow_provider_batches.policy import is_retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -751,11 +752,13 @@ async def as_async_chunks(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
+#: Names that lived here once: importing them from here still works, with a deprecation warning.
+__getattr__ = moved_names(__name__, {"RETRYABLE_STATUSES": "airflow_provider_batches.policy"})
+
 __all__ = [
     "BATCHES_BETA",
     "DEFAULT_ANTHROPIC_VERSION",
     "DEFAULT_BASE_URL",
-    "RETRYABLE_STATUSES",
     "AnthropicAPIError",
     "Call",
     "ClientSettings",
