@@ -52,7 +52,7 @@ def test_without_a_task_instance_the_record_is_not_durable() -> None:
 
 def test_a_record_survives_the_json_round_trip() -> None:
     record = job(3, per_batch=2)
-    record.slices[0].batch_id = "msgbatch_1"
+    record.round(1).slices[0].batch_id = "msgbatch_1"
 
     assert JobRecord.from_json(record.to_json()) == record
 
@@ -79,12 +79,12 @@ def test_a_record_written_by_the_previous_version_is_still_read() -> None:
     record = JobRecord.from_json(stored)
 
     assert record is not None
-    assert record.batch_ids == ["msgbatch_1"]
+    assert record.all_batch_ids == ["msgbatch_1"]
 
 
 def test_a_record_naming_one_batch_twice_is_refused() -> None:
     record = job(4, per_batch=2)
-    record.slices[0].batch_id = record.slices[1].batch_id = "msgbatch_same"
+    record.round(1).slices[0].batch_id = record.round(1).slices[1].batch_id = "msgbatch_same"
 
     with pytest.raises(JobRecordError, match="msgbatch_same for two parts"):
         JobRecord.from_json(record.to_json())

@@ -18,7 +18,7 @@ from airflow_provider_batches.decorators.anthropic_batch import _AnthropicBatchD
 from airflow_provider_batches.emulator import Emulator, EmulatorConfig
 from airflow_provider_batches.errors import BatchQueueFullError, InputChangedError, RateLimitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.job_state import RECORD_KEY, TaskStateJobStore
+from airflow_provider_batches.job_state import TaskStateJobStore
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.redrive import Redrive
@@ -28,6 +28,7 @@ from tests.operators.support import (
     FakeTaskStateStore,
     TaskDeferred,
     batches_created,
+    recorded_slices,
     request,
     requests,
     task_context,
@@ -190,7 +191,7 @@ def test_a_queue_full_past_the_timeout_fails_without_creating_any_batch(
             create(requests=requests(10), timeout=0.3).execute(task_context(store))
 
         assert batches_created(emulator) == 1  # only the other job's
-        (entry,) = store.values[RECORD_KEY]["slices"]
+        (entry,) = recorded_slices(store)
         assert entry["batch_id"] is None
         assert entry["intent_at"] is None  # a retry has nothing to look for
 
@@ -282,11 +283,11 @@ def test_a_refused_create_takes_its_intent_back(queue_emulator: Emulator) -> Non
     submission.create = refused
     record = submission.run()
 
-    assert record.slices[0].batch_id is None
-    assert record.slices[0].intent_at is None
-    assert record.slices[0].watermark is None
+    assert record.round(1).slices[0].batch_id is None
+    assert record.round(1).slices[0].intent_at is None
+    assert record.round(1).slices[0].watermark is None
     assert record.queue_full_since is not None
-    assert store.values[RECORD_KEY]["slices"][0]["intent_at"] is None
+    assert recorded_slices(store)[0]["intent_at"] is None
 
 
 def test_without_waiting_a_full_queue_fails_and_the_retry_creates_only_the_rest(
@@ -295,7 +296,7 @@ def test_without_waiting_a_full_queue_fails_and_the_retry_creates_only_the_rest(
     store = FakeTaskStateStore()
     with pytest.raises(BatchQueueFullError, match="2 of 4 batches were created"):
         create(wait_for_completion=False).execute(task_context(store))
-    first = [part["batch_id"] for part in store.values[RECORD_KEY]["slices"][:2]]
+    first = [part["batch_id"] for part in recorded_slices(store)[:2]]
 
     queue_emulator.clock.advance(0.7)  # the first two batches end: the queue has room
     manifest = create(wait_for_completion=False).execute(task_context(store))
