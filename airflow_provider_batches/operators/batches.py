@@ -25,10 +25,10 @@ from airflow_provider_batches.job_state import JobRecord, generation_of, job_sto
 from airflow_provider_batches.lineage import create_batch_lineage
 from airflow_provider_batches.links import AnthropicBatchLink
 from airflow_provider_batches.model_check import check_models
+from airflow_provider_batches.operators import cancel_delete
 from airflow_provider_batches.operators.cancel_delete import (
     AnthropicCancelBatchOperator,
     AnthropicDeleteBatchOperator,
-    cancel_batches,
 )
 from airflow_provider_batches.operators.drive import DriveOptions, JobDrive, proof_timeout_message
 from airflow_provider_batches.operators.rounds import ON_EXTERNAL_CANCEL_CHOICES, JobRounds, OnExternalCancel
@@ -427,7 +427,9 @@ class AnthropicCreateBatchOperator(BaseOperator):
             store,
             job,
             log=self.log,
-            cancel=lambda ids, reason: cancel_batches(self.hook, ids, reason=reason, log=self.log),
+            cancel=lambda ids, reason: cancel_delete.cancel_batches(
+                self.hook, ids, reason=reason, log=self.log
+            ),
             generation=generation_of(context),
             on_input_change=self.on_input_change,
             max_requests_in_flight=self.max_requests_in_flight,

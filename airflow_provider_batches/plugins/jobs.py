@@ -117,6 +117,7 @@ def _round(each: RoundRecord) -> dict[str, Any]:
     totals = {name: sum(batch["counts"][name] for batch in batches) for name in COUNT_FIELDS}
     return {
         "number": each.number,
+        "kind": each.kind,
         "request_count": sum(part.count for part in slices),
         "batches": batches,
         "waves": max((batch["wave"] for batch in batches), default=0),

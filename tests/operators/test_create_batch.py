@@ -38,6 +38,7 @@ from tests.operators.support import (
     running_emulator,
     task_context,
 )
+from tests.records import written_by
 
 
 def create(**kwargs: Any) -> AnthropicCreateBatchOperator:
@@ -516,8 +517,7 @@ def test_a_cleared_task_whose_batches_still_run_reattaches(monkeypatch: pytest.M
 def test_a_finished_record_of_the_previous_version_submits_afresh_as_it_did(emulator: Emulator) -> None:
     store = FakeTaskStateStore()
     first = create().execute(task_context(store))
-    store.values[RECORD_KEY]["generation"] = None  # version 1 records have no clear generation
-    store.values[RECORD_KEY]["version"] = 1
+    store.values[RECORD_KEY] = written_by("v1", store.values[RECORD_KEY])  # no clear generation in it
 
     second = create().execute(task_context(store))
 

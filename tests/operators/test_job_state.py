@@ -67,6 +67,41 @@ def test_an_unreadable_record_fails_instead_of_resubmitting(stored: object) -> N
         JobRecord.from_json(stored)
 
 
+def _rounds(*entries: tuple[int, str]) -> dict[str, object]:
+    return {
+        "version": 4,
+        "rounds": [
+            {"number": number, "kind": kind, "fingerprint": "f", "request_count": 1, "slices": []}
+            for number, kind in entries
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        _rounds(),  # no round at all
+        _rounds((2, "first")),  # not numbered from 1
+        _rounds((1, "first"), (3, "redrive")),  # a round missing
+        _rounds((1, "redrive")),  # round 1 sends the whole input
+        _rounds((1, "first"), (2, "again")),  # an unknown kind
+    ],
+    ids=["empty", "from-2", "gap", "first-not-first", "unknown-kind"],
+)
+def test_a_version_4_record_whose_rounds_do_not_follow_each_other_is_unreadable(stored: object) -> None:
+    with pytest.raises(JobRecordError, match="unreadable"):
+        JobRecord.from_json(stored)
+
+
+def test_every_round_is_stored_alike_round_1_first() -> None:
+    stored = job(3, per_batch=2).to_json()
+
+    assert stored["version"] == 4
+    assert [(entry["number"], entry["kind"]) for entry in stored["rounds"]] == [(1, "first")]
+    assert {"fingerprint", "slices", "ended_counts", "redriven"} <= set(stored["rounds"][0])
+    assert not {"fingerprint", "slices", "ended_counts", "redriven"} & set(stored)
+
+
 def test_a_record_written_by_the_previous_version_is_still_read() -> None:
     stored = {
         "version": 1,
