@@ -342,7 +342,7 @@ class AnthropicCreateBatchOperator(BaseOperator):
     def resume_redrive(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Deprecated: the method a task deferred for ``Redrive.delay`` resumed in before it was named
         :meth:`resume_submission` (a trigger serialized then still names it); goes on as that does."""
-        warn_deprecated(f"{type(self).__name__}.resume_redrive", "resume_submission", stacklevel=2)
+        warn_deprecated(f"{type(self).__name__}.resume_redrive", "resume_submission")
         return self.resume_submission(context, event)
 
     def resume_after_proof(self, context: Context, event: Any = None) -> dict[str, Any]:

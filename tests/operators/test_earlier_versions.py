@@ -11,6 +11,7 @@ import pytest
 from airflow.exceptions import AirflowProviderDeprecationWarning
 
 from airflow_provider_batches._compat import REMOVAL_VERSION
+from airflow_provider_batches.decorators.anthropic_batch import _AnthropicBatchDecoratedOperator
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.job_state import RECORD_KEY, RECORD_VERSION, JobRecord, utcnow
@@ -173,4 +174,39 @@ def test_a_task_deferred_by_an_earlier_version_resumes_in_resume_redrive_with_a_
     manifest = resumed_to_the_end(round_2, store, reqs, redrive=policy)
 
     assert manifest["request_counts"]["succeeded"] == 2
+    assert batches_created(emulator) == 2
+
+
+def test_a_decorated_task_deferred_by_an_earlier_version_runs_its_function_again_in_resume_redrive(
+    emulator: Emulator,
+) -> None:
+    """``@task.anthropic_batch`` has no alias of its own: the inherited method resumes through the
+    decorated ``resume_submission``, which runs the function again for the round's requests."""
+    calls: list[int] = []
+
+    def questions() -> list[dict[str, Any]]:
+        calls.append(1)
+        return redriven_job()
+
+    def decorated() -> _AnthropicBatchDecoratedOperator:
+        return _AnthropicBatchDecoratedOperator(
+            task_id="create", python_callable=questions, poll_interval=0.05, deferrable=True, redrive=policy
+        )
+
+    store = FakeTaskStateStore()
+    policy = Redrive(delay=3600)
+    with pytest.raises(TaskDeferred) as round_1:
+        decorated().execute(task_context(store))
+    with pytest.raises(TaskDeferred):
+        decorated().execute_complete(
+            task_context(store), event=ended_event(round_1.value.trigger), **round_1.value.kwargs
+        )
+    store.values[RECORD_KEY]["rounds"][1]["not_before"] = utcnow().isoformat()
+    before = len(calls)
+
+    with pytest.warns(AirflowProviderDeprecationWarning), pytest.raises(TaskDeferred) as round_2:
+        decorated().resume_redrive(task_context(store), event=None)
+
+    assert len(calls) > before  # the function gave the round's requests again
+    assert isinstance(round_2.value.trigger, AnthropicBatchTrigger)
     assert batches_created(emulator) == 2
