@@ -154,7 +154,7 @@ class JobDrive:
                 counts = self.without_proofs(record, self._wait(record, current, waiting))
                 current.record_ended(counts)
                 self.store.save(record)
-                self.rounds.forget_input()  # time passed: the next wave or round reads the input again
+            self.rounds.forget_input()  # time passed: the next wave or round reads the input again
             self._settle(current)
 
     def resume_after_wait(self, record: JobRecord, event: Any) -> dict[str, Any]:

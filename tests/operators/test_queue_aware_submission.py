@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -394,3 +395,31 @@ def test_a_decorated_task_resumed_between_waves_runs_its_function_again(queue_em
     assert len(calls) == 2  # at the start, and for the held-back slices; not to end the job
     assert manifest["request_counts"]["succeeded"] == 40
     assert batches_created(queue_emulator) == 4
+
+
+def test_an_input_edited_during_a_pause_for_a_full_queue_is_caught_by_the_next_create(
+    queue_emulator: Emulator, tmp_path: Path
+) -> None:
+    """Every try of a create after a pause reads the input again: edited during the second pause (the
+    first try's input already read twice), nothing is created."""
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in requests(10)))
+    queue_emulator.admin.set_config(processing_seconds=600)
+    AnthropicHook().create_batch(requests(25))  # fills the key's queue until the clock moves
+    pauses: list[datetime] = []
+
+    class EditedWhilePaused(AnthropicCreateBatchOperator):
+        def pause(self, until: datetime) -> None:
+            pauses.append(until)
+            if len(pauses) == 2:
+                path.write_text("".join(json.dumps(line) + "\n" for line in requests(10, text="edited")))
+            super().pause(until)
+
+    operator = EditedWhilePaused(
+        task_id="create", requests_path=str(path), poll_interval=0.05, max_requests_per_batch=10
+    )
+    with pytest.raises(InputChangedError, match="1 slice\\(s\\) were not sent \\(round 1\\)"):
+        operator.execute(task_context())
+
+    assert len(pauses) == 2
+    assert batches_created(queue_emulator) == 1  # the other job's
