@@ -13,7 +13,6 @@ import email.utils
 import logging
 import random
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from airflow_provider_batches._compat import moved_names, warn_deprecated
 from airflow_provider_batches.batch_ids import check_batch_id
 from airflow_provider_batches.client_settings import (  # every plan takes ClientSettings: part of this API
     DEFAULT_ANTHROPIC_VERSION,
@@ -38,7 +38,7 @@ from airflow_provider_batches.errors import (
     error_from_response,
 )
 from airflow_provider_batches.models import MessageBatch, MessageBatchPage, ModelInfo, ModelPage
-from airflow_provider_batches.policy import RETRYABLE_STATUSES, check_results_origin, is_retryable_status
+from airflow_provider_batches.policy import check_results_origin, is_retryable_status
 
 log = logging.getLogger(__name__)
 
@@ -627,11 +627,9 @@ def _describe_watermark(watermark: CreateWatermark) -> str:
 
 def check_results_url(settings: ClientSettings, results_url: str) -> str:
     """Deprecated: :func:`airflow_provider_batches.policy.check_results_origin` is the rule's home."""
-    warnings.warn(
-        "airflow_provider_batches.client_core.check_results_url is deprecated and will be removed in "
-        "1.0.0; call airflow_provider_batches.policy.check_results_origin(settings.base_url, results_url)",
-        DeprecationWarning,
-        stacklevel=2,
+    warn_deprecated(
+        f"{__name__}.check_results_url(settings, url)",
+        "airflow_provider_batches.policy.check_results_origin(settings.base_url, url)",
     )
     return check_results_origin(settings.base_url, results_url)
 
@@ -708,11 +706,13 @@ async def as_async_chunks(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
+#: Names that lived here once: importing them from here still works, with a deprecation warning.
+__getattr__ = moved_names(__name__, {"RETRYABLE_STATUSES": "airflow_provider_batches.policy"})
+
 __all__ = [
     "BATCHES_BETA",
     "DEFAULT_ANTHROPIC_VERSION",
     "DEFAULT_BASE_URL",
-    "RETRYABLE_STATUSES",
     "AnthropicAPIError",
     "Call",
     "ClientSettings",

@@ -1,10 +1,11 @@
 """The durable record of what a create task submitted, so that a retry re-attaches instead of paying twice.
 
-One JSON record per task instance (all tries share it): the input's fingerprint; for each batch of
-the split job the intent to create it (written *before* the paid call, with the watermark that
-bounds the search for a lost answer's batch), its id (written right after the call returns) and the
-digest of its custom_ids; and, once the job is complete, its final counts, so that a retry after
-success returns the same manifest without any call. Where it is kept:
+One JSON record per task instance (all tries share it): the job's rounds, each alike (round 1 sends
+the whole input, each later round what the round before sent again), with its fingerprint and, for
+each batch of its split, the intent to create it (written *before* the paid call, with the watermark
+that bounds the search for a lost answer's batch), its id (written right after the call returns), the
+digest of its custom_ids and, once it ended, its counts; and whether the job finished, so that a retry
+after success returns the same manifest without any call. Where it is kept:
 
 * ``task_state_store`` (Airflow 3.3+): durable, scoped to the task instance, shared by its tries,
   kept for :data:`RECORD_RETENTION` (a batch's whole life: 24 h processing + 29 days of results).
@@ -27,7 +28,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from airflow_provider_batches.errors import JobRecordError
 from airflow_provider_batches.requests import PreparedJob
@@ -36,9 +37,14 @@ log = logging.getLogger(__name__)
 
 #: The task_state_store key. Renaming it breaks re-attaching for tries already in flight.
 RECORD_KEY = "anthropic_batch_job"
-RECORD_VERSION = 3
-#: Versions this code reads (version 1 lacks watermarks and custom_id digests, 2 lacks rounds).
-READABLE_VERSIONS = (1, 2, 3)
+RECORD_VERSION = 4
+#: Versions this code reads: 1 lacks watermarks and custom_id digests, 2 lacks follow-up rounds, 3
+#: keeps round 1 apart (the input's fingerprint, ``slices``, ``ended_counts`` and ``redriven`` at the
+#: top, the later rounds in ``rounds``); 4 keeps every round in ``rounds``, round 1 first.
+READABLE_VERSIONS = (1, 2, 3, 4)
+#: What a round sends: the whole input (round 1), what the re-drive policy selects from the round
+#: before (counted by ``Redrive.max_rounds``), or the unfinished requests of canceled batches.
+RoundKind = Literal["first", "redrive", "resume"]
 #: A batch processes for up to 24 h and its results stay 29 days: the record outlives both.
 RECORD_RETENTION = timedelta(days=31)
 
@@ -84,10 +90,12 @@ class SliceRecord:
 
 @dataclass
 class RoundRecord:
-    """A follow-up round (re-drive): the failed requests of the round before, submitted again.
+    """One round of the job: the whole input (round 1), or requests of the round before sent again.
 
     Recorded (with its fingerprint and split) *before* any of its creates, so a retry recomputes the
-    same round from the earlier round's results and re-attaches instead of submitting it twice.
+    same round (from the input, or the earlier round's results) and re-attaches instead of submitting
+    it twice. Its slices may be created in waves (``max_requests_in_flight``, a full queue); it has
+    ended once every slice's batch has.
     """
 
     number: int
@@ -99,9 +107,9 @@ class RoundRecord:
     ended_counts: dict[str, dict[str, int]] | None = None
     #: Per result type, how many of this round's results were sent again in the next round.
     redriven: dict[str, int] | None = None
-    #: ``redrive``: counted by ``Redrive.max_rounds``; ``resume``: only the unfinished requests of
-    #: canceled batches, sent again (not counted: each follows a cancel).
-    kind: str = "redrive"
+    #: ``first``: the whole input; ``redrive``: counted by ``Redrive.max_rounds``; ``resume``: only the
+    #: unfinished requests of canceled batches, sent again (not counted: each follows a cancel).
+    kind: RoundKind = "redrive"
     #: Canceled batches of the round before whose unfinished requests this round sends again.
     resumed_batches: list[str] = field(default_factory=list)
 
@@ -112,14 +120,17 @@ class RoundRecord:
         number: int,
         *,
         not_before: str | None = None,
-        kind: str = "redrive",
+        kind: RoundKind = "redrive",
         resumed_batches: Sequence[str] = (),
     ) -> RoundRecord:
         return cls(
             number,
             job.fingerprint,
             job.request_count,
-            _slices_of(job),
+            [
+                SliceRecord(count=part.count, sha256=part.sha256, ids_digest=part.ids_digest)
+                for part in job.slices
+            ],
             not_before,
             kind=kind,
             resumed_batches=list(resumed_batches),
@@ -129,47 +140,57 @@ class RoundRecord:
     def batch_ids(self) -> list[str]:
         return [part.batch_id for part in self.slices if part.batch_id]
 
+    @property
+    def waiting_batch_ids(self) -> list[str]:
+        """The round's batches created and not yet ended: what the next wait is for."""
+        return [part.batch_id for part in self.slices if part.batch_id and part.ended_counts is None]
+
+    @property
+    def unsubmitted(self) -> int:
+        """How many slices have no batch yet (held back by ``max_requests_in_flight`` or a full queue)."""
+        return sum(1 for part in self.slices if part.batch_id is None)
+
+    def record_ended(self, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """The final counts of some of the round's batches; once every slice's batch has ended, the
+        round has ended (``ended_counts``)."""
+        for part in self.slices:
+            if part.batch_id is not None and part.batch_id in counts:
+                part.ended_counts = dict(counts[part.batch_id])
+        ended = {
+            part.batch_id: part.ended_counts
+            for part in self.slices
+            if part.batch_id and part.ended_counts is not None
+        }
+        if len(ended) == len(self.slices):
+            self.ended_counts = {batch_id: dict(batch_counts) for batch_id, batch_counts in ended.items()}
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RoundRecord:
         round_record = cls(**{**data, "slices": [SliceRecord(**part) for part in data["slices"]]})
-        _slices_ended(round_record.slices, round_record.ended_counts)
+        if round_record.kind not in get_args(RoundKind):
+            raise ValueError(f"round {round_record.number}: unknown kind {round_record.kind!r}")
+        # A round that ended has every slice ended: records of versions before ``SliceRecord.ended_counts``
+        # kept the counts per round only, and a retry must not take their slices for batches in flight.
+        for part in round_record.slices:
+            ended = (round_record.ended_counts or {}).get(part.batch_id or "")
+            if part.ended_counts is None and ended is not None:
+                part.ended_counts = dict(ended)
         return round_record
-
-
-def _slices_ended(slices: list[SliceRecord], ended_counts: Mapping[str, Mapping[str, int]] | None) -> None:
-    """A round that ended has every slice ended: records of versions before ``SliceRecord.ended_counts``
-    kept the counts per round only, and a retry must not take their slices for batches in flight."""
-    for part in slices:
-        if ended_counts and part.ended_counts is None and part.batch_id and part.batch_id in ended_counts:
-            part.ended_counts = dict(ended_counts[part.batch_id])
-
-
-def _slices_of(job: PreparedJob) -> list[SliceRecord]:
-    return [
-        SliceRecord(count=part.count, sha256=part.sha256, ids_digest=part.ids_digest) for part in job.slices
-    ]
 
 
 @dataclass
 class JobRecord:
     """What a create task has submitted for one input; ``finished`` once a try completed the job."""
 
-    fingerprint: str
-    request_count: int
-    slices: list[SliceRecord]
+    #: Every round of the job in order, round 1 (the whole input) first; never empty.
+    rounds: list[RoundRecord]
     #: ``max_tries`` of the task instance when the job started: a clear raises it.
     generation: int | None = None
-    #: Final counts per batch, once every batch has ended (a waiting job).
-    ended_counts: dict[str, dict[str, int]] | None = None
     finished: bool = False
     expires_at: str | None = None
     version: int = RECORD_VERSION
     #: The re-drive policy (``Redrive.to_json``) the job runs with; None: no re-drive.
     redrive: dict[str, Any] | None = None
-    #: Redriven result counts of the first round (the later rounds keep theirs in ``rounds``).
-    redriven: dict[str, int] | None = None
-    #: Follow-up rounds (re-drive), in order: round 2 first.
-    rounds: list[RoundRecord] = field(default_factory=list)
     #: When a create was first refused because the processing queue was full, with none of the
     #: job's batches in flight (reset by the next create): how long the job has waited for room.
     queue_full_since: str | None = None
@@ -179,32 +200,40 @@ class JobRecord:
 
     @classmethod
     def for_job(cls, job: PreparedJob, *, generation: int | None = None) -> JobRecord:
-        return cls(
-            fingerprint=job.fingerprint,
-            request_count=job.request_count,
-            slices=_slices_of(job),
-            generation=generation,
-        )
+        return cls(rounds=[RoundRecord.for_job(job, 1, kind="first")], generation=generation)
+
+    @property
+    def fingerprint(self) -> str:
+        """The input's fingerprint: round 1 sends the whole input."""
+        return self.rounds[0].fingerprint
+
+    @property
+    def request_count(self) -> int:
+        return self.rounds[0].request_count
+
+    @property
+    def current(self) -> RoundRecord:
+        """The round in flight (or the last one, once ended)."""
+        return self.rounds[-1]
+
+    def round(self, number: int) -> RoundRecord:
+        return self.rounds[number - 1]
 
     def matches(self, job: PreparedJob) -> bool:
         """Same input, split the same way: the batches on record are this job's."""
-        return self.fingerprint == job.fingerprint and [s.sha256 for s in self.slices] == [
+        return self.fingerprint == job.fingerprint and [s.sha256 for s in self.rounds[0].slices] == [
             part.sha256 for part in job.slices
         ]
 
     @property
-    def batch_ids(self) -> list[str]:
-        return [part.batch_id for part in self.slices if part.batch_id]
-
-    @property
     def all_batch_ids(self) -> list[str]:
         """The batches of every round, first round first."""
-        return [*self.batch_ids, *(batch_id for later in self.rounds for batch_id in later.batch_ids)]
+        return [batch_id for each in self.rounds for batch_id in each.batch_ids]
 
     @property
     def all_slices(self) -> list[SliceRecord]:
         """The slices of every round, first round first."""
-        return [*self.slices, *(part for later in self.rounds for part in later.slices)]
+        return [part for each in self.rounds for part in each.slices]
 
     @property
     def proof_pending(self) -> bool:
@@ -215,20 +244,18 @@ class JobRecord:
     def known_batch_ids(self) -> list[str]:
         """Every batch this job ever made, in every round, replaced ones included: never another
         slice's batch (the ``exclude`` of every lost-create search)."""
-        slices = [*self.slices, *(part for later in self.rounds for part in later.slices)]
-        return [*self.all_batch_ids, *(old for part in slices for old in part.replaced)]
+        return [*self.all_batch_ids, *(old for part in self.all_slices for old in part.replaced)]
 
     def batches(self) -> dict[str, dict[str, Any]]:
         """Per batch of every round: its request count, custom_id digest and the custom_id of its proof
         request (the results transfer checks the first two and strips the proof's line)."""
-        slices = [*self.slices, *(part for later in self.rounds for part in later.slices)]
         return {
             part.batch_id: {
                 "request_count": part.count,
                 "custom_ids_digest": part.ids_digest,
                 **({"proof_custom_id": part.proof_id} if part.proof_id else {}),
             }
-            for part in slices
+            for part in self.all_slices
             if part.batch_id
         }
 
@@ -266,25 +293,41 @@ class JobRecord:
         if not isinstance(data, Mapping) or data.get("version") not in READABLE_VERSIONS:
             raise _unreadable(data)
         try:
+            rounds = [RoundRecord.from_json(entry) for entry in stored_rounds(data)]
+            if [each.number for each in rounds] != list(range(1, len(rounds) + 1)) or rounds[
+                0
+            ].kind != "first":
+                raise ValueError("the rounds are not numbered 1, 2, ... from the first")
             record = cls(
-                fingerprint=str(data["fingerprint"]),
-                request_count=int(data["request_count"]),
-                slices=[SliceRecord(**part) for part in data["slices"]],
+                rounds=rounds,
                 generation=data.get("generation"),
-                ended_counts=data.get("ended_counts"),
                 finished=bool(data.get("finished", False)),
                 expires_at=data.get("expires_at"),
                 redrive=data.get("redrive"),
-                redriven=data.get("redriven"),
-                rounds=[RoundRecord.from_json(entry) for entry in data.get("rounds", [])],
                 queue_full_since=data.get("queue_full_since"),
                 own_cancels=dict(data.get("own_cancels") or {}),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise _unreadable(data) from exc
-        _slices_ended(record.slices, record.ended_counts)
         record.check_consistent()
         return record
+
+
+def stored_rounds(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The rounds of a stored record as version 4 keeps them: versions 1 to 3 kept round 1 (the whole
+    input) at the top of the record and only the later rounds in ``rounds``."""
+    if data["version"] >= 4:
+        return list(data["rounds"])
+    first = {
+        "number": 1,
+        "kind": "first",
+        "fingerprint": str(data["fingerprint"]),
+        "request_count": int(data["request_count"]),
+        "slices": data["slices"],
+        "ended_counts": data.get("ended_counts"),
+        "redriven": data.get("redriven"),
+    }
+    return [first, *data.get("rounds", [])]
 
 
 def _unreadable(data: Any) -> JobRecordError:
@@ -412,8 +455,17 @@ class VariableJobStore:
         owners = legacy_owners(*self._identity)
         if owners:
             named = "; ".join(f"DAG {d!r} run {r!r} task {t!r}" for d, r, t in owners[:5])
-            batches = stored.get("slices") if isinstance(stored, Mapping) else None
-            ids = [part.get("batch_id") for part in batches or () if isinstance(part, Mapping)]
+            try:
+                rounds = stored_rounds(stored)
+            except (KeyError, TypeError, ValueError):
+                rounds = []
+            ids = [
+                part.get("batch_id")
+                for each in rounds
+                if isinstance(each, Mapping)
+                for part in each.get("slices") or ()
+                if isinstance(part, Mapping)
+            ]
             raise JobRecordError(
                 f"a batch job record is kept under the ambiguous name {self.legacy_key!r} (written by an "
                 f"earlier provider version), which is also the earlier name of {named}: it may be another "

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from airflow_provider_batches import models, policy
+from airflow_provider_batches._compat import moved_names, warn_deprecated
 from airflow_provider_batches.client_core import (
     ClientSettings,
     Plan,
@@ -25,32 +26,37 @@ from airflow_provider_batches.client_core import (
     list_page_plan,
 )
 from airflow_provider_batches.errors import BatchWaitError
-from airflow_provider_batches.models import COUNT_FIELDS, MessageBatch
+from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.policy import (
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_PROGRESS_INTERVAL,
     WAIT_STATUSES,
-    WaitEvent,
     WaitSpec,
     WaitStatus,
     is_rate_limited,
-    is_transient,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_batches.policy import WaitEvent
+
+#: Names that lived here once: importing them from here still works, with a deprecation warning.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "COUNT_FIELDS": "airflow_provider_batches.models",
+        "DEFAULT_MAX_POLL_INTERVAL": "airflow_provider_batches.policy",
+        "DEFAULT_POLL_INTERVAL": "airflow_provider_batches.policy",
+        "DEFAULT_PROGRESS_INTERVAL": "airflow_provider_batches.policy",
+        "WaitEvent": "airflow_provider_batches.policy",
+        "is_transient": "airflow_provider_batches.policy",
+    },
 )
 
 __all__ = [
-    "COUNT_FIELDS",
-    "DEFAULT_MAX_POLL_INTERVAL",
-    "DEFAULT_POLL_INTERVAL",
-    "DEFAULT_PROGRESS_INTERVAL",
     "WAIT_STATUSES",
     "Survey",
-    "WaitEvent",
     "WaitProgress",
     "WaitSpec",
     "WaitStatus",
     "describe_elapsed",
-    "is_transient",
     "judge_round",
     "poll_plan",
     "poll_round",
@@ -101,7 +107,7 @@ def judge_round(
     failures = 0
     for batch_id, outcome in outcomes.items():
         if isinstance(outcome, Exception):
-            if not is_transient(outcome, now=time.time(), not_found_grace_until=not_found_grace_until):
+            if not policy.is_transient(outcome, now=time.time(), not_found_grace_until=not_found_grace_until):
                 raise BatchWaitError(f"polling batch {batch_id} failed: {outcome}") from outcome
             if is_rate_limited(outcome):
                 log.info("Polling batch %s was rate limited, will try again: %s", batch_id, outcome)
@@ -155,7 +161,7 @@ class WaitProgress:
     #: What the progress lines say the wait is for (``round 2, wave 3 of 5``); empty: nothing.
     label: str = ""
     #: Seconds between progress lines (0: none).
-    progress_interval: float = DEFAULT_PROGRESS_INTERVAL
+    progress_interval: float = policy.DEFAULT_PROGRESS_INTERVAL
     #: Wall-clock epoch seconds the wait began (a trigger rebuilt in a new triggerer keeps it).
     started: float = field(default_factory=time.time)
     #: The last status and counts seen of each batch (from the polls the wait makes anyway).
@@ -186,17 +192,17 @@ class WaitProgress:
     def describe(self, now: float, *, ended: bool = False) -> str:
         """One line: batches per status, requests per result type, elapsed time, round and wave."""
         statuses: dict[str, int] = {}
-        counts = dict.fromkeys(COUNT_FIELDS, 0)
+        counts = dict.fromkeys(models.COUNT_FIELDS, 0)
         for batch_id in self.batch_ids:
             if batch_id in self.ended:
                 status, batch_counts = "ended", self.ended[batch_id]
             else:
                 status, batch_counts = self.latest.get(batch_id, ("not yet seen", {}))
             statuses[status] = statuses.get(status, 0) + 1
-            for name in COUNT_FIELDS:
+            for name in models.COUNT_FIELDS:
                 counts[name] += int(batch_counts.get(name, 0))
         batches = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
-        requests = ", ".join(f"{counts[name]} {name}" for name in COUNT_FIELDS)
+        requests = ", ".join(f"{counts[name]} {name}" for name in models.COUNT_FIELDS)
         where = f" ({self.label})" if self.label else ""
         head = "Ended" if ended else "Still waiting"
         return (
@@ -211,19 +217,21 @@ class WaitProgress:
         """The wait's event once it is over (every batch ended, too many failed rounds), else None."""
         self.ended.update(newly_ended)
         if len(self.ended) == len(self.batch_ids):
-            return WaitEvent("success", self.batch_ids, f"{len(self.ended)} batch(es) ended", self.ended)
+            return policy.WaitEvent(
+                "success", self.batch_ids, f"{len(self.ended)} batch(es) ended", self.ended
+            )
         self.failed_rounds = self.failed_rounds + 1 if failures else 0
         if self.failed_rounds >= MAX_CONSECUTIVE_ERRORS:
             return self.error(f"polling failed {self.failed_rounds} rounds in a row")
         return None
 
     def error(self, message: str) -> WaitEvent:
-        return WaitEvent("error", self.batch_ids, message, self.ended)
+        return policy.WaitEvent("error", self.batch_ids, message, self.ended)
 
     def timeout(self) -> WaitEvent:
         waiting = ", ".join(self.pending())
         message = f"batch(es) {waiting} had not ended by the deadline"
-        return WaitEvent("timeout", self.batch_ids, message, self.ended)
+        return policy.WaitEvent("timeout", self.batch_ids, message, self.ended)
 
 
 def wait_plan(
@@ -333,11 +341,8 @@ def wait_for_batches(
     hook: Any, batch_ids: Sequence[str], spec: WaitSpec, *, log: logging.Logger
 ) -> dict[str, dict[str, int]]:
     """Deprecated: call ``hook.wait_for_batches(batch_ids, spec, log=log)``; the wait's I/O is the hook's."""
-    warnings.warn(
-        "airflow_provider_batches.waiting.wait_for_batches is deprecated and will be removed in 1.0.0; "
-        "call AnthropicHook.wait_for_batches(batch_ids, spec, log=log)",
-        DeprecationWarning,
-        stacklevel=2,
+    warn_deprecated(
+        f"{__name__}.wait_for_batches", "AnthropicHook.wait_for_batches(batch_ids, spec, log=log)"
     )
     counts: dict[str, dict[str, int]] = hook.wait_for_batches(batch_ids, spec, log=log)
     return counts

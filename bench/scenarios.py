@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_batches.waiting import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
+from airflow_provider_batches.policy import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
 from bench.data import batch_body_files, body_file, requests_file
 from bench.emulator import EmulatorProcess
 from bench.measure import MIB, Measurement, run_variant

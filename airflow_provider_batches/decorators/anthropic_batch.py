@@ -93,8 +93,6 @@ class _AnthropicBatchDecoratedOperator(DecoratedOperator, AnthropicCreateBatchOp
         with self._function_output(context):
             return super().resume_submission(context, event)
 
-    resume_redrive = resume_submission
-
     def source(self) -> RequestSource:
         """The function's output, spooled on first use: a resumed task (held-back slices, re-drive
         rounds) runs the function again, and the job record refuses an output that changed."""

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import ssl
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache, partial
 from typing import Any, TypeVar
@@ -23,8 +22,8 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from pydantic import BaseModel, ValidationError
 
-from airflow_provider_batches import policy
-from airflow_provider_batches.bodies import BatchBody as BatchBody  # re-exported: its old home
+from airflow_provider_batches import bodies
+from airflow_provider_batches._compat import moved_names
 from airflow_provider_batches.budget import budgeted, shared_budget
 from airflow_provider_batches.client_core import (
     Call,
@@ -76,6 +75,15 @@ from airflow_provider_batches.waiting import wait_plan
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 PlanFactory = Callable[[ClientSettings], Plan[T]]
+
+#: Names that lived here once: importing them from here still works, with a deprecation warning.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "BatchBody": "airflow_provider_batches.bodies",
+        "results_not_ready_reason": "airflow_provider_batches.policy",
+    },
+)
 
 #: Params that count_tokens accepts; the others (max_tokens, temperature...) do not change the count.
 COUNTED_PARAMS = frozenset(
@@ -310,9 +318,6 @@ class AnthropicHook(BaseHook):
     def _paced(plan: Plan[T], settings: ClientSettings, budget: bool) -> Plan[T]:
         return budgeted(plan, shared_budget(settings)) if budget else plan
 
-    _run = run_plan
-    _arun = arun_plan
-
     # -- waiting ----------------------------------------------------------------------------------
 
     def wait_for_batches(
@@ -333,25 +338,27 @@ class AnthropicHook(BaseHook):
 
     def create_message(self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None) -> Message:
         """``POST /v1/messages``: one synchronous (full price) message."""
-        return self._run(_parsed(Message, Call("POST", "/v1/messages", json_body=params, betas=betas)))
+        return self.run_plan(_parsed(Message, Call("POST", "/v1/messages", json_body=params, betas=betas)))
 
     async def acreate_message(
         self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None
     ) -> Message:
-        return await self._arun(_parsed(Message, Call("POST", "/v1/messages", json_body=params, betas=betas)))
+        return await self.arun_plan(
+            _parsed(Message, Call("POST", "/v1/messages", json_body=params, betas=betas))
+        )
 
     def count_tokens(self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None) -> int:
         """``POST /v1/messages/count_tokens``: input tokens of one request (free; other params dropped)."""
-        return self._run(_count_tokens_call(params, betas)).input_tokens
+        return self.run_plan(_count_tokens_call(params, betas)).input_tokens
 
     async def acount_tokens(self, params: Mapping[str, Any], *, betas: Sequence[str] | None = None) -> int:
-        return (await self._arun(_count_tokens_call(params, betas))).input_tokens
+        return (await self.arun_plan(_count_tokens_call(params, betas))).input_tokens
 
     # -- batches ----------------------------------------------------------------------------------
 
     def create_batch(
         self,
-        requests: Sequence[Mapping[str, Any]] | BatchBody,
+        requests: Sequence[Mapping[str, Any]] | bodies.BatchBody,
         *,
         betas: Sequence[str] | None = None,
         watermark: CreateWatermark | None = None,
@@ -365,24 +372,24 @@ class AnthropicHook(BaseHook):
         ``look_up_lost=False`` a lost answer raises
         :class:`~airflow_provider_batches.errors.CreateAnswerLostError` instead (nothing adopted).
         """
-        return self._run(_create_batch(requests, betas, watermark, exclude, look_up_lost, to_async=False))
+        return self.run_plan(_create_batch(requests, betas, watermark, exclude, look_up_lost, to_async=False))
 
     async def acreate_batch(
         self,
-        requests: Sequence[Mapping[str, Any]] | BatchBody,
+        requests: Sequence[Mapping[str, Any]] | bodies.BatchBody,
         *,
         betas: Sequence[str] | None = None,
         watermark: CreateWatermark | None = None,
         exclude: Iterable[str] = (),
     ) -> MessageBatch:
-        return await self._arun(_create_batch(requests, betas, watermark, exclude, True, to_async=True))
+        return await self.arun_plan(_create_batch(requests, betas, watermark, exclude, True, to_async=True))
 
     def get_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         """``GET /v1/messages/batches/{id}``: idempotent, meant for polling."""
-        return self._run(partial(get_batch_plan, batch_id=batch_id, betas=betas))
+        return self.run_plan(partial(get_batch_plan, batch_id=batch_id, betas=betas))
 
     async def aget_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
-        return await self._arun(partial(get_batch_plan, batch_id=batch_id, betas=betas))
+        return await self.arun_plan(partial(get_batch_plan, batch_id=batch_id, betas=betas))
 
     def list_batches(
         self,
@@ -393,7 +400,7 @@ class AnthropicHook(BaseHook):
         betas: Sequence[str] | None = None,
     ) -> MessageBatchPage:
         """One page of ``GET /v1/messages/batches``, newest first."""
-        return self._run(
+        return self.run_plan(
             partial(list_page_plan, limit=limit, before_id=before_id, after_id=after_id, betas=betas)
         )
 
@@ -405,7 +412,7 @@ class AnthropicHook(BaseHook):
         after_id: str | None = None,
         betas: Sequence[str] | None = None,
     ) -> MessageBatchPage:
-        return await self._arun(
+        return await self.arun_plan(
             partial(list_page_plan, limit=limit, before_id=before_id, after_id=after_id, betas=betas)
         )
 
@@ -435,31 +442,31 @@ class AnthropicHook(BaseHook):
 
     def cancel_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
         """``POST /v1/messages/batches/{id}/cancel``: the batch moves to ``canceling``."""
-        return self._run(
+        return self.run_plan(
             _about(batch_id, MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas))
         )
 
     async def acancel_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> MessageBatch:
-        return await self._arun(
+        return await self.arun_plan(
             _about(batch_id, MessageBatch, Call("POST", batches_path(batch_id, "cancel"), betas=betas))
         )
 
     def delete_batch(self, batch_id: str, *, betas: Sequence[str] | None = None) -> DeletedMessageBatch:
         """``DELETE /v1/messages/batches/{id}``: only once the batch has ended."""
-        return self._run(
+        return self.run_plan(
             _about(batch_id, DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
         )
 
     async def adelete_batch(
         self, batch_id: str, *, betas: Sequence[str] | None = None
     ) -> DeletedMessageBatch:
-        return await self._arun(
+        return await self.arun_plan(
             _about(batch_id, DeletedMessageBatch, Call("DELETE", batches_path(batch_id), betas=betas))
         )
 
     def create_watermark(self, *, betas: Sequence[str] | None = None) -> CreateWatermark:
         """The newest batch listed now: take it right before a paid create, to find a lost answer's batch."""
-        return self._run(partial(create_watermark_plan, betas=betas))
+        return self.run_plan(partial(create_watermark_plan, betas=betas))
 
     def find_created_batch(
         self,
@@ -472,7 +479,7 @@ class AnthropicHook(BaseHook):
     ) -> MessageBatch | None:
         """The one batch a lost create made after ``watermark``, or None; any doubt raises
         :class:`~airflow_provider_batches.errors.BatchCreateUncertainError`."""
-        return self._run(
+        return self.run_plan(
             partial(
                 find_created_batch_plan,
                 watermark=watermark,
@@ -512,7 +519,7 @@ class AnthropicHook(BaseHook):
     ) -> CreateCandidates:
         """The batches a lost create may have made (see
         :func:`~airflow_provider_batches.client_core.create_candidates_plan`): none of them is proven."""
-        return self._run(
+        return self.run_plan(
             partial(
                 create_candidates_plan,
                 watermark=watermark,
@@ -541,7 +548,7 @@ class AnthropicHook(BaseHook):
         """The raw JSONL bytes from the batch's ``results_url``, streamed: for copying without parsing."""
         if isinstance(batch, str):
             batch = self.get_batch(batch, betas=betas)
-        response = self._run(_results_call(batch, betas))
+        response = self.run_plan(_results_call(batch, betas))
         try:
             yield from response.iter_bytes(chunk_size)
         except httpx.TransportError as exc:
@@ -558,7 +565,7 @@ class AnthropicHook(BaseHook):
     ) -> AsyncIterator[bytes]:
         if isinstance(batch, str):
             batch = await self.aget_batch(batch, betas=betas)
-        response = await self._arun(_results_call(batch, betas))
+        response = await self.arun_plan(_results_call(batch, betas))
         try:
             async for chunk in response.aiter_bytes(chunk_size):
                 yield chunk
@@ -618,7 +625,7 @@ def _count_tokens_call(params: Mapping[str, Any], betas: Sequence[str] | None) -
 
 
 def _create_batch(
-    requests: Sequence[Mapping[str, Any]] | BatchBody,
+    requests: Sequence[Mapping[str, Any]] | bodies.BatchBody,
     betas: Sequence[str] | None,
     watermark: CreateWatermark | None,
     exclude: Iterable[str],
@@ -626,7 +633,7 @@ def _create_batch(
     *,
     to_async: bool,
 ) -> PlanFactory[MessageBatch]:
-    if isinstance(requests, BatchBody):
+    if isinstance(requests, bodies.BatchBody):
         chunks = requests.chunks
         body: Callable[[], Any] = (lambda: as_async_chunks(chunks())) if to_async else chunks
         call = Call("POST", batches_path(), body=body, betas=betas, idempotent=False)
@@ -654,17 +661,6 @@ def _result_line(line: bytes) -> BatchResult:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(line)"
         raise UnexpectedAnswerError(f"a results line is not a result ({where}: {first['msg']})") from None
-
-
-def results_not_ready_reason(batch: MessageBatch) -> str | None:
-    """Deprecated: :func:`airflow_provider_batches.policy.results_not_ready_reason` is the rule's home."""
-    warnings.warn(
-        "airflow_provider_batches.hooks.anthropic.results_not_ready_reason is deprecated and will be "
-        "removed in 1.0.0; use airflow_provider_batches.policy.results_not_ready_reason",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return policy.results_not_ready_reason(batch)
 
 
 def _results_call(batch: MessageBatch, betas: Sequence[str] | None) -> PlanFactory[httpx.Response]:

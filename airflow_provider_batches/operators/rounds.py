@@ -1,22 +1,21 @@
-"""The rounds of a re-driven job: which round is in flight, what the next one sends, the final outcome.
+"""The rounds of a job: what each one sends, what the next one sends again, the final outcome.
 
-Round 1 is the job as submitted (the record's ``slices``); each later round is a
-:class:`~airflow_provider_batches.job_state.RoundRecord`, recorded before any of its creates. The
-next round is computed from the ended round's results, streamed (only the failing custom_ids are
-kept), and its requests are the *original* lines of the input for those custom_ids
-(:meth:`RequestSource.subset`), split by the same limits. Computing it again gives the same round,
-so a retry that finds a round recorded recomputes it and re-attaches instead of sending it twice.
+Every round is a :class:`~airflow_provider_batches.job_state.RoundRecord`, recorded before any of its
+creates: round 1 sends the whole input; each later round is computed from the ended round's results,
+streamed (only the failing custom_ids are kept), and its requests are the *original* lines of the
+input for those custom_ids (:meth:`RequestSource.subset`), split by the same limits. Computing a
+round again gives the same round, so a retry that finds it recorded re-attaches instead of sending
+it twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_batches.errors import APIConnectionError, BatchCanceledError, InputChangedError
-from airflow_provider_batches.job_state import JobRecord, RoundRecord, SliceRecord, utcnow
+from airflow_provider_batches.job_state import JobRecord, RoundKind, RoundRecord, utcnow
 from airflow_provider_batches.policy import total_counts
 from airflow_provider_batches.redrive import Redrive, Selection, select_retryable
 from airflow_provider_batches.requests import PreparedJob, RequestSource, prepare_job
@@ -35,76 +34,16 @@ ON_EXTERNAL_CANCEL_CHOICES: tuple[str, ...] = ("fail", "resume")
 UNFINISHED_KINDS = ("canceled", "expired")
 
 
-@dataclass(frozen=True)
-class RoundState:
-    """The round in flight (or the last one, once ended)."""
-
-    number: int
-    batch_ids: list[str]
-    ended_counts: dict[str, dict[str, int]] | None
-    record: RoundRecord | None  # None for round 1 (the record's own slices)
-
-
-def current_round(record: JobRecord) -> RoundState:
-    if record.rounds:
-        last = record.rounds[-1]
-        return RoundState(last.number, last.batch_ids, last.ended_counts, last)
-    return RoundState(1, record.batch_ids, record.ended_counts, None)
-
-
-def set_round_ended(record: JobRecord, number: int, counts: Mapping[str, Mapping[str, int]]) -> None:
-    ended = {batch_id: dict(batch_counts) for batch_id, batch_counts in counts.items()}
-    if number == 1:
-        record.ended_counts = ended
-    else:
-        record.rounds[number - 2].ended_counts = ended
-
-
-def round_batch_ids(record: JobRecord, number: int) -> list[str]:
-    return record.batch_ids if number == 1 else record.rounds[number - 2].batch_ids
-
-
-def round_slices(record: JobRecord, number: int) -> list[SliceRecord]:
-    return record.slices if number == 1 else record.rounds[number - 2].slices
-
-
-def waiting_batch_ids(record: JobRecord, number: int) -> list[str]:
-    """The round's batches created and not yet ended: what the next wait is for."""
-    return [
-        part.batch_id for part in round_slices(record, number) if part.batch_id and part.ended_counts is None
-    ]
-
-
-def wait_label(record: JobRecord, number: int, waiting: list[str]) -> str:
+def wait_label(current: RoundRecord, waiting: list[str]) -> str:
     """What a wait's progress lines say it is for: the round and, when the round is sent in waves
     (``max_requests_in_flight``, a full queue), which of its batches are in flight."""
-    slices = round_slices(record, number)
-    label = f"round {number}"
-    created = sum(1 for part in slices if part.batch_id)
+    slices = current.slices
+    label = f"round {current.number}"
+    created = len(slices) - current.unsubmitted
     if created < len(slices) or len(waiting) < created:
         ended = sum(1 for part in slices if part.ended_counts is not None)
         label += f", wave: {len(waiting)} batch(es) in flight, {ended} of {len(slices)} ended"
     return label
-
-
-def unsubmitted_slices(record: JobRecord, number: int) -> int:
-    """How many slices of the round have no batch yet (held back by ``max_requests_in_flight`` or a
-    full processing queue)."""
-    return sum(1 for part in round_slices(record, number) if part.batch_id is None)
-
-
-def record_batches_ended(record: JobRecord, number: int, counts: Mapping[str, Mapping[str, int]]) -> None:
-    """Record the final counts of some of the round's batches; once every slice's batch has ended, the
-    round has ended."""
-    slices = round_slices(record, number)
-    for part in slices:
-        if part.batch_id is not None and part.batch_id in counts:
-            part.ended_counts = dict(counts[part.batch_id])
-    ended = {
-        part.batch_id: part.ended_counts for part in slices if part.batch_id and part.ended_counts is not None
-    }
-    if len(ended) == len(slices):
-        set_round_ended(record, number, ended)
 
 
 def check_input_unchanged(record: JobRecord, job: PreparedJob, number: int) -> None:
@@ -113,9 +52,9 @@ def check_input_unchanged(record: JobRecord, job: PreparedJob, number: int) -> N
     sent (nor its answer published under the first fingerprint)."""
     if record.matches(job):
         return
-    recorded = number <= 1 + len(record.rounds)
+    recorded = number <= len(record.rounds)
     unsent = (
-        f"{unsubmitted_slices(record, number)} slice(s) were not sent (round {number})"
+        f"{record.round(number).unsubmitted} slice(s) were not sent (round {number})"
         if recorded
         else f"round {number} was not sent"
     )
@@ -183,9 +122,9 @@ def sent_again(
     """Whether a failure of round ``number`` (in ``batch_id``) was sent again by the next round: the
     rule :meth:`JobRounds.job_of` rebuilds that round by (a resume round resends only its resumed
     batches' unfinished requests; a re-drive round, what ``policy`` selects)."""
-    if number > len(record.rounds):
+    if number >= len(record.rounds):
         return False
-    following = record.rounds[number - 1]
+    following = record.round(number + 1)
     redrive = policy if following.kind == "redrive" else None
     return _Resume(redrive, batch_id in following.resumed_batches).reason(kind, error_type) is not None
 
@@ -193,35 +132,13 @@ def sent_again(
 def final_counts(record: JobRecord) -> dict[str, int] | None:
     """Per result type, the job's outcome after every round: each request counted once, by its last
     answer. None while a round is still waiting."""
-    rounds = [(record.ended_counts, record.redriven)]
-    rounds += [(later.ended_counts, later.redriven) for later in record.rounds]
     final: dict[str, int] = {}
-    for ended, redriven in rounds:
-        if ended is None:
+    for each in record.rounds:
+        if each.ended_counts is None:
             return None
-        for kind, count in total_counts(ended).items():
-            final[kind] = final.get(kind, 0) + count - (redriven or {}).get(kind, 0)
+        for kind, count in total_counts(each.ended_counts).items():
+            final[kind] = final.get(kind, 0) + count - (each.redriven or {}).get(kind, 0)
     return final
-
-
-def rounds_manifest(record: JobRecord) -> list[dict[str, Any]]:
-    """The manifest's ``rounds``: per round its batches, requests sent, counts and what went on."""
-    entries = [(1, "first", record.batch_ids, record.request_count, record.ended_counts, record.redriven)]
-    entries += [
-        (later.number, later.kind, later.batch_ids, later.request_count, later.ended_counts, later.redriven)
-        for later in record.rounds
-    ]
-    return [
-        {
-            "round": number,
-            "kind": kind,
-            "batch_ids": batch_ids,
-            "request_count": count,
-            "request_counts": total_counts(ended) if ended is not None else None,
-            "redriven": dict(redriven or {}),
-        }
-        for number, kind, batch_ids, count, ended, redriven in entries
-    ]
 
 
 class JobRounds:
@@ -254,30 +171,27 @@ class JobRounds:
         """Record on ``record`` what the ended round sends again; the next round (not yet saved), or
         None when nothing is left to send. No call unless a batch was canceled or a re-drive round is
         left."""
-        state = current_round(record)
-        resumed = self._canceled_batches(record, state.number)
+        ended = record.current
+        resumed = self._canceled_batches(record, ended)
         redrive = self._redrive_left(record)
         if not resumed and redrive is None:
             return None
-        selection = self._select(state.batch_ids, redrive, resumed)
-        redriven = selection.redriven_counts()
-        if state.record is None:
-            record.redriven = redriven
-        else:
-            state.record.redriven = redriven
+        selection = self._select(ended.batch_ids, redrive, resumed)
+        ended.redriven = selection.redriven_counts()
         if not selection.custom_ids:
-            self.log.info("Round %d left nothing to send again", state.number)
+            self.log.info("Round %d left nothing to send again", ended.number)
             return None
-        number = state.number + 1
+        number = ended.number + 1
         job = self._prepare(record, selection.custom_ids, number)
         self._jobs[number] = job
         delay = self.policy.delay if self.policy is not None else 0.0
         not_before = (utcnow() + timedelta(seconds=delay)).isoformat() if delay else None
-        kind = "resume" if all(reason.endswith(":resumed") for reason in selection.reasons) else "redrive"
+        resumes = all(reason.endswith(":resumed") for reason in selection.reasons)
+        kind: RoundKind = "resume" if resumes else "redrive"
         self.log.info(
             "Sending %d request(s) of round %d again as round %d (%s), in %d batch(es)",
             job.request_count,
-            state.number,
+            ended.number,
             number,
             ", ".join(f"{count} {reason}" for reason, count in sorted(selection.reasons.items())),
             len(job.slices),
@@ -285,13 +199,16 @@ class JobRounds:
         return RoundRecord.for_job(job, number, not_before=not_before, kind=kind, resumed_batches=resumed)
 
     def job_of(self, record: JobRecord, number: int) -> PreparedJob:
-        """Round ``number``'s requests, computed again from round ``number - 1``'s results (and the input
-        checked again) unless this step already did."""
+        """Round ``number``'s requests, read again (the input checked again) unless this step already
+        did: the whole input for round 1, else what round ``number - 1``'s results give again."""
         if number not in self._jobs:
-            planned = record.rounds[number - 2]
-            redrive = self.policy if planned.kind == "redrive" else None
-            selection = self._select(round_batch_ids(record, number - 1), redrive, planned.resumed_batches)
-            self._jobs[number] = self._prepare(record, selection.custom_ids, number)
+            planned = record.round(number)
+            custom_ids = None
+            if planned.kind != "first":
+                redrive = self.policy if planned.kind == "redrive" else None
+                before = record.round(number - 1).batch_ids
+                custom_ids = self._select(before, redrive, planned.resumed_batches).custom_ids
+            self._jobs[number] = self._prepare(record, custom_ids, number)
         return self._jobs[number]
 
     def forget_input(self) -> None:
@@ -302,7 +219,7 @@ class JobRounds:
         """The re-drive policy, if it allows another round (resume rounds are not counted)."""
         if self.policy is None:
             return None
-        used = 1 + sum(1 for later in record.rounds if later.kind == "redrive")
+        used = sum(1 for each in record.rounds if each.kind != "resume")
         if used >= self.policy.max_rounds:
             self.log.info(
                 "Round %d was the last re-drive allowed (max_rounds=%d)", used, self.policy.max_rounds
@@ -310,12 +227,12 @@ class JobRounds:
             return None
         return self.policy
 
-    def _canceled_batches(self, record: JobRecord, number: int) -> list[str]:
+    def _canceled_batches(self, record: JobRecord, ended: RoundRecord) -> list[str]:
         """The round's batches that ended with canceled requests because the batch was canceled (one
         GET each; the emulator can also make single requests end canceled): the job's own cancels, and
         others' with ``on_external_cancel="resume"``; anyone else's cancel raises."""
         canceled = []
-        for part in round_slices(record, number):
+        for part in ended.slices:
             if part.batch_id is None or not (part.ended_counts or {}).get("canceled"):
                 continue
             batch = self.hook.get_batch(part.batch_id)
@@ -333,16 +250,18 @@ class JobRounds:
             self._source = self._source_of()
         return self._source
 
-    def _prepare(self, record: JobRecord, custom_ids: set[str], number: int) -> PreparedJob:
-        """The round's lines, then the whole input checked against the job's fingerprint: read in that
-        order, a line edited before the check fails it, and one edited after it fails the body's own
-        digest as it streams (nothing is created)."""
-        subset = prepare_job(
-            self.source.subset(custom_ids), max_requests=self.max_requests, max_bytes=self.max_bytes
-        )
+    def _prepare(self, record: JobRecord, custom_ids: set[str] | None, number: int) -> PreparedJob:
+        """The round's lines (None: the whole input), then the whole input checked against the job's
+        fingerprint: read in that order, a line edited before the check fails it, and one edited after
+        it fails the body's own digest as it streams (nothing is created)."""
+        subset = None
+        if custom_ids is not None:
+            subset = prepare_job(
+                self.source.subset(custom_ids), max_requests=self.max_requests, max_bytes=self.max_bytes
+            )
         whole = prepare_job(self.source, max_requests=self.max_requests, max_bytes=self.max_bytes)
         check_input_unchanged(record, whole, number)
-        return subset
+        return whole if subset is None else subset
 
     def _select(self, batch_ids: list[str], redrive: Redrive | None, resumed: Collection[str]) -> Selection:
         """The custom_ids to send again from the round's batches, results streamed (a broken stream is

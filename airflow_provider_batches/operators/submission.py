@@ -137,17 +137,13 @@ class JobSubmission:
         if record.finished:
             return record
         record.queue_full_since = None  # each try waits its own ``timeout`` for room in the queue
-        self._submit(record, record.slices)
+        self._submit(record, record.round(1).slices)  # ``self.job`` is the whole input: round 1
         return record
 
-    def submit_held_back(self, record: JobRecord) -> None:
-        """Create the first round's parts held back earlier, now that some of its batches ended."""
-        self._submit(record, record.slices)
-
     def run_round(self, record: JobRecord, round_record: RoundRecord) -> None:
-        """Bring a follow-up round (``self.job`` is its subset of the input) in line with the API, with
-        the same proof as the first round: intent and watermark first, every batch of every round
-        excluded from a lost create's search."""
+        """Bring a round (``self.job`` is what it sends: the whole input, or a subset of it) in line with
+        the API, each alike: intent, watermark and proof id first, every batch of every round excluded
+        from a lost create's search."""
         if round_record.fingerprint != self.job.fingerprint:
             raise JobRecordError(
                 f"round {round_record.number} on record (fingerprint {round_record.fingerprint[:16]}) is not "
@@ -210,19 +206,19 @@ class JobSubmission:
             if record.finished and cleared:
                 self.log.info(
                     "The task was cleared after its job (batches %s) finished: submitting the input afresh",
-                    ", ".join(record.batch_ids),
+                    ", ".join(record.all_batch_ids),
                 )
                 return JobRecord.for_job(self.job, generation=self.generation)
             if record.finished:
                 self.log.info(
                     "An earlier try of this task finished this job (batches %s): returning its manifest "
                     "without any paid call",
-                    ", ".join(record.batch_ids),
+                    ", ".join(record.all_batch_ids),
                 )
             else:
                 self.log.info(
                     "Resuming the job an earlier try started (batches on record: %s)",
-                    ", ".join(record.batch_ids) or "none yet",
+                    ", ".join(record.all_batch_ids) or "none yet",
                 )
                 if self.generation is not None and record.generation != self.generation:
                     # A cleared try takes the job over: its own retries must re-attach, not take the

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from airflow_provider_batches.errors import JobRecordError
-from airflow_provider_batches.job_state import JobRecord, SliceRecord
+from airflow_provider_batches.job_state import JobRecord, RoundRecord, SliceRecord
 from airflow_provider_batches.links import console_url
 from airflow_provider_batches.models import COUNT_FIELDS
 from airflow_provider_batches.operators.rounds import final_counts
@@ -96,7 +96,8 @@ def _waves(slices: Sequence[SliceRecord]) -> list[int]:
     return waves
 
 
-def _round(number: int, slices: Sequence[SliceRecord], redriven: Mapping[str, int] | None) -> dict[str, Any]:
+def _round(each: RoundRecord) -> dict[str, Any]:
+    slices = each.slices
     batches: list[dict[str, Any]] = []
     for part, wave in zip(slices, _waves(slices), strict=True):
         counts = _counts(part.ended_counts)
@@ -115,13 +116,14 @@ def _round(number: int, slices: Sequence[SliceRecord], redriven: Mapping[str, in
         )
     totals = {name: sum(batch["counts"][name] for batch in batches) for name in COUNT_FIELDS}
     return {
-        "number": number,
+        "number": each.number,
+        "kind": each.kind,
         "request_count": sum(part.count for part in slices),
         "batches": batches,
         "waves": max((batch["wave"] for batch in batches), default=0),
         "held_back": sum(1 for part in slices if part.batch_id is None),
         "counts": totals,
-        "redriven": dict(redriven or {}),
+        "redriven": dict(each.redriven or {}),
     }
 
 
@@ -171,8 +173,8 @@ def _error_types(record: JobRecord, create_manifest: Mapping[str, Any] | None) -
         if isinstance(entry, Mapping)
     ]
     tally: Counter[str] = Counter()
-    for counts in [record.redriven, *(later.redriven for later in record.rounds)]:
-        tally.update(counts or {})
+    for each in record.rounds:
+        tally.update(each.redriven or {})
     redriven: list[dict[str, Any]] = [
         {"type": kind, "count": count, "source": "re-driven", "example": "", "rounds": []}
         for kind, count in sorted(tally.items(), key=lambda item: (-item[1], item[0]))
@@ -199,8 +201,7 @@ def build_job(source: JobSource) -> dict[str, Any]:
         return {**view, "state": "unreadable", "problem": str(exc), "rounds": [], "batch_ids": []}
     if record is None:
         return {**view, "state": "no record", "rounds": [], "batch_ids": []}
-    rounds = [_round(1, record.slices, record.redriven)]
-    rounds += [_round(later.number, later.slices, later.redriven) for later in record.rounds]
+    rounds = [_round(each) for each in record.rounds]
     final = final_counts(record)
     if final is None and source.create_manifest:
         final = _counts(source.create_manifest.get("request_counts"))

@@ -16,11 +16,12 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import Asset, BaseOperator, Context, ObjectStoragePath
 
-from airflow_provider_batches._compat import AirflowFailException
+from airflow_provider_batches import models
+from airflow_provider_batches._compat import AirflowFailException, moved_names
 from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.errors import AnthropicBatchesError, APIConnectionError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
@@ -36,33 +37,42 @@ from airflow_provider_batches.spend import (
     estimate_of,
 )
 from airflow_provider_batches.structured_output import OutputSchema, StructuredOutput
+from airflow_provider_batches.transfers import verification, writer
 from airflow_provider_batches.transfers._publish import StagedFile, Staging, remove_if_exists, uri_of
 from airflow_provider_batches.transfers.outputs import OutputFormat, OutputOptions, ResultOutputs
 from airflow_provider_batches.transfers.parquet_writer import DEFAULT_ROW_GROUP_SIZE
 from airflow_provider_batches.transfers.rounds import check_merged, round_ledgers, rounds_of
 from airflow_provider_batches.transfers.verification import (
-    RESULT_TYPES,
     BatchIdentity,
-    BatchLedger,
-    ResultsVerificationError,
     expected_identities,
     parse_result_block,
     parse_result_line,
     unchecked_reason,
 )
-from airflow_provider_batches.transfers.writer import Route, TransferProgress, copy_results
+from airflow_provider_batches.transfers.writer import Route, copy_results
+
+if TYPE_CHECKING:
+    from airflow_provider_batches.transfers.verification import BatchLedger
+    from airflow_provider_batches.transfers.writer import TransferProgress
 
 __all__ = [
     "MANIFEST_NAME",
-    "RESULT_TYPES",
     "AnthropicBatchResultsToObjectStorageOperator",
-    "BatchLedger",
     "DestinationConflictError",
-    "ResultsVerificationError",
-    "TransferProgress",
     "parse_result_block",
     "parse_result_line",
 ]
+
+#: Names that lived here once: importing them from here still works, with a deprecation warning.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "RESULT_TYPES": "airflow_provider_batches.models",
+        "BatchLedger": "airflow_provider_batches.transfers.verification",
+        "ResultsVerificationError": "airflow_provider_batches.transfers.verification",
+        "TransferProgress": "airflow_provider_batches.transfers.writer",
+    },
+)
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
@@ -292,7 +302,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         expected: Mapping[str, BatchIdentity],
     ) -> dict[str, Any]:
         started_at = datetime.now(timezone.utc)
-        progress = TransferProgress(self.log, self.progress_interval)
+        progress = writer.TransferProgress(self.log, self.progress_interval)
         staging = Staging(destination, gzip_level=self.gzip_level if self.compression == "gzip" else None)
         outputs = ResultOutputs(staging, self.output_options)
         self._staging = staging
@@ -301,7 +311,8 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             ledgers, merged = round_ledgers(batches, expected, self._rounds, self._proofs)
         else:
             ledgers = [
-                BatchLedger(batch, expected.get(batch.id), self._proofs.get(batch.id)) for batch in batches
+                verification.BatchLedger(batch, expected.get(batch.id), self._proofs.get(batch.id))
+                for batch in batches
             ]
         file_counts: dict[str, dict[str, int]] = {}
         try:
@@ -354,7 +365,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         progress: TransferProgress,
         file_counts: dict[str, dict[str, int]],
     ) -> None:
-        by_kind: dict[str, StagedFile] = {kind: outputs.open(kind) for kind in RESULT_TYPES}
+        by_kind: dict[str, StagedFile] = {kind: outputs.open(kind) for kind in models.RESULT_TYPES}
 
         def route(kind: str) -> StagedFile:
             if kind not in by_kind:  # a result type newer than this code: it gets its own file
@@ -465,7 +476,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         file_counts: dict[str, dict[str, int]],
         started_at: datetime,
     ) -> dict[str, Any]:
-        totals: dict[str, int] = dict.fromkeys(RESULT_TYPES, 0)
+        totals: dict[str, int] = dict.fromkeys(models.RESULT_TYPES, 0)
         for ledger in ledgers:
             for kind, count in ledger.published_counts.items():
                 totals[kind] = totals.get(kind, 0) + count

@@ -4,7 +4,8 @@ Triggers of one connection in one triggerer share a poller (:mod:`.poller`): one
 listing pages covering many batches per request, the connection's request budget. Each trigger
 keeps its poll interval and back-off, and nothing a fresh triggerer could not rebuild from
 ``serialize()``: the deadline and the 404 grace window are wall-clock epoch seconds. It yields
-exactly one event, whose shape :func:`parse_wait_event` checks when the task resumes.
+exactly one event, whose shape :func:`~airflow_provider_batches.policy.parse_wait_event` checks when
+the task resumes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_batches._compat import moved_names
 from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.policy import (
@@ -26,11 +28,13 @@ from airflow_provider_batches.policy import (
     WaitEvent,
     WaitSpec,
     WaitStatus,
-    parse_wait_event,
 )
 from airflow_provider_batches.triggers import poller as poller_module
 
-__all__ = ["AnthropicBatchTrigger", "parse_wait_event"]
+__all__ = ["AnthropicBatchTrigger"]
+
+#: Names that lived here once: importing them from here still works, with a deprecation warning.
+__getattr__ = moved_names(__name__, {"parse_wait_event": "airflow_provider_batches.policy"})
 
 #: Bound on the cancel calls ``on_kill`` makes (the triggerer also bounds ``on_kill``).
 CANCEL_TIMEOUT_SECONDS = 20.0

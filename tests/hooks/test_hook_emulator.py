@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from airflow_provider_batches import errors
+from airflow_provider_batches.bodies import BatchBody
 from airflow_provider_batches.emulator import Emulator
-from airflow_provider_batches.hooks.anthropic import AnthropicHook, BatchBody
+from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.models import ErroredResult, SucceededResult
 
 MODEL = "claude-sonnet-4-6"

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from airflow_provider_batches import errors
-from airflow_provider_batches.hooks.anthropic import CLIENT_LIMITS, AnthropicHook, BatchBody
+from airflow_provider_batches.bodies import BatchBody
+from airflow_provider_batches.hooks.anthropic import CLIENT_LIMITS, AnthropicHook
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.policy import DEFAULT_MAX_POLL_INTERVAL
 from tests.fakes import API_KEY, BASE_URL, Recorder, batch_json, error, listing_json

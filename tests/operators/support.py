@@ -17,6 +17,7 @@ except ImportError:  # Airflow 3.1
 __all__ = ["AirflowSensorTimeout", "AirflowSkipException", "TaskDeferred"]
 
 from airflow_provider_batches.emulator import Emulator, EmulatorConfig
+from airflow_provider_batches.job_state import RECORD_KEY
 from airflow_provider_batches.testing import CONNECTION_ENV_VAR, connection_json
 
 MODEL = "claude-emulator-test"
@@ -65,6 +66,11 @@ def task_context(store: FakeTaskStateStore | None = None, *, max_tries: int = 0)
         "ti": FakeTI(max_tries),
         "task_state_store": store if store is not None else FakeTaskStateStore(),
     }
+
+
+def recorded_slices(store: FakeTaskStateStore, number: int = 1) -> list[dict[str, Any]]:
+    """The slices of round ``number`` as the job record stores them."""
+    return list(store.values[RECORD_KEY]["rounds"][number - 1]["slices"])
 
 
 def batches_created(emulator: Emulator) -> int:

@@ -32,11 +32,13 @@ from tests.operators.support import (
     FakeTaskStateStore,
     TaskDeferred,
     batches_created,
+    recorded_slices,
     request,
     requests,
     running_emulator,
     task_context,
 )
+from tests.records import written_by
 
 
 def create(**kwargs: Any) -> AnthropicCreateBatchOperator:
@@ -298,7 +300,7 @@ def named(prefix: str, count: int) -> list[dict[str, Any]]:
 def test_a_retry_after_a_crash_while_waiting_reattaches(emulator: Emulator) -> None:
     store = FakeTaskStateStore()
     submission_for(store, requests(2)).run()  # created and recorded; the worker then dies waiting
-    recorded = [part["batch_id"] for part in store.values[RECORD_KEY]["slices"]]
+    recorded = [part["batch_id"] for part in recorded_slices(store)]
 
     manifest = create().execute(task_context(store))
 
@@ -399,8 +401,8 @@ def test_a_lost_create_with_a_same_size_batch_made_in_the_same_moment_adopts_onl
 
     record = racing.run()
 
-    assert record.slices[0].batch_id not in theirs
-    assert custom_ids_of(record.slices[0].batch_id or "") == {f"mine-{index}" for index in range(5)}
+    assert record.round(1).slices[0].batch_id not in theirs
+    assert custom_ids_of(record.round(1).slices[0].batch_id or "") == {f"mine-{index}" for index in range(5)}
     assert batches_created(emulator) == 2
 
 
@@ -508,15 +510,14 @@ def test_a_cleared_task_whose_batches_still_run_reattaches(monkeypatch: pytest.M
 
         manifest = create(wait_for_completion=False).execute(task_context(store, max_tries=3))
 
-        assert manifest["batch_ids"] == [part["batch_id"] for part in store.values[RECORD_KEY]["slices"]]
+        assert manifest["batch_ids"] == [part["batch_id"] for part in recorded_slices(store)]
         assert batches_created(emulator) == 1
 
 
 def test_a_finished_record_of_the_previous_version_submits_afresh_as_it_did(emulator: Emulator) -> None:
     store = FakeTaskStateStore()
     first = create().execute(task_context(store))
-    store.values[RECORD_KEY]["generation"] = None  # version 1 records have no clear generation
-    store.values[RECORD_KEY]["version"] = 1
+    store.values[RECORD_KEY] = written_by("v1", store.values[RECORD_KEY])  # no clear generation in it
 
     second = create().execute(task_context(store))
 
@@ -527,7 +528,7 @@ def test_an_input_edited_between_tries_fails_before_any_paid_call(monkeypatch: p
     with running_emulator(monkeypatch, processing_seconds=600) as emulator:
         store = FakeTaskStateStore()
         submission_for(store, requests(2)).run()  # try 1 created its batch, then died waiting
-        (earlier,) = [part["batch_id"] for part in store.values[RECORD_KEY]["slices"]]
+        (earlier,) = [part["batch_id"] for part in recorded_slices(store)]
 
         with pytest.raises(InputChangedError, match=f"{earlier}.*on_input_change='cancel_and_resubmit'"):
             create(requests=requests(3)).execute(task_context(store))
@@ -540,7 +541,7 @@ def test_an_input_edited_between_tries_can_cancel_and_resubmit(monkeypatch: pyte
     with running_emulator(monkeypatch, processing_seconds=600) as emulator:
         store = FakeTaskStateStore()
         submission_for(store, requests(2)).run()
-        (earlier,) = [part["batch_id"] for part in store.values[RECORD_KEY]["slices"]]
+        (earlier,) = [part["batch_id"] for part in recorded_slices(store)]
 
         manifest = create(
             requests=requests(3), on_input_change="cancel_and_resubmit", wait_for_completion=False
@@ -569,7 +570,7 @@ def test_an_unknown_on_input_change_is_refused() -> None:
 def test_a_record_naming_one_batch_twice_fails_fast_instead_of_waiting_forever(emulator: Emulator) -> None:
     store = FakeTaskStateStore()
     submission_for(store, requests(4), max_requests_per_batch=2).run()
-    slices = store.values[RECORD_KEY]["slices"]
+    slices = recorded_slices(store)
     slices[1]["batch_id"] = slices[0]["batch_id"]
 
     with pytest.raises(JobRecordError, match="for two parts of the job"):
@@ -584,7 +585,7 @@ def test_the_intent_and_watermark_are_recorded_before_the_paid_call(emulator: Em
     real = inspecting.create
 
     def inspect_then_create(part: Any, watermark: Any, exclude: Any, proof_id: Any) -> Any:
-        (slice_record,) = store.values[RECORD_KEY]["slices"]
+        (slice_record,) = recorded_slices(store)
         assert slice_record["intent_at"]
         assert slice_record["watermark"] == {"newest_id": None, "newest_created_at": None}
         assert slice_record["batch_id"] is None
@@ -593,7 +594,7 @@ def test_the_intent_and_watermark_are_recorded_before_the_paid_call(emulator: Em
     inspecting.create = inspect_then_create
     inspecting.run()
 
-    assert store.values[RECORD_KEY]["slices"][0]["batch_id"]
+    assert recorded_slices(store)[0]["batch_id"]
 
 
 def test_the_manifest_carries_each_batchs_custom_id_digest(emulator: Emulator) -> None:

@@ -52,7 +52,7 @@ def test_without_a_task_instance_the_record_is_not_durable() -> None:
 
 def test_a_record_survives_the_json_round_trip() -> None:
     record = job(3, per_batch=2)
-    record.slices[0].batch_id = "msgbatch_1"
+    record.round(1).slices[0].batch_id = "msgbatch_1"
 
     assert JobRecord.from_json(record.to_json()) == record
 
@@ -67,6 +67,41 @@ def test_an_unreadable_record_fails_instead_of_resubmitting(stored: object) -> N
         JobRecord.from_json(stored)
 
 
+def _rounds(*entries: tuple[int, str]) -> dict[str, object]:
+    return {
+        "version": 4,
+        "rounds": [
+            {"number": number, "kind": kind, "fingerprint": "f", "request_count": 1, "slices": []}
+            for number, kind in entries
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        _rounds(),  # no round at all
+        _rounds((2, "first")),  # not numbered from 1
+        _rounds((1, "first"), (3, "redrive")),  # a round missing
+        _rounds((1, "redrive")),  # round 1 sends the whole input
+        _rounds((1, "first"), (2, "again")),  # an unknown kind
+    ],
+    ids=["empty", "from-2", "gap", "first-not-first", "unknown-kind"],
+)
+def test_a_version_4_record_whose_rounds_do_not_follow_each_other_is_unreadable(stored: object) -> None:
+    with pytest.raises(JobRecordError, match="unreadable"):
+        JobRecord.from_json(stored)
+
+
+def test_every_round_is_stored_alike_round_1_first() -> None:
+    stored = job(3, per_batch=2).to_json()
+
+    assert stored["version"] == 4
+    assert [(entry["number"], entry["kind"]) for entry in stored["rounds"]] == [(1, "first")]
+    assert {"fingerprint", "slices", "ended_counts", "redriven"} <= set(stored["rounds"][0])
+    assert not {"fingerprint", "slices", "ended_counts", "redriven"} & set(stored)
+
+
 def test_a_record_written_by_the_previous_version_is_still_read() -> None:
     stored = {
         "version": 1,
@@ -79,12 +114,12 @@ def test_a_record_written_by_the_previous_version_is_still_read() -> None:
     record = JobRecord.from_json(stored)
 
     assert record is not None
-    assert record.batch_ids == ["msgbatch_1"]
+    assert record.all_batch_ids == ["msgbatch_1"]
 
 
 def test_a_record_naming_one_batch_twice_is_refused() -> None:
     record = job(4, per_batch=2)
-    record.slices[0].batch_id = record.slices[1].batch_id = "msgbatch_same"
+    record.round(1).slices[0].batch_id = record.round(1).slices[1].batch_id = "msgbatch_same"
 
     with pytest.raises(JobRecordError, match="msgbatch_same for two parts"):
         JobRecord.from_json(record.to_json())

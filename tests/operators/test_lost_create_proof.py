@@ -22,7 +22,7 @@ from airflow_provider_batches.errors import (
     RequestValidationError,
 )
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.job_state import RECORD_KEY, JobRecord, TaskStateJobStore
+from airflow_provider_batches.job_state import JobRecord, TaskStateJobStore
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.operators import submission as submission_module
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
@@ -34,6 +34,7 @@ from tests.operators.support import (
     FakeTaskStateStore,
     TaskDeferred,
     batches_created,
+    recorded_slices,
     request,
     running_emulator,
     task_context,
@@ -105,7 +106,7 @@ def answers_of(batch_id: str) -> dict[str, str]:
 
 
 def proof_ids(store: FakeTaskStateStore) -> list[str]:
-    return [part["proof_id"] for part in store.values[RECORD_KEY]["slices"]]
+    return [part["proof_id"] for part in recorded_slices(store)]
 
 
 def while_b_creates(
@@ -141,8 +142,8 @@ def test_a_create_lost_before_the_server_never_adopts_the_same_size_batch_anothe
     b_record = record_of(b_store)
 
     (a_batch,) = made_by_a
-    assert b_record.slices[0].batch_id != a_batch
-    assert a_batch in b_record.slices[0].disproven  # waited for, read, ruled out, left alone
+    assert b_record.round(1).slices[0].batch_id != a_batch
+    assert a_batch in b_record.round(1).slices[0].disproven  # waited for, read, ruled out, left alone
     assert a_batch not in b_record.known_batch_ids
     assert batches_created(slow_emulator) == 2  # A's, and B's one create that reached the server
     assert cancels(slow_emulator) == 0
@@ -151,7 +152,7 @@ def test_a_create_lost_before_the_server_never_adopts_the_same_size_batch_anothe
     assert a_ended.request_counts.succeeded == SIZE + 1  # A's requests and A's proof, none canceled
     assert a_ended.request_counts.canceled == 0
     assert all(text.endswith(f"job-a asks {cid[2:]}") for cid, text in answers_of(a_batch).items())
-    b_batch = b_record.slices[0].batch_id or ""
+    b_batch = b_record.round(1).slices[0].batch_id or ""
     assert all(text.endswith(f"job-b asks {cid[2:]}") for cid, text in answers_of(b_batch).items())
 
 
@@ -166,7 +167,7 @@ def test_a_create_lost_after_the_server_acted_proves_and_adopts_its_own_batch_wi
     b_record = record_of(b_store)
 
     (a_batch,) = made_by_a
-    b_batch = b_record.slices[0].batch_id or ""
+    b_batch = b_record.round(1).slices[0].batch_id or ""
     assert b_batch != a_batch
     assert find_proof(AnthropicHook().iter_results_bytes(b_batch), proof_ids(b_store)[0]) == "succeeded"
     assert batches_created(slow_emulator) == 2  # 0 extra: B's lost create is the batch it adopted
@@ -186,7 +187,7 @@ def test_a_lost_create_whose_only_candidate_is_a_stranger_with_the_same_custom_i
     b_operator.execute(task_context(b_store))
     b_record = record_of(b_store)
 
-    assert b_record.slices[0].batch_id not in made_by_a
+    assert b_record.round(1).slices[0].batch_id not in made_by_a
     assert batches_created(emulator) == 2
 
 
@@ -211,7 +212,7 @@ def test_a_job_timing_out_while_its_lost_create_is_unproven_cancels_nothing(
 
 
 def store_batch_ids(store: FakeTaskStateStore) -> list[str]:
-    return [part["batch_id"] for part in store.values[RECORD_KEY]["slices"] if part["batch_id"]]
+    return [part["batch_id"] for part in recorded_slices(store) if part["batch_id"]]
 
 
 def test_a_deferred_job_waits_for_the_candidates_in_the_triggerer_without_acting_on_them(
@@ -308,7 +309,7 @@ def test_a_retry_never_widens_the_window_to_batches_made_after_the_first_search(
 
 
 def store_slices(store: FakeTaskStateStore) -> list[dict[str, Any]]:
-    return list(store.values[RECORD_KEY]["slices"])
+    return list(recorded_slices(store))
 
 
 def test_a_deferral_timing_out_while_a_lost_create_is_unproven_cancels_nothing(
@@ -357,7 +358,7 @@ def test_every_batch_carries_one_proof_request_recorded_before_the_paid_call(emu
     store = FakeTaskStateStore()
     manifest = create(template("job-a", 7), max_requests_per_batch=4).execute(task_context(store))
 
-    records = store.values[RECORD_KEY]["slices"]
+    records = recorded_slices(store)
     for batch_id, part in zip(manifest["batch_ids"], records, strict=True):
         results = [result.custom_id for result in AnthropicHook().iter_results(batch_id)]
         assert [custom_id for custom_id in results if is_proof_id(custom_id)] == [part["proof_id"]]

@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from airflow_provider_batches.decorators.anthropic_batch import _AnthropicBatchD
 from airflow_provider_batches.emulator import Emulator, EmulatorConfig
 from airflow_provider_batches.errors import BatchQueueFullError, InputChangedError, RateLimitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.job_state import RECORD_KEY, TaskStateJobStore
+from airflow_provider_batches.job_state import TaskStateJobStore
 from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.redrive import Redrive
@@ -28,6 +29,7 @@ from tests.operators.support import (
     FakeTaskStateStore,
     TaskDeferred,
     batches_created,
+    recorded_slices,
     request,
     requests,
     task_context,
@@ -190,7 +192,7 @@ def test_a_queue_full_past_the_timeout_fails_without_creating_any_batch(
             create(requests=requests(10), timeout=0.3).execute(task_context(store))
 
         assert batches_created(emulator) == 1  # only the other job's
-        (entry,) = store.values[RECORD_KEY]["slices"]
+        (entry,) = recorded_slices(store)
         assert entry["batch_id"] is None
         assert entry["intent_at"] is None  # a retry has nothing to look for
 
@@ -282,11 +284,11 @@ def test_a_refused_create_takes_its_intent_back(queue_emulator: Emulator) -> Non
     submission.create = refused
     record = submission.run()
 
-    assert record.slices[0].batch_id is None
-    assert record.slices[0].intent_at is None
-    assert record.slices[0].watermark is None
+    assert record.round(1).slices[0].batch_id is None
+    assert record.round(1).slices[0].intent_at is None
+    assert record.round(1).slices[0].watermark is None
     assert record.queue_full_since is not None
-    assert store.values[RECORD_KEY]["slices"][0]["intent_at"] is None
+    assert recorded_slices(store)[0]["intent_at"] is None
 
 
 def test_without_waiting_a_full_queue_fails_and_the_retry_creates_only_the_rest(
@@ -295,7 +297,7 @@ def test_without_waiting_a_full_queue_fails_and_the_retry_creates_only_the_rest(
     store = FakeTaskStateStore()
     with pytest.raises(BatchQueueFullError, match="2 of 4 batches were created"):
         create(wait_for_completion=False).execute(task_context(store))
-    first = [part["batch_id"] for part in store.values[RECORD_KEY]["slices"][:2]]
+    first = [part["batch_id"] for part in recorded_slices(store)[:2]]
 
     queue_emulator.clock.advance(0.7)  # the first two batches end: the queue has room
     manifest = create(wait_for_completion=False).execute(task_context(store))
@@ -393,3 +395,31 @@ def test_a_decorated_task_resumed_between_waves_runs_its_function_again(queue_em
     assert len(calls) == 2  # at the start, and for the held-back slices; not to end the job
     assert manifest["request_counts"]["succeeded"] == 40
     assert batches_created(queue_emulator) == 4
+
+
+def test_an_input_edited_during_a_pause_for_a_full_queue_is_caught_by_the_next_create(
+    queue_emulator: Emulator, tmp_path: Path
+) -> None:
+    """Every try of a create after a pause reads the input again: edited during the second pause (the
+    first try's input already read twice), nothing is created."""
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in requests(10)))
+    queue_emulator.admin.set_config(processing_seconds=600)
+    AnthropicHook().create_batch(requests(25))  # fills the key's queue until the clock moves
+    pauses: list[datetime] = []
+
+    class EditedWhilePaused(AnthropicCreateBatchOperator):
+        def pause(self, until: datetime) -> None:
+            pauses.append(until)
+            if len(pauses) == 2:
+                path.write_text("".join(json.dumps(line) + "\n" for line in requests(10, text="edited")))
+            super().pause(until)
+
+    operator = EditedWhilePaused(
+        task_id="create", requests_path=str(path), poll_interval=0.05, max_requests_per_batch=10
+    )
+    with pytest.raises(InputChangedError, match="1 slice\\(s\\) were not sent \\(round 1\\)"):
+        operator.execute(task_context())
+
+    assert len(pauses) == 2
+    assert batches_created(queue_emulator) == 1  # the other job's

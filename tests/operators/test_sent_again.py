@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from airflow_provider_batches.job_state import JobRecord, RoundRecord
+from airflow_provider_batches.job_state import JobRecord, RoundKind, RoundRecord
 from airflow_provider_batches.operators.rounds import sent_again
 from airflow_provider_batches.redrive import Redrive
 
 
 def record_with(*rounds: RoundRecord) -> JobRecord:
-    return JobRecord(fingerprint="f" * 64, request_count=3, slices=[], rounds=list(rounds))
+    return JobRecord(rounds=[RoundRecord(1, "f" * 64, 3, [], kind="first"), *rounds])
 
 
-def follow_up(number: int, kind: str, resumed: list[str] | None = None) -> RoundRecord:
+def follow_up(number: int, kind: RoundKind, resumed: list[str] | None = None) -> RoundRecord:
     return RoundRecord(number, "f" * 64, 1, [], kind=kind, resumed_batches=resumed or [])
 
 

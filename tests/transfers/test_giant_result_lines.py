@@ -18,7 +18,7 @@ from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.testing import connection_json
 from airflow_provider_batches.transfers.big_lines import BIG_LINE_BYTES, MAX_WHOLE_LINE_BYTES
-from airflow_provider_batches.transfers.results_to_object_storage import ResultsVerificationError
+from airflow_provider_batches.transfers.verification import ResultsVerificationError
 from tests.conftest import S3_CONN_ID, S3Endpoint
 from tests.transfers.test_results_from_emulator import ended_batch, transfer
 

@@ -23,8 +23,8 @@ from airflow_provider_batches.sensors.batches import AnthropicBatchSensor
 from airflow_provider_batches.transfers._publish import checked_name
 from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
-    ResultsVerificationError,
 )
+from airflow_provider_batches.transfers.verification import ResultsVerificationError
 from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from tests.conftest import S3_CONN_ID, S3Endpoint
 from tests.operators.support import requests, running_emulator, task_context

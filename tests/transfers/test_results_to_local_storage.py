@@ -17,9 +17,9 @@ from airflow_provider_batches.transfers import results_to_object_storage as tran
 from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
     DestinationConflictError,
-    ResultsVerificationError,
-    TransferProgress,
 )
+from airflow_provider_batches.transfers.verification import ResultsVerificationError
+from airflow_provider_batches.transfers.writer import TransferProgress
 from tests.transfers.conftest import FakeBatchesAPI, jsonl, make_operator, result_line
 
 NO_CONTEXT = cast(Context, {})

@@ -17,9 +17,9 @@ from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.transfers.results_to_object_storage import (
     AnthropicBatchResultsToObjectStorageOperator,
     DestinationConflictError,
-    ResultsVerificationError,
 )
 from airflow_provider_batches.transfers.rows import COLUMNS, result_schema
+from airflow_provider_batches.transfers.verification import ResultsVerificationError
 from tests.conftest import S3Endpoint
 from tests.transfers.conftest import FakeBatchesAPI, make_operator, result_line
 from tests.transfers.test_results_from_emulator import PREFIX, ended_batch, transfer

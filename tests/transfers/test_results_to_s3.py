@@ -16,7 +16,7 @@ from airflow_provider_batches.transfers._publish import (
     DestinationNotFoundError,
     Staging,
 )
-from airflow_provider_batches.transfers.results_to_object_storage import ResultsVerificationError
+from airflow_provider_batches.transfers.verification import ResultsVerificationError
 from tests.conftest import S3_CONN_ID, S3Endpoint
 from tests.transfers.conftest import FakeBatchesAPI, jsonl, make_operator, result_line
 

@@ -14,9 +14,9 @@ import pytest
 from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
-from airflow_provider_batches.policy import WaitSpec
+from airflow_provider_batches.policy import WaitSpec, parse_wait_event
 from airflow_provider_batches.triggers import batches as trigger_module
-from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger, parse_wait_event
+from airflow_provider_batches.triggers.batches import AnthropicBatchTrigger
 from tests.fakes import API_KEY, BASE_URL, Recorder, batch_json, error
 from tests.operators.support import request, requests, running_emulator
 

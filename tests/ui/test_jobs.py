@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_batches.job_state import variable_key
+from airflow_provider_batches.job_state import JobRecord, variable_key
 from airflow_provider_batches.plugins.jobs import (
     JobSource,
     TaskKey,
@@ -71,6 +71,19 @@ def _transfer(batch_ids: list[str], cost: float, estimate: float | None = None) 
         "files": [{"uri": "s3://bucket/out/results.jsonl", "results": 10, "bytes": 100}],
         "spend": {"cost_usd": cost, "estimated_cost_usd": estimate, "complete": True, "unpriced_models": []},
     }
+
+
+def test_a_record_of_version_3_and_its_version_4_rewrite_show_the_same_job() -> None:
+    """Version 4 keeps round 1 in ``rounds`` like the others; the view reads both, alike."""
+    stored_v4 = JobRecord.from_json(_record()).to_json()  # type: ignore[union-attr]
+    assert stored_v4["version"] == 4
+    assert "slices" not in stored_v4
+
+    job_v3 = build_job(JobSource(KEY, _record(), "task_state_store"))
+    job_v4 = build_job(JobSource(KEY, stored_v4, "task_state_store"))
+
+    assert job_v4 == job_v3
+    assert [(r["number"], r["kind"]) for r in job_v4["rounds"]] == [(1, "first"), (2, "redrive")]
 
 
 def test_a_redriven_job_shows_each_round_with_its_batches_and_final_counts() -> None:
