@@ -17,7 +17,6 @@ from airflow_provider_batches.operators.submission import JobSubmission
 from airflow_provider_batches.policy import WaitSpec
 from airflow_provider_batches.redrive import Redrive
 from airflow_provider_batches.requests import PreparedJob, RequestSource, prepare_job
-from airflow_provider_batches.waiting import wait_for_batches
 from tests.operators.support import request
 
 LOG = logging.getLogger(__name__)
@@ -35,10 +34,10 @@ class WaitsHere:
         self, batch_ids: list[str], spec: WaitSpec, manifest: dict[str, Any], number: int
     ) -> dict[str, dict[str, int]]:
         self.waits.append((number, list(batch_ids)))
-        return wait_for_batches(AnthropicHook(), batch_ids, spec, log=LOG)
+        return AnthropicHook().wait_for_batches(batch_ids, spec, log=LOG)
 
     def wait_for_candidates(self, batch_ids: list[str], spec: WaitSpec) -> object:
-        return wait_for_batches(AnthropicHook(), batch_ids, spec, log=LOG)
+        return AnthropicHook().wait_for_batches(batch_ids, spec, log=LOG)
 
     def pause(self, until: datetime) -> None:
         self.pauses.append(until)
