@@ -205,7 +205,9 @@ def build_message(
         output = canonical_json(value)
         return _message(params, message_id, service_tier, [block], output, "tool_use", cache_seen)
     if ask is not None:
-        text, stop_reason = fit_max_tokens(answer_text(ask, prompt_digest, invalid=invalid), params["max_tokens"])
+        text, stop_reason = fit_max_tokens(
+            answer_text(ask, prompt_digest, invalid=invalid), params["max_tokens"]
+        )
     else:
         text, stop_reason = free_text_answer(params, prompt_digest)
     content = [{"type": "text", "text": text}]

@@ -91,7 +91,7 @@ def iter_request_elements(raw: BinaryIO) -> Iterator[tuple[Any, bytes]]:
                 elements[index] = _NO_ELEMENT  # the mapping closes only once no element holds it
                 try:
                     item = _ELEMENT.decode(element)
-                except msgspec.DecodeError:
+                except (msgspec.DecodeError, UnicodeDecodeError):
                     raise NeedsGeneralReader from None
                 line = bytes(element)
                 element = _NO_ELEMENT

@@ -216,7 +216,10 @@ class BatchStore:
 
     @staticmethod
     def _spool_requests(
-        items: Iterator[tuple[Any, bytes | None]], out: BinaryIO, config: EmulatorConfig, attempt_of: Any = None
+        items: Iterator[tuple[Any, bytes | None]],
+        out: BinaryIO,
+        config: EmulatorConfig,
+        attempt_of: Any = None,
     ) -> tuple[bytes, list[str]]:
         """Validate each request, write it as one JSONL line; return the planned-outcome codes and
         the models not in the catalogue (their requests end ``errored`` with ``not_found_error``).
