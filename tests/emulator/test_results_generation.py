@@ -122,6 +122,12 @@ def lines_of(data: bytes) -> Iterator[dict[str, Any]]:
         yield json.loads(line)
 
 
+#: A batch ended as planned, canceled part way (the rest ``canceled``), and with a seeded errored fraction.
+CASES = [
+    ("ended", {}),
+    ("canceled", {"cancel_at": 1040.0}),
+    ("errored_fraction", {"errored_fraction": 0.3, "errored_type": "overloaded_error"}),
+]
 GOLDEN = {
     "ended": "9766dbee344aa3e6904eadf7e41fd03fc1ca85e3dc5fe05e7786fdef67e5c66e",
     "canceled": "5e95fc7a5e844ea85e11239d920418e799bcd240c49cb732dac3f1dbbfba55c1",
@@ -129,14 +135,7 @@ GOLDEN = {
 }
 
 
-@pytest.mark.parametrize(
-    ("case", "options"),
-    [
-        ("ended", {}),
-        ("canceled", {"cancel_at": 1040.0}),
-        ("errored_fraction", {"errored_fraction": 0.3, "errored_type": "overloaded_error"}),
-    ],
-)
+@pytest.mark.parametrize(("case", "options"), CASES)
 def test_results_are_the_bytes_the_earlier_generator_wrote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, options: dict[str, Any]
 ) -> None:
@@ -152,14 +151,7 @@ def test_results_are_the_same_bytes_when_the_body_is_handed_back_page_by_page(
     assert hashlib.sha256(data).hexdigest() == GOLDEN["ended"]
 
 
-@pytest.mark.parametrize(
-    ("case", "options"),
-    [
-        ("ended", {}),
-        ("canceled", {"cancel_at": 1040.0}),
-        ("errored_fraction", {"errored_fraction": 0.3, "errored_type": "overloaded_error"}),
-    ],
-)
+@pytest.mark.parametrize(("case", "options"), CASES)
 def test_results_hold_each_request_once_and_match_the_request_counts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, options: dict[str, Any]
 ) -> None:
