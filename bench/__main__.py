@@ -39,7 +39,9 @@ def selected_scenarios(only: str | None, numbers: list[int] | None) -> list[int]
 def failed_table(number: int, error: BaseException) -> Table:
     """What a scenario that raised leaves in the report: its error, and a missed target."""
     table = Table(f"{number}. {SCENARIOS[number].__name__} (FAILED)", "The scenario raised.", ["error"])
-    table.rows.append([f"{type(error).__name__}: {error}".replace("|", "/").replace("\n", " ")[:500]])
+    lines = str(error).strip().splitlines() or [""]
+    said = lines[0] + (f" ... {lines[-1].strip()}" if len(lines) > 1 else "")  # a variant's last error line
+    table.rows.append([f"{type(error).__name__}: {said}".replace("|", "/")[:300]])
     table.target("the scenario runs to its end", "failed", False)
     return table
 

@@ -35,6 +35,15 @@ def test_a_failed_scenario_leaves_a_missed_target() -> None:
     assert "the emulator did not start" in table.markdown()
 
 
+def test_a_failed_variant_is_reported_by_its_first_and_last_error_lines() -> None:
+    error = RuntimeError(
+        "variant x failed (exit 1):\nTraceback\n  File ...\nModuleNotFoundError: No module named 'y'"
+    )
+    assert failed_table(2, error).rows == [
+        ["RuntimeError: variant x failed (exit 1): ... ModuleNotFoundError: No module named 'y'"]
+    ]
+
+
 def bodies_of(lines: list[bytes]) -> list[list[str]]:
     return [
         [item["custom_id"] for item in json.loads(b"".join(body))["requests"]]
