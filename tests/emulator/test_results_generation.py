@@ -246,6 +246,7 @@ BODIES_FOR_THE_GENERAL_READER = {
     [
         b'{"requests": [' + ONE + b"]}",
         b'{"requests": [' + ONE + b'], "extra": 1}',
+        b'{"requests": [' + ONE + b'], "extra": [' + ONE + b"]}",
         b'{"requests": [' + ONE + b'], "requests": [' + ONE + b"]}",
         b'{"requests": [' + ONE + b"]} trailing",
         b'{"requests": []}',
