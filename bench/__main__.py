@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated scenario names or numbers, e.g. export,create (see --list)",
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and their names, then exit")
-    parser.add_argument("--repeat", type=int, help="rounds of every variant (median reported); default 3")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="rounds of the variants of scenarios 1, 2, 5 and 6 (median reported); default 3",
+    )
     parser.add_argument(
         "--no-write",
         action="store_true",
