@@ -24,7 +24,7 @@ help:
 	@echo "make ui           the Airflow UI with the Batches view on the demo's Airflow home (runs the demo if needed)"
 	@echo "make test         ruff + mypy + the test suite (what CI runs)"
 	@echo "make emulator     start the emulator on 127.0.0.1:8765"
-	@echo "make bench        benchmarks (tables with ratios against baselines)"
+	@echo "make bench        benchmarks (tables with ratios against baselines; BENCH_ARGS=\"--only export\")"
 	@echo "make test-compat  the suite on the lowest supported Airflow (3.1), in .venv-airflow-3.1"
 	@echo "make reliability  faults, crashes, restarts, bad input and secrets, with real processes,"
 	@echo "                  and the production shape (PostgreSQL, Celery on Redis)"
@@ -92,7 +92,7 @@ emulator: $(STAMP)
 bench: $(STAMP)
 	@echo "Installing the bench extra (the Apache Anthropic provider, as a baseline)"
 	@$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) .mypy_cache .ruff_cache build *.egg-info

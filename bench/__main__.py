@@ -1,8 +1,10 @@
-"""``python -m bench [--quick] [--scenario N ...] [--repeat R] [--no-write]``.
+"""``python -m bench [--quick] [--only NAMES] [--scenario N ...] [--repeat R] [--no-write]``.
 
 A run of every scenario writes all of ``bench/results.md``; ``--quick`` (or ``BENCH_QUICK=1``) is a
-shortened smoke run, labelled as such. A ``--scenario`` run prints its tables and writes nothing: a
-results file never stitches runs together.
+shortened smoke run, labelled as such. ``--only export,create`` (names or numbers, see ``--list``) or
+``--scenario N`` runs some scenarios: it prints their tables and writes nothing, so a results file
+never stitches runs together. A scenario that fails is reported as failed (its traceback printed) and
+the others still run.
 """
 
 from __future__ import annotations
@@ -12,10 +14,36 @@ import dataclasses
 import os
 import sys
 import time
+import traceback
 
 from bench.measure import MIB, run_variant
 from bench.report import Table, commit_description, write_results
-from bench.scenarios import SCENARIOS, Context, Sizes
+from bench.scenarios import SCENARIO_NAMES, SCENARIOS, Context, Sizes
+
+
+def selected_scenarios(only: str | None, numbers: list[int] | None) -> list[int]:
+    """The scenarios to run, in their order: ``--only`` names or numbers (comma-separated) and
+    ``--scenario`` numbers; every scenario when neither is given."""
+    chosen = set(numbers or [])
+    for word in filter(None, (part.strip().lower() for part in (only or "").split(","))):
+        if word.isdigit() and int(word) in SCENARIOS:
+            chosen.add(int(word))
+        elif word in SCENARIO_NAMES:
+            chosen.update(SCENARIO_NAMES[word])
+        else:
+            known = ", ".join(SCENARIO_NAMES)
+            raise SystemExit(f"--only: unknown scenario {word!r}; known: {known} (or 1-{max(SCENARIOS)})")
+    return sorted(chosen) if chosen else sorted(SCENARIOS)
+
+
+def failed_table(number: int, error: BaseException) -> Table:
+    """What a scenario that raised leaves in the report: its error, and a missed target."""
+    table = Table(f"{number}. {SCENARIOS[number].__name__} (FAILED)", "The scenario raised.", ["error"])
+    lines = str(error).strip().splitlines() or [""]
+    said = lines[0] + (f" ... {lines[-1].strip()}" if len(lines) > 1 else "")  # a variant's last error line
+    table.rows.append([f"{type(error).__name__}: {said}".replace("|", "/")[:300]])
+    table.target("the scenario runs to its end", "failed", False)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,13 +61,29 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(SCENARIOS),
         help="run only this scenario (repeatable)",
     )
-    parser.add_argument("--repeat", type=int, help="runs per variant in scenarios 1 and 2 (median reported)")
+    parser.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="comma-separated scenario names or numbers, e.g. export,create (see --list)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the scenarios and their names, then exit")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="rounds of the variants of scenarios 1, 2, 5 and 6 (median reported); default 3",
+    )
     parser.add_argument(
         "--no-write",
         action="store_true",
         help="do not write bench/results.md (a --scenario run never writes it)",
     )
     args = parser.parse_args(argv)
+    if args.list:
+        for name, numbers in SCENARIO_NAMES.items():
+            print(f"{name}: " + ", ".join(f"{n}. {SCENARIOS[n].__name__}" for n in numbers))
+        return 0
+    chosen = selected_scenarios(args.only, args.scenario)
+    partial = chosen != sorted(SCENARIOS)
 
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.repeat:
@@ -52,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bare `import airflow` process: peak RSS {floor.peak_rss / MIB:,.0f} MiB")
     ctx = Context(sizes=sizes, airflow_rss=floor.peak_rss)
     tables: list[Table] = []
-    for number in args.scenario or sorted(SCENARIOS):
-        table = SCENARIOS[number](ctx)
+    for number in chosen:
+        try:
+            table = SCENARIOS[number](ctx)
+        except Exception as error:  # the other scenarios still run; the report says this one failed
+            traceback.print_exc()
+            table = failed_table(number, error)
         print(table.text(), flush=True)
         tables.append(table)
     elapsed = time.monotonic() - started
@@ -74,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  [{'PASS' if ok else 'MISS'}] {title}: {text}: {measured}")
     load_end = os.getloadavg()
     print(f"load average at the end: {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f}")
-    if not args.no_write and not args.scenario:
+    if not args.no_write and not partial:
         command = "python -m bench" + (" --quick" if args.quick else "")
         command += f" --repeat {args.repeat}" if args.repeat else ""
         path = write_results(

@@ -142,10 +142,14 @@ def _lines(requests: int, user_bytes: int, seed: int) -> Iterator[bytes]:
         yield json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def requests_file(requests: int, *, user_bytes: int = 2000, seed: int = 7) -> RequestsFile:
-    """The JSONL request file for ``requests`` requests (generated once, then reused)."""
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    path = DATA_DIR / f"requests-{requests}-{user_bytes}-{seed}-{MODEL}.jsonl"  # a new model, a new file
+def requests_file(
+    requests: int, *, user_bytes: int = 2000, seed: int = 7, directory: Path | None = None
+) -> RequestsFile:
+    """The JSONL request file for ``requests`` requests (generated once, then reused), under
+    ``directory`` (a run's temporary folder for the gigabyte-sized files) or ``bench/data``."""
+    directory = directory or DATA_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"requests-{requests}-{user_bytes}-{seed}-{MODEL}.jsonl"  # a new model, a new file
     if not path.exists():
         temporary = path.with_suffix(".tmp")
         with temporary.open("wb") as out:

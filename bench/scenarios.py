@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import statistics
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from airflow_provider_batches.policy import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
-from bench.data import batch_body_files, body_file, requests_file
+from bench.data import RequestsFile, batch_body_files, body_file, requests_file
 from bench.emulator import EmulatorProcess
 from bench.measure import MIB, Measurement, run_variant
 from bench.report import Table
 
 RSS_BUDGET_MIB = 100
 LOG = print
+#: Said in a table whose vendor rows are left out (``make bench`` installs the provider: the bench extra).
+VENDOR_MISSING = (
+    "The vendor provider (apache-airflow-providers-anthropic) is not installed here: its rows are left "
+    "out (`make bench` installs it with the bench extra)."
+)
+
+
+def vendor_installed() -> bool:
+    """Whether the vendor provider can be measured (a contributor's venv may not have the bench extra)."""
+    return importlib.util.find_spec("airflow.providers.anthropic") is not None
 
 
 @dataclass(frozen=True)
@@ -171,6 +183,7 @@ def results_export(ctx: Context) -> Table:
     sizes, per_batch = ctx.sizes.export_results, ctx.sizes.export_batch_requests
     runs: dict[tuple[int, str], list[Measurement]] = {}
     described: dict[int, tuple[int, int, int]] = {}  # results -> (batches, bytes, errored)
+    made: list[str] = []  # what making each size's batches cost the emulator (set-up, not measured work)
     with (
         EmulatorProcess("--processing-seconds", "0", "--errored-fraction", "0.02") as emulator,
         tempfile.TemporaryDirectory(prefix="bench-export-") as out_dir,
@@ -179,7 +192,13 @@ def results_export(ctx: Context) -> Table:
         plans: dict[int, list[tuple[str, str, dict[str, Any]]]] = {}
         for count in sizes:
             LOG(f"1. results export: {count:,} results; creating the batches in the emulator")
+            cpu, wall = emulator.cpu_seconds(), time.monotonic()
             batches, size = _export_batches(emulator, count, per_batch)
+            made.append(
+                f"the emulator made the {count:,} results (creates, bodies uploaded and read, results "
+                f"written, each file fetched once) in {time.monotonic() - wall:,.0f} s wall and "
+                f"{emulator.cpu_seconds() - cpu:,.1f} s of its CPU"
+            )
             ids = [batch["id"] for batch in batches]
             errored = sum(batch["request_counts"]["errored"] for batch in batches)
             described[count] = (len(batches), size, errored)
@@ -188,7 +207,7 @@ def results_export(ctx: Context) -> Table:
                 (EXPORT_VERIFY, "results_verify_floor", {"batch_ids": ids}),
                 (EXPORT_OURS, "results_ours", {"batch_id": ids if len(ids) > 1 else ids[0]}),
             ]
-            if count == min(sizes) and len(ids) == 1:  # ~100 s per million results: the smaller size only
+            if count == min(sizes) and len(ids) == 1 and vendor_installed():  # ~100 s per million: small only
                 plans[count].append((EXPORT_VENDOR, "results_vendor", {"batch_id": ids[0]}))
         for round_number in range(ctx.sizes.repeat):
             for count in sizes:
@@ -276,6 +295,9 @@ def results_export(ctx: Context) -> Table:
             f"{over:+,.0f} MiB",
             over <= RSS_BUDGET_MIB,
         )
+    table.notes += [f"Set-up, not measured: {text}." for text in made]
+    if not vendor_installed():
+        table.notes.append(VENDOR_MISSING)
     return table
 
 
@@ -291,15 +313,19 @@ def batch_creation(ctx: Context) -> Table:
     body = body_file(source)
     LOG(f"2. batch creation: {source.requests:,} requests, {source.size / 1e6:,.0f} MB JSONL")
     # Batches stay in_progress (no results written behind the next run's back) and are dropped after each run.
+    variants: list[tuple[str, str, dict[str, Any]]] = [
+        ("httpx streaming upload (floor)", "create_raw_upload", {"body_path": str(body)}),
+        (CREATE_VALIDATE, "create_validate_floor", {"requests_path": str(source.path)}),
+        (CREATE_OURS, "create_operator", {"requests_path": str(source.path)}),
+    ]
+    if vendor_installed():
+        variants.append(
+            ("vendor: json list + create_batch", "create_vendor", {"requests_path": str(source.path)})
+        )
     with EmulatorProcess("--processing-seconds", "86400") as emulator:
         results = _repeat(
             ctx,
-            [
-                ("httpx streaming upload (floor)", "create_raw_upload", {"body_path": str(body)}),
-                (CREATE_VALIDATE, "create_validate_floor", {"requests_path": str(source.path)}),
-                (CREATE_OURS, "create_operator", {"requests_path": str(source.path)}),
-                ("vendor: json list + create_batch", "create_vendor", {"requests_path": str(source.path)}),
-            ],
+            variants,
             emulator,
             between=lambda: emulator.reset(batches=True),
         )
@@ -336,6 +362,8 @@ def batch_creation(ctx: Context) -> Table:
         f"({ours.cpu / max(floor.cpu, 1e-9):.1f}x): the validation pass before anything is sent, the job "
         "record and the body pass."
     )
+    if not vendor_installed():
+        table.notes.append(VENDOR_MISSING)
     return table
 
 
@@ -468,10 +496,17 @@ def waiting(ctx: Context) -> Table:
                     within = f"ours, {where}: within the budget ({budget}/min)"
                     table.target(within, str(most), most <= budget)
                     table.target(f"ours, {where}: no 429", f"{limited}", limited == 0)
+                    # Issue 25's targets (they are meant at the real defaults: see the table's title).
                     table.target(
-                        f"ours, {where}: every trigger fires, within 60 s of its batch's end",
-                        f"{fired}/{count}, max {worst:.1f} s",
-                        fired == count and worst < 60,
+                        f"ours, {where}: every trigger fires, end -> event p50 <= 10 s and max <= 30 s",
+                        f"{fired}/{count}, p50 {p50:.1f} s, max {worst:.1f} s",
+                        fired == count and p50 <= 10 and worst <= 30,
+                    )
+                    per_thousand = per_minute * 1000 / count
+                    table.target(
+                        f"ours, {where}: at most 10 requests a minute per 1,000 batches",
+                        f"{per_thousand:.1f}",
+                        per_thousand <= 10,
                     )
     return table
 
@@ -631,8 +666,14 @@ def results_to_parquet(ctx: Context) -> Table:
         ctx,
         size,
     )
-    ratio = full[OURS_PARQUET].wall / full[PLAIN_PARQUET].wall
-    table.target("Parquet: wall within 1.5x of the plain pyarrow conversion", f"{ratio:.2f}x", ratio <= 1.5)
+    for what, ours_figure, plain_figure in (
+        ("client CPU", full[OURS_PARQUET].cpu, full[PLAIN_PARQUET].cpu),
+        ("wall", full[OURS_PARQUET].wall, full[PLAIN_PARQUET].wall),
+    ):
+        ratio = ours_figure / plain_figure
+        table.target(
+            f"Parquet: {what} within 1.2x of the plain pyarrow conversion", f"{ratio:.2f}x", ratio <= 1.2
+        )
     over = (full[OURS_PARQUET].peak_rss - ctx.airflow_rss) / MIB
     table.target(
         f"Parquet: peak RSS within {PARQUET_RSS_BUDGET_MIB} MiB of `import airflow`",
@@ -660,21 +701,46 @@ def _spread(values: Sequence[float], digits: int = 2) -> str:
     )
 
 
+#: Requests at which a job's files are kept in a temporary folder, removed after the scenario.
+TEMPORARY_FROM_REQUESTS = 1_000_000
+
+
 def create_at_scale(ctx: Context) -> Table:
-    """The create operator's real ``execute()`` at two sizes ten times apart: does it stay linear?"""
+    """The create operator's real ``execute()`` at two sizes ten times apart, against the floors: does it
+    stay linear, and within 1.5x of the validate-then-upload floor's client CPU at both sizes?"""
     small, large = ctx.sizes.scale_requests
-    sources = {count: requests_file(count) for count in (small, large)}
-    bodies = {count: batch_body_files(source) for count, source in sources.items()}
-    LOG(f"6. create at scale: {small:,} and {large:,} requests ({sources[large].size / 1e9:,.2f} GB)")
-    floor_label, ours_label = "httpx upload of each batch body (floor)", "ours: operator execute()"
+    with tempfile.TemporaryDirectory(prefix="bench-create-") as scratch:
+
+        def folder(count: int) -> Path | None:
+            return Path(scratch) if count >= TEMPORARY_FROM_REQUESTS else None
+
+        sources = {count: requests_file(count, directory=folder(count)) for count in (small, large)}
+        bodies = {count: batch_body_files(source) for count, source in sources.items()}
+        LOG(f"6. create at scale: {small:,} and {large:,} requests ({sources[large].size / 1e9:,.2f} GB)")
+        runs = _create_at_scale_runs(ctx, sources, bodies)
+        for count in sources:
+            if folder(count) is None:  # bench/data keeps the small file; its split bodies go
+                for path in bodies[count]:
+                    path.unlink(missing_ok=True)
+    return _create_at_scale_table(ctx, sources, bodies, runs)
+
+
+SCALE_FLOOR = "httpx upload of each batch body (floor)"
+SCALE_OURS = "ours: operator execute()"
+
+
+def _create_at_scale_runs(
+    ctx: Context, sources: dict[int, RequestsFile], bodies: dict[int, list[Path]]
+) -> dict[tuple[int, str], list[Measurement]]:
     runs: dict[tuple[int, str], list[Measurement]] = {}
     with EmulatorProcess("--processing-seconds", "86400") as emulator:
         env = {"AIRFLOW_CONN_ANTHROPIC_DEFAULT": emulator.connection_json}
         for round_number in range(ctx.sizes.repeat):
-            for count in (small, large):
+            for count, source in sources.items():
                 variants: list[tuple[str, str, dict[str, Any]]] = [
-                    (floor_label, "create_raw_batches", {"body_paths": [str(b) for b in bodies[count]]}),
-                    (ours_label, "create_operator", {"requests_path": str(sources[count].path)}),
+                    (SCALE_FLOOR, "create_raw_batches", {"body_paths": [str(b) for b in bodies[count]]}),
+                    (CREATE_VALIDATE, "create_validate_floor", {"requests_path": str(source.path)}),
+                    (SCALE_OURS, "create_operator", {"requests_path": str(source.path)}),
                 ]
                 for label, name, params in variants:
                     measurement = run_variant(
@@ -688,53 +754,73 @@ def create_at_scale(ctx: Context) -> Table:
                     )
                     runs.setdefault((count, label), []).append(measurement)
                     emulator.reset(batches=True)
-    for count in (large,) if large >= 1_000_000 else ():
-        for path in [sources[count].path, *bodies[count]]:
-            path.unlink(missing_ok=True)  # ~5 GB: not kept between runs
+    return runs
+
+
+def _create_at_scale_table(
+    ctx: Context,
+    sources: dict[int, RequestsFile],
+    bodies: dict[int, list[Path]],
+    runs: dict[tuple[int, str], list[Measurement]],
+) -> Table:
+    small, large = sources
     table = Table(
         "6. Create at scale",
         f"The create operator's real `execute()` (validation, job record in a task-state store, re-attach "
         f"check, a watermark and a paid create per batch, manifest; no waiting) on {small:,} and {large:,} "
         f"requests ({sources[small].size / 1e6:,.0f} MB and {sources[large].size / 1e9:,.2f} GB JSONL, "
-        f"{len(bodies[small])} and {len(bodies[large])} batches), against httpx uploading the same batch "
-        f"bodies from disk. {ctx.sizes.repeat} interleaved rounds; min / median / max. Client CPU is the "
-        "client process's own (getrusage); the emulator's is apart.",
+        f"{len(bodies[small])} and {len(bodies[large])} batches: the API takes at most 100,000 requests "
+        "and 256 MB a batch), against the validate-then-upload floor (every line checked by hand, then "
+        "the same batches streamed) and httpx uploading the same batch bodies from disk. "
+        f"{ctx.sizes.repeat} interleaved rounds; min / median / max. Client CPU is the client process's "
+        "own (getrusage) and the figure that carries over to the real API; the emulator's is apart (it "
+        "parses every body on the same cores, so wall mostly measures it). Files of 1,000,000 requests "
+        "live in a temporary folder removed after the scenario.",
         [
             "requests",
             "variant",
-            "wall s",
+            "batches",
             "client CPU s",
+            "median CPU vs validate floor",
+            "wall s",
             "client CPU us / request",
             "emulator CPU s (median)",
             "peak RSS over `import airflow` MiB (max)",
-            "median wall vs floor",
         ],
     )
     for count in (small, large):
-        floor_wall = statistics.median(run.wall for run in runs[(count, floor_label)])
-        for label in (floor_label, ours_label):
+        floor_cpu = statistics.median(run.cpu for run in runs[(count, CREATE_VALIDATE)])
+        for label in (SCALE_FLOOR, CREATE_VALIDATE, SCALE_OURS):
             measured = runs[(count, label)]
             table.rows.append(
                 [
                     f"{count:,}",
                     label,
-                    _spread([run.wall for run in measured]),
+                    str(measured[-1].extra["batches"]),  # ours keeps room for its proof request
                     _spread([run.cpu for run in measured]),
+                    f"{statistics.median(run.cpu for run in measured) / floor_cpu:.2f}x",
+                    _spread([run.wall for run in measured]),
                     f"{statistics.median(run.cpu for run in measured) / count * 1e6:,.1f}",
                     f"{statistics.median(run.emulator_cpu for run in measured):.2f}",
                     f"{(max(run.peak_rss for run in measured) - ctx.airflow_rss) / MIB:+,.0f}",
-                    f"{statistics.median(run.wall for run in measured) / floor_wall:.2f}x",
                 ]
             )
-    ours_small, ours_large = runs[(small, ours_label)], runs[(large, ours_label)]
-    scale = large / small
-    for what, pick in (("client CPU", lambda run: run.cpu), ("wall", lambda run: run.wall)):
-        growth = statistics.median(map(pick, ours_large)) / statistics.median(map(pick, ours_small)) / scale
+        ratio = statistics.median(run.cpu for run in runs[(count, SCALE_OURS)]) / floor_cpu
         table.target(
-            f"ours: {what} grows linearly, {small:,} to {large:,} (per-request ratio within 1.10)",
-            f"{growth:.2f}",
-            growth <= 1.10,
+            f"ours, {count:,}: client CPU within 1.5x of the validate-then-upload floor",
+            f"{ratio:.2f}x",
+            ratio <= 1.5,
         )
+    ours_small, ours_large = runs[(small, SCALE_OURS)], runs[(large, SCALE_OURS)]
+    scale = large / small
+    growth = statistics.median(run.cpu for run in ours_large) / statistics.median(
+        run.cpu for run in ours_small
+    )
+    table.target(
+        f"ours: client CPU grows linearly, {small:,} to {large:,} (per-request ratio within 1.10)",
+        f"{growth / scale:.2f}",
+        growth / scale <= 1.10,
+    )
     over = (max(run.peak_rss for run in ours_large) - ctx.airflow_rss) / MIB
     table.target(
         f"ours: peak RSS within {RSS_BUDGET_MIB} MiB of `import airflow` at {large:,}",
@@ -743,6 +829,15 @@ def create_at_scale(ctx: Context) -> Table:
     )
     return table
 
+
+#: ``python -m bench --only NAMES``: each name's scenarios.
+SCENARIO_NAMES: dict[str, tuple[int, ...]] = {
+    "export": (1,),
+    "create": (2, 6),
+    "waiting": (3,),
+    "counting": (4,),
+    "parquet": (5,),
+}
 
 SCENARIOS: dict[int, Callable[[Context], Table]] = {
     1: results_export,

@@ -215,7 +215,8 @@ def create_validate_floor(requests_path: str) -> dict[str, Any]:
     and checks it as ours does at its core (an object with only custom_id and params; custom_id valid
     and unique; no key twice in one object; params an object with a model, a positive integer
     max_tokens and a non-empty messages list), then a second pass streams the body
-    (``{"requests":[...]}`` from the lines as they are) in one create. No job record, no re-attach
+    (``{"requests":[...]}`` from the lines as they are) in as many creates as the API's limits require
+    (at most 100,000 requests and 256 MB each). No job record, no re-attach
     check, no watermark, no per-field problem report: the ratio is our overhead over the checks."""
     import re
 
@@ -249,23 +250,45 @@ def create_validate_floor(requests_path: str) -> dict[str, Any]:
                 ):
                     raise ValueError(f"line {number}: params incomplete")
 
+        batches = requests = 0
+        with httpx.Client(headers=API_HEADERS, timeout=600) as client, path.open("rb") as source:
+            for body in _sliced_bodies(source):  # the API's limits: >= 10 batches for 1M requests
+                response = client.post(
+                    f"{_base_url()}/v1/messages/batches",
+                    content=_joined(body),
+                    headers={"content-type": "application/json"},
+                )
+                response.raise_for_status()
+                batches += 1
+                requests += response.json()["request_counts"]["processing"]
+    return _result(timer, batches=batches, requests=requests)
+
+
+#: The API's limits on one batch (API_SPEC.md): at most 100,000 requests and 256 MB of body.
+BATCH_MAX_REQUESTS = 100_000
+BATCH_MAX_BYTES = 256_000_000
+
+
+def _sliced_bodies(lines: Iterator[bytes]) -> Iterator[Iterator[bytes]]:
+    """The create bodies ``{"requests":[...]}`` of the lines, each within the API's limits, one after
+    another (each body is sent before the next is read)."""
+    pending = next(lines, None)
+    while pending is not None:
+
         def body() -> Iterator[bytes]:
+            nonlocal pending
+            count, size = 0, len(b'{"requests":[]}')
             yield b'{"requests":['
-            with path.open("rb") as source:
-                first = True
-                for line in source:
-                    yield (b"" if first else b",") + line.rstrip(b"\r\n")
-                    first = False
+            while pending is not None:
+                line = pending.rstrip(b"\r\n")
+                if count and (count >= BATCH_MAX_REQUESTS or size + 1 + len(line) > BATCH_MAX_BYTES):
+                    break
+                yield (b"," if count else b"") + line
+                count, size = count + 1, size + (1 if count else 0) + len(line)
+                pending = next(lines, None)
             yield b"]}"
 
-        with httpx.Client(headers=API_HEADERS, timeout=600) as client:
-            response = client.post(
-                f"{_base_url()}/v1/messages/batches",
-                content=_joined(body()),
-                headers={"content-type": "application/json"},
-            )
-            response.raise_for_status()
-    return _result(timer, batches=1, requests=response.json()["request_counts"]["processing"])
+        yield body()
 
 
 def _joined(pieces: Iterator[bytes], size: int = CHUNK) -> Iterator[bytes]:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
+
 from airflow_provider_batches.emulator.ids import hashed_base62
 from airflow_provider_batches.emulator.structured import (
     INVALID_OUTPUT_MARKER,
@@ -22,7 +24,7 @@ from airflow_provider_batches.emulator.structured import (
     structured_ask,
 )
 
-TOKEN_RELEVANT_KEYS = ("system", "messages", "tools")
+TOKEN_RELEVANT_KEYS = ("messages", "system", "tools")  # sorted: the order canonical JSON writes them
 PER_MESSAGE_TOKENS = 4
 BYTES_PER_TOKEN = 4
 
@@ -50,10 +52,42 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def estimate_input_tokens(params: dict[str, Any]) -> int:
-    """ceil(UTF-8 bytes of the canonical JSON of system/messages/tools / 4) + 4 per message."""
-    relevant = {key: params[key] for key in TOKEN_RELEVANT_KEYS if key in params}
-    size = len(canonical_json(relevant).encode("utf-8"))
+class DecodedFloat(float):
+    """A float of a request decoded by :data:`REQUEST_DECODER`. msgspec refuses to encode it, so
+    :func:`canonical_json_bytes` gives such values to ``json.dumps``: msgspec writes floats in other
+    words (``1e16`` for ``1e+16``), and answers must not depend on which encoder made them."""
+
+
+#: Decodes a spooled request line; its floats become :class:`DecodedFloat`.
+REQUEST_DECODER = msgspec.json.Decoder(float_hook=DecodedFloat)
+_SORTED_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+def canonical_json_bytes(value: Any) -> bytes:
+    """``canonical_json(value)`` in UTF-8, by msgspec (its strings escape as ``json.dumps``'s do) unless
+    the value holds a float. For values decoded by :data:`REQUEST_DECODER` only: a plain float would be
+    written in msgspec's words."""
+    try:
+        return _SORTED_ENCODER.encode(value)
+    except TypeError:
+        return canonical_json(value).encode("utf-8")
+
+
+def estimate_input_tokens(params: dict[str, Any], messages_json: bytes | None = None) -> int:
+    """ceil(UTF-8 bytes of the canonical JSON of system/messages/tools / 4) + 4 per message.
+
+    ``messages_json``: ``canonical_json_bytes(params["messages"])``, given for params decoded by
+    :data:`REQUEST_DECODER`: then the size is added up from the parts, nothing encoded twice.
+    """
+    if messages_json is None or "messages" not in params:
+        relevant = {key: params[key] for key in TOKEN_RELEVANT_KEYS if key in params}
+        size = len(canonical_json(relevant).encode("utf-8"))
+    else:  # '{' + ','.join('"key":' + value, in key order) + '}'
+        size = 1 + sum(
+            len(key) + 4 + len(messages_json if key == "messages" else canonical_json_bytes(params[key]))
+            for key in TOKEN_RELEVANT_KEYS
+            if key in params
+        )
     return math.ceil(size / BYTES_PER_TOKEN) + PER_MESSAGE_TOKENS * len(params.get("messages") or [])
 
 
@@ -168,23 +202,46 @@ def build_message(
             "name": ask.tool_name,
             "input": value,
         }
-        return _message(
-            params, message_id, service_tier, [block], canonical_json(value), "tool_use", cache_seen
-        )
+        output = canonical_json(value)
+        return _message(params, message_id, service_tier, [block], output, "tool_use", cache_seen)
     if ask is not None:
-        text = answer_text(ask, prompt_digest, invalid=invalid)
+        text, stop_reason = fit_max_tokens(
+            answer_text(ask, prompt_digest, invalid=invalid), params["max_tokens"]
+        )
     else:
-        # Markers steer the outcome; they are not part of the answer (a demo shows no "[emulator:...]").
-        echoed = " ".join(MARKER_RE.sub(" ", last_user_text(params)).split())
-        text = f"Emulated reply {prompt_digest}: {echoed}"
-    encoded = text.encode("utf-8")
-    max_tokens: int = params["max_tokens"]
-    stop_reason = "end_turn"
-    if math.ceil(len(encoded) / BYTES_PER_TOKEN) > max_tokens:
-        text = encoded[: max_tokens * BYTES_PER_TOKEN].decode("utf-8", errors="ignore")
-        stop_reason = "max_tokens"
+        text, stop_reason = free_text_answer(params, prompt_digest)
     content = [{"type": "text", "text": text}]
     return _message(params, message_id, service_tier, content, text, stop_reason, cache_seen)
+
+
+def echoed_user_text(params: dict[str, Any]) -> str:
+    """The last user message's text without markers (a demo shows no "[emulator:...]"), each run of
+    whitespace made one space."""
+    text = last_user_text(params)
+    if "[emulator:" in text:
+        text = MARKER_RE.sub(" ", text)
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # already what split and join would make: every other whitespace is unprintable
+    return " ".join(text.split())
+
+
+def free_text_answer(params: dict[str, Any], prompt_digest: str) -> tuple[str, str]:
+    """``Emulated reply <digest>: <echoed text>``, cut at ``max_tokens``; and its stop_reason."""
+    return fit_max_tokens(f"Emulated reply {prompt_digest}: {echoed_user_text(params)}", params["max_tokens"])
+
+
+def fit_max_tokens(text: str, max_tokens: int) -> tuple[str, str]:
+    """The answer and its stop_reason: ``end_turn``, or cut to ``max_tokens`` tokens of 4 bytes (never
+    mid-character) and ``max_tokens``."""
+    encoded = text.encode("utf-8")
+    if math.ceil(len(encoded) / BYTES_PER_TOKEN) <= max_tokens:
+        return text, "end_turn"
+    return encoded[: max_tokens * BYTES_PER_TOKEN].decode("utf-8", errors="ignore"), "max_tokens"
+
+
+def output_tokens_of(output: str, max_tokens: int) -> int:
+    """ceil(UTF-8 bytes of the answer / 4), at most ``max_tokens``."""
+    return min(math.ceil(len(output.encode("utf-8")) / BYTES_PER_TOKEN), max_tokens)
 
 
 def _message(
@@ -196,7 +253,7 @@ def _message(
     stop_reason: str,
     cache_seen: set[str] | None = None,
 ) -> dict[str, Any]:
-    output_tokens = min(math.ceil(len(output.encode("utf-8")) / BYTES_PER_TOKEN), params["max_tokens"])
+    output_tokens = output_tokens_of(output, params["max_tokens"])
     input_tokens = estimate_input_tokens(params)
     cached = min(cached_prefix_tokens(params), input_tokens)
     cache_creation = cache_read = 0

@@ -51,7 +51,7 @@ from airflow_provider_batches.emulator.spool import spool_body
 from airflow_provider_batches.emulator.state import EmulatorState
 from airflow_provider_batches.emulator.validation import check_count_tokens_params, check_message_params
 
-RESULTS_CHUNK_BYTES = 256 * 1024
+RESULTS_CHUNK_BYTES = 1 << 20
 DEFAULT_PAGE_LIMIT = 20
 MAX_PAGE_LIMIT = 1000
 

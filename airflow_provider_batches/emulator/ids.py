@@ -13,13 +13,21 @@ def random_base62(length: int) -> str:
     return "".join(secrets.choice(BASE62) for _ in range(length))
 
 
-def hashed_base62(material: str, length: int) -> str:
-    """Deterministic base62 text derived from ``material`` (stable ids for deterministic answers)."""
-    number = int.from_bytes(hashlib.sha256(material.encode("utf-8")).digest(), "big")
+_PAIRS = [BASE62[low] + BASE62[high] for high in range(62) for low in range(62)]
+"""Two base62 digits at once, least significant first: ``_PAIRS[low + 62 * high]``."""
+
+
+def hashed_base62(material: str | bytes, length: int) -> str:
+    """Deterministic base62 text derived from ``material`` (stable ids for deterministic answers): the
+    ``length`` least significant base62 digits of its sha256, least significant first."""
+    data = material.encode("utf-8") if isinstance(material, str) else material
+    number = int.from_bytes(hashlib.sha256(data).digest(), "big") % 62**length
     chars = []
-    for _ in range(length):
-        number, digit = divmod(number, 62)
-        chars.append(BASE62[digit])
+    for _ in range(length // 2):  # two digits per division: ids are made for every result line
+        number, pair = divmod(number, 3844)
+        chars.append(_PAIRS[pair])
+    if length % 2:
+        chars.append(BASE62[number % 62])
     return "".join(chars)
 
 

@@ -19,8 +19,9 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from airflow_provider_batches.emulator import lifecycle
 from airflow_provider_batches.emulator.answers import canonical_json, is_transient_marked, plan_outcome
@@ -29,11 +30,17 @@ from airflow_provider_batches.emulator.config import EmulatorConfig
 from airflow_provider_batches.emulator.ids import new_batch_id, random_base62
 from airflow_provider_batches.emulator.lifecycle import BatchRecord
 from airflow_provider_batches.emulator.results import iter_result_lines
-from airflow_provider_batches.emulator.spool import MalformedJson, iter_batch_requests
+from airflow_provider_batches.emulator.spool import (
+    MalformedJson,
+    NeedsGeneralReader,
+    iter_batch_requests,
+    iter_request_elements,
+)
 from airflow_provider_batches.emulator.validation import check_batch_item
 
 SPOOL_SUFFIXES = (".requests.jsonl", ".results.jsonl", ".results.jsonl.tmp")
 ALL_SUFFIXES = (".json", ".codes", *SPOOL_SUFFIXES)
+WRITE_CHUNK_BYTES = 1 << 20
 
 
 def owner_of(api_key: str) -> str:
@@ -112,11 +119,22 @@ class BatchStore:
         batch_id = self._unused_batch_id()
         requests_path = self._path(batch_id, ".requests.jsonl")
         try:
-            with body_path.open("rb") as body, requests_path.open("w", encoding="utf-8") as out:
+            with body_path.open("rb") as body, requests_path.open("wb") as out:
                 attempts: dict[str, int] = {}
-                codes, unknown_models = self._spool_requests(
-                    body, out, config, lambda c, p: self._attempt(owner, c, p, attempts)
-                )
+
+                def spool(items: Iterator[tuple[Any, bytes | None]]) -> tuple[bytes, list[str]]:
+                    return self._spool_requests(
+                        items, out, config, lambda c, p: self._attempt(owner, c, p, attempts)
+                    )
+
+                try:
+                    codes, unknown_models = spool(iter_request_elements(body))
+                except NeedsGeneralReader:  # the general reader says what is wrong, or reads what json may
+                    out.seek(0)
+                    out.truncate()
+                    attempts.clear()
+                    body.seek(0)
+                    codes, unknown_models = spool((item, None) for item in iter_batch_requests(body))
             self._path(batch_id, ".codes").write_bytes(codes)
         except MalformedJson as exc:
             self._remove_files(batch_id)
@@ -198,17 +216,23 @@ class BatchStore:
 
     @staticmethod
     def _spool_requests(
-        body: Any, out: TextIO, config: EmulatorConfig, attempt_of: Any = None
+        items: Iterator[tuple[Any, bytes | None]],
+        out: BinaryIO,
+        config: EmulatorConfig,
+        attempt_of: Any = None,
     ) -> tuple[bytes, list[str]]:
         """Validate each request, write it as one JSONL line; return the planned-outcome codes and
         the models not in the catalogue (their requests end ``errored`` with ``not_found_error``).
+        ``items``: each request with its JSON text on one line, or None to encode it here.
         ``attempt_of(custom_id, params)`` says which attempt of a transient-marked request this is."""
         codes = bytearray()
         first_seen: dict[str, int] = {}
         catalogue = frozenset(config.models)
         unknown: set[str] = set()
         limit = config.max_batch_requests
-        for index, item in enumerate(iter_batch_requests(body)):
+        pending: list[bytes] = []
+        size = 0
+        for index, (item, line) in enumerate(items):
             if index >= limit:
                 raise invalid_request(f"requests: List should have at most {limit} items after validation")
             custom_id, params = check_batch_item(item, index, first_seen)
@@ -224,15 +248,20 @@ class BatchStore:
                 attempt=attempt_of(custom_id, params) if attempt_of is not None else 1,
             )
             codes += plan.code
-            line = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
-            try:
-                out.write(line)
-            except UnicodeEncodeError as exc:  # a lone surrogate escape such as "\ud800"
-                surrogate = exc.object[exc.start]
-                raise invalid_request(
-                    f"body: invalid JSON: lone surrogate {surrogate!r} in a string of requests.{index}"
-                ) from None
-            out.write("\n")
+            if line is None:
+                try:
+                    line = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError as exc:  # a lone surrogate escape such as "\ud800"
+                    surrogate = exc.object[exc.start]
+                    raise invalid_request(
+                        f"body: invalid JSON: lone surrogate {surrogate!r} in a string of requests.{index}"
+                    ) from None
+            pending += (line, b"\n")
+            size += len(line)
+            if size >= WRITE_CHUNK_BYTES:
+                out.write(b"".join(pending))
+                pending, size = [], 0
+        out.write(b"".join(pending))
         if not codes:
             raise invalid_request("requests: List should have at least 1 item after validation, not 0")
         return bytes(codes), sorted(unknown)
@@ -371,8 +400,16 @@ class BatchStore:
         codes = self._path(record.id, ".codes").read_bytes()
         temporary = self._path(record.id, ".results.jsonl.tmp")
         source_path = self._path(record.id, ".requests.jsonl")
-        with source_path.open("r", encoding="utf-8") as source, temporary.open("w", encoding="utf-8") as out:
-            out.writelines(iter_result_lines(record, codes, source))
+        with source_path.open("rb") as source, temporary.open("wb") as out:
+            pending: list[bytes] = []
+            size = 0
+            for line in iter_result_lines(record, codes, source):
+                pending.append(line)
+                size += len(line)
+                if size >= WRITE_CHUNK_BYTES:  # one write per megabyte or so, not one per line
+                    out.write(b"".join(pending))
+                    pending, size = [], 0
+            out.write(b"".join(pending))
         os.replace(temporary, target)
         return target
 
