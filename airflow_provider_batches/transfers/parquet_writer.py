@@ -105,13 +105,15 @@ class ParquetResultsFile(StagedFile):
 
     def write(self, data: bytes | memoryview) -> None:
         """Add the rows of complete lines; write a row group whenever the buffer is full."""
-        lines = [line for line in bytes(data).split(b"\n") if line.strip()]
-        start = 0
-        while start < len(lines):
-            part = lines[start : start + self.row_group_size - len(self._buffer)]
-            start += len(part)
-            invalid = self._buffer.add_lines(part, self.context.batch_id, self.context.round)
-            self.rows += len(part)
+        block = bytes(data)
+        if block and not block.endswith(b"\n"):
+            block += b"\n"
+        lines = block.count(b"\n")  # the one pass over the bytes before the rows are built
+        while lines:
+            part, block, rows = _first_lines(block, lines, self.row_group_size - len(self._buffer))
+            lines -= rows
+            self.rows += rows
+            invalid = self._buffer.add(part, self.context.batch_id, self.context.round, rows=rows)
             if self.invalid is not None:
                 for custom_id, reason, line in invalid:
                     self.invalid.add(custom_id, self.context.batch_id, reason, line)
@@ -131,3 +133,14 @@ class ParquetResultsFile(StagedFile):
 
     def _flush(self) -> None:
         self._writer.write_batch(self._buffer.take(), row_group_size=self.row_group_size)
+
+
+def _first_lines(block: bytes, lines: int, count: int) -> tuple[bytes, bytes, int]:
+    """The first ``count`` lines of an LF-terminated block of ``lines`` lines, the rest, and how many
+    were taken."""
+    if lines <= count:
+        return block, b"", lines
+    end = 0
+    for _ in range(count):
+        end = block.find(b"\n", end) + 1
+    return block[:end], block[end:], count
