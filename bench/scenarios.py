@@ -612,7 +612,11 @@ def results_to_parquet(ctx: Context) -> Table:
             variants = [(OURS_PARQUET, *ours)]
             if key == "full":
                 variants = [
-                    (PLAIN_PARQUET, "results_pyarrow_plain", {"results_url": batch["results_url"]}),
+                    (
+                        PLAIN_PARQUET,
+                        "results_pyarrow_plain",
+                        {"results_url": batch["results_url"], "batch_id": batch["id"]},
+                    ),
                     ("ours: transfer to JSONL", "results_ours", {"batch_id": batch["id"]}),
                     *variants,
                 ]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 COLUMNS: tuple[tuple[str, str, bool, str], ...] = (
     ("custom_id", "string", False, "the request's custom_id"),
     ("batch_id", "string", False, "the batch the result came from"),
-    ("round", "int32", True, "the re-drive round (null until re-drive exists)"),
+    ("round", "int32", True, "the round that answered: 1, or the re-drive round (null in files of 0.x)"),
     ("result_type", "string", False, "succeeded, errored, canceled or expired"),
     ("model", "string", True, "the model that answered (succeeded only)"),
     ("stop_reason", "string", True, "end_turn, max_tokens, tool_use... (succeeded only)"),
@@ -277,8 +277,8 @@ _encode = msgspec.json.encode
 
 
 class RowBuffer:
-    """Result lines not yet written, kept as the bytes received; :meth:`take` turns them into columns
-    in one pass (pyarrow's JSON reader and compute kernels: no Python object per field of a row)."""
+    """Result lines not yet written, kept as the bytes received (one copy); :meth:`take` turns them
+    into columns in one pass (pyarrow's JSON reader and compute kernels: no Python object per field)."""
 
     def __init__(
         self,
@@ -294,29 +294,30 @@ class RowBuffer:
         self._clear()
 
     def _clear(self) -> None:
-        self.nbytes = 0
-        self.rows = 0
-        self._blocks: list[bytes] = []
-        self._sources: list[tuple[str, int | None, int]] = []  # (batch_id, round, rows) in order
+        self._data = bytearray()
+        self._sources: list[tuple[str, int | None, int]] = []  # (batch_id, round, first byte) in order
         self._parsed: list[Any] = []
         self._problems: list[str | None] = []
 
-    def __len__(self) -> int:
-        return self.rows
+    @property
+    def nbytes(self) -> int:
+        """The input bytes buffered (what bounds a row group's memory)."""
+        return len(self._data)
 
     def add(
-        self, block: bytes, batch_id: str, round_number: int | None, *, rows: int | None = None
+        self, lines: bytes | memoryview, batch_id: str, round_number: int | None
     ) -> list[tuple[str, str, bytes]]:
-        """Buffer ``rows`` LF-terminated result lines (counted when not given); ``(custom_id, reason,
-        line)`` of each answer that does not match the output schema."""
-        rows = block.count(b"\n") if rows is None else rows
-        self._blocks.append(block)
-        self._sources.append((batch_id, round_number, rows))
-        self.rows += rows
-        self.nbytes += len(block)
+        """Buffer LF-terminated result lines; ``(custom_id, reason, line)`` of each answer that does not
+        match the output schema."""
+        if not self._sources or self._sources[-1][:2] != (batch_id, round_number):
+            self._sources.append((batch_id, round_number, len(self._data)))
+        start = len(self._data)
+        self._data += lines
+        if self._data and not self._data.endswith(b"\n"):
+            self._data += b"\n"
         if self.structured is None:
             return []
-        return self._parse_answers([line for line in block.split(b"\n") if line.strip()])
+        return self._parse_answers([line for line in self._data[start:].split(b"\n") if line.strip()])
 
     def add_lines(
         self, lines: list[bytes], batch_id: str, round_number: int | None
@@ -324,12 +325,12 @@ class RowBuffer:
         """:meth:`add` for separate lines (without their LF)."""
         return self.add(b"\n".join([*lines, b""]), batch_id, round_number) if lines else []
 
-    def _parse_answers(self, lines: list[bytes]) -> list[tuple[str, str, bytes]]:
+    def _parse_answers(self, lines: list[bytearray]) -> list[tuple[str, str, bytes]]:
         """The ``parsed`` values of succeeded answers (one at a time: each is validated)."""
         assert self.structured is not None
         assert self._parsed_shape is not None
         invalid = []
-        for line in lines:
+        for line in map(bytes, lines):
             value, problem = None, None
             if _is_answer(line):
                 value, problem = parse_answer(self.structured, line)
@@ -343,20 +344,20 @@ class RowBuffer:
         """The buffered rows as one record batch of the schema; the buffer is empty afterwards."""
         import pyarrow as pa
 
-        data = b"".join(self._blocks)
+        data, sources = self._data, self._sources
         lines = data.split(b"\n")
         lines.pop()  # after the last LF
-        sources = self._sources
-        if b"" in lines:  # blank lines (the writer drops them; a row is never made of one)
-            data, lines, sources = self._without_blank_lines()
+        if b"" in lines:
+            data, lines, sources = self._without_blank_lines()  # never sent by the writer
         columns = _arrow_columns(data, len(lines)) or _python_columns(lines)
         columns["cost_usd"] = self._costs(columns)
         columns["raw"] = pa.array(lines, type=pa.binary()).view(pa.string())  # JSON is UTF-8
+        rows = self._rows_per_source(data, sources, len(lines))
         columns["batch_id"] = pa.concat_arrays(
-            [pa.repeat(pa.scalar(batch_id, pa.string()), rows) for batch_id, _, rows in sources]
+            [pa.repeat(pa.scalar(batch_id, pa.string()), count) for (batch_id, _, _), count in rows]
         )
         columns["round"] = pa.concat_arrays(
-            [pa.repeat(pa.scalar(number, pa.int32()), rows) for _, number, rows in sources]
+            [pa.repeat(pa.scalar(number, pa.int32()), count) for (_, number, _), count in rows]
         )
         if self.structured is not None:
             columns[PARSED_COLUMN] = self._parsed
@@ -368,13 +369,24 @@ class RowBuffer:
         self._clear()
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
-    def _without_blank_lines(self) -> tuple[bytes, list[bytes], list[tuple[str, int | None, int]]]:
-        lines, sources = [], []
-        for block, (batch_id, number, _) in zip(self._blocks, self._sources, strict=True):
-            kept = [line for line in block.split(b"\n") if line.strip()]
+    @staticmethod
+    def _rows_per_source(
+        data: bytearray, sources: list[tuple[str, int | None, int]], rows: int
+    ) -> list[tuple[tuple[str, int | None, int], int]]:
+        """How many of the rows each source (batch and round) gave: the lines of its bytes."""
+        ends = [start for _, _, start in sources[1:]] + [len(data)]
+        counts = [data.count(b"\n", source[2], end) for source, end in zip(sources[:-1], ends, strict=False)]
+        return list(zip(sources, [*counts, rows - sum(counts)], strict=True))
+
+    def _without_blank_lines(self) -> tuple[bytearray, list[bytearray], list[tuple[str, int | None, int]]]:
+        ends = [start for _, _, start in self._sources[1:]] + [len(self._data)]
+        data, lines, sources = bytearray(), [], []
+        for (batch_id, number, start), end in zip(self._sources, ends, strict=True):
+            sources.append((batch_id, number, len(data)))
+            kept = [line for line in self._data[start:end].split(b"\n") if line.strip()]
             lines += kept
-            sources.append((batch_id, number, len(kept)))
-        return b"\n".join([*lines, b""]), lines, sources
+            data += b"".join(line + b"\n" for line in kept)
+        return data, lines, sources
 
     def _costs(self, columns: dict[str, Any]) -> pa.Array:
         """``cost_usd``: each model's rows priced at once by :func:`usage_costs_usd` (null if unpriced)."""
@@ -397,7 +409,7 @@ class RowBuffer:
         return cost
 
 
-def _arrow_columns(data: bytes, rows: int) -> dict[str, Any] | None:
+def _arrow_columns(data: bytearray, rows: int) -> dict[str, Any] | None:
     """The flattened columns of LF-terminated result lines, by pyarrow's JSON reader and compute
     kernels; None when a line has a field of an unexpected type (the caller takes them one by one)."""
     import pyarrow as pa
@@ -450,7 +462,7 @@ def _arrow_columns(data: bytes, rows: int) -> dict[str, Any] | None:
     if pc.any(has_tools).as_py():  # their free-form inputs are re-encoded from the line, row by row
         lines = data.split(b"\n")
         for index in pc.indices_nonzero(has_tools).to_pylist():
-            tool_calls[index] = _tool_calls(_decode_row(lines[index]).result.message)
+            tool_calls[index] = _tool_calls(_decode_row(bytes(lines[index])).result.message)
     columns["tool_calls"] = pa.array(tool_calls, pa.string())
     return columns
 
@@ -465,7 +477,7 @@ def _per_list(offsets: pa.Array, flags: pa.Array) -> pa.Array:
     return pc.subtract(pc.take(before, offsets[1:]), pc.take(before, offsets[:-1]))
 
 
-def _python_columns(lines: list[bytes]) -> dict[str, Any]:
+def _python_columns(lines: list[bytearray]) -> dict[str, Any]:
     """The flattened columns line by line (msgspec): a line whose message has unexpected shapes keeps
     its identity, result type and raw JSON, and nulls elsewhere."""
     import pyarrow as pa
@@ -473,7 +485,7 @@ def _python_columns(lines: list[bytes]) -> dict[str, Any]:
     try:
         parsed = _decode_lines(b"[" + b",".join(lines) + b"]")
     except msgspec.ValidationError:
-        parsed = [_decode_row(line) for line in lines]
+        parsed = [_decode_row(bytes(line)) for line in lines]
     columns: dict[str, list[Any]] = {
         name: []
         for name in (
