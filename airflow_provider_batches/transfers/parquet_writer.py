@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from airflow_provider_batches.structured_output import StructuredOutput
 
 DEFAULT_ROW_GROUP_SIZE = 10_000
-#: Input bytes buffered before rows are built and written: 16 MiB costs the least CPU (pyarrow's JSON
+#: Input bytes buffered before rows are built and written: 8 MiB costs about the least CPU (pyarrow's JSON
 #: reader and the column writers have a fixed cost per call) at a bounded peak (a few times this).
-MAX_BUFFER_BYTES = 16 * 1024 * 1024
+MAX_BUFFER_BYTES = 8 * 1024 * 1024
 PARQUET_COMPRESSIONS = ("snappy", "zstd", "gzip", "brotli", "lz4", "none")
 
 
