@@ -592,7 +592,7 @@ def best_wall(requests: int, limit: int, rate: float) -> float:
 # -- 5 -----------------------------------------------------------------------------------------------
 
 PARQUET_RSS_BUDGET_MIB = 150
-PLAIN_PARQUET = "pyarrow read_json + write_table (floor)"
+PLAIN_PARQUET = "pyarrow read_json + compute + write_table, same columns (floor)"
 OURS_PARQUET = "ours: transfer to Parquet"
 
 
@@ -627,16 +627,26 @@ def results_to_parquet(ctx: Context) -> Table:
     table = _throughput_table(
         "5. Results to Parquet",
         f"{sizes['full']:,} result lines, {size / 1e6:,.0f} MB, from the emulator to local Parquet (zstd, "
-        "row groups of at most 10,000 rows and 4 MiB of input) and to JSONL; the floor downloads the lines "
-        "and converts them with pyarrow (inferred schema, whole table in memory, no verification). "
-        f"Median of {ctx.sizes.repeat} runs.",
+        "rows built per 8 MiB of input, row groups of at most 10,000 rows) and to JSONL. The floor is the "
+        "cheapest plain pyarrow conversion to the same file: download the lines, `read_json` of only the "
+        "fields the columns need (explicit schema, one thread) per 16 MiB block, the same columns by "
+        "pyarrow compute (text joined, usage, cost_usd, errors, raw line, batch id, round), `write_table`; "
+        "no verification, no staging, no checksum. (`read_json` of the whole file with an inferred schema "
+        "writes nested columns, no raw line and no cost, and costs about twice the CPU in 2 GiB.) "
+        f"Rounds interleaved, median of {ctx.sizes.repeat}.",
         full,
         PLAIN_PARQUET,
         ctx,
         size,
     )
+    cpu_ratio = full[OURS_PARQUET].cpu / full[PLAIN_PARQUET].cpu
+    table.target(
+        "Parquet: client CPU within 1.2x of the plain pyarrow conversion",
+        f"{cpu_ratio:.2f}x",
+        cpu_ratio <= 1.2,
+    )
     ratio = full[OURS_PARQUET].wall / full[PLAIN_PARQUET].wall
-    table.target("Parquet: wall within 1.5x of the plain pyarrow conversion", f"{ratio:.2f}x", ratio <= 1.5)
+    table.target("Parquet: wall within 1.2x of the plain pyarrow conversion", f"{ratio:.2f}x", ratio <= 1.2)
     over = (full[OURS_PARQUET].peak_rss - ctx.airflow_rss) / MIB
     table.target(
         f"Parquet: peak RSS within {PARQUET_RSS_BUDGET_MIB} MiB of `import airflow`",

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 COLUMNS: tuple[tuple[str, str, bool, str], ...] = (
     ("custom_id", "string", False, "the request's custom_id"),
     ("batch_id", "string", False, "the batch the result came from"),
-    ("round", "int32", True, "the round that answered: 1, or the re-drive round (null in files of 0.x)"),
+    ("round", "int32", True, "the round that answered: 1, or the re-drive or resume round"),
     ("result_type", "string", False, "succeeded, errored, canceled or expired"),
     ("model", "string", True, "the model that answered (succeeded only)"),
     ("stop_reason", "string", True, "end_turn, max_tokens, tool_use... (succeeded only)"),
