@@ -627,7 +627,7 @@ def results_to_parquet(ctx: Context) -> Table:
     table = _throughput_table(
         "5. Results to Parquet",
         f"{sizes['full']:,} result lines, {size / 1e6:,.0f} MB, from the emulator to local Parquet (zstd, "
-        "rows built per 8 MiB of input, row groups of at most 10,000 rows) and to JSONL. The floor is the "
+        "rows built per 4 MiB of input, row groups of at most 10,000 rows) and to JSONL. The floor is the "
         "cheapest plain pyarrow conversion to the same file: download the lines, `read_json` of only the "
         "fields the columns need (explicit schema, one thread) per 16 MiB block, the same columns by "
         "pyarrow compute (text joined, usage, cost_usd, errors, raw line, batch id, round), `write_table`; "

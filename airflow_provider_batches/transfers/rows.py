@@ -45,6 +45,16 @@ COLUMNS: tuple[tuple[str, str, bool, str], ...] = (
     ("error_message", "string", True, "the error's message (errored only)"),
     ("raw", "string", False, "the whole result line as JSON: nothing is lost"),
 )
+#: The columns of few distinct values, written dictionary-encoded; the others (ids, texts, raw lines,
+#: the ``parsed`` answers) are unique per row, where a dictionary costs time and memory and saves nothing.
+DICTIONARY_COLUMNS: tuple[str, ...] = (
+    "batch_id",
+    "round",
+    "result_type",
+    "model",
+    "stop_reason",
+    "error_type",
+)
 PARSED_COLUMN = "parsed"
 PARSE_ERROR_COLUMN = "parse_error"
 
@@ -343,15 +353,16 @@ class RowBuffer:
     def take(self) -> pa.RecordBatch:
         """The buffered rows as one record batch of the schema; the buffer is empty afterwards."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         data, sources = self._data, self._sources
-        lines = data.split(b"\n")
-        lines.pop()  # after the last LF
-        if b"" in lines:
-            data, lines, sources = self._without_blank_lines()  # never sent by the writer
-        columns = _arrow_columns(data, len(lines)) or _python_columns(lines)
+        lines = _lines(data)
+        if pc.any(pc.equal(pc.binary_length(lines), 0)).as_py():  # blank lines: never sent by the writer
+            data, kept, sources = self._without_blank_lines()
+            lines = pa.array(kept, pa.binary())
+        columns = _arrow_columns(data, lines) or _python_columns(lines.to_pylist())
         columns["cost_usd"] = self._costs(columns)
-        columns["raw"] = pa.array(lines, type=pa.binary()).view(pa.string())  # JSON is UTF-8
+        columns["raw"] = lines.view(pa.string())  # JSON is UTF-8
         rows = self._rows_per_source(data, sources, len(lines))
         columns["batch_id"] = pa.concat_arrays(
             [pa.repeat(pa.scalar(batch_id, pa.string()), count) for (batch_id, _, _), count in rows]
@@ -409,14 +420,30 @@ class RowBuffer:
         return cost
 
 
-def _arrow_columns(data: bytearray, rows: int) -> dict[str, Any] | None:
-    """The flattened columns of LF-terminated result lines, by pyarrow's JSON reader and compute
-    kernels; None when a line has a field of an unexpected type (the caller takes them one by one)."""
+def _lines(data: bytearray) -> pa.Array:
+    """The LF-terminated lines of ``data``, without their LF, as one binary array (copied once, by
+    pyarrow: no Python object per line)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(data) >= 2**31:  # past 32-bit offsets: a row group of lines this long is not made
+        raise ValueError(f"{len(data):,} bytes of result lines in one row group: at most 2 GiB")
+    offsets = pa.array([0, len(data)], pa.int32()).buffers()[1]
+    whole = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(data)])
+    parts = pc.split_pattern(whole, pattern="\n").values
+    return parts.slice(0, len(parts) - 1)  # after the last LF
+
+
+def _arrow_columns(data: bytearray, lines: pa.Array) -> dict[str, Any] | None:
+    """The flattened columns of LF-terminated result lines (``lines``: the same, one per item), by
+    pyarrow's JSON reader and compute kernels; None when a line has a field of an unexpected type (the
+    caller takes them one by one)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.json as pj
 
-    if not rows or len(data) >= 2**31:
+    rows = len(lines)
+    if not rows:
         return None
     try:
         table = pj.read_json(
@@ -453,18 +480,29 @@ def _arrow_columns(data: bytearray, rows: int) -> dict[str, Any] | None:
     offsets, blocks = content.offsets, content.values
     block_type, block_text = pc.struct_field(blocks, "type"), pc.struct_field(blocks, "text")
     is_text = pc.fill_null(pc.and_(pc.equal(block_type, "text"), pc.is_valid(block_text)), False)
-    texts = pa.ListArray.from_arrays(offsets, pc.if_else(is_text, block_text, ""))
+    only_texts = block_text if pc.all(is_text).as_py() is not False else pc.if_else(is_text, block_text, "")
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, only_texts), "")
     has_text = pc.and_(succeeded, pc.greater(_per_list(offsets, is_text), 0))
-    columns["text"] = pc.if_else(has_text, pc.binary_join(texts, ""), pa.scalar(None, pa.string()))
+    columns["text"] = _valid_where(joined, has_text)
     is_tool = pc.fill_null(pc.equal(block_type, "tool_use"), False)
     has_tools = pc.and_(succeeded, pc.greater(_per_list(offsets, is_tool), 0))
     tool_calls: list[str | None] = [None] * rows
     if pc.any(has_tools).as_py():  # their free-form inputs are re-encoded from the line, row by row
-        lines = data.split(b"\n")
         for index in pc.indices_nonzero(has_tools).to_pylist():
-            tool_calls[index] = _tool_calls(_decode_row(bytes(lines[index])).result.message)
+            tool_calls[index] = _tool_calls(_decode_row(lines[index].as_py()).result.message)
     columns["tool_calls"] = pa.array(tool_calls, pa.string())
     return columns
+
+
+def _valid_where(values: pa.Array, valid: pa.Array) -> pa.Array:
+    """``values`` where ``valid`` is true, else null: its validity bitmap is ``valid``'s bits (no copy
+    of the values; ``valid`` has no nulls)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if valid.offset or values.offset or valid.null_count:
+        return pc.if_else(valid, values, pa.scalar(None, values.type))
+    return pa.Array.from_buffers(values.type, len(values), [valid.buffers()[1], *values.buffers()[1:]])
 
 
 def _per_list(offsets: pa.Array, flags: pa.Array) -> pa.Array:
@@ -477,7 +515,7 @@ def _per_list(offsets: pa.Array, flags: pa.Array) -> pa.Array:
     return pc.subtract(pc.take(before, offsets[1:]), pc.take(before, offsets[:-1]))
 
 
-def _python_columns(lines: list[bytearray]) -> dict[str, Any]:
+def _python_columns(lines: list[bytes]) -> dict[str, Any]:
     """The flattened columns line by line (msgspec): a line whose message has unexpected shapes keeps
     its identity, result type and raw JSON, and nulls elsewhere."""
     import pyarrow as pa
@@ -485,7 +523,7 @@ def _python_columns(lines: list[bytearray]) -> dict[str, Any]:
     try:
         parsed = _decode_lines(b"[" + b",".join(lines) + b"]")
     except msgspec.ValidationError:
-        parsed = [_decode_row(bytes(line)) for line in lines]
+        parsed = [_decode_row(line) for line in lines]
     columns: dict[str, list[Any]] = {
         name: []
         for name in (

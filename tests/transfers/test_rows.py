@@ -4,9 +4,11 @@ column equal to rows built line by line."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
 
@@ -98,8 +100,8 @@ VARIED_LINES = [
 def test_rows_built_per_column_equal_rows_built_line_by_line() -> None:
     data = b"\n".join([*VARIED_LINES, b""])
 
-    per_column = _arrow_columns(bytearray(data), len(VARIED_LINES))
-    line_by_line = _python_columns([bytearray(one) for one in VARIED_LINES])
+    per_column = _arrow_columns(bytearray(data), pa.array(VARIED_LINES, pa.binary()))
+    line_by_line = _python_columns(list(VARIED_LINES))
 
     assert per_column is not None
     assert {name: column.to_pylist() for name, column in per_column.items()} == {
@@ -133,3 +135,35 @@ def test_rows_of_several_batches_and_rounds_in_one_row_group_keep_their_own_batc
     ] * 2 + [("msgbatch_one", 1)] * 3
     assert [row["raw"].encode() for row in rows] == VARIED_LINES
     assert buffer.nbytes == 0
+
+
+def test_a_parquet_file_writes_its_rows_once_max_buffer_bytes_are_held_in_row_groups_of_the_size_asked(
+    tmp_path: Path,
+) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_batches.transfers.parquet_writer import BatchContext, ParquetResultsFile
+
+    staged = ParquetResultsFile(
+        "x.parquet",
+        ObjectStoragePath(f"file://{tmp_path}/x.parquet"),
+        schema=result_schema(),
+        context=BatchContext("msgbatch_a", 1),
+        row_group_size=7,
+        max_buffer_bytes=4_000,
+    )
+    chunk = b"\n".join([*VARIED_LINES, b""])
+    header = staged.size
+    written_before_close = []
+    for _ in range(20):
+        staged.write(chunk)
+        written_before_close.append(staged.size)
+    staged.close()
+
+    metadata = pq.ParquetFile(tmp_path / "x.parquet").metadata
+    groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    assert sum(groups) == 20 * len(VARIED_LINES)
+    assert max(groups) == 7
+    flushes = sorted(set(written_before_close) - {header})
+    assert len(flushes) >= 20 * len(chunk) // 4_000 - 1  # rows written as the input went by, not at the end
+    assert written_before_close[4_000 // len(chunk) + 1] > header
