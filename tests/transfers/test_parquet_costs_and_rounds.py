@@ -9,6 +9,7 @@ errored result. The expected row costs are computed here by hand from the raw us
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ def parquet_rows(manifest: dict[str, Any], read: Any) -> dict[str, dict[str, Any
     ]
     rows = pa.concat_tables(tables).to_pylist()
     for row in rows:
-        message = pa.json.read_json(io.BytesIO(row["raw"].encode())).to_pylist()[0]["result"].get("message")
+        message = json.loads(row["raw"])["result"].get("message")
         row["usage"] = (message or {}).get("usage")
     return {row["custom_id"]: row for row in rows}
 
