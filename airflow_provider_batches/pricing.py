@@ -15,10 +15,15 @@ here (see ``UNPRICED``, or a model newer than the table) is reported, never gues
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_batches.errors import UnpricedModelError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 BATCH_DISCOUNT = 0.5
 
@@ -194,20 +199,100 @@ def usage_cost_usd(
     were written with the 1-hour lifetime (the rest, 5-minute). The long-context tier is chosen from
     the prompt (one request's usage), or forced with ``long_context`` (a sum of requests of one tier).
     """
-    prompt = input_tokens + cache_creation_input_tokens + cache_read_input_tokens
-    if long_context is None:
-        rates = price.tier(prompt)
-    else:
-        rates = price.long_context if long_context and price.long_context is not None else price
-    one_hour = min(cache_creation_1h_input_tokens, cache_creation_input_tokens)
-    standard = (
-        input_tokens * rates.input_per_mtok
-        + (cache_creation_input_tokens - one_hour) * rates.cache_write_5m
-        + one_hour * rates.cache_write_1h
-        + cache_read_input_tokens * rates.cache_read
-        + output_tokens * rates.output_per_mtok
+    if long_context is not None:
+        price = price.long_context if long_context and price.long_context is not None else price
+    tokens = (
+        input_tokens,
+        output_tokens,
+        cache_creation_input_tokens,
+        cache_read_input_tokens,
+        cache_creation_1h_input_tokens,
     )
-    return standard / 1_000_000 * discount
+    return float(_cost(_NUMBERS, price, tokens, discount, tiered=long_context is None))
+
+
+def usage_costs_usd(
+    price: Price,
+    *,
+    input_tokens: pa.Array,
+    output_tokens: pa.Array,
+    cache_creation_input_tokens: pa.Array,
+    cache_read_input_tokens: pa.Array,
+    cache_creation_1h_input_tokens: pa.Array,
+    discount: float = BATCH_DISCOUNT,
+) -> pa.Array:
+    """:func:`usage_cost_usd` of many requests of one model at once (the Parquet ``cost_usd`` column):
+    the same formula over pyarrow arrays, one usage per row, a null count taken as 0."""
+    import pyarrow.compute as pc
+
+    tokens = tuple(
+        pc.fill_null(column, 0)
+        for column in (
+            input_tokens,
+            output_tokens,
+            cache_creation_input_tokens,
+            cache_read_input_tokens,
+            cache_creation_1h_input_tokens,
+        )
+    )
+    return _cost(_arrow_ops(), price, tokens, discount, tiered=True)
+
+
+def _cost(ops: _Ops, price: Price, tokens: tuple[Any, ...], discount: float, *, tiered: bool) -> Any:
+    """The formula, once, over numbers or arrays (``ops``): each token kind at its rate, the 1-hour
+    writes out of all cache writes, the long-context tier when the prompt is over its threshold."""
+    input_tokens, output_tokens, cache_writes, cache_reads, cache_writes_1h = tokens
+    one_hour = ops.minimum(cache_writes_1h, cache_writes)
+
+    def at(rates: Price) -> Any:
+        standard = ops.add(
+            ops.add(
+                ops.add(
+                    ops.add(
+                        ops.mul(input_tokens, rates.input_per_mtok),
+                        ops.mul(ops.sub(cache_writes, one_hour), rates.cache_write_5m),
+                    ),
+                    ops.mul(one_hour, rates.cache_write_1h),
+                ),
+                ops.mul(cache_reads, rates.cache_read),
+            ),
+            ops.mul(output_tokens, rates.output_per_mtok),
+        )
+        return ops.mul(ops.div(standard, 1_000_000), discount)
+
+    long_rates, above = price.long_context, price.long_context_above
+    if not tiered or long_rates is None or above is None:
+        return at(price)
+    prompt = ops.add(ops.add(input_tokens, cache_writes), cache_reads)
+    return ops.where(ops.greater(prompt, above), lambda: at(long_rates), lambda: at(price))
+
+
+class _Ops:
+    """Arithmetic for :func:`_cost`: Python numbers here, pyarrow arrays in :func:`_arrow_ops`."""
+
+    add = staticmethod(operator.add)
+    sub = staticmethod(operator.sub)
+    mul = staticmethod(operator.mul)
+    div = staticmethod(operator.truediv)
+    minimum = staticmethod(min)
+    greater = staticmethod(operator.gt)
+
+    @staticmethod
+    def where(condition: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
+        return then() if condition else otherwise()
+
+
+_NUMBERS = _Ops()
+
+
+def _arrow_ops() -> _Ops:
+    import pyarrow.compute as pc
+
+    ops = _Ops()
+    ops.add, ops.sub, ops.mul, ops.div = pc.add, pc.subtract, pc.multiply, pc.divide  # type: ignore[method-assign]
+    ops.minimum, ops.greater = pc.min_element_wise, pc.greater  # type: ignore[method-assign,assignment]
+    ops.where = lambda condition, then, otherwise: pc.if_else(condition, then(), otherwise())  # type: ignore[method-assign]
+    return ops
 
 
 def batch_cost_usd(

@@ -142,3 +142,55 @@ def test_require_prices_names_every_unpriced_model_its_reason_and_the_prices_fix
     assert "no price is known for claude-emulator-test, claude-mythos-preview" in message
     assert "no list price is published" in message
     assert "prices={'claude-emulator-test': {'input': ..., 'output': ...}" in message
+
+
+def test_the_formula_over_arrays_gives_each_usage_exactly_what_the_formula_gives_it() -> None:
+    import random
+
+    import pyarrow as pa
+
+    from airflow_provider_batches.pricing import usage_costs_usd
+
+    rng = random.Random(23)
+    names = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    prices = [*DEFAULT_PRICES.values(), Price(1.0, 5.0, source="prices=")]
+    for price in prices:
+        usages = []
+        for _ in range(200):
+            usage = {name: rng.choice([0, rng.randrange(1, 300_000)]) for name in names}
+            usage["cache_creation_1h_input_tokens"] = rng.choice(  # none, some, all, or more than the writes
+                [0, usage["cache_creation_input_tokens"] // 3, usage["cache_creation_input_tokens"], 10**6]
+            )
+            usages.append(usage)
+        usages.append(
+            {**dict.fromkeys(names, 0), "input_tokens": 100_000, "cache_creation_1h_input_tokens": 0}
+        )
+        usages.append(
+            {**dict.fromkeys(names, 0), "input_tokens": 100_001, "cache_creation_1h_input_tokens": 0}
+        )
+        columns = {name: pa.array([usage[name] for usage in usages], pa.int64()) for name in usages[0]}
+
+        costs = usage_costs_usd(price, **columns).to_pylist()
+
+        assert costs == [usage_cost_usd(price, **usage) for usage in usages], price  # type: ignore[arg-type]
+
+
+def test_a_missing_token_count_in_the_arrays_counts_as_zero() -> None:
+    import pyarrow as pa
+
+    from airflow_provider_batches.pricing import usage_costs_usd
+
+    price = Price(1.0, 5.0)
+    given = pa.array([1_000_000, None], pa.int64())
+    none = pa.array([None, None], pa.int64())
+
+    costs = usage_costs_usd(
+        price,
+        input_tokens=given,
+        output_tokens=none,
+        cache_creation_input_tokens=none,
+        cache_read_input_tokens=none,
+        cache_creation_1h_input_tokens=none,
+    )
+
+    assert costs.to_pylist() == [0.5, 0.0]

@@ -257,6 +257,7 @@ def _message(
     input_tokens = estimate_input_tokens(params)
     cached = min(cached_prefix_tokens(params), input_tokens)
     cache_creation = cache_read = 0
+    one_hour = cached_prefix_ttl(params) == "1h"
     if cached:
         prefix = cached_prefix_digest(params)
         if cache_seen is not None and prefix in cache_seen:
@@ -278,6 +279,11 @@ def _message(
             "output_tokens": output_tokens,
             "cache_creation_input_tokens": cache_creation,
             "cache_read_input_tokens": cache_read,
+            # The writes by lifetime (the SDK's ``Usage.cache_creation``): the last breakpoint's ``ttl``.
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": 0 if one_hour else cache_creation,
+                "ephemeral_1h_input_tokens": cache_creation if one_hour else 0,
+            },
             "service_tier": service_tier,
         },
     }
@@ -296,6 +302,15 @@ def _cache_prefix(params: dict[str, Any]) -> list[Any]:
         (i for i, part in enumerate(parts) if isinstance(part, dict) and "cache_control" in part), default=-1
     )
     return parts[: last + 1]
+
+
+def cached_prefix_ttl(params: dict[str, Any]) -> str | None:
+    """The ``ttl`` of the cached prefix's last breakpoint (``"5m"`` when not given, None without one)."""
+    prefix = _cache_prefix(params)
+    if not prefix:
+        return None
+    control = prefix[-1]["cache_control"]
+    return str(control.get("ttl") or "5m") if isinstance(control, dict) else "5m"
 
 
 def cached_prefix_tokens(params: dict[str, Any]) -> int:

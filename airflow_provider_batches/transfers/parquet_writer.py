@@ -1,8 +1,8 @@
 """A staged Parquet file fed with verified result lines, written in row groups with bounded buffers.
 
-Lines are turned into rows (:mod:`.rows`) as they arrive and written as a row group whenever
-``row_group_size`` rows or ``max_buffer_bytes`` of input are buffered, so memory depends on the row
-group, never on the batch. The Parquet bytes go through :class:`StagedFile` (hashed, counted,
+Lines are buffered as received and turned into rows (:mod:`.rows`) once ``max_buffer_bytes`` of input
+are buffered, then written in row groups of at most ``row_group_size`` rows, so memory depends on the
+buffer, never on the batch. The Parquet bytes go through :class:`StagedFile` (hashed, counted,
 uploaded in parts) and are published like any other output.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_batches.transfers import rows
 from airflow_provider_batches.transfers._publish import StagedFile
 from airflow_provider_batches.transfers.rows import RowBuffer
 
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     from airflow_provider_batches.structured_output import StructuredOutput
 
 DEFAULT_ROW_GROUP_SIZE = 10_000
-#: Input bytes buffered before a row group is written even if it has fewer rows (long answers).
+#: Input bytes buffered before rows are built and written. Measured at 100,000 results of 2.4 KB:
+#: 8 MiB saves little CPU (each flush's fixed cost is small once rows are built per column) and adds
+#: about 30 MiB of peak RSS; 4 MiB keeps the transfer within its memory budget.
 MAX_BUFFER_BYTES = 4 * 1024 * 1024
 PARQUET_COMPRESSIONS = ("snappy", "zstd", "gzip", "brotli", "lz4", "none")
 
@@ -100,27 +103,24 @@ class ParquetResultsFile(StagedFile):
         self._buffer = RowBuffer(schema, structured, prices)
         self._stream = _Stream(super().write)
         self._writer = pq.ParquetWriter(
-            pa.PythonFile(self._stream, mode="w"), schema, compression=compression
+            pa.PythonFile(self._stream, mode="w"),
+            schema,
+            compression=compression,
+            use_dictionary=list(rows.DICTIONARY_COLUMNS),
         )
 
     def write(self, data: bytes | memoryview) -> None:
-        """Add the rows of complete lines; write a row group whenever the buffer is full."""
-        lines = [line for line in bytes(data).split(b"\n") if line.strip()]
-        start = 0
-        while start < len(lines):
-            part = lines[start : start + self.row_group_size - len(self._buffer)]
-            start += len(part)
-            invalid = self._buffer.add_lines(part, self.context.batch_id, self.context.round)
-            self.rows += len(part)
-            if self.invalid is not None:
-                for custom_id, reason, line in invalid:
-                    self.invalid.add(custom_id, self.context.batch_id, reason, line)
-            if len(self._buffer) >= self.row_group_size or self._buffer.nbytes >= self.max_buffer_bytes:
-                self._flush()
+        """Add the rows of complete lines; write them once ``max_buffer_bytes`` are buffered."""
+        invalid = self._buffer.add(data, self.context.batch_id, self.context.round)
+        if self.invalid is not None:
+            for custom_id, reason, line in invalid:
+                self.invalid.add(custom_id, self.context.batch_id, reason, line)
+        if self._buffer.nbytes >= self.max_buffer_bytes:
+            self._flush()
 
     def close(self) -> None:
-        """Write the last row group and the footer, then finish the staged object."""
-        if len(self._buffer):
+        """Write the last row groups and the footer, then finish the staged object."""
+        if self._buffer.nbytes:
             self._flush()
         self._writer.close()
         super().close()
@@ -130,4 +130,7 @@ class ParquetResultsFile(StagedFile):
         super().abort()
 
     def _flush(self) -> None:
-        self._writer.write_batch(self._buffer.take(), row_group_size=self.row_group_size)
+        """The buffered rows, in row groups of ``row_group_size`` (the last one of a flush maybe fewer)."""
+        rows = self._buffer.take()
+        self.rows += rows.num_rows
+        self._writer.write_batch(rows, row_group_size=self.row_group_size)

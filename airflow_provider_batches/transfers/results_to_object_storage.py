@@ -351,7 +351,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         file_counts: dict[str, dict[str, int]],
     ) -> None:
         for ledger in ledgers:
-            outputs.start_batch(ledger.batch.id)
+            outputs.start_batch(ledger.batch.id, self._rounds.get(ledger.batch.id, 1))
             staged = outputs.open(ledger.batch.id)
             name = staged.name
             self._download(ledger, _always(staged), progress)
@@ -373,7 +373,7 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             return by_kind[kind]
 
         for ledger in ledgers:
-            outputs.start_batch(ledger.batch.id)
+            outputs.start_batch(ledger.batch.id, self._rounds.get(ledger.batch.id, 1))
             self._download(ledger, route, progress)
         for kind, staged in by_kind.items():
             staged.close()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from airflow_provider_batches.pricing import price_for, usage_cost_usd
+from airflow_provider_batches.pricing import price_for, usage_costs_usd
 from airflow_provider_batches.structured_output import InvalidOutputError, StructuredOutput
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 COLUMNS: tuple[tuple[str, str, bool, str], ...] = (
     ("custom_id", "string", False, "the request's custom_id"),
     ("batch_id", "string", False, "the batch the result came from"),
-    ("round", "int32", True, "the re-drive round (null until re-drive exists)"),
+    ("round", "int32", True, "the round that answered: 1, or the re-drive or resume round"),
     ("result_type", "string", False, "succeeded, errored, canceled or expired"),
     ("model", "string", True, "the model that answered (succeeded only)"),
     ("stop_reason", "string", True, "end_turn, max_tokens, tool_use... (succeeded only)"),
@@ -45,61 +45,18 @@ COLUMNS: tuple[tuple[str, str, bool, str], ...] = (
     ("error_message", "string", True, "the error's message (errored only)"),
     ("raw", "string", False, "the whole result line as JSON: nothing is lost"),
 )
+#: The columns of few distinct values, written dictionary-encoded; the others (ids, texts, raw lines,
+#: the ``parsed`` answers) are unique per row, where a dictionary costs time and memory and saves nothing.
+DICTIONARY_COLUMNS: tuple[str, ...] = (
+    "batch_id",
+    "round",
+    "result_type",
+    "model",
+    "stop_reason",
+    "error_type",
+)
 PARSED_COLUMN = "parsed"
 PARSE_ERROR_COLUMN = "parse_error"
-
-
-class _CacheCreation(msgspec.Struct):
-    ephemeral_1h_input_tokens: int | None = None
-
-
-class _Usage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation: _CacheCreation | None = None
-
-
-class _Block(msgspec.Struct):
-    type: str
-    text: str | None = None
-    id: str | None = None
-    name: str | None = None
-    input: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _Message(msgspec.Struct):
-    model: str | None = None
-    stop_reason: str | None = None
-    content: list[_Block] = []
-    usage: _Usage | None = None
-
-
-class _ErrorDetail(msgspec.Struct):
-    type: str | None = None
-    message: str | None = None
-
-
-class _ErrorBody(msgspec.Struct):
-    error: _ErrorDetail | None = None
-
-
-class _Result(msgspec.Struct):
-    type: str
-    message: _Message | None = None
-    error: _ErrorBody | None = None
-
-
-class _Line(msgspec.Struct):
-    custom_id: str
-    result: _Result
-
-
-_decode_line = msgspec.json.Decoder(_Line).decode
-_decode_lines = msgspec.json.Decoder(list[_Line]).decode
-_decode_any = msgspec.json.Decoder().decode
-_encode = msgspec.json.encode
 
 
 def result_schema(structured: StructuredOutput | None = None) -> pa.Schema:
@@ -242,9 +199,96 @@ def _resolve(node: Any, root: Mapping[str, Any]) -> tuple[Any, frozenset[str]]:
 
 # -- rows -----------------------------------------------------------------------------------------
 
+#: What of a result line the flattened columns read: pyarrow's JSON reader parses only these fields
+#: (anything else, such as a tool call's free-form ``input``, is skipped), straight into arrow memory.
+_TOKENS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+_ONE_HOUR = "cache_creation_1h_input_tokens"
+_USAGE = "_usage"  # whether a succeeded row has a usage (else its cost is null): not a file column
+
+
+def _line_type() -> pa.Schema:
+    import pyarrow as pa
+
+    string, int64 = pa.string(), pa.int64()
+    block = pa.struct([("type", string), ("text", string)])
+    usage = pa.struct(
+        [(name, int64) for name in _TOKENS]
+        + [("cache_creation", pa.struct([("ephemeral_1h_input_tokens", int64)]))]
+    )
+    message = pa.struct(
+        [("model", string), ("stop_reason", string), ("content", pa.list_(block)), ("usage", usage)]
+    )
+    error = pa.struct([("error", pa.struct([("type", string), ("message", string)]))])
+    result = pa.struct([("type", string), ("message", message), ("error", error)])
+    return pa.schema([("custom_id", string), ("result", result)])
+
+
+class _CacheCreation(msgspec.Struct):
+    ephemeral_1h_input_tokens: int | None = None
+
+
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation: _CacheCreation | None = None
+
+
+class _Block(msgspec.Struct):
+    type: str
+    text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _Message(msgspec.Struct):
+    model: str | None = None
+    stop_reason: str | None = None
+    content: list[_Block] = []
+    usage: _Usage | None = None
+
+
+class _ErrorDetail(msgspec.Struct):
+    type: str | None = None
+    message: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _ErrorDetail | None = None
+
+
+class _Result(msgspec.Struct):
+    type: str
+    message: _Message | None = None
+    error: _ErrorBody | None = None
+
+
+class _Line(msgspec.Struct):
+    custom_id: str
+    result: _Result
+
+
+class _Kind(msgspec.Struct):
+    type: str
+    message: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _KindLine(msgspec.Struct):
+    result: _Kind
+
+
+_decode_line = msgspec.json.Decoder(_Line).decode
+_decode_lines = msgspec.json.Decoder(list[_Line]).decode
+_decode_kind = msgspec.json.Decoder(_KindLine).decode
+_decode_any = msgspec.json.Decoder().decode
+_encode = msgspec.json.encode
+
 
 class RowBuffer:
-    """Columns of the rows not yet written, filled line by line; ``nbytes`` counts their input bytes."""
+    """Result lines not yet written, kept as the bytes received (one copy); :meth:`take` turns them
+    into columns in one pass (pyarrow's JSON reader and compute kernels: no Python object per field)."""
 
     def __init__(
         self,
@@ -257,92 +301,274 @@ class RowBuffer:
         self.structured = structured
         self._parsed_shape = parsed_shape(structured.json_schema) if structured else None
         self._prices: dict[str, Any] = {}
-        self.nbytes = 0
-        self.columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+        self._clear()
 
-    def __len__(self) -> int:
-        return len(self.columns["custom_id"])
+    def _clear(self) -> None:
+        self._data = bytearray()
+        self._sources: list[tuple[str, int | None, int]] = []  # (batch_id, round, first byte) in order
+        self._parsed: list[Any] = []
+        self._problems: list[str | None] = []
+
+    @property
+    def nbytes(self) -> int:
+        """The input bytes buffered (what bounds a row group's memory)."""
+        return len(self._data)
+
+    def add(
+        self, lines: bytes | memoryview, batch_id: str, round_number: int | None
+    ) -> list[tuple[str, str, bytes]]:
+        """Buffer LF-terminated result lines; ``(custom_id, reason, line)`` of each answer that does not
+        match the output schema."""
+        if not self._sources or self._sources[-1][:2] != (batch_id, round_number):
+            self._sources.append((batch_id, round_number, len(self._data)))
+        start = len(self._data)
+        self._data += lines
+        if self._data and not self._data.endswith(b"\n"):
+            self._data += b"\n"
+        if self.structured is None:
+            return []
+        return self._parse_answers([line for line in self._data[start:].split(b"\n") if line.strip()])
 
     def add_lines(
         self, lines: list[bytes], batch_id: str, round_number: int | None
     ) -> list[tuple[str, str, bytes]]:
-        """Append the rows of result lines (decoded in one call); ``(custom_id, reason, line)`` of each
-        answer that does not match the output schema."""
-        try:
-            parsed = _decode_lines(b"[" + b",".join(lines) + b"]")
-        except msgspec.ValidationError:  # some line has an unexpected shape: decode one at a time
-            parsed = [_decode_row(line) for line in lines]
+        """:meth:`add` for separate lines (without their LF)."""
+        return self.add(b"\n".join([*lines, b""]), batch_id, round_number) if lines else []
+
+    def _parse_answers(self, lines: list[bytearray]) -> list[tuple[str, str, bytes]]:
+        """The ``parsed`` values of succeeded answers (one at a time: each is validated)."""
+        assert self.structured is not None
+        assert self._parsed_shape is not None
         invalid = []
-        for row, line in zip(parsed, lines, strict=True):
-            problem = self._add(row, line, batch_id, round_number)
-            if problem is not None:
-                invalid.append((row.custom_id, problem, line))
+        for line in map(bytes, lines):
+            value, problem = None, None
+            if _is_answer(line):
+                value, problem = parse_answer(self.structured, line)
+                if problem is not None:
+                    invalid.append((_decode_row(line).custom_id, problem, line))
+            self._parsed.append(self._parsed_shape.convert(value))
+            self._problems.append(problem)
         return invalid
 
-    def _add(self, parsed: _Line, raw: bytes, batch_id: str, round_number: int | None) -> str | None:
-        result = parsed.result
+    def take(self) -> pa.RecordBatch:
+        """The buffered rows as one record batch of the schema; the buffer is empty afterwards."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        data, sources = self._data, self._sources
+        lines = _lines(data)
+        if pc.any(pc.equal(pc.binary_length(lines), 0)).as_py():  # blank lines: never sent by the writer
+            data, kept, sources = self._without_blank_lines()
+            lines = pa.array(kept, pa.binary())
+        columns = _arrow_columns(data, lines) or _python_columns(lines.to_pylist())
+        columns["cost_usd"] = self._costs(columns)
+        columns["raw"] = lines.view(pa.string())  # JSON is UTF-8
+        rows = self._rows_per_source(data, sources, len(lines))
+        columns["batch_id"] = pa.concat_arrays(
+            [pa.repeat(pa.scalar(batch_id, pa.string()), count) for (batch_id, _, _), count in rows]
+        )
+        columns["round"] = pa.concat_arrays(
+            [pa.repeat(pa.scalar(number, pa.int32()), count) for (_, number, _), count in rows]
+        )
+        if self.structured is not None:
+            columns[PARSED_COLUMN] = self._parsed
+            columns[PARSE_ERROR_COLUMN] = self._problems
+        arrays = [
+            columns[f.name] if isinstance(columns[f.name], pa.Array) else pa.array(columns[f.name], f.type)
+            for f in self.schema
+        ]
+        self._clear()
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    @staticmethod
+    def _rows_per_source(
+        data: bytearray, sources: list[tuple[str, int | None, int]], rows: int
+    ) -> list[tuple[tuple[str, int | None, int], int]]:
+        """How many of the rows each source (batch and round) gave: the lines of its bytes."""
+        ends = [start for _, _, start in sources[1:]] + [len(data)]
+        counts = [data.count(b"\n", source[2], end) for source, end in zip(sources[:-1], ends, strict=False)]
+        return list(zip(sources, [*counts, rows - sum(counts)], strict=True))
+
+    def _without_blank_lines(self) -> tuple[bytearray, list[bytearray], list[tuple[str, int | None, int]]]:
+        ends = [start for _, _, start in self._sources[1:]] + [len(self._data)]
+        data, lines, sources = bytearray(), [], []
+        for (batch_id, number, start), end in zip(self._sources, ends, strict=True):
+            sources.append((batch_id, number, len(data)))
+            kept = [line for line in self._data[start:end].split(b"\n") if line.strip()]
+            lines += kept
+            data += b"".join(line + b"\n" for line in kept)
+        return data, lines, sources
+
+    def _costs(self, columns: dict[str, Any]) -> pa.Array:
+        """``cost_usd``: each model's rows priced at once by :func:`usage_costs_usd` (null if unpriced)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        model = columns["model"]
+        cost = pa.nulls(len(model), pa.float64())
+        for name in pc.unique(model).to_pylist():
+            if name is None:
+                continue
+            if name not in self._prices:
+                self._prices[name] = price_for(name, self.prices)
+            price = self._prices[name]
+            if price is None:
+                continue
+            rows = pc.fill_null(pc.and_(pc.equal(model, name), columns[_USAGE]), False)
+            tokens = {token: columns[token] for token in (*_TOKENS, _ONE_HOUR)}
+            cost = pc.if_else(rows, usage_costs_usd(price, **tokens), cost)
+        return cost
+
+
+def _lines(data: bytearray) -> pa.Array:
+    """The LF-terminated lines of ``data``, without their LF, as one binary array (copied once, by
+    pyarrow: no Python object per line)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(data) >= 2**31:  # past 32-bit offsets: a row group of lines this long is not made
+        raise ValueError(f"{len(data):,} bytes of result lines in one row group: at most 2 GiB")
+    offsets = pa.array([0, len(data)], pa.int32()).buffers()[1]
+    whole = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(data)])
+    parts = pc.split_pattern(whole, pattern="\n").values
+    return parts.slice(0, len(parts) - 1)  # after the last LF
+
+
+def _arrow_columns(data: bytearray, lines: pa.Array) -> dict[str, Any] | None:
+    """The flattened columns of LF-terminated result lines (``lines``: the same, one per item), by
+    pyarrow's JSON reader and compute kernels; None when a line has a field of an unexpected type (the
+    caller takes them one by one)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    rows = len(lines)
+    if not rows:
+        return None
+    try:
+        table = pj.read_json(
+            pa.BufferReader(data),
+            read_options=pj.ReadOptions(use_threads=False, block_size=max(len(data), 1 << 16)),
+            parse_options=pj.ParseOptions(explicit_schema=_line_type(), unexpected_field_behavior="ignore"),
+        )
+    except pa.ArrowInvalid:
+        return None
+    if table.num_rows != rows:
+        return None
+    result = table.column("result").combine_chunks()
+    result_type = pc.struct_field(result, "type")
+    succeeded = pc.fill_null(pc.equal(result_type, "succeeded"), False)
+    message = pc.struct_field(result, "message")
+
+    def answer(*path: str) -> pa.Array:
+        value = pc.struct_field(message, list(path))
+        return pc.if_else(succeeded, value, pa.scalar(None, value.type))
+
+    error = pc.struct_field(result, "error")
+    columns: dict[str, Any] = {
+        "custom_id": table.column("custom_id").combine_chunks(),
+        "result_type": result_type,
+        "model": answer("model"),
+        "stop_reason": answer("stop_reason"),
+        **{name: answer("usage", name) for name in _TOKENS},
+        _ONE_HOUR: answer("usage", "cache_creation", "ephemeral_1h_input_tokens"),
+        _USAGE: pc.and_(succeeded, pc.is_valid(pc.struct_field(message, "usage"))),
+        "error_type": pc.struct_field(error, ["error", "type"]),
+        "error_message": pc.struct_field(error, ["error", "message"]),
+    }
+    content = pc.struct_field(message, "content")
+    offsets, blocks = content.offsets, content.values
+    block_type, block_text = pc.struct_field(blocks, "type"), pc.struct_field(blocks, "text")
+    is_text = pc.fill_null(pc.and_(pc.equal(block_type, "text"), pc.is_valid(block_text)), False)
+    only_texts = block_text if pc.all(is_text).as_py() is not False else pc.if_else(is_text, block_text, "")
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, only_texts), "")
+    has_text = pc.and_(succeeded, pc.greater(_per_list(offsets, is_text), 0))
+    columns["text"] = _valid_where(joined, has_text)
+    is_tool = pc.fill_null(pc.equal(block_type, "tool_use"), False)
+    has_tools = pc.and_(succeeded, pc.greater(_per_list(offsets, is_tool), 0))
+    tool_calls: list[str | None] = [None] * rows
+    if pc.any(has_tools).as_py():  # their free-form inputs are re-encoded from the line, row by row
+        for index in pc.indices_nonzero(has_tools).to_pylist():
+            tool_calls[index] = _tool_calls(_decode_row(lines[index].as_py()).result.message)
+    columns["tool_calls"] = pa.array(tool_calls, pa.string())
+    return columns
+
+
+def _valid_where(values: pa.Array, valid: pa.Array) -> pa.Array:
+    """``values`` where ``valid`` is true, else null: its validity bitmap is ``valid``'s bits (no copy
+    of the values; ``valid`` has no nulls)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if valid.offset or values.offset or valid.null_count:
+        return pc.if_else(valid, values, pa.scalar(None, values.type))
+    return pa.Array.from_buffers(values.type, len(values), [valid.buffers()[1], *values.buffers()[1:]])
+
+
+def _per_list(offsets: pa.Array, flags: pa.Array) -> pa.Array:
+    """How many of each list's items are flagged (``offsets`` as a list array's)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    counts = pc.cumulative_sum(flags.cast(pa.int64()))
+    before = pa.concat_arrays([pa.array([0], pa.int64()), counts])
+    return pc.subtract(pc.take(before, offsets[1:]), pc.take(before, offsets[:-1]))
+
+
+def _python_columns(lines: list[bytes]) -> dict[str, Any]:
+    """The flattened columns line by line (msgspec): a line whose message has unexpected shapes keeps
+    its identity, result type and raw JSON, and nulls elsewhere."""
+    import pyarrow as pa
+
+    try:
+        parsed = _decode_lines(b"[" + b",".join(lines) + b"]")
+    except msgspec.ValidationError:
+        parsed = [_decode_row(line) for line in lines]
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "custom_id",
+            "result_type",
+            "model",
+            "stop_reason",
+            "text",
+            "tool_calls",
+            *_TOKENS,
+            _ONE_HOUR,
+            _USAGE,
+            "error_type",
+            "error_message",
+        )
+    }
+    for row in parsed:
+        result = row.result
         message = result.message if result.type == "succeeded" else None
         usage = message.usage if message is not None else None
+        cache = usage.cache_creation if usage is not None else None
         error = result.error.error if result.error is not None else None
-        columns = self.columns
-        columns["custom_id"].append(parsed.custom_id)
-        columns["batch_id"].append(batch_id)
-        columns["round"].append(round_number)
+        columns["custom_id"].append(row.custom_id)
         columns["result_type"].append(result.type)
         columns["model"].append(message.model if message else None)
         columns["stop_reason"].append(message.stop_reason if message else None)
         columns["text"].append(_text(message))
         columns["tool_calls"].append(_tool_calls(message))
-        columns["input_tokens"].append(usage.input_tokens if usage else None)
-        columns["output_tokens"].append(usage.output_tokens if usage else None)
-        columns["cache_creation_input_tokens"].append(usage.cache_creation_input_tokens if usage else None)
-        columns["cache_read_input_tokens"].append(usage.cache_read_input_tokens if usage else None)
-        columns["cost_usd"].append(self._cost(message.model if message else None, usage))
+        for name in _TOKENS:
+            columns[name].append(getattr(usage, name) if usage else None)
+        columns[_ONE_HOUR].append(cache.ephemeral_1h_input_tokens if cache else None)
+        columns[_USAGE].append(usage is not None)
         columns["error_type"].append(error.type if error else None)
         columns["error_message"].append(error.message if error else None)
-        columns["raw"].append(raw)  # bytes: viewed as UTF-8 strings when taken (JSON is UTF-8)
-        self.nbytes += len(raw)
-        if self.structured is None:
-            return None
-        value, problem = parse_answer(self.structured, raw) if message is not None else (None, None)
-        assert self._parsed_shape is not None
-        columns[PARSED_COLUMN].append(self._parsed_shape.convert(value))
-        columns[PARSE_ERROR_COLUMN].append(problem)
-        return problem
+    types = {name: pa.int64() for name in (*_TOKENS, _ONE_HOUR)} | {_USAGE: pa.bool_()}
+    return {name: pa.array(values, types.get(name, pa.string())) for name, values in columns.items()}
 
-    def take(self) -> pa.RecordBatch:
-        """The buffered rows as one record batch of the schema; the buffer is empty afterwards."""
-        import pyarrow as pa
 
-        arrays = [
-            pa.array(self.columns[f.name], type=pa.binary()).view(f.type)
-            if f.name == "raw"
-            else pa.array(self.columns[f.name], type=f.type)
-            for f in self.schema
-        ]
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        self.columns = {name: [] for name in self.schema.names}
-        self.nbytes = 0
-        return batch
-
-    def _cost(self, model: str | None, usage: _Usage | None) -> float | None:
-        if model is None or usage is None:
-            return None
-        if model not in self._prices:
-            self._prices[model] = price_for(model, self.prices)
-        price = self._prices[model]
-        if price is None:
-            return None
-        return usage_cost_usd(
-            price,
-            input_tokens=usage.input_tokens or 0,
-            output_tokens=usage.output_tokens or 0,
-            cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-            cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-            cache_creation_1h_input_tokens=(usage.cache_creation.ephemeral_1h_input_tokens or 0)
-            if usage.cache_creation is not None
-            else 0,
-        )
+def _is_answer(line: bytes) -> bool:
+    """Whether a result line is a succeeded answer (whose message the output schema validates)."""
+    try:
+        result = _decode_kind(line).result
+    except msgspec.ValidationError:
+        return False
+    return result.type == "succeeded" and bytes(result.message) != b"null"
 
 
 def _decode_row(line: bytes | memoryview) -> _Line:
