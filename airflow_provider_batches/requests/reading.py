@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any, NamedTuple, cast
 
 from airflow_provider_batches.requests.limits import READ_CHUNK_BYTES
@@ -31,6 +32,41 @@ class SourceLine(NamedTuple):
     @property
     def location(self) -> str:
         return f"line {self.number}" if self.raw is not None or self.file_line else f"requests[{self.number}]"
+
+
+@dataclass(frozen=True)
+class SourceSpan:
+    """Where one batch of a job's first round lies in its source, as the job record keeps it: a
+    follow-up round reads only the spans that hold its requests, and checks each against its digest.
+
+    Requests ``start`` to ``start + count`` (their ordinals in the source), from byte ``offset`` (the
+    inline index) on line ``first_line``, up to ``end`` (where the next batch starts; None: the end
+    of the source). ``sha256`` is the digest of the batch's encoded requests; ``index`` its place
+    among the first round's batches.
+    """
+
+    index: int
+    start: int
+    count: int
+    offset: int
+    first_line: int
+    end: int | None
+    sha256: str
+
+
+class Window:
+    """The first ``size`` bytes of a stream from where it is: a span read without reading past it."""
+
+    def __init__(self, stream: IO[bytes], size: int) -> None:
+        self._stream = stream
+        self._left = size
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        data = self._stream.read(self._left if size < 0 else min(size, self._left))
+        self._left -= len(data)
+        return data
 
 
 def read_lines(stream: IO[bytes], limit: int, offset: int = 0) -> Iterator[tuple[bytes, int, int, int]]:

@@ -21,7 +21,8 @@ class BatchSlice:
     ``size`` is its body's length and ``sha256`` the digest of its encoded requests, checked again
     while the body streams so that a source changed in between is never submitted. ``ids_digest``
     identifies its set of custom_ids (:mod:`~airflow_provider_batches.identity`): the results
-    transfer checks a batch's results against it.
+    transfer checks a batch's results against it. ``origins``: in a follow-up round, the first
+    round's batches (by index) its requests were read from; the round after reads only those.
     """
 
     index: int
@@ -32,6 +33,7 @@ class BatchSlice:
     ids_digest: str = ""
     offset: int = 0
     first_line: int = 1
+    origins: tuple[int, ...] = ()
 
 
 class SlicePlanner:
@@ -47,8 +49,11 @@ class SlicePlanner:
         self._size = ENVELOPE_BYTES
         self._digest = hashlib.sha256()
         self._ids = CustomIdDigest()
+        self._origins: set[int] = set()
 
-    def add(self, encoded: bytes, id_hash: int, line: SourceLine) -> None:
+    def add(self, encoded: bytes, id_hash: int, line: SourceLine, origin: int | None = None) -> bool:
+        """Add a request (read from the first round's batch ``origin``, in a follow-up round); True
+        when it starts a new batch."""
         separator = 1 if self._count else 0
         if self._count and (
             self._count >= self.max_requests or self._size + separator + len(encoded) > self.max_bytes
@@ -60,8 +65,11 @@ class SlicePlanner:
         self._size += separator + len(encoded)
         self._digest.update(encoded)
         self._ids.add_hash(id_hash)
+        if origin is not None:
+            self._origins.add(origin)
         self._count += 1
         self.total += 1
+        return self._count == 1
 
     def finish(self) -> list[BatchSlice]:
         if self._count:
@@ -80,8 +88,10 @@ class SlicePlanner:
                 self._ids.hexdigest(),
                 self._offset,
                 self._first_line,
+                tuple(sorted(self._origins)),
             )
         )
         self._start, self._count, self._size = self.total, 0, ENVELOPE_BYTES
         self._digest = hashlib.sha256()
         self._ids = CustomIdDigest()
+        self._origins = set()

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 import msgspec
 
 from airflow_provider_batches.errors import RequestValidationError
 from airflow_provider_batches.requests.limits import MAX_LINE_BYTES
-from airflow_provider_batches.requests.reading import BoundedGzip, ExpansionBoundError, SourceLine, read_lines
+from airflow_provider_batches.requests.reading import (
+    BoundedGzip,
+    ExpansionBoundError,
+    SourceLine,
+    SourceSpan,
+    Window,
+    read_lines,
+)
 from airflow_provider_batches.requests.validation import RequestChecker, confirm_duplicates
 
 
@@ -59,6 +66,9 @@ class RequestSource:
         self.requests_conn_id = requests_conn_id
         self.model = model
 
+    #: A rewrite of every valid request's params (an output schema), applied by :meth:`checker`.
+    params_rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
     def describe(self) -> str:
         return self.requests_path or f"{len(self.requests or ())} inline requests"
 
@@ -78,36 +88,94 @@ class RequestSource:
             for index in range(offset, len(self.requests)):
                 yield SourceLine(index, index, value=self.requests[index])
             return
-        number = first_line - 1
         with self._open() as stream:
-            try:
-                if offset:
-                    stream.seek(offset)
-                for raw, size, start, lines in read_lines(stream, max_line_bytes, offset):
-                    number += lines
-                    if size > max_line_bytes:
-                        yield SourceLine(number, start, raw=raw, size=size)
-                        return  # not read further: the line may never end (/dev/zero)
-                    if raw := raw.strip():
-                        yield SourceLine(number, start, raw=raw)
-            except ExpansionBoundError as exc:
-                raise RequestValidationError(
-                    f"requests_path {self.requests_path!r} refused at line {number + 1}: {exc}"
-                ) from None
-            except (OSError, EOFError, zlib.error) as exc:  # e.g. a ".gz" that is not gzip, or truncated
-                raise RequestValidationError(
-                    f"requests_path {self.requests_path!r} cannot be read at line {number + 1}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+            if offset:
+                self._seek(stream, offset, first_line)
+            yield from self._file_lines(stream, max_line_bytes, offset, first_line)
+
+    def iter_spans(
+        self, spans: Sequence[SourceSpan], max_line_bytes: int = MAX_LINE_BYTES
+    ) -> Iterator[tuple[SourceSpan, int, SourceLine]]:
+        """The requests of each span (in order of ``offset``), with their ordinals: each span read
+        alone, nothing between or after them (a ``.gz`` is decompressed once, up to the last)."""
+        if self.requests is not None:
+            for span in spans:
+                end = len(self.requests) if span.end is None else min(span.end, len(self.requests))
+                for index in range(span.offset, end):
+                    yield (
+                        span,
+                        span.start + index - span.offset,
+                        SourceLine(index, index, value=self.requests[index]),
+                    )
+            return
+        with self._open() as stream:
+            for span in spans:
+                self._seek(stream, span.offset, span.first_line)
+                window = stream if span.end is None else Window(stream, span.end - span.offset)
+                lines = self._file_lines(window, max_line_bytes, span.offset, span.first_line)  # type: ignore[arg-type]
+                for ordinal, line in enumerate(lines, start=span.start):
+                    yield span, ordinal, line
+
+    def _seek(self, stream: IO[bytes], offset: int, first_line: int) -> None:
+        try:
+            stream.seek(offset)
+        except ExpansionBoundError as exc:
+            raise RequestValidationError(
+                f"requests_path {self.requests_path!r} refused before line {first_line}: {exc}"
+            ) from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise RequestValidationError(
+                f"requests_path {self.requests_path!r} cannot be read before line {first_line}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _file_lines(
+        self, stream: IO[bytes], max_line_bytes: int, offset: int, first_line: int
+    ) -> Iterator[SourceLine]:
+        number = first_line - 1
+        try:
+            for raw, size, start, lines in read_lines(stream, max_line_bytes, offset):
+                number += lines
+                if size > max_line_bytes:
+                    yield SourceLine(number, start, raw=raw, size=size)
+                    return  # not read further: the line may never end (/dev/zero)
+                if raw := raw.strip():
+                    yield SourceLine(number, start, raw=raw)
+        except ExpansionBoundError as exc:
+            raise RequestValidationError(
+                f"requests_path {self.requests_path!r} refused at line {number + 1}: {exc}"
+            ) from None
+        except (OSError, EOFError, zlib.error) as exc:  # e.g. a ".gz" that is not gzip, or truncated
+            raise RequestValidationError(
+                f"requests_path {self.requests_path!r} cannot be read at line {number + 1}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def subset(self, custom_ids: Collection[str], *, label: str = "re-driven") -> RequestSource:
         """Only the requests whose custom_id is in ``custom_ids``, in input order, file lines as they
         are: what a follow-up round (re-drive) submits. Memory: the given ids, nothing per line."""
         return _SubsetSource(self, custom_ids, label)
 
+    def in_spans(
+        self,
+        spans: Sequence[SourceSpan],
+        ordinals: bytes | bytearray,
+        count: int,
+        *,
+        label: str = "re-driven",
+    ) -> RequestSource:
+        """Only the requests of ``spans`` whose ordinal is flagged in ``ordinals`` (one byte per
+        ordinal, non-zero: wanted), ``count`` of them: a follow-up round's requests, located without
+        reading any other part of the source nor decoding any line."""
+        return _SpanSubset(self, spans, ordinals, count, label)
+
+    def checker(self) -> RequestChecker:
+        """The one validator of this source's requests (a wrapping source rewrites their params in it)."""
+        return RequestChecker(self.model, rewrite=self.params_rewrite)
+
     def iter_requests(self) -> Iterator[dict[str, Any]]:
         """Validated requests with the default model filled in, streamed; raises at the first bad one."""
-        checker = RequestChecker(self.model)
+        checker = self.checker()
         for line in self.iter_lines():
             checked = checker.check(line)
             if checked is not None and checker.suspects:
@@ -156,6 +224,7 @@ class _SubsetSource(RequestSource):
         self.requests_path = base.requests_path
         self.requests_conn_id = base.requests_conn_id
         self.model = base.model
+        self.params_rewrite = base.params_rewrite
         self._base = base
         self._ids = custom_ids
         self._label = label
@@ -176,4 +245,39 @@ class _SubsetSource(RequestSource):
             else:
                 custom_id = line.value.get("custom_id") if isinstance(line.value, Mapping) else None
             if custom_id in self._ids:
+                yield line
+
+
+class _SpanSubset(RequestSource):
+    """The flagged requests of some spans of a source (see :meth:`RequestSource.in_spans`)."""
+
+    def __init__(
+        self,
+        base: RequestSource,
+        spans: Sequence[SourceSpan],
+        ordinals: bytes | bytearray,
+        count: int,
+        label: str,
+    ) -> None:
+        self.requests = base.requests
+        self.requests_path = base.requests_path
+        self.requests_conn_id = base.requests_conn_id
+        self.model = base.model
+        self.params_rewrite = base.params_rewrite
+        self._base = base
+        self._spans = sorted(spans, key=lambda span: span.offset)
+        self._ordinals = ordinals
+        self._count = count
+        self._label = label
+
+    def describe(self) -> str:
+        return f"{self._count} {self._label} requests of {self._base.describe()}"
+
+    def iter_lines(
+        self, max_line_bytes: int = MAX_LINE_BYTES, *, offset: int = 0, first_line: int = 1
+    ) -> Iterator[SourceLine]:
+        spans = [span for span in self._spans if span.end is None or span.end > offset]
+        wanted = self._ordinals
+        for _, ordinal, line in self._base.iter_spans(spans, max_line_bytes):
+            if line.offset >= offset and ordinal < len(wanted) and wanted[ordinal]:
                 yield line

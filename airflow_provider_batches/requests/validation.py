@@ -7,7 +7,7 @@ import json
 import math
 import re
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -105,6 +105,9 @@ class RequestChecker:
 
     default_model: str | None
     exact_keys: frozenset[int] | None = None
+    #: Applied to every valid request's params before they are checked (an output schema's form):
+    #: ValueError names a request that cannot take it.
+    rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
     invalid_count: int = 0
@@ -146,6 +149,12 @@ class RequestChecker:
             params = dict(params)
             if "model" not in params and self.default_model is not None:
                 params["model"] = self.default_model
+        if self.rewrite is not None and isinstance(params.get("model"), str):
+            try:
+                params = self.rewrite(params)
+            except ValueError as exc:
+                self.note(line.location, shown_id, str(exc))
+                return None
         if problems := params_problems(params):
             self.note(line.location, shown_id, *problems)
             return None
@@ -161,7 +170,7 @@ class RequestChecker:
                 return None
             self._exact[custom_id] = line.location
         request = {"custom_id": custom_id, "params": params}
-        if line.raw is not None and "model" in value["params"]:
+        if line.raw is not None and "model" in value["params"] and self.rewrite is None:
             return Checked(request, line.raw, id_hash)
         encoded = json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode()
         return Checked(request, encoded, id_hash)
