@@ -14,7 +14,13 @@ This package re-exports their public names.
 """
 
 from airflow_provider_batches.batch_ids import CUSTOM_ID_PATTERN
-from airflow_provider_batches.requests.jobs import MODEL_LINES_SHOWN, ModelUsage, PreparedJob, prepare_job
+from airflow_provider_batches.requests.jobs import (
+    MODEL_LINES_SHOWN,
+    ModelUsage,
+    PreparedJob,
+    prepare_job,
+    prepare_subset,
+)
 from airflow_provider_batches.requests.limits import (
     BODY_CHUNK_BYTES,
     MAX_BATCH_BYTES,
@@ -28,6 +34,7 @@ from airflow_provider_batches.requests.reading import (
     BoundedGzip,
     ExpansionBoundError,
     SourceLine,
+    SourceSpan,
 )
 from airflow_provider_batches.requests.slicing import BatchSlice
 from airflow_provider_batches.requests.sources import RequestSource
@@ -61,5 +68,7 @@ __all__ = [
     "RequestChecker",
     "RequestSource",
     "SourceLine",
+    "SourceSpan",
     "prepare_job",
+    "prepare_subset",
 ]

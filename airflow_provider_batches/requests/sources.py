@@ -216,21 +216,29 @@ class _CustomIdOnly(msgspec.Struct):
 _decode_custom_id = msgspec.json.Decoder(_CustomIdOnly).decode
 
 
-class _SubsetSource(RequestSource):
-    """A source's requests filtered by custom_id (see :meth:`RequestSource.subset`)."""
+class _PartOf(RequestSource):
+    """Some of a source's requests: read from it, checked and described as its own."""
 
-    def __init__(self, base: RequestSource, custom_ids: Collection[str], label: str) -> None:
+    def __init__(self, base: RequestSource, count: int, label: str) -> None:
         self.requests = base.requests
         self.requests_path = base.requests_path
         self.requests_conn_id = base.requests_conn_id
         self.model = base.model
         self.params_rewrite = base.params_rewrite
         self._base = base
-        self._ids = custom_ids
+        self._count = count
         self._label = label
 
     def describe(self) -> str:
-        return f"{len(self._ids)} {self._label} requests of {self._base.describe()}"
+        return f"{self._count} {self._label} requests of {self._base.describe()}"
+
+
+class _SubsetSource(_PartOf):
+    """A source's requests filtered by custom_id (see :meth:`RequestSource.subset`)."""
+
+    def __init__(self, base: RequestSource, custom_ids: Collection[str], label: str) -> None:
+        super().__init__(base, len(custom_ids), label)
+        self._ids = custom_ids
 
     def iter_lines(
         self, max_line_bytes: int = MAX_LINE_BYTES, *, offset: int = 0, first_line: int = 1
@@ -248,7 +256,7 @@ class _SubsetSource(RequestSource):
                 yield line
 
 
-class _SpanSubset(RequestSource):
+class _SpanSubset(_PartOf):
     """The flagged requests of some spans of a source (see :meth:`RequestSource.in_spans`)."""
 
     def __init__(
@@ -259,19 +267,9 @@ class _SpanSubset(RequestSource):
         count: int,
         label: str,
     ) -> None:
-        self.requests = base.requests
-        self.requests_path = base.requests_path
-        self.requests_conn_id = base.requests_conn_id
-        self.model = base.model
-        self.params_rewrite = base.params_rewrite
-        self._base = base
+        super().__init__(base, count, label)
         self._spans = sorted(spans, key=lambda span: span.offset)
         self._ordinals = ordinals
-        self._count = count
-        self._label = label
-
-    def describe(self) -> str:
-        return f"{self._count} {self._label} requests of {self._base.describe()}"
 
     def iter_lines(
         self, max_line_bytes: int = MAX_LINE_BYTES, *, offset: int = 0, first_line: int = 1
