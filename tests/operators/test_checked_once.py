@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from airflow_provider_batches.decorators.anthropic_batch import _AnthropicBatchDecoratedOperator
-from airflow_provider_batches.emulator import Emulator
 from airflow_provider_batches.operators.batches import AnthropicCreateBatchOperator
 from airflow_provider_batches.requests import validation
 from airflow_provider_batches.requests.reading import SourceLine
