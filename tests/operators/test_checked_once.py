@@ -36,7 +36,7 @@ class Reads:
 
 
 @pytest.fixture
-def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Reads]:
+def reads(monkeypatch: pytest.MonkeyPatch) -> Reads:
     counts = Reads()
     check, parse_line = validation.RequestChecker.check, validation.parse_line
 
@@ -50,7 +50,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Reads]:
 
     monkeypatch.setattr(validation.RequestChecker, "check", counted_check)
     monkeypatch.setattr(validation, "parse_line", counted_parse)
-    yield counts
+    return counts
 
 
 def lines(model: bool = True) -> list[dict[str, Any]]:
