@@ -7,7 +7,7 @@ import gzip
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any, NamedTuple, cast
+from typing import IO, Any, NamedTuple, Protocol, cast
 
 from airflow_provider_batches.requests.limits import READ_CHUNK_BYTES
 
@@ -54,6 +54,12 @@ class SourceSpan:
     sha256: str
 
 
+class Readable(Protocol):
+    """What the reader needs of a stream: a file, an object storage file, a :class:`Window`."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class Window:
     """The first ``size`` bytes of a stream from where it is: a span read without reading past it."""
 
@@ -69,7 +75,7 @@ class Window:
         return data
 
 
-def read_lines(stream: IO[bytes], limit: int, offset: int = 0) -> Iterator[tuple[bytes, int, int, int]]:
+def read_lines(stream: Readable, limit: int, offset: int = 0) -> Iterator[tuple[bytes, int, int, int]]:
     """Each line of ``stream`` (without its newline), its size, its start's offset and how many file
     lines it stands for (a run of empty lines comes back once, as one empty line standing for all),
     read in chunks. ``offset`` is where the stream is: offsets count from the start of the file.

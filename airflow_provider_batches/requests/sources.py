@@ -15,6 +15,7 @@ from airflow_provider_batches.requests.limits import MAX_LINE_BYTES
 from airflow_provider_batches.requests.reading import (
     BoundedGzip,
     ExpansionBoundError,
+    Readable,
     SourceLine,
     SourceSpan,
     Window,
@@ -112,7 +113,7 @@ class RequestSource:
             for span in spans:
                 self._seek(stream, span.offset, span.first_line)
                 window = stream if span.end is None else Window(stream, span.end - span.offset)
-                lines = self._file_lines(window, max_line_bytes, span.offset, span.first_line)  # type: ignore[arg-type]
+                lines = self._file_lines(window, max_line_bytes, span.offset, span.first_line)
                 for ordinal, line in enumerate(lines, start=span.start):
                     yield span, ordinal, line
 
@@ -130,7 +131,7 @@ class RequestSource:
             ) from exc
 
     def _file_lines(
-        self, stream: IO[bytes], max_line_bytes: int, offset: int, first_line: int
+        self, stream: Readable, max_line_bytes: int, offset: int, first_line: int
     ) -> Iterator[SourceLine]:
         number = first_line - 1
         try:
