@@ -715,7 +715,7 @@ def create_at_scale(ctx: Context) -> Table:
         f"requests ({sources[small].size / 1e6:,.0f} MB and {sources[large].size / 1e9:,.2f} GB JSONL, "
         f"{len(bodies[small])} and {len(bodies[large])} batches), against httpx uploading the same batch "
         "bodies from disk and the hand-written validate-then-upload floor (scenario 2's, split at the "
-        "same limits). {ctx.sizes.repeat} interleaved rounds; min / median / max. Client CPU is the "
+        f"same limits). {ctx.sizes.repeat} interleaved rounds; min / median / max. Client CPU is the "
         "client process's own (getrusage); the emulator's is apart.",
         [
             "requests",
