@@ -82,6 +82,13 @@ class SliceRecord:
     candidates: list[str] = field(default_factory=list)
     #: Candidates that ended without ``proof_id`` in their results: not this job's, not read again.
     disproven: list[str] = field(default_factory=list)
+    #: First round: where the batch's lines start in the input (byte offset, or inline index) and on
+    #: which line, so that a follow-up round reads only the batches that hold its requests (their
+    #: lines end where the next batch's start). None in records of earlier versions.
+    offset: int | None = None
+    first_line: int | None = None
+    #: A follow-up round's batch: the first round's batches (by index) its requests were read from.
+    origins: list[int] | None = None
 
     @property
     def intent_time(self) -> datetime | None:
@@ -127,10 +134,7 @@ class RoundRecord:
             number,
             job.fingerprint,
             job.request_count,
-            [
-                SliceRecord(count=part.count, sha256=part.sha256, ids_digest=part.ids_digest)
-                for part in job.slices
-            ],
+            _slices_of(job, first_round=kind == "first"),
             not_before,
             kind=kind,
             resumed_batches=list(resumed_batches),
@@ -176,6 +180,22 @@ class RoundRecord:
             if part.ended_counts is None and ended is not None:
                 part.ended_counts = dict(ended)
         return round_record
+
+
+def _slices_of(job: PreparedJob, *, first_round: bool) -> list[SliceRecord]:
+    """The record of each batch: in the first round where its lines are, in a later one which batches
+    of the first round its requests came from."""
+    return [
+        SliceRecord(
+            count=part.count,
+            sha256=part.sha256,
+            ids_digest=part.ids_digest,
+            offset=part.offset if first_round else None,
+            first_line=part.first_line if first_round else None,
+            origins=list(part.origins) if part.origins and not first_round else None,
+        )
+        for part in job.slices
+    ]
 
 
 @dataclass

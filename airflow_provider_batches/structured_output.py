@@ -12,15 +12,14 @@ import copy
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from airflow_provider_batches.errors import RequestValidationError
-from airflow_provider_batches.requests import MAX_LINE_BYTES, RequestChecker, RequestSource, SourceLine
+from airflow_provider_batches.requests import RequestSource
 
 #: The tool the answer is forced into on models without ``output_config`` structured outputs.
 STRUCTURED_TOOL_NAME = "structured_output"
@@ -116,7 +115,10 @@ class StructuredOutput:
         """``params`` asking for an answer in this schema; ValueError if the request asks otherwise."""
         rewritten = dict(params)
         if request_form(model) == "output_config":
-            output_config = dict(rewritten.get("output_config") or {})
+            given = rewritten.get("output_config") or {}
+            if not isinstance(given, Mapping):
+                raise ValueError(f"params.output_config must be an object, got {type(given).__name__}")
+            output_config = dict(given)
             if output_config.get("format") is not None:
                 raise ValueError(
                     "params.output_config.format is already set; remove it or drop output_schema"
@@ -126,7 +128,10 @@ class StructuredOutput:
             return rewritten
         if rewritten.get("tool_choice") is not None:
             raise ValueError("params.tool_choice is already set; remove it or drop output_schema")
-        tools = list(rewritten.get("tools") or [])
+        given_tools = rewritten.get("tools") or []
+        if not isinstance(given_tools, list):
+            raise ValueError(f"params.tools must be a list, got {type(given_tools).__name__}")
+        tools = list(given_tools)
         if any(isinstance(tool, Mapping) and tool.get("name") == STRUCTURED_TOOL_NAME for tool in tools):
             raise ValueError(f"params.tools already has a tool named {STRUCTURED_TOOL_NAME!r}; rename it")
         tools.append(
@@ -221,7 +226,9 @@ def answer_value(message: Mapping[str, Any]) -> Any:
 
 
 class StructuredRequestSource(RequestSource):
-    """A request source whose requests all ask for ``structured`` answers (rewritten as they stream)."""
+    """A request source whose requests all ask for ``structured`` answers: the one validator rewrites
+    each valid request's params as it checks them (:attr:`RequestSource.params_rewrite`), so a line is
+    read and checked once, not once to rewrite and again to check."""
 
     def __init__(self, source: RequestSource, structured: StructuredOutput) -> None:
         super().__init__(
@@ -231,28 +238,10 @@ class StructuredRequestSource(RequestSource):
             model=source.model,
         )
         self.structured = structured
+        self.params_rewrite = self._rewrite
 
-    def iter_lines(
-        self, max_line_bytes: int = MAX_LINE_BYTES, *, offset: int = 0, first_line: int = 1
-    ) -> Iterator[SourceLine]:
-        checker = RequestChecker(self.model)  # only valid requests are rewritten; the rest pass as read
-        for line in super().iter_lines(max_line_bytes, offset=offset, first_line=first_line):
-            checked = checker.check(line)
-            if checked is None:
-                yield line  # the job's own check names what is wrong with it
-                continue
-            request = checked.request
-            try:
-                rewritten = self.structured.apply(request["params"], request["params"]["model"])
-            except ValueError as exc:
-                raise RequestValidationError(
-                    f"{line.location} (custom_id {request['custom_id']!r}) of {self.describe()}: {exc}; "
-                    "nothing was sent"
-                ) from None
-            rewritten_request = {**request, "params": rewritten}
-            yield SourceLine(
-                line.number, line.offset, value=rewritten_request, file_line=line.raw is not None
-            )
+    def _rewrite(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self.structured.apply(params, params["model"])
 
 
 def with_output_schema(

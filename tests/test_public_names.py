@@ -40,6 +40,7 @@ MOVED = [
     (TRANSFER, "ResultsVerificationError", "transfers.verification"),
     (TRANSFER, "BatchLedger", "transfers.verification"),
     (TRANSFER, "TransferProgress", "transfers.writer"),
+    ("requests", "CUSTOM_ID_PATTERN", "batch_ids"),
 ]
 # Published at both paths on purpose: the README and DESIGN name operators.batches for them.
 DOCUMENTED = [
@@ -93,3 +94,36 @@ def test_a_documented_second_path_imports_without_a_warning(published: str, name
         found = getattr(_module(published), name)
 
     assert found is getattr(_module(home), name)
+
+
+#: Every public name ``airflow_provider_batches.requests`` had as one module, and the module of the
+#: ``requests`` package that is its home now.
+REQUESTS_NAMES = {
+    "BODY_CHUNK_BYTES": "limits",
+    "MAX_BATCH_BYTES": "limits",
+    "MAX_LINE_BYTES": "limits",
+    "MAX_REQUESTS_PER_BATCH": "limits",
+    "READ_CHUNK_BYTES": "limits",
+    "EXPANSION_FREE_BYTES": "reading",
+    "MAX_EXPANSION_RATIO": "reading",
+    "BoundedGzip": "reading",
+    "ExpansionBoundError": "reading",
+    "SourceLine": "reading",
+    "RequestSource": "sources",
+    "MAX_NESTING_DEPTH": "validation",
+    "MAX_REPORTED_PROBLEMS": "validation",
+    "UNIQUE_KEY_BITS": "validation",
+    "Checked": "validation",
+    "RequestChecker": "validation",
+    "BatchSlice": "slicing",
+    "MODEL_LINES_SHOWN": "jobs",
+    "ModelUsage": "jobs",
+    "PreparedJob": "jobs",
+    "prepare_job": "jobs",
+}
+
+
+@pytest.mark.parametrize(("name", "home"), sorted(REQUESTS_NAMES.items()))
+def test_a_name_of_the_requests_module_is_exported_by_the_package_from_its_home(name: str, home: str) -> None:
+    assert getattr(_module("requests"), name) is getattr(_module(f"requests.{home}"), name)
+    assert name in _module("requests").__all__  # type: ignore[attr-defined]

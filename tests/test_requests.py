@@ -261,7 +261,7 @@ def test_a_compact_line_is_proven_free_of_repeated_keys_without_the_strict_readi
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A line equal to the re-encoding of its value holds no key twice: the slow reading is skipped."""
-    from airflow_provider_batches import requests as requests_module
+    from airflow_provider_batches.requests import validation as requests_module
 
     def never(raw: bytes) -> Any:
         raise AssertionError(f"read strictly: {raw[:40]!r}")
@@ -389,12 +389,12 @@ def test_memory_for_an_over_long_line_is_bounded_by_the_limit_not_the_line(tmp_p
 
 
 def test_an_over_long_line_is_never_held_whole_and_ends_the_reading(tmp_path: Path) -> None:
-    from airflow_provider_batches.requests import READ_CHUNK_BYTES, _read_lines
+    from airflow_provider_batches.requests.reading import READ_CHUNK_BYTES, read_lines
 
     path = tmp_path / "r.jsonl"
     path.write_bytes(b"a\n" + b"x" * (5 * READ_CHUNK_BYTES) + b"\nb")
     with path.open("rb") as stream:
-        lines = list(_read_lines(stream, 2 * READ_CHUNK_BYTES))
+        lines = list(read_lines(stream, 2 * READ_CHUNK_BYTES))
         assert stream.tell() <= 4 * READ_CHUNK_BYTES  # not read to the line's end
     assert [size for _, size, _, _ in lines[:1]] == [1]
     assert 2 * READ_CHUNK_BYTES < lines[1][1] <= 3 * READ_CHUNK_BYTES  # refused once past the limit

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_batches import requests as requests_module
 from airflow_provider_batches.errors import RequestValidationError
 from airflow_provider_batches.requests import PreparedJob, RequestSource, prepare_job
+from airflow_provider_batches.requests import validation as requests_module
 from tests.conftest import S3_CONN_ID, S3Endpoint
 
 

@@ -3,9 +3,10 @@
 Every round is a :class:`~airflow_provider_batches.job_state.RoundRecord`, recorded before any of its
 creates: round 1 sends the whole input; each later round is computed from the ended round's results,
 streamed (only the failing custom_ids are kept), and its requests are the *original* lines of the
-input for those custom_ids (:meth:`RequestSource.subset`), split by the same limits. Computing a
-round again gives the same round, so a retry that finds it recorded re-attaches instead of sending
-it twice.
+input for those custom_ids, read only from the first round's batches that hold them (their offsets
+and digests are on the record: :func:`~airflow_provider_batches.requests.prepare_subset`), split by
+the same limits. Computing a round again gives the same round, so a retry that finds it recorded
+re-attaches instead of sending it twice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from airflow_provider_batches.errors import APIConnectionError, BatchCanceledErr
 from airflow_provider_batches.job_state import JobRecord, RoundKind, RoundRecord, utcnow
 from airflow_provider_batches.policy import total_counts
 from airflow_provider_batches.redrive import Redrive, Selection, select_retryable
-from airflow_provider_batches.requests import PreparedJob, RequestSource, prepare_job
+from airflow_provider_batches.requests import (
+    PreparedJob,
+    RequestSource,
+    SourceSpan,
+    prepare_job,
+    prepare_subset,
+)
 
 if TYPE_CHECKING:
     from logging import Logger
@@ -50,20 +57,59 @@ def check_input_unchanged(record: JobRecord, job: PreparedJob, number: int) -> N
     """The input read again must be the one the job started with (fingerprint and split): every queue
     wave and every round checks it before its paid calls, as a retry does, so an edited line is never
     sent (nor its answer published under the first fingerprint)."""
-    if record.matches(job):
-        return
+    if not record.matches(job):
+        raise _input_changed(
+            record, number, f"fingerprint {record.fingerprint[:16]}, now {job.fingerprint[:16]}"
+        )
+
+
+def _input_changed(record: JobRecord, number: int, how: str) -> InputChangedError:
     recorded = number <= len(record.rounds)
     unsent = (
         f"{record.round(number).unsubmitted} slice(s) were not sent (round {number})"
         if recorded
         else f"round {number} was not sent"
     )
-    raise InputChangedError(
-        f"the input changed while the job ran (fingerprint {record.fingerprint[:16]}, now "
-        f"{job.fingerprint[:16]}); {unsent}. Batches of the job "
+    return InputChangedError(
+        f"the input changed while the job ran ({how}); {unsent}. Batches of the job "
         f"so far: {', '.join(record.all_batch_ids) or 'none'}. Restore the input and retry the task to go "
         "on, or set on_input_change='cancel_and_resubmit' to submit the new input as a new job."
     )
+
+
+def source_spans(record: JobRecord) -> list[SourceSpan] | None:
+    """Where each batch of the first round lies in the input, from the record; None for a record of
+    an earlier version, which kept no offsets."""
+    slices = record.round(1).slices
+    spans: list[SourceSpan] = []
+    start = 0
+    for index, part in enumerate(slices):
+        if part.offset is None or part.first_line is None:
+            return None
+        end = slices[index + 1].offset if index + 1 < len(slices) else None
+        spans.append(SourceSpan(index, start, part.count, part.offset, part.first_line, end, part.sha256))
+        start += part.count
+    return spans
+
+
+def spans_holding(record: JobRecord, number: int, batch_ids: Collection[str]) -> list[SourceSpan] | None:
+    """The first round's spans that hold the requests of round ``number``'s batches ``batch_ids``: all a
+    follow-up round of them reads. None when the record cannot tell (written by an earlier version)."""
+    spans = source_spans(record)
+    if spans is None:
+        return None
+    needed: set[int] = set()
+    ended = record.round(number)
+    for index, part in enumerate(ended.slices):
+        if part.batch_id not in batch_ids:
+            continue
+        if ended.kind == "first":
+            needed.add(index)
+        elif part.origins is None:
+            return None
+        else:
+            needed.update(part.origins)
+    return [spans[index] for index in sorted(needed)]
 
 
 def check_cancel_resumable(
@@ -176,13 +222,13 @@ class JobRounds:
         redrive = self._redrive_left(record)
         if not resumed and redrive is None:
             return None
-        selection = self._select(ended.batch_ids, redrive, resumed)
+        selection, failed_in = self._select(ended.batch_ids, redrive, resumed)
         ended.redriven = selection.redriven_counts()
         if not selection.custom_ids:
             self.log.info("Round %d left nothing to send again", ended.number)
             return None
         number = ended.number + 1
-        job = self._prepare(record, selection.custom_ids, number)
+        job = self._prepare(record, selection.custom_ids, number, failed_in)
         self._jobs[number] = job
         delay = self.policy.delay if self.policy is not None else 0.0
         not_before = (utcnow() + timedelta(seconds=delay)).isoformat() if delay else None
@@ -203,12 +249,13 @@ class JobRounds:
         did: the whole input for round 1, else what round ``number - 1``'s results give again."""
         if number not in self._jobs:
             planned = record.round(number)
-            custom_ids = None
-            if planned.kind != "first":
+            if planned.kind == "first":
+                self._jobs[number] = self._prepare(record, None, number, ())
+            else:
                 redrive = self.policy if planned.kind == "redrive" else None
                 before = record.round(number - 1).batch_ids
-                custom_ids = self._select(before, redrive, planned.resumed_batches).custom_ids
-            self._jobs[number] = self._prepare(record, custom_ids, number)
+                selection, failed_in = self._select(before, redrive, planned.resumed_batches)
+                self._jobs[number] = self._prepare(record, selection.custom_ids, number, failed_in)
         return self._jobs[number]
 
     def forget_input(self) -> None:
@@ -250,12 +297,31 @@ class JobRounds:
             self._source = self._source_of()
         return self._source
 
-    def _prepare(self, record: JobRecord, custom_ids: set[str] | None, number: int) -> PreparedJob:
-        """The round's lines (None: the whole input), then the whole input checked against the job's
-        fingerprint: read in that order, a line edited before the check fails it, and one edited after
-        it fails the body's own digest as it streams (nothing is created)."""
+    def _prepare(
+        self, record: JobRecord, custom_ids: set[str] | None, number: int, failed_in: Collection[str]
+    ) -> PreparedJob:
+        """The round's requests (None: the whole input). A later round's are read from the first
+        round's batches that hold them (``failed_in``: the batches of round ``number - 1`` they failed
+        in) and nowhere else: each of those batches' lines checked once and against its digest, so an
+        edited input raises :class:`InputChangedError` before any create, and a line edited after it
+        fails the body's own digest as it streams.
+
+        Round 1, or a record of an earlier version (no offsets): the round's lines, then the whole
+        input checked against the job's fingerprint."""
         subset = None
         if custom_ids is not None:
+            spans = spans_holding(record, number - 1, failed_in)
+            if spans is not None:
+                try:
+                    return prepare_subset(
+                        self.source,
+                        spans,
+                        custom_ids,
+                        max_requests=self.max_requests,
+                        max_bytes=self.max_bytes,
+                    )
+                except InputChangedError as exc:
+                    raise _input_changed(record, number, str(exc)) from None
             subset = prepare_job(
                 self.source.subset(custom_ids), max_requests=self.max_requests, max_bytes=self.max_bytes
             )
@@ -263,10 +329,14 @@ class JobRounds:
         check_input_unchanged(record, whole, number)
         return whole if subset is None else subset
 
-    def _select(self, batch_ids: list[str], redrive: Redrive | None, resumed: Collection[str]) -> Selection:
+    def _select(
+        self, batch_ids: list[str], redrive: Redrive | None, resumed: Collection[str]
+    ) -> tuple[Selection, list[str]]:
         """The custom_ids to send again from the round's batches, results streamed (a broken stream is
-        read again from the start); a batch with nothing to give is not read."""
+        read again from the start), and the batches they came from; a batch with nothing to give is
+        not read."""
         total = Selection()
+        failed_in: list[str] = []
         for batch_id in batch_ids:
             policy = _Resume(redrive, batch_id in resumed)
             if redrive is None and not policy.resumed:
@@ -283,4 +353,6 @@ class JobRounds:
                 break
             total.custom_ids |= selection.custom_ids
             total.reasons.update(selection.reasons)
-        return total
+            if selection.custom_ids:
+                failed_in.append(batch_id)
+        return total, failed_in
