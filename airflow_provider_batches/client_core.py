@@ -34,6 +34,7 @@ from airflow_provider_batches.errors import (
 )
 from airflow_provider_batches.models import MessageBatch, MessageBatchPage, ModelInfo, ModelPage
 from airflow_provider_batches.policy import RETRYABLE_STATUSES, is_retryable_status
+from airflow_provider_batches.result_lines import LineSplitter  # published here first
 
 log = logging.getLogger(__name__)
 
@@ -677,25 +678,6 @@ def check_results_url(settings: ClientSettings, results_url: str) -> str:
 
 def _port(parts: Any) -> int | None:
     return parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-
-
-# -- Results lines --------------------------------------------------------------------------------
-
-
-class LineSplitter:
-    """Splits a byte stream into lines (LF or CRLF), skipping blank lines, across chunk borders."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
-        return [line.rstrip(b"\r") for line in lines if line.strip()]
-
-    def flush(self) -> list[bytes]:
-        rest, self._buffer = self._buffer.strip(), b""
-        return [rest] if rest else []
 
 
 # -- Drivers: the only I/O ------------------------------------------------------------------------
