@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from airflow_provider_batches.errors import APIConnectionError
-from airflow_provider_batches.result_lines import BlockSplitter, decode_line
+from airflow_provider_batches.result_lines import BlockSplitter, decode_line, split_lines
 
 PROOF_PREFIX = "abp-proof-"
 """custom_ids starting with this are the provider's; an input that uses it is refused before spend."""
@@ -93,19 +93,19 @@ def read_proof(results: Callable[[str], Iterable[bytes]], batch_id: str, proof_i
     return None  # pragma: no cover (the loop returns or raises)
 
 
-def _proof_in(lines: bytes | None, marker: bytes, proof_id: str) -> str | None:
+def _proof_in(block: bytes | None, marker: bytes, proof_id: str) -> str | None:
     """The result type of ``proof_id``'s line in a block of whole lines, decoded only where the marker is."""
-    position = -1 if lines is None else lines.find(marker)
-    while lines is not None and position >= 0:
-        start = lines.rfind(b"\n", 0, position) + 1
-        end = lines.find(b"\n", position)
+    if block is None or marker not in block:
+        return None
+    for line in split_lines(block):
+        if marker not in line:
+            continue
         try:
-            parsed = decode_line(lines[start:end].rstrip(b"\r"))
+            parsed = decode_line(line)
         except ValueError:
-            parsed = None
-        if parsed is not None and parsed.custom_id == proof_id:
+            continue
+        if parsed.custom_id == proof_id:
             return parsed.result.type
-        position = lines.find(marker, end)
     return None
 
 

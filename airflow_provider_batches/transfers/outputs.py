@@ -143,7 +143,7 @@ class ParsedJsonlFile(StagedFile):
     def write(self, data: bytes | memoryview) -> None:
         out = bytearray()
         for raw in split_lines(data):
-            line = bytes(raw).strip()
+            line = raw.strip()
             parsed = decode_line(line)
             value, problem = None, None
             if parsed.result.type == "succeeded":

@@ -16,6 +16,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_batches.pricing import price_for, usage_cost_usd
+from airflow_provider_batches.result_lines import (
+    CONTENT_DECODER,
+    ContentMessage,
+    ResultLine,
+    Usage,
+    decode_line,
+)
 from airflow_provider_batches.structured_output import InvalidOutputError, StructuredOutput
 
 if TYPE_CHECKING:
@@ -49,54 +56,11 @@ PARSED_COLUMN = "parsed"
 PARSE_ERROR_COLUMN = "parse_error"
 
 
-class _CacheCreation(msgspec.Struct):
-    ephemeral_1h_input_tokens: int | None = None
+# The one schema of a results line (:mod:`~airflow_provider_batches.result_lines`), with the answer.
+_Usage = Usage
+_Message = ContentMessage
+_Line = ResultLine[ContentMessage]
 
-
-class _Usage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation: _CacheCreation | None = None
-
-
-class _Block(msgspec.Struct):
-    type: str
-    text: str | None = None
-    id: str | None = None
-    name: str | None = None
-    input: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _Message(msgspec.Struct):
-    model: str | None = None
-    stop_reason: str | None = None
-    content: list[_Block] = []
-    usage: _Usage | None = None
-
-
-class _ErrorDetail(msgspec.Struct):
-    type: str | None = None
-    message: str | None = None
-
-
-class _ErrorBody(msgspec.Struct):
-    error: _ErrorDetail | None = None
-
-
-class _Result(msgspec.Struct):
-    type: str
-    message: _Message | None = None
-    error: _ErrorBody | None = None
-
-
-class _Line(msgspec.Struct):
-    custom_id: str
-    result: _Result
-
-
-_decode_line = msgspec.json.Decoder(_Line).decode
 _decode_lines = msgspec.json.Decoder(list[_Line]).decode
 _decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.encode
@@ -347,11 +311,7 @@ class RowBuffer:
 
 def _decode_row(line: bytes | memoryview) -> _Line:
     """The fields of a row; a line whose message has unexpected shapes keeps its identity and raw JSON."""
-    try:
-        return _decode_line(line)
-    except msgspec.ValidationError:
-        loose = _decode_any(line)
-        return _Line(custom_id=loose["custom_id"], result=_Result(type=loose["result"]["type"]))
+    return decode_line(line, decoder=CONTENT_DECODER)
 
 
 def parse_answer(structured: StructuredOutput, line: bytes) -> tuple[Any, str | None]:

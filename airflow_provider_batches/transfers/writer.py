@@ -110,7 +110,7 @@ def write_lines(block: bytes, ledger: BatchLedger, route: Route, meter: UsageMet
         targets.pop().write(block)
         return len(kinds)
     view = memoryview(block)
-    kept: dict[StagedFile, list[memoryview]] = {}
+    kept: dict[StagedFile, list[bytes | memoryview]] = {}
     position = 0
     find = block.find
     for kind in kinds:
@@ -124,7 +124,7 @@ def write_lines(block: bytes, ledger: BatchLedger, route: Route, meter: UsageMet
 
 def _write_line_by_line(block: bytes, ledger: BatchLedger, route: Route, meter: UsageMeter | None) -> int:
     """The careful path: one line at a time, dropping CRs and blank lines, naming a bad line."""
-    kept: dict[StagedFile, list[memoryview]] = {}
+    kept: dict[StagedFile, list[bytes | memoryview]] = {}
     written = 0
     for raw in split_lines(block):
         try:
@@ -141,7 +141,7 @@ def _write_line_by_line(block: bytes, ledger: BatchLedger, route: Route, meter: 
     return written
 
 
-def _write_joined(kept: dict[StagedFile, list[memoryview]]) -> None:
+def _write_joined(kept: dict[StagedFile, list[bytes | memoryview]]) -> None:
     for staged, lines in kept.items():
-        lines.append(memoryview(b""))
+        lines.append(b"")
         staged.write(b"\n".join(lines))
