@@ -634,25 +634,6 @@ def check_results_url(settings: ClientSettings, results_url: str) -> str:
     return check_results_origin(settings.base_url, results_url)
 
 
-# -- Results lines --------------------------------------------------------------------------------
-
-
-class LineSplitter:
-    """Splits a byte stream into lines (LF or CRLF), skipping blank lines, across chunk borders."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
-        return [line.rstrip(b"\r") for line in lines if line.strip()]
-
-    def flush(self) -> list[bytes]:
-        rest, self._buffer = self._buffer.strip(), b""
-        return [rest] if rest else []
-
-
 # -- Drivers: the only I/O ------------------------------------------------------------------------
 
 
@@ -707,7 +688,13 @@ async def as_async_chunks(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 
 #: Names that lived here once: importing them from here still works, with a deprecation warning.
-__getattr__ = moved_names(__name__, {"RETRYABLE_STATUSES": "airflow_provider_batches.policy"})
+__getattr__ = moved_names(
+    __name__,
+    {
+        "LineSplitter": "airflow_provider_batches.result_lines",
+        "RETRYABLE_STATUSES": "airflow_provider_batches.policy",
+    },
+)
 
 __all__ = [
     "BATCHES_BETA",
@@ -718,7 +705,6 @@ __all__ = [
     "ClientSettings",
     "CreateCandidates",
     "CreateWatermark",
-    "LineSplitter",
     "Send",
     "Sleep",
     "build_request",

@@ -14,14 +14,12 @@ archived, the network) never hides the outcome: the summary then says why it has
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from airflow_provider_batches.client_core import LineSplitter
 from airflow_provider_batches.proof import is_proof_id
+from airflow_provider_batches.result_lines import BlockSplitter, ResultLine, decode_good_lines, decode_line
 
 if TYPE_CHECKING:
     from airflow_provider_batches.hooks.anthropic import AnthropicHook
@@ -52,30 +50,8 @@ EXPIRED_MESSAGE = "the batch expired before this request was processed"
 MAX_EXAMPLE_CHARS = 300
 
 
-class _Inner(msgspec.Struct):
-    type: str = ""
-    message: str = ""
-
-
-class _Error(msgspec.Struct):
-    error: _Inner | None = None
-    type: str = ""
-    message: str = ""
-
-
-class _Result(msgspec.Struct):
-    type: str
-    error: _Error | None = None
-
-
-class ResultLine(msgspec.Struct):
-    """A result line's custom_id, type and error (the rest skipped): here and in re-drive planning."""
-
-    custom_id: str
-    result: _Result
-
-
-decode_result_line = msgspec.json.Decoder(ResultLine).decode
+#: A result line's custom_id, type and error, as every reader decodes it (here and in re-drive planning).
+decode_result_line = decode_line
 
 
 @dataclass
@@ -207,7 +183,7 @@ class _Scan:
         self, hook: AnthropicHook, batch_id: str, number: int, wanted: int, summary: ErrorSummary
     ) -> None:
         """Read one batch's results until its ``wanted`` failed lines are seen or a bound is hit."""
-        splitter = LineSplitter()
+        splitter = BlockSplitter()
         limit = min(summary.read + wanted, self.max_lines)
         chunks = hook.iter_results_bytes(batch_id)
         try:
@@ -224,32 +200,26 @@ class _Scan:
 
 
 def _tally(
-    lines: Iterable[bytes],
+    block: bytes | None,
     number: int,
     batch_id: str,
     summary: ErrorSummary,
     limit: int,
     superseded: Superseded | None,
 ) -> None:
-    for raw in lines:
+    if block is None or (b'"errored"' not in block and b'"expired"' not in block):
+        return  # no failed line in the block: skipped without decoding
+    for line in decode_good_lines(block):
         if summary.read >= limit:
             return
-        if b'"errored"' not in raw and b'"expired"' not in raw:
-            continue  # a succeeded or canceled line: skipped without decoding
-        try:
-            line = decode_result_line(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
         kind = line.result.type
         if kind not in ("errored", "expired") or is_proof_id(line.custom_id):
             continue  # the proof request's failure is not the user's (``proof.py``)
         error = line.result.error
-        inner = error.error if error is not None else None
-        error_type = inner.type if inner is not None else (error.type if error else "")
+        error_type, message = error.detail if error is not None else (None, None)
         if superseded is not None and superseded(number, batch_id, kind, error_type or None):
             continue  # sent again in a later round: its last answer is there
         if kind == "expired":
             summary.add("expired", EXPIRED_MESSAGE, line.custom_id, number)
         else:
-            message = inner.message if inner is not None else (error.message if error else "")
-            summary.add(error_type or "unknown_error", message, line.custom_id, number)
+            summary.add(error_type or "unknown_error", message or "", line.custom_id, number)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from airflow_provider_batches.errors import APIConnectionError
+from airflow_provider_batches.result_lines import BlockSplitter, decode_line, split_lines
 
 PROOF_PREFIX = "abp-proof-"
 """custom_ids starting with this are the provider's; an input that uses it is refused before spend."""
@@ -68,15 +69,12 @@ def find_proof(chunks: Iterable[bytes], proof_id: str) -> str | None:
     quoted inside another request's answer text proves nothing.
     """
     marker = proof_id.encode()
-    carry = b""
+    splitter = BlockSplitter()
     for chunk in chunks:
-        data = carry + chunk
-        last = data.rfind(b"\n")
-        whole, carry = (data[: last + 1], data[last + 1 :]) if last >= 0 else (b"", data)
-        found = _proof_in(whole, marker, proof_id)
+        found = _proof_in(splitter.feed(chunk), marker, proof_id)
         if found is not None:
             return found
-    return _proof_in(carry + b"\n", marker, proof_id) if carry.strip() else None
+    return _proof_in(splitter.flush(), marker, proof_id)
 
 
 #: Times a broken results stream is read again from the start while looking for a proof.
@@ -95,20 +93,19 @@ def read_proof(results: Callable[[str], Iterable[bytes]], batch_id: str, proof_i
     return None  # pragma: no cover (the loop returns or raises)
 
 
-def _proof_in(lines: bytes, marker: bytes, proof_id: str) -> str | None:
-    position = lines.find(marker)
-    while position >= 0:
-        start = lines.rfind(b"\n", 0, position) + 1
-        end = lines.find(b"\n", position)
+def _proof_in(block: bytes | None, marker: bytes, proof_id: str) -> str | None:
+    """The result type of ``proof_id``'s line in a block of whole lines, decoded only where the marker is."""
+    if block is None or marker not in block:
+        return None
+    for line in split_lines(block):
+        if marker not in line:
+            continue
         try:
-            parsed = json.loads(lines[start:end])
+            parsed = decode_line(line)
         except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and parsed.get("custom_id") == proof_id:
-            result = parsed.get("result")
-            kind = result.get("type") if isinstance(result, dict) else None
-            return str(kind) if kind else "unknown"
-        position = lines.find(marker, end)
+            continue
+        if parsed.custom_id == proof_id:
+            return parsed.result.type
     return None
 
 

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from airflow_provider_batches.failures import decode_result_line
 from airflow_provider_batches.proof import is_proof_id
+from airflow_provider_batches.result_lines import iter_result_lines
 
 #: Error types that say nothing about the request itself: worth sending again.
 TRANSIENT_ERROR_TYPES: tuple[str, ...] = (
@@ -105,9 +105,6 @@ class ResultPolicy(Protocol):
     def reason(self, kind: str, error_type: str | None) -> str | None: ...
 
 
-_decode_line = decode_result_line
-
-
 @dataclass
 class Selection:
     """The custom_ids to re-drive (at most the round's failures) and how many per reason."""
@@ -124,26 +121,15 @@ class Selection:
 
 
 def select_retryable(policy: ResultPolicy, chunks: Iterable[bytes], selection: Selection) -> None:
-    """Add the re-drivable custom_ids of one batch's JSONL results (any chunking) to ``selection``."""
-    carry = b""
-    for chunk in chunks:
-        data = carry + chunk
-        lines = data.split(b"\n")
-        carry = lines.pop()
-        for line in lines:
-            _select_line(policy, line, selection)
-    _select_line(policy, carry, selection)
-
-
-def _select_line(policy: ResultPolicy, line: bytes, selection: Selection) -> None:
-    if not line.strip():
-        return
-    parsed = _decode_line(line)
-    if parsed.result.type == "succeeded" or is_proof_id(parsed.custom_id):  # the proof is not re-driven
-        return
-    error = parsed.result.error
-    error_type = error.error.type if error is not None and error.error is not None else None
-    reason = policy.reason(parsed.result.type, error_type)
-    if reason is not None:
-        selection.custom_ids.add(parsed.custom_id)
-        selection.reasons[reason] += 1
+    """Add the re-drivable custom_ids of one batch's JSONL results (any chunking) to ``selection``;
+    ValueError naming the first line that is not a result."""
+    for line in iter_result_lines(chunks):
+        kind = line.result.type
+        if kind == "succeeded" or is_proof_id(line.custom_id):  # the proof is not re-driven
+            continue
+        error = line.result.error
+        error_type = error.error.type if error is not None and error.error is not None else None
+        reason = policy.reason(kind, error_type)
+        if reason is not None:
+            selection.custom_ids.add(line.custom_id)
+            selection.reasons[reason] += 1

@@ -1,7 +1,8 @@
 """What a job actually cost: the ``usage`` of every result, added up per model and per round, priced.
 
-:class:`UsageMeter` taps a results byte stream (one batch, one download attempt) and adds up the
-four token counts of each succeeded result per model; :class:`Spend` gathers the meters of a job
+:class:`UsageMeter` adds up the token counts of each succeeded result per model, from the lines the
+results transfer decodes (:mod:`~airflow_provider_batches.result_lines`; or from a byte stream it
+taps), long-context tiers and 1-hour cache writes apart; :class:`Spend` gathers the meters of a job
 (by round), prices them with :mod:`~airflow_provider_batches.pricing` at batch rates (the same table
 as the token-count estimate; an unpriced model is reported, never guessed), and reports them for
 the manifest, the task log and Airflow's metrics.
@@ -9,13 +10,21 @@ the manifest, the task log and Airflow's metrics.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
-import msgspec
-
 from airflow_provider_batches.pricing import BATCH_DISCOUNT, Price, price_for, usage_cost_usd
+from airflow_provider_batches.result_lines import (
+    BLOCK_BYTES,
+    BlockSplitter,
+    Message,
+    ResultLine,
+    decode_good_lines,
+    decode_line,
+)
 
 TOKEN_FIELDS: tuple[str, ...] = (
     "input_tokens",
@@ -31,37 +40,15 @@ LONG_CONTEXT_SUFFIX = " (long context)"
 METRIC_PREFIX = "anthropic_batches"
 
 
-class _CacheCreation(msgspec.Struct):
-    ephemeral_5m_input_tokens: int | None = 0
-    ephemeral_1h_input_tokens: int | None = 0
-
-
-class _Usage(msgspec.Struct):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int | None = 0
-    cache_read_input_tokens: int | None = 0
-    cache_creation: _CacheCreation | None = None
-
-
-class ResultMessage(msgspec.Struct):
-    """The metered fields of a succeeded result's message (the transfer decodes them with its checks)."""
-
-    model: str = ""
-    usage: _Usage | None = None
-
-
-class _Result(msgspec.Struct):
-    type: str = ""
-    message: ResultMessage | None = None
-
-
-class _Line(msgspec.Struct):
-    result: _Result | None = None
-
-
-_decode_block = msgspec.json.Decoder(list[_Line]).decode
-_decode_line = msgspec.json.Decoder(_Line).decode
+_MESSAGE = attrgetter("result.message")
+_MODEL = attrgetter("model")
+_USAGE = attrgetter("usage")
+_CACHE_CREATION = attrgetter("cache_creation")
+_ONE_HOUR = attrgetter("ephemeral_1h_input_tokens")
+#: The four counts of ``usage`` in the order of :data:`TOKEN_FIELDS`; the first, third and fourth
+#: are the prompt, which decides a long-context tier.
+_COUNTS = tuple(map(attrgetter, TOKEN_FIELDS[:4]))
+_PROMPT = (_COUNTS[0], _COUNTS[2], _COUNTS[3])
 
 
 @dataclass
@@ -71,7 +58,7 @@ class UsageMeter:
     tokens: dict[str, dict[str, int]] = field(default_factory=dict)
     #: ``prices=`` overrides: which requests a long-context tier prices depends on the model's price.
     prices: Mapping[str, Mapping[str, float]] | None = None
-    _carry: bytes = b""
+    _splitter: BlockSplitter = field(default_factory=lambda: BlockSplitter(BLOCK_BYTES))
     _tiered: dict[str, Price | None] = field(default_factory=dict)
 
     def tap(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -82,73 +69,88 @@ class UsageMeter:
         self.close()
 
     def feed(self, chunk: bytes) -> None:
-        last = chunk.rfind(b"\n")
-        if last < 0:
-            self._carry += chunk
-            return
-        block = self._carry + chunk[: last + 1] if self._carry else chunk[: last + 1]
-        self._carry = chunk[last + 1 :]
-        self._add_block(block)
+        block = self._splitter.feed(chunk)
+        if block is not None:
+            self._add_block(block)
 
     def close(self) -> None:
-        if self._carry.strip():
-            self.add_line(self._carry)
-        self._carry = b""
+        block = self._splitter.flush()
+        if block is not None:
+            self._add_block(block)
 
     def _add_block(self, block: bytes) -> None:
-        if b"\r" not in block and b"\n\n" not in block and not block.startswith(b"\n"):
-            try:
-                for line in _decode_block(b"[" + block[:-1].replace(b"\n", b",") + b"]"):
-                    self._add(line)
-                return
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                pass  # the transfer's own checks name a bad line; here each good line still counts
-        for raw in block.split(b"\n"):
-            if raw.strip():
-                self.add_line(raw)
+        # The transfer's own checks name a bad line; here each good line still counts.
+        self.add_lines(decode_good_lines(block))
 
     def add_line(self, raw: bytes | memoryview) -> None:
         """One raw result line (a line that is not a result, or has no usage, adds nothing)."""
-        try:
-            self._add(_decode_line(raw))
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        with suppress(ValueError):
+            self.add_lines([decode_line(raw)])
+
+    def add_lines(self, lines: Sequence[ResultLine[Any]]) -> None:
+        """The usage of result lines already decoded (the transfer's own decode: one pass, not two).
+
+        A block of one model whose requests cannot reach a long-context tier (the common case) is added
+        up in bulk, by C-level passes over the block; any other block one message at a time."""
+        messages: list[Message] = list(filter(None, map(_MESSAGE, lines)))
+        if not messages:
             return
+        models = set(map(_MODEL, messages))
+        if len(models) != 1 or not self._add_in_bulk(models.pop(), messages):
+            for message in messages:
+                self._add_one(message)
 
-    def add_messages(self, messages: Iterable[ResultMessage | None]) -> None:
-        """Messages already decoded by the transfer's own pass over the lines (one decode, not two).
+    def _tier(self, model: str) -> Price | None:
+        """The model's price when it has a long-context tier (None: one tier, or unpriced)."""
+        if model not in self._tiered:
+            price = price_for(model, self.prices)
+            self._tiered[model] = price if price is not None and price.long_context else None
+        return self._tiered[model]
 
-        Runs once per result line: the transfer's hot path, hence the plain loop."""
-        tokens = self.tokens
-        for message in messages:
-            if message is None or message.usage is None:
-                continue
-            usage = message.usage
-            key = message.model
-            if key not in self._tiered:
-                price = price_for(key, self.prices)
-                self._tiered[key] = price if price is not None and price.long_context else None
-            tiered = self._tiered[key]
-            if tiered is not None and tiered.is_long_context(
-                usage.input_tokens
-                + (usage.cache_creation_input_tokens or 0)
-                + (usage.cache_read_input_tokens or 0)
-            ):
-                key += LONG_CONTEXT_SUFFIX
-            totals = tokens.get(key)
-            if totals is None:
-                totals = tokens[key] = dict.fromkeys(TOKEN_FIELDS, 0)
-            totals["input_tokens"] += usage.input_tokens
-            totals["output_tokens"] += usage.output_tokens
-            totals["cache_creation_input_tokens"] += usage.cache_creation_input_tokens or 0
-            totals["cache_read_input_tokens"] += usage.cache_read_input_tokens or 0
-            if usage.cache_creation is not None:
-                totals["cache_creation_1h_input_tokens"] += (
-                    usage.cache_creation.ephemeral_1h_input_tokens or 0
-                )
+    def _add_in_bulk(self, model: str | None, messages: list[Message]) -> bool:
+        """Add the messages of one model at once; False (nothing added) when one may need its own tier
+        or has no usage."""
+        usages = list(map(_USAGE, messages))
+        if None in usages:
+            return False
+        tiered = self._tier(model or "")
+        # No request reaches the tier when the largest of each prompt count together do not.
+        if tiered is not None and tiered.is_long_context(
+            sum(max(filter(None, map(count, usages)), default=0) for count in _PROMPT)
+        ):
+            return False
+        sums = [sum(filter(None, map(count, usages))) for count in _COUNTS]
+        sums.append(sum(filter(None, map(_ONE_HOUR, filter(None, map(_CACHE_CREATION, usages))))))
+        totals = self._totals(model or "")
+        for name, value in zip(TOKEN_FIELDS, sums, strict=True):
+            totals[name] += value
+        return True
 
-    def _add(self, line: _Line) -> None:
-        if line.result is not None:
-            self.add_messages([line.result.message])
+    def _add_one(self, message: Message) -> None:
+        usage = message.usage
+        if usage is None:
+            return
+        key = message.model or ""
+        tiered = self._tier(key)
+        if tiered is not None and tiered.is_long_context(
+            (usage.input_tokens or 0)
+            + (usage.cache_creation_input_tokens or 0)
+            + (usage.cache_read_input_tokens or 0)
+        ):
+            key += LONG_CONTEXT_SUFFIX
+        totals = self._totals(key)
+        totals["input_tokens"] += usage.input_tokens or 0
+        totals["output_tokens"] += usage.output_tokens or 0
+        totals["cache_creation_input_tokens"] += usage.cache_creation_input_tokens or 0
+        totals["cache_read_input_tokens"] += usage.cache_read_input_tokens or 0
+        if usage.cache_creation is not None:
+            totals["cache_creation_1h_input_tokens"] += usage.cache_creation.ephemeral_1h_input_tokens or 0
+
+    def _totals(self, key: str) -> dict[str, int]:
+        totals = self.tokens.get(key)
+        if totals is None:
+            totals = self.tokens[key] = dict.fromkeys(TOKEN_FIELDS, 0)
+        return totals
 
 
 def model_and_tier(key: str) -> tuple[str, bool]:

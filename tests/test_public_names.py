@@ -41,6 +41,7 @@ MOVED = [
     (TRANSFER, "BatchLedger", "transfers.verification"),
     (TRANSFER, "TransferProgress", "transfers.writer"),
     ("requests", "CUSTOM_ID_PATTERN", "batch_ids"),
+    ("client_core", "LineSplitter", "result_lines"),
 ]
 # Published at both paths on purpose: the README and DESIGN name operators.batches for them.
 DOCUMENTED = [

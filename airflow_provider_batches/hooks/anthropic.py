@@ -29,7 +29,6 @@ from airflow_provider_batches.client_core import (
     Call,
     CreateCandidates,
     CreateWatermark,
-    LineSplitter,
     Plan,
     as_async_chunks,
     batches_path,
@@ -70,6 +69,7 @@ from airflow_provider_batches.policy import (
     check_results_ready,
     raise_for_wait_event,
 )
+from airflow_provider_batches.result_lines import LineSplitter
 from airflow_provider_batches.waiting import wait_plan
 
 T = TypeVar("T")

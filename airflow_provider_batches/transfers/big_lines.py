@@ -13,9 +13,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
-import msgspec
-
-from airflow_provider_batches.spend import TOKEN_FIELDS, ResultMessage
+from airflow_provider_batches.result_lines import LINE_PATHS, line_from_paths
 from airflow_provider_batches.transfers.json_scan import TOO_LONG, JsonScanError, JsonScanner
 from airflow_provider_batches.transfers.verification import BatchLedger, checked_fields
 
@@ -25,14 +23,6 @@ MAX_WHOLE_LINE_BYTES = 64 * 1024 * 1024
 """The longest line an output that reads whole lines (Parquet, ``output_schema``) takes."""
 COPY_BYTES = 1 << 20
 
-_USAGE = ("result", "message", "usage")
-_KEPT = (
-    ("custom_id",),
-    ("result", "type"),
-    ("result", "message", "model"),
-    *((*_USAGE, f) for f in TOKEN_FIELDS),
-)
-
 
 class BigLine:
     """One result line too long to hold: :meth:`feed` its pieces, then :meth:`finish` it."""
@@ -41,7 +31,7 @@ class BigLine:
         self.ledger = ledger
         self.route = route
         self.meter = meter
-        self.scanner = JsonScanner(_KEPT)
+        self.scanner = JsonScanner(LINE_PATHS)
         # Closed by finish(); a download broken mid-line leaves it to the garbage collector (the file
         # has no name on disk, so nothing is left behind either way).
         self.spool = tempfile.TemporaryFile(prefix="anthropic-result-line-")  # noqa: SIM115
@@ -74,7 +64,7 @@ class BigLine:
             except ValueError as exc:
                 raise self.ledger.line_error(str(exc)) from None
             if self.meter is not None:
-                self.meter.add_messages([_message(kept)])
+                self.meter.add_lines([line_from_paths(kept)])
             admitted = self.ledger.admit_parsed(custom_id, kind)
             if admitted is None:
                 return 0
@@ -99,17 +89,3 @@ class BigLine:
             target.write(piece)
             left -= len(piece)
         target.write(b"\n")
-
-
-def _message(kept: dict[tuple[str, ...], Any]) -> ResultMessage | None:
-    """The metered fields, validated as the hot path's decode does (None when they do not fit)."""
-    message: dict[str, Any] = {}
-    if ("result", "message", "model") in kept:
-        message["model"] = kept[("result", "message", "model")]
-    usage = {field: kept[(*_USAGE, field)] for field in TOKEN_FIELDS if (*_USAGE, field) in kept}
-    if usage:
-        message["usage"] = usage
-    try:
-        return msgspec.convert(message, ResultMessage) if message else None
-    except msgspec.ValidationError:
-        return None

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from airflow_provider_batches.result_lines import decode_line, split_lines
 from airflow_provider_batches.structured_output import StructuredOutput
 from airflow_provider_batches.transfers._publish import StagedFile, Staging
 from airflow_provider_batches.transfers.parquet_writer import (
@@ -38,18 +39,6 @@ OUTPUT_FORMATS = ("jsonl", "parquet")
 INVALID_OUTPUT_STEM = "invalid_output"
 
 _encode = msgspec.json.encode
-
-
-class _Kind(msgspec.Struct):
-    type: str
-
-
-class _KindLine(msgspec.Struct):
-    custom_id: str
-    result: _Kind
-
-
-_decode_kind = msgspec.json.Decoder(_KindLine).decode
 
 
 @dataclass(frozen=True)
@@ -153,11 +142,9 @@ class ParsedJsonlFile(StagedFile):
 
     def write(self, data: bytes | memoryview) -> None:
         out = bytearray()
-        for line in bytes(data).split(b"\n"):
-            line = line.strip()
-            if not line:
-                continue
-            parsed = _decode_kind(line)
+        for raw in split_lines(data):
+            line = raw.strip()
+            parsed = decode_line(line)
             value, problem = None, None
             if parsed.result.type == "succeeded":
                 value, problem = parse_answer(self.structured, line)

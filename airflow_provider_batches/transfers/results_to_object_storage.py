@@ -38,7 +38,13 @@ from airflow_provider_batches.spend import (
 )
 from airflow_provider_batches.structured_output import OutputSchema, StructuredOutput
 from airflow_provider_batches.transfers import verification, writer
-from airflow_provider_batches.transfers._publish import StagedFile, Staging, remove_if_exists, uri_of
+from airflow_provider_batches.transfers._publish import (
+    StagedFile,
+    Staging,
+    filesystem,
+    remove_if_exists,
+    uri_of,
+)
 from airflow_provider_batches.transfers.outputs import OutputFormat, OutputOptions, ResultOutputs
 from airflow_provider_batches.transfers.parquet_writer import DEFAULT_ROW_GROUP_SIZE
 from airflow_provider_batches.transfers.rounds import check_merged, round_ledgers, rounds_of
@@ -260,10 +266,11 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
         if self.overwrite:
             return None
         manifest_path = destination / MANIFEST_NAME
-        if not manifest_path.exists():
+        fs = filesystem(manifest_path)
+        if not fs.exists(manifest_path.path):
             return None
         try:
-            manifest = json.loads(manifest_path.read_bytes())
+            manifest = json.loads(fs.cat_file(manifest_path.path))
         except ValueError:
             self.log.warning("%s is not valid JSON; writing the output again", uri_of(manifest_path))
             return None
@@ -556,7 +563,7 @@ def _always(staged: StagedFile) -> Route:
 
 def _has_size(path: ObjectStoragePath, size: Any) -> bool:
     try:
-        return isinstance(size, int) and path.size() == size
+        return isinstance(size, int) and filesystem(path).size(path.path) == size
     except FileNotFoundError:
         return False
 

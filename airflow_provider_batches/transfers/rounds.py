@@ -74,8 +74,8 @@ class RoundLedger(BatchLedger):
         self.published[admitted] = self.published.get(admitted, 0) + 1
         return admitted
 
-    def admit_block(self, parsed: list[tuple[str, str]]) -> list[str | None]:
-        return [self.admit_parsed(custom_id, kind) for custom_id, kind in parsed]
+    def admit_block(self, custom_ids: list[str], kinds: list[str]) -> Sequence[str | None]:
+        return [self.admit_parsed(custom_id, kind) for custom_id, kind in zip(custom_ids, kinds, strict=True)]
 
 
 def round_ledgers(

@@ -16,6 +16,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from airflow_provider_batches.pricing import price_for, usage_costs_usd
+from airflow_provider_batches.result_lines import (
+    CONTENT_DECODER,
+    ContentMessage,
+    ResultLine,
+    decode_line,
+    split_lines,
+)
 from airflow_provider_batches.structured_output import InvalidOutputError, StructuredOutput
 
 if TYPE_CHECKING:
@@ -223,65 +230,11 @@ def _line_type() -> pa.Schema:
     return pa.schema([("custom_id", string), ("result", result)])
 
 
-class _CacheCreation(msgspec.Struct):
-    ephemeral_1h_input_tokens: int | None = None
+# The one schema of a results line (:mod:`~airflow_provider_batches.result_lines`), with the answer.
+_Message = ContentMessage
+_Line = ResultLine[ContentMessage]
 
-
-class _Usage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation: _CacheCreation | None = None
-
-
-class _Block(msgspec.Struct):
-    type: str
-    text: str | None = None
-    id: str | None = None
-    name: str | None = None
-    input: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _Message(msgspec.Struct):
-    model: str | None = None
-    stop_reason: str | None = None
-    content: list[_Block] = []
-    usage: _Usage | None = None
-
-
-class _ErrorDetail(msgspec.Struct):
-    type: str | None = None
-    message: str | None = None
-
-
-class _ErrorBody(msgspec.Struct):
-    error: _ErrorDetail | None = None
-
-
-class _Result(msgspec.Struct):
-    type: str
-    message: _Message | None = None
-    error: _ErrorBody | None = None
-
-
-class _Line(msgspec.Struct):
-    custom_id: str
-    result: _Result
-
-
-class _Kind(msgspec.Struct):
-    type: str
-    message: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _KindLine(msgspec.Struct):
-    result: _Kind
-
-
-_decode_line = msgspec.json.Decoder(_Line).decode
 _decode_lines = msgspec.json.Decoder(list[_Line]).decode
-_decode_kind = msgspec.json.Decoder(_KindLine).decode
 _decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.encode
 
@@ -327,7 +280,7 @@ class RowBuffer:
             self._data += b"\n"
         if self.structured is None:
             return []
-        return self._parse_answers([line for line in self._data[start:].split(b"\n") if line.strip()])
+        return self._parse_answers(split_lines(memoryview(self._data)[start:]))
 
     def add_lines(
         self, lines: list[bytes], batch_id: str, round_number: int | None
@@ -335,7 +288,7 @@ class RowBuffer:
         """:meth:`add` for separate lines (without their LF)."""
         return self.add(b"\n".join([*lines, b""]), batch_id, round_number) if lines else []
 
-    def _parse_answers(self, lines: list[bytearray]) -> list[tuple[str, str, bytes]]:
+    def _parse_answers(self, lines: list[bytes]) -> list[tuple[str, str, bytes]]:
         """The ``parsed`` values of succeeded answers (one at a time: each is validated)."""
         assert self.structured is not None
         assert self._parsed_shape is not None
@@ -389,12 +342,12 @@ class RowBuffer:
         counts = [data.count(b"\n", source[2], end) for source, end in zip(sources[:-1], ends, strict=False)]
         return list(zip(sources, [*counts, rows - sum(counts)], strict=True))
 
-    def _without_blank_lines(self) -> tuple[bytearray, list[bytearray], list[tuple[str, int | None, int]]]:
+    def _without_blank_lines(self) -> tuple[bytearray, list[bytes], list[tuple[str, int | None, int]]]:
         ends = [start for _, _, start in self._sources[1:]] + [len(self._data)]
         data, lines, sources = bytearray(), [], []
         for (batch_id, number, start), end in zip(self._sources, ends, strict=True):
             sources.append((batch_id, number, len(data)))
-            kept = [line for line in self._data[start:end].split(b"\n") if line.strip()]
+            kept = split_lines(memoryview(self._data)[start:end])
             lines += kept
             data += b"".join(line + b"\n" for line in kept)
         return data, lines, sources
@@ -564,20 +517,13 @@ def _python_columns(lines: list[bytes]) -> dict[str, Any]:
 
 def _is_answer(line: bytes) -> bool:
     """Whether a result line is a succeeded answer (whose message the output schema validates)."""
-    try:
-        result = _decode_kind(line).result
-    except msgspec.ValidationError:
-        return False
-    return result.type == "succeeded" and bytes(result.message) != b"null"
+    result = decode_line(line).result
+    return result.type == "succeeded" and result.message is not None
 
 
 def _decode_row(line: bytes | memoryview) -> _Line:
     """The fields of a row; a line whose message has unexpected shapes keeps its identity and raw JSON."""
-    try:
-        return _decode_line(line)
-    except msgspec.ValidationError:
-        loose = _decode_any(line)
-        return _Line(custom_id=loose["custom_id"], result=_Result(type=loose["result"]["type"]))
+    return decode_line(line, decoder=CONTENT_DECODER)
 
 
 def parse_answer(structured: StructuredOutput, line: bytes) -> tuple[Any, str | None]:

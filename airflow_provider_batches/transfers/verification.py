@@ -9,27 +9,26 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
-
-import msgspec
 
 from airflow_provider_batches.batch_ids import CUSTOM_ID_PATTERN, is_custom_id, shown
 from airflow_provider_batches.errors import AnthropicBatchesError
 from airflow_provider_batches.identity import digest_of
 from airflow_provider_batches.models import RESULT_TYPES, MessageBatch
-from airflow_provider_batches.proof import is_proof_id
-from airflow_provider_batches.spend import ResultMessage
+from airflow_provider_batches.proof import PROOF_PREFIX, is_proof_id
+from airflow_provider_batches.result_lines import ResultLine, decode_block, decode_line
 
 __all__ = [
     "RESULT_TYPES",
     "BatchIdentity",
     "BatchLedger",
     "ResultsVerificationError",
+    "checked_block",
     "checked_fields",
     "expected_identities",
-    "parse_metered_block",
     "parse_result_block",
     "parse_result_line",
     "unchecked_reason",
@@ -43,40 +42,23 @@ class ResultsVerificationError(AnthropicBatchesError):
     """Downloaded results do not match their batch (a bad line, a repeated custom_id, wrong counts)."""
 
 
-class _ResultType(msgspec.Struct):
-    type: str
-
-
-class _ResultLine(msgspec.Struct):
-    """The two fields verification needs. Decoding still checks that the whole line is valid JSON."""
-
-    custom_id: str
-    result: _ResultType
-
-
-class _MeteredResultType(msgspec.Struct):
-    type: str
-    message: ResultMessage | None = None
-
-
 #: The custom_ids of a block, joined by LF, each valid: one regex call per block, not one per line
 #: (a valid custom_id holds no LF, so the joined check is the same as each one's).
 _CUSTOM_IDS = re.compile(f"(?:{CUSTOM_ID_PATTERN.pattern}\n)*")
+_CUSTOM_ID = attrgetter("custom_id")
+_KIND = attrgetter("result.type")
 
 
-class _MeteredResultLine(msgspec.Struct):
-    """:class:`_ResultLine` plus the message's model and usage, for the spend report, in the same
-    decode. A message of another shape fails it: the block then takes the line-by-line path, whose
-    checks ignore the message, as before."""
-
-    custom_id: str
-    result: _MeteredResultType
-
-
-# msgspec (an Airflow dependency) decodes only these fields and skips the rest at C speed: several
-# times faster than json.loads, which would build every message of every line (the hot path).
-_decode_result_line = msgspec.json.Decoder(_ResultLine).decode
-_decode_result_lines = msgspec.json.Decoder(_MeteredResultLine).decode_lines
+def checked_block(lines: Sequence[ResultLine[Any]]) -> tuple[list[str], list[str]] | None:
+    """The custom_ids and result types of a decoded block when every one of them is valid; None when
+    some line must be checked alone (:func:`checked_fields` names what is wrong with it)."""
+    custom_ids = list(map(_CUSTOM_ID, lines))
+    if _CUSTOM_IDS.fullmatch("\n".join(custom_ids) + "\n") is None:
+        return None
+    kinds = list(map(_KIND, lines))
+    if not all(map(_RESULT_TYPE_PATTERN.match, set(kinds))):  # a few kinds
+        return None
+    return custom_ids, kinds
 
 
 def parse_result_block(block: bytes) -> list[tuple[str, str]] | None:
@@ -85,61 +67,14 @@ def parse_result_block(block: bytes) -> list[tuple[str, str]] | None:
     None when any line needs the line-by-line path: a CR or blank line to drop, or a line that is
     not a valid result (that path names the line and what is wrong with it).
     """
-    decoded = parse_metered_block(block)
-    return None if decoded is None else decoded[0]
-
-
-def parse_metered_block(
-    block: bytes, begin: int = 0, end: int | None = None
-) -> tuple[list[tuple[str, str]], list[ResultMessage | None]] | None:
-    """:func:`parse_result_block` and each line's message (model and usage; None for other types), of
-    ``block[begin:end]`` (read in place: no copy)."""
-    end = len(block) if end is None else end
-    if block.find(b"\r", begin, end) >= 0:
-        return None
-    # One value per line, without copying the block: every line starts with "{" and ends with "}",
-    # and nothing valid inside one JSON value puts "}" then "{" across a line break, so each line
-    # break ends a value (no value spans lines and no line is blank); as many values as lines then
-    # leaves no line holding two.
-    lines = _object_lines(block, begin, end)
-    if lines < 0:
-        return None
-    try:
-        items = _decode_result_lines(memoryview(block)[begin:end])
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    if len(items) != lines:  # a line holding two values: a bad line, not two results
-        return None
-    parsed = [(item.custom_id, item.result.type) for item in items]
-    if _CUSTOM_IDS.fullmatch("\n".join([custom_id for custom_id, _ in parsed]) + "\n") is None:
-        return None
-    if not all(_RESULT_TYPE_PATTERN.match(kind) for kind in {kind for _, kind in parsed}):  # a few kinds
-        return None
-    return parsed, [item.result.message for item in items]
-
-
-def _object_lines(block: bytes, begin: int, end: int) -> int:
-    """How many lines ``block[begin:end]`` holds when each starts with ``{`` and ends with ``}``; -1
-    otherwise. ``find`` (memchr) per line: several times cheaper than ``bytes.count``."""
-    if not block.startswith(b"{", begin, end):
-        return -1
-    find, lines, position = block.find, 0, begin
-    while (newline := find(b"\n", position, end)) >= 0:
-        if block[newline - 1] != 0x7D or (newline + 1 < end and block[newline + 1] != 0x7B):  # } and {
-            return -1
-        lines += 1
-        position = newline + 1
-    return lines
+    lines = decode_block(block)
+    checked = None if lines is None else checked_block(lines)
+    return None if checked is None else list(zip(*checked, strict=True))
 
 
 def parse_result_line(line: bytes | memoryview) -> tuple[str, str]:
     """``(custom_id, result type)`` of one JSONL line, or ValueError saying what is wrong with it."""
-    try:
-        parsed = _decode_result_line(line)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"is not a result line ({exc})") from None
-    except msgspec.DecodeError:
-        raise ValueError("is not valid JSON") from None
+    parsed = decode_line(line)
     return checked_fields(parsed.custom_id, parsed.result.type)
 
 
@@ -241,7 +176,15 @@ class BatchLedger:
     def admit(self, line: bytes | memoryview) -> str | None:
         """The line's result type if it must be written; None if an earlier attempt wrote it."""
         try:
-            custom_id, kind = parse_result_line(line)
+            parsed = decode_line(line)
+        except ValueError as exc:
+            raise self.line_error(str(exc)) from None
+        return self.admit_line(parsed)
+
+    def admit_line(self, line: ResultLine[Any]) -> str | None:
+        """:meth:`admit` for a line already decoded: its custom_id and type checked, then admitted."""
+        try:
+            custom_id, kind = checked_fields(line.custom_id, line.result.type)
         except ValueError as exc:
             raise self.line_error(str(exc)) from None
         return self.admit_parsed(custom_id, kind)
@@ -266,23 +209,26 @@ class BatchLedger:
         self.results += 1
         return kind
 
-    def admit_block(self, parsed: list[tuple[str, str]]) -> list[str | None]:
-        """:meth:`admit_parsed` for a block of lines, with set operations when all of them are new."""
-        ids = {custom_id for custom_id, _ in parsed}
-        first_attempt = self._attempt_seen is self._written
+    def admit_block(self, custom_ids: list[str], kinds: list[str]) -> Sequence[str | None]:
+        """:meth:`admit_parsed` for a block of checked lines (:func:`checked_block`), with set operations
+        when all of them are new and none is a proof request: then ``kinds`` itself is returned."""
+        ids = set(custom_ids)
         if (
-            not first_attempt
-            or len(ids) != len(parsed)
+            self._attempt_seen is not self._written  # a retried attempt: each line's own check
+            or len(ids) != len(custom_ids)
             or not ids.isdisjoint(self._written)
-            or any(map(is_proof_id, ids))
+            or (PROOF_PREFIX in "\n".join(custom_ids) and any(map(is_proof_id, custom_ids)))
         ):
-            return [self.admit_parsed(custom_id, kind) for custom_id, kind in parsed]  # names the culprit
+            return [
+                self.admit_parsed(custom_id, kind) for custom_id, kind in zip(custom_ids, kinds, strict=True)
+            ]
         self._written |= ids
-        self._line_number += len(parsed)
-        self.results += len(parsed)
-        for kind, count in Counter(kind for _, kind in parsed).items():
-            self.counts[kind] = self.counts.get(kind, 0) + count
-        return [kind for _, kind in parsed]
+        self._line_number += len(custom_ids)
+        self.results += len(custom_ids)
+        counts = self.counts
+        for kind, count in Counter(kinds).items():
+            counts[kind] = counts.get(kind, 0) + count
+        return kinds
 
     def _admit_proof(self, custom_id: str, kind: str) -> str | None:
         """Note the batch's proof request (never written); refuse a second one or another job's."""

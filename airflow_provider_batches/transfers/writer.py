@@ -1,8 +1,10 @@
-"""The hot path of the results transfer: a byte stream cut into lines, verified, written to staging.
+"""The hot path of the results transfer: a byte stream cut into blocks of lines, verified, staged.
 
-Whole blocks of lines are decoded in one call and, when all are new and bound for one output,
-written as received; only the odd block (a CR, a blank line, a retried attempt's repeats) goes
-line by line. Compression, hashing and storage are :mod:`._publish`'s.
+Chunks are gathered into blocks of whole lines (:data:`~airflow_provider_batches.result_lines.BLOCK_BYTES`,
+about 400 results); a block is decoded in one call and, when all its lines are new and bound for one
+output, written as received, in one write. Only the odd block (a CR, a blank line, a bad line, a
+retried attempt's repeats, the proof request) goes line by line. Compression, hashing and storage
+are :mod:`._publish`'s.
 """
 
 from __future__ import annotations
@@ -11,10 +13,17 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from airflow_provider_batches.result_lines import (
+    BLOCK_BYTES,
+    BlockSplitter,
+    decode_block,
+    decode_line,
+    split_lines,
+)
 from airflow_provider_batches.spend import UsageMeter
 from airflow_provider_batches.transfers._publish import StagedFile
 from airflow_provider_batches.transfers.big_lines import BIG_LINE_BYTES, BigLine
-from airflow_provider_batches.transfers.verification import BatchLedger, parse_metered_block
+from airflow_provider_batches.transfers.verification import BatchLedger, checked_block
 
 Route = Callable[[str], StagedFile]
 
@@ -53,74 +62,59 @@ def copy_results(
 ) -> None:
     """Verify and write one download attempt's lines, whatever the chunk borders; ``meter`` adds up
     the usage of every line of the attempt, from the same decode."""
-    carry = b""  # the incomplete last line of the previous chunk
+    batch_id = ledger.batch.id
+    splitter = BlockSplitter(BLOCK_BYTES)
     big: BigLine | None = None  # a line too long to hold, streaming through a spool file
     for chunk in chunks:
         if big is not None:
             end = chunk.find(b"\n")
             big.feed(chunk if end < 0 else memoryview(chunk)[:end])
             if end < 0:
-                progress.advance(len(chunk), 0, ledger.batch.id)
+                progress.advance(len(chunk), 0, batch_id)
                 continue
-            progress.advance(end + 1, big.finish(), ledger.batch.id)
+            progress.advance(end + 1, big.finish(), batch_id)
             big, chunk = None, chunk[end + 1 :]
-        last = chunk.rfind(b"\n")
-        if last < 0:
-            carry += chunk
-            if len(carry) > BIG_LINE_BYTES:
-                big = BigLine(ledger, route, meter)
-                big.feed(carry)
-                progress.advance(len(carry), 0, ledger.batch.id)
-                carry = b""
-            continue
-        # One block of whole lines per chunk: one decode and one write (the line straddling two
-        # chunks is joined to the rest, a copy of the chunk that costs less than a second write).
-        if carry:
-            written = write_lines(carry + chunk[: last + 1], ledger, route, meter=meter)
-        else:
-            written = write_lines(chunk, ledger, route, end=last + 1, meter=meter)
-        carry = chunk[last + 1 :]
-        progress.advance(len(chunk), written, ledger.batch.id)
+        block = splitter.feed(chunk)
+        if block is not None:
+            progress.advance(len(block), write_lines(block, ledger, route, meter), batch_id)
+        if splitter.pending_bytes > BIG_LINE_BYTES:  # more than a block held: none of it ends a line
+            partial = splitter.take_partial()
+            big = BigLine(ledger, route, meter)
+            big.feed(partial)
+            progress.advance(len(partial), 0, batch_id)
     if big is not None:
-        progress.advance(0, big.finish(), ledger.batch.id)
-    if carry:
-        progress.advance(0, write_lines(carry + b"\n", ledger, route, meter=meter), ledger.batch.id)
+        progress.advance(0, big.finish(), batch_id)
+    rest = splitter.flush()
+    if rest is not None:
+        progress.advance(len(rest), write_lines(rest, ledger, route, meter), batch_id)
 
 
-def write_lines(
-    data: bytes,
-    ledger: BatchLedger,
-    route: Route,
-    *,
-    begin: int = 0,
-    end: int | None = None,
-    meter: UsageMeter | None = None,
-) -> int:
-    """Verify the lines of ``data[begin:end]`` (which ends with LF) and write the new ones; returns how
-    many were new.
+def write_lines(block: bytes, ledger: BatchLedger, route: Route, meter: UsageMeter | None = None) -> int:
+    """Verify the lines of ``block`` (whole lines, the last ending with LF) and write the new ones;
+    returns how many were new.
 
     The hot path decodes the whole block in one call and, when every line is new and bound for one
-    output, writes the received bytes as they are. Otherwise the kept lines are joined per output,
-    normalised (LF, no blank lines).
+    output, writes the received bytes as they are: one write per block. Otherwise the kept lines are
+    joined per output, normalised (LF, no blank lines).
     """
-    end = len(data) if end is None else end
-    view = memoryview(data)
-    decoded = parse_metered_block(data, begin, end)
-    if decoded is None:
-        return _write_line_by_line(data, ledger, route, begin=begin, end=end, meter=meter)
-    parsed, messages = decoded
+    lines = decode_block(block)
+    checked = None if lines is None else checked_block(lines)
+    if checked is None:
+        return _write_line_by_line(block, ledger, route, meter)
+    assert lines is not None
     if meter is not None:
-        meter.add_messages(messages)
-    kinds = ledger.admit_block(parsed)
+        meter.add_lines(lines)
+    kinds = ledger.admit_block(*checked)
     targets = {route(kind) for kind in set(kinds) if kind is not None}
     if len(targets) == 1 and None not in kinds:
-        (staged,) = targets
-        staged.write(view[begin:end])
+        targets.pop().write(block)
         return len(kinds)
-    kept: dict[StagedFile, list[memoryview]] = {}
-    position = begin
+    view = memoryview(block)
+    kept: dict[StagedFile, list[bytes | memoryview]] = {}
+    position = 0
+    find = block.find
     for kind in kinds:
-        newline = data.find(b"\n", position, end)
+        newline = find(b"\n", position)
         if kind is not None:
             kept.setdefault(route(kind), []).append(view[position:newline])
         position = newline + 1
@@ -128,32 +122,26 @@ def write_lines(
     return len(kinds) - kinds.count(None)
 
 
-def _write_line_by_line(
-    data: bytes, ledger: BatchLedger, route: Route, *, begin: int, end: int, meter: UsageMeter | None
-) -> int:
+def _write_line_by_line(block: bytes, ledger: BatchLedger, route: Route, meter: UsageMeter | None) -> int:
     """The careful path: one line at a time, dropping CRs and blank lines, naming a bad line."""
-    view = memoryview(data)
-    kept: dict[StagedFile, list[memoryview]] = {}
+    kept: dict[StagedFile, list[bytes | memoryview]] = {}
     written = 0
-    position = begin
-    while position < end:
-        newline = data.find(b"\n", position, end)
-        line_end = newline
-        if line_end > position and data[line_end - 1] == 13:  # CRLF
-            line_end -= 1
-        if line_end > position and data[position:line_end].strip():
-            if meter is not None:
-                meter.add_line(view[position:line_end])
-            kind = ledger.admit(view[position:line_end])
-            if kind is not None:
-                kept.setdefault(route(kind), []).append(view[position:line_end])
-                written += 1
-        position = newline + 1
+    for raw in split_lines(block):
+        try:
+            line = decode_line(raw)
+        except ValueError as exc:
+            raise ledger.line_error(str(exc)) from None
+        if meter is not None:
+            meter.add_lines([line])
+        kind = ledger.admit_line(line)
+        if kind is not None:
+            kept.setdefault(route(kind), []).append(raw)
+            written += 1
     _write_joined(kept)
     return written
 
 
-def _write_joined(kept: dict[StagedFile, list[memoryview]]) -> None:
+def _write_joined(kept: dict[StagedFile, list[bytes | memoryview]]) -> None:
     for staged, lines in kept.items():
-        lines.append(memoryview(b""))
+        lines.append(b"")
         staged.write(b"\n".join(lines))

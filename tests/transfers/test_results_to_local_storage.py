@@ -520,3 +520,22 @@ def test_progress_is_logged_once_per_interval_with_bytes_results_and_throughput(
     now[0] = 10.0
     progress.advance(10_000_000, 2_000, "msgbatch_a")
     assert log.lines == ["Transferring msgbatch_a: 20.0 MB, 4,000 results, 2.0 MB/s"]
+
+
+def test_a_local_destination_is_written_and_kept_without_airflows_filesystem_registry(
+    api: FakeBatchesAPI, local_destination: ObjectStoragePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ObjectStoragePath.fs`` (whose first use imports every provider's filesystems) is never used
+    for ``file://``: a first run publishes, and a second finds the output complete and keeps it."""
+    body = api.add_batch("msgbatch_a", [result_line("a-1"), result_line("a-2", "errored")])
+
+    def refused(self: ObjectStoragePath) -> Any:
+        raise AssertionError(f"ObjectStoragePath.fs used for {self}")
+
+    monkeypatch.setattr(ObjectStoragePath, "fs", property(refused))
+    first = make_operator(api, batch_id="msgbatch_a", destination=local_destination).execute(NO_CONTEXT)
+    again = make_operator(api, batch_id="msgbatch_a", destination=local_destination).execute(NO_CONTEXT)
+
+    assert (local(local_destination) / "msgbatch_a.jsonl").read_bytes() == body
+    assert again == first
+    assert published(local_destination) == ["_manifest.json", "msgbatch_a.jsonl"]
