@@ -107,6 +107,14 @@ def plain_succeeded_line(batch_id: str, custom_id: str, params: dict[str, Any]) 
     )
 
 
+def _mentions_cache_control(line: bytes, request: dict[str, Any]) -> bool:
+    """Whether the request names ``cache_control`` anywhere: its line is the client's own JSON text, which
+    may spell the key with escapes (``cache\\u005fcontrol``), so such a line is judged re-encoded."""
+    if _NOT_PLAIN_BYTES in line:
+        return True
+    return b"\\u" in line and _NOT_PLAIN_BYTES in msgspec.json.encode(request)
+
+
 def _decode_request(line: bytes) -> dict[str, Any]:
     try:
         request: dict[str, Any] = REQUEST_DECODER.decode(line)
@@ -126,7 +134,7 @@ def iter_result_lines(record: BatchRecord, codes: bytes, request_lines: Iterable
         if (
             codes[index] == _SUCCEEDED
             and index < cutoff
-            and _NOT_PLAIN_BYTES not in line
+            and not _mentions_cache_control(line, request)
             and not any(key in params for key in _NOT_PLAIN_PARAMS)
         ):
             encoded = plain_succeeded_line(record.id, request["custom_id"], params)

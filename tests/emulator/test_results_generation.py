@@ -293,3 +293,36 @@ def test_a_body_json_accepts_but_msgspec_refuses_still_has_results(
     )
     assert [line["custom_id"] for line in lines_of(data)] == ["a"]
     assert counts["succeeded"] == 1
+
+
+def test_a_request_that_spells_cache_control_with_an_escape_gets_the_answer_the_general_reader_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create keeps a request's own JSON text; the template path must not take a key written with
+    an escape (``cache\\u005fcontrol``) for absent: its results are the earlier generator's."""
+    cached_system = [
+        {"type": "text", "text": "long shared context " * 20, "cache_control": {"type": "ephemeral"}}
+    ]
+    item = {
+        "custom_id": "cached",
+        "params": {
+            "model": MODEL,
+            "max_tokens": 64,
+            "system": cached_system,
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    }
+    body = (
+        b'{"requests": [' + json.dumps(item).replace("cache_control", "cache\\u005fcontrol").encode() + b"]}"
+    )
+    fast, _ = results_of(tmp_path / "fast", monkeypatch, body)
+
+    def general_reader_only(raw: Any) -> Any:
+        raise spool.NeedsGeneralReader
+        yield
+
+    monkeypatch.setattr(store_module, "iter_request_elements", general_reader_only)
+    general, _ = results_of(tmp_path / "general", monkeypatch, body)
+    (line,) = lines_of(fast)
+    assert line["result"]["message"]["usage"]["cache_creation_input_tokens"] > 0
+    assert fast == general
