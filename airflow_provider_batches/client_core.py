@@ -707,7 +707,13 @@ async def as_async_chunks(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 
 #: Names that lived here once: importing them from here still works, with a deprecation warning.
-__getattr__ = moved_names(__name__, {"RETRYABLE_STATUSES": "airflow_provider_batches.policy"})
+__getattr__ = moved_names(
+    __name__,
+    {
+        "RETRYABLE_STATUSES": "airflow_provider_batches.policy",
+        "DEFAULT_MAX_REQUESTS_PER_MINUTE": "airflow_provider_batches.client_settings",
+    },
+)
 
 __all__ = [
     "BATCHES_BETA",
