@@ -50,6 +50,9 @@ MOVED = [
     ("operators.batches", "BatchQueueFullError", "errors"),
     ("operators.batches", "BatchTimeoutError", "errors"),
     ("operators.batches", "DEFAULT_PROGRESS_INTERVAL", "policy"),
+    ("client_core", "ForeignResultsURLError", "errors"),
+    ("waiting", "raise_for_wait_event", "policy"),
+    ("operators.cancel_delete", "wait_for_batches", "waiting"),
 ]
 # Published at both paths on purpose: the README and DESIGN name operators.batches for them.
 DOCUMENTED = [
