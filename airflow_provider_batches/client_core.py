@@ -693,6 +693,8 @@ __getattr__ = moved_names(
     {
         "LineSplitter": "airflow_provider_batches.result_lines",
         "RETRYABLE_STATUSES": "airflow_provider_batches.policy",
+        "DEFAULT_MAX_REQUESTS_PER_MINUTE": "airflow_provider_batches.client_settings",
+        "ForeignResultsURLError": "airflow_provider_batches.errors",  # imported here before
     },
 )
 

@@ -47,6 +47,7 @@ __getattr__ = moved_names(
         "DEFAULT_PROGRESS_INTERVAL": "airflow_provider_batches.policy",
         "WaitEvent": "airflow_provider_batches.policy",
         "is_transient": "airflow_provider_batches.policy",
+        "raise_for_wait_event": "airflow_provider_batches.policy",  # imported here before
     },
 )
 

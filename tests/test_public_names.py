@@ -42,6 +42,19 @@ MOVED = [
     (TRANSFER, "TransferProgress", "transfers.writer"),
     ("requests", "CUSTOM_ID_PATTERN", "batch_ids"),
     ("client_core", "LineSplitter", "result_lines"),
+    # defined in the old module before the move (client_settings, manifest): found by review23
+    ("client_core", "DEFAULT_MAX_REQUESTS_PER_MINUTE", "client_settings"),
+    ("operators.rounds", "rounds_manifest", "operators.manifest"),
+    # imported into the old module, and so importable from it, before the move
+    ("hooks.anthropic", "BatchNotReadyError", "errors"),
+    ("hooks.anthropic", "DEFAULT_ANTHROPIC_VERSION", "client_settings"),
+    ("hooks.anthropic", "DEFAULT_MAX_REQUESTS_PER_MINUTE", "client_settings"),
+    ("operators.batches", "BatchQueueFullError", "errors"),
+    ("operators.batches", "BatchTimeoutError", "errors"),
+    ("operators.batches", "DEFAULT_PROGRESS_INTERVAL", "policy"),
+    ("client_core", "ForeignResultsURLError", "errors"),
+    ("waiting", "raise_for_wait_event", "policy"),
+    ("operators.cancel_delete", "wait_for_batches", "waiting"),
 ]
 # Published at both paths on purpose: the README and DESIGN name operators.batches for them.
 DOCUMENTED = [

@@ -102,9 +102,18 @@ def plain_succeeded_line(batch_id: str, custom_id: str, params: dict[str, Any]) 
             b"%d" % estimate_input_tokens(params, messages_json),
             b', "output_tokens": ',
             b"%d" % output_tokens_of(text, params["max_tokens"]),
-            b', "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "service_tier": "batch"}}}}',
+            b', "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "cache_creation": '
+            b'{"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}, "service_tier": "batch"}}}}',
         )
     )
+
+
+def _mentions_cache_control(line: bytes, request: dict[str, Any]) -> bool:
+    """Whether the request names ``cache_control`` anywhere: its line is the client's own JSON text, which
+    may spell the key with escapes (``cache\\u005fcontrol``), so such a line is judged re-encoded."""
+    if _NOT_PLAIN_BYTES in line:
+        return True
+    return b"\\u" in line and _NOT_PLAIN_BYTES in msgspec.json.encode(request)
 
 
 def _decode_request(line: bytes) -> dict[str, Any]:
@@ -126,7 +135,7 @@ def iter_result_lines(record: BatchRecord, codes: bytes, request_lines: Iterable
         if (
             codes[index] == _SUCCEEDED
             and index < cutoff
-            and _NOT_PLAIN_BYTES not in line
+            and not _mentions_cache_control(line, request)
             and not any(key in params for key in _NOT_PLAIN_PARAMS)
         ):
             encoded = plain_succeeded_line(record.id, request["custom_id"], params)

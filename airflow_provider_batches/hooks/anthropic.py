@@ -82,6 +82,10 @@ __getattr__ = moved_names(
     {
         "BatchBody": "airflow_provider_batches.bodies",
         "results_not_ready_reason": "airflow_provider_batches.policy",
+        # imported here before they moved, and so importable from here
+        "BatchNotReadyError": "airflow_provider_batches.errors",
+        "DEFAULT_ANTHROPIC_VERSION": "airflow_provider_batches.client_settings",
+        "DEFAULT_MAX_REQUESTS_PER_MINUTE": "airflow_provider_batches.client_settings",
     },
 )
 

@@ -82,6 +82,10 @@ __getattr__ = moved_names(
         "DEFER_TIMEOUT_MARGIN_SECONDS": "airflow_provider_batches.waiting",
         "wait_for_batches": "airflow_provider_batches.waiting",
         "job_manifest": "airflow_provider_batches.operators.manifest",
+        # imported here before the drive moved out, and so importable from here
+        "BatchQueueFullError": "airflow_provider_batches.errors",
+        "BatchTimeoutError": "airflow_provider_batches.errors",
+        "DEFAULT_PROGRESS_INTERVAL": "airflow_provider_batches.policy",
     },
 )
 

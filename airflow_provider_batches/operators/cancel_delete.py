@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_batches._compat import moved_names
 from airflow_provider_batches.batch_ids import normalize_batch_ids
 from airflow_provider_batches.errors import BatchNotReadyError, InvalidRequestError, NotFoundError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
@@ -30,6 +31,9 @@ __all__ = [
     "cancel_batches",
     "cancel_if_running",
 ]
+
+#: Names imported here before the wait moved to the hook: importing them from here still works, warned.
+__getattr__ = moved_names(__name__, {"wait_for_batches": "airflow_provider_batches.waiting"})
 
 
 # -- cancel ---------------------------------------------------------------------------------------

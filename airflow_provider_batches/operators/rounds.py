@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from airflow_provider_batches._compat import moved_names
 from airflow_provider_batches.errors import APIConnectionError, BatchCanceledError, InputChangedError
 from airflow_provider_batches.job_state import JobRecord, RoundKind, RoundRecord, utcnow
 from airflow_provider_batches.policy import total_counts
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from logging import Logger
 
     from airflow_provider_batches.hooks.anthropic import AnthropicHook
+
+#: Names that lived here once: importing them from here still works, with a deprecation warning.
+__getattr__ = moved_names(__name__, {"rounds_manifest": "airflow_provider_batches.operators.manifest"})
 
 #: Times a broken results stream is read again from the start while selecting what to re-drive.
 SELECTION_ATTEMPTS = 3

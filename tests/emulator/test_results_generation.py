@@ -128,10 +128,12 @@ CASES = [
     ("canceled", {"cancel_at": 1040.0}),
     ("errored_fraction", {"errored_fraction": 0.3, "errored_type": "overloaded_error"}),
 ]
+#: Digests of the general generator's bytes (``json.dumps`` of ``result_for``), taken again when the
+#: answers gained ``usage.cache_creation`` (the writes by lifetime); the template is held to them.
 GOLDEN = {
-    "ended": "9766dbee344aa3e6904eadf7e41fd03fc1ca85e3dc5fe05e7786fdef67e5c66e",
-    "canceled": "5e95fc7a5e844ea85e11239d920418e799bcd240c49cb732dac3f1dbbfba55c1",
-    "errored_fraction": "65c15eabaca2f9580269531f9aa015f78e50d4e1136e8d7df33cb7ed5ddd5e9a",
+    "ended": "e2d3fd6277ace67695388c64c17408ed3f0561c2f9571900fc5d23c21539b43a",
+    "canceled": "5fbf20f2d243f24f184d5c02ad7fe9623806e14f0698f5a595b4a3e2e0b9cc59",
+    "errored_fraction": "d61208c6c24f946b2d96bcdb7fa5d7e0a8f0c39bb7a8b546afba9e500f27e4f4",
 }
 
 
@@ -293,3 +295,36 @@ def test_a_body_json_accepts_but_msgspec_refuses_still_has_results(
     )
     assert [line["custom_id"] for line in lines_of(data)] == ["a"]
     assert counts["succeeded"] == 1
+
+
+def test_a_request_that_spells_cache_control_with_an_escape_gets_the_answer_the_general_reader_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create keeps a request's own JSON text; the template path must not take a key written with
+    an escape (``cache\\u005fcontrol``) for absent: its results are the earlier generator's."""
+    cached_system = [
+        {"type": "text", "text": "long shared context " * 20, "cache_control": {"type": "ephemeral"}}
+    ]
+    item = {
+        "custom_id": "cached",
+        "params": {
+            "model": MODEL,
+            "max_tokens": 64,
+            "system": cached_system,
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    }
+    body = (
+        b'{"requests": [' + json.dumps(item).replace("cache_control", "cache\\u005fcontrol").encode() + b"]}"
+    )
+    fast, _ = results_of(tmp_path / "fast", monkeypatch, body)
+
+    def general_reader_only(raw: Any) -> Any:
+        raise spool.NeedsGeneralReader
+        yield
+
+    monkeypatch.setattr(store_module, "iter_request_elements", general_reader_only)
+    general, _ = results_of(tmp_path / "general", monkeypatch, body)
+    (line,) = lines_of(fast)
+    assert line["result"]["message"]["usage"]["cache_creation_input_tokens"] > 0
+    assert fast == general

@@ -210,3 +210,54 @@ def test_a_decorated_task_deferred_by_an_earlier_version_runs_its_function_again
     assert len(calls) > before  # the function gave the round's requests again
     assert isinstance(round_2.value.trigger, AnthropicBatchTrigger)
     assert batches_created(emulator) == 2
+
+
+class Crash(Exception):
+    """The worker dies here (a lost worker, an OOM kill): the next try starts from ``execute``."""
+
+
+@pytest.mark.parametrize("step", ["plan_next", "complete", "outcome"])
+def test_a_version_3_record_resumed_by_this_version_then_crashed_is_retried_without_a_batch(
+    step: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A v3 record in round 2 is resumed by this version's execute_complete (which rewrites it as v4),
+    the worker dies at ``step`` after the round's counts are saved, and the retry finishes the job from
+    the v4 record with no create."""
+    from airflow_provider_batches.operators import drive as drive_module
+    from airflow_provider_batches.operators import rounds as rounds_module
+
+    store = FakeTaskStateStore()
+    reqs = redriven_job()
+    with pytest.raises(TaskDeferred) as round_1:
+        create(reqs, redrive=Redrive()).execute(task_context(store))
+    with pytest.raises(TaskDeferred) as round_2:
+        create(reqs, redrive=Redrive()).execute_complete(
+            task_context(store), event=ended_event(round_1.value.trigger), **round_1.value.kwargs
+        )
+    store.values[RECORD_KEY] = written_by("v3", store.values[RECORD_KEY])
+    owner = {"plan_next": rounds_module.JobRounds, "complete": drive_module.JobDrive}.get(
+        step, drive_module.JobDrive
+    )
+    original = getattr(owner, step)
+    crashed: list[str] = []
+
+    def crash_once(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not crashed and (step != "plan_next" or len(args[0].rounds) == 2):
+            crashed.append(step)
+            if step == "complete":  # dies right after the finished record is saved
+                original(self, *args, **kwargs)
+            raise Crash(step)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, step, crash_once)
+    with pytest.raises(Crash):
+        create(reqs, redrive=Redrive()).execute_complete(
+            task_context(store), event=ended_event(round_2.value.trigger), **round_2.value.kwargs
+        )
+    assert store.values[RECORD_KEY]["version"] == RECORD_VERSION
+
+    manifest = create(reqs, redrive=Redrive()).execute(task_context(store))  # the retry
+
+    assert batches_created(emulator) == 2
+    assert manifest["request_counts"]["succeeded"] == 2
+    assert [(entry["round"], entry["kind"]) for entry in manifest["rounds"]] == [(1, "first"), (2, "redrive")]

@@ -423,3 +423,35 @@ def test_an_input_edited_during_a_pause_for_a_full_queue_is_caught_by_the_next_c
 
     assert len(pauses) == 2
     assert batches_created(queue_emulator) == 1  # the other job's
+
+
+def test_a_retry_during_a_deferred_pause_for_a_full_queue_creates_only_the_held_back_slice(
+    queue_emulator: Emulator,
+) -> None:
+    """Wave 1 ended and is recorded; wave 2's create is refused (the queue is full, nothing of the job in
+    flight) and the task defers its pause; the pause is lost and Airflow retries the task from
+    ``execute``: only wave 2 is created, once, and the job ends with both waves."""
+    store = FakeTaskStateStore()
+    settings: dict[str, Any] = {"requests": requests(20), "max_requests_in_flight": 11, "deferrable": True}
+    with pytest.raises(TaskDeferred) as wave_1:
+        create(**settings).execute(task_context(store))
+    (first,) = wave_1.value.trigger.batch_ids
+    queue_emulator.clock.advance(0.7)  # wave 1 ends
+    (event,) = asyncio.run(_events(wave_1.value.trigger))
+    AnthropicHook().create_batch(requests(25))  # another job fills the key's queue for 0.6 s
+    with pytest.raises(TaskDeferred) as paused:
+        create(**settings).execute_complete(task_context(store), event=event, **wave_1.value.kwargs)
+    assert paused.value.method_name == "resume_submission"
+    assert create_refusals(queue_emulator) == 1
+    queue_emulator.clock.advance(0.7)  # the other job's batch ends; the pause never resumes
+
+    with pytest.raises(TaskDeferred) as wave_2:
+        create(**settings).execute(task_context(store))  # Airflow's retry
+    (second,) = wave_2.value.trigger.batch_ids
+    queue_emulator.clock.advance(0.7)
+    (ended,) = asyncio.run(_events(wave_2.value.trigger))
+    manifest = create(**settings).execute_complete(task_context(store), event=ended, **wave_2.value.kwargs)
+
+    assert manifest["batch_ids"] == [first, second]
+    assert manifest["request_counts"]["succeeded"] == 20
+    assert batches_created(queue_emulator) == 3  # the two waves and the other job's batch
