@@ -17,6 +17,7 @@ from operator import attrgetter
 from typing import Any
 
 from airflow_provider_batches.pricing import BATCH_DISCOUNT, Price, price_for, usage_cost_usd
+from airflow_provider_batches.proof import PROOF_PREFIX
 from airflow_provider_batches.result_lines import (
     BLOCK_BYTES,
     BlockSplitter,
@@ -56,6 +57,8 @@ class UsageMeter:
     """Token counts per model of the results of one download attempt of one batch."""
 
     tokens: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The proof requests' usage (billed, never a published row), apart from the job's own requests.
+    proof_tokens: dict[str, dict[str, int]] = field(default_factory=dict)
     #: ``prices=`` overrides: which requests a long-context tier prices depends on the model's price.
     prices: Mapping[str, Mapping[str, float]] | None = None
     _splitter: BlockSplitter = field(default_factory=lambda: BlockSplitter(BLOCK_BYTES))
@@ -91,14 +94,20 @@ class UsageMeter:
         """The usage of result lines already decoded (the transfer's own decode: one pass, not two).
 
         A block of one model whose requests cannot reach a long-context tier (the common case) is added
-        up in bulk, by C-level passes over the block; any other block one message at a time."""
+        up in bulk, by C-level passes over the block; any other block one message at a time. A proof
+        request's usage is kept apart (:attr:`proof_tokens`)."""
+        proofs = [line for line in lines if line.custom_id.startswith(PROOF_PREFIX)]
+        if proofs:
+            lines = [line for line in lines if not line.custom_id.startswith(PROOF_PREFIX)]
+            for message in filter(None, map(_MESSAGE, proofs)):
+                self._add_one(message, self.proof_tokens)
         messages: list[Message] = list(filter(None, map(_MESSAGE, lines)))
         if not messages:
             return
         models = set(map(_MODEL, messages))
         if len(models) != 1 or not self._add_in_bulk(models.pop(), messages):
             for message in messages:
-                self._add_one(message)
+                self._add_one(message, self.tokens)
 
     def _tier(self, model: str) -> Price | None:
         """The model's price when it has a long-context tier (None: one tier, or unpriced)."""
@@ -121,12 +130,12 @@ class UsageMeter:
             return False
         sums = [sum(filter(None, map(count, usages))) for count in _COUNTS]
         sums.append(sum(filter(None, map(_ONE_HOUR, filter(None, map(_CACHE_CREATION, usages))))))
-        totals = self._totals(model or "")
+        totals = _totals(self.tokens, model or "")
         for name, value in zip(TOKEN_FIELDS, sums, strict=True):
             totals[name] += value
         return True
 
-    def _add_one(self, message: Message) -> None:
+    def _add_one(self, message: Message, into: dict[str, dict[str, int]]) -> None:
         usage = message.usage
         if usage is None:
             return
@@ -138,7 +147,7 @@ class UsageMeter:
             + (usage.cache_read_input_tokens or 0)
         ):
             key += LONG_CONTEXT_SUFFIX
-        totals = self._totals(key)
+        totals = _totals(into, key)
         totals["input_tokens"] += usage.input_tokens or 0
         totals["output_tokens"] += usage.output_tokens or 0
         totals["cache_creation_input_tokens"] += usage.cache_creation_input_tokens or 0
@@ -146,11 +155,12 @@ class UsageMeter:
         if usage.cache_creation is not None:
             totals["cache_creation_1h_input_tokens"] += usage.cache_creation.ephemeral_1h_input_tokens or 0
 
-    def _totals(self, key: str) -> dict[str, int]:
-        totals = self.tokens.get(key)
-        if totals is None:
-            totals = self.tokens[key] = dict.fromkeys(TOKEN_FIELDS, 0)
-        return totals
+
+def _totals(tokens: dict[str, dict[str, int]], key: str) -> dict[str, int]:
+    totals = tokens.get(key)
+    if totals is None:
+        totals = tokens[key] = dict.fromkeys(TOKEN_FIELDS, 0)
+    return totals
 
 
 def model_and_tier(key: str) -> tuple[str, bool]:
@@ -171,11 +181,15 @@ class Spend:
 
     prices: Mapping[str, Mapping[str, float]] | None = None
     by_round: dict[int, dict[str, dict[str, int]]] = field(default_factory=dict)
+    #: The proof requests' usage per model (one tiny request per batch: billed, never a row).
+    proofs: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, round_number: int, meter: UsageMeter) -> None:
         models = self.by_round.setdefault(round_number, {})
         for model, tokens in meter.tokens.items():
             _add_tokens(models.setdefault(model, {}), tokens)
+        for model, tokens in meter.proof_tokens.items():
+            _add_tokens(self.proofs.setdefault(model, {}), tokens)
 
     def _cost(self, key: str, tokens: Mapping[str, int]) -> float | None:
         model, long_context = model_and_tier(key)
@@ -186,7 +200,11 @@ class Spend:
         return usage_cost_usd(price, **counts, long_context=long_context)
 
     def report(self, estimate_usd: float | None = None) -> dict[str, Any]:
-        """The manifest's ``spend``: tokens and USD per model, per round, and in all."""
+        """The manifest's ``spend``: tokens and USD per model, per round, and in all.
+
+        ``cost_usd`` is the job's own requests (what the published rows' ``cost_usd`` add up to);
+        ``proofs`` the proof requests' (one per batch); ``billed_cost_usd`` both, what the API bills.
+        Amounts are not rounded, so they add up exactly."""
         per_model: dict[str, dict[str, Any]] = {}
         per_round: dict[str, dict[str, Any]] = {}
         unpriced: set[str] = set()
@@ -205,13 +223,24 @@ class Spend:
                     round_cost += cost
             _add_tokens(total_tokens, round_tokens)
             total_cost += round_cost
-            per_round[str(number)] = {**round_tokens, "cost_usd": round(round_cost, 6)}
+            per_round[str(number)] = {**round_tokens, "cost_usd": round_cost}
         for model, tokens in per_model.items():
             cost = self._cost(model, tokens)
-            tokens["cost_usd"] = None if cost is None else round(cost, 6)  # type: ignore[assignment]
+            tokens["cost_usd"] = cost  # type: ignore[assignment]
+        proof_tokens: dict[str, int] = dict.fromkeys(TOKEN_FIELDS, 0)
+        proof_cost = 0.0
+        for model, tokens in self.proofs.items():
+            _add_tokens(proof_tokens, tokens)
+            cost = self._cost(model, tokens)
+            if cost is None:
+                unpriced.add(model_and_tier(model)[0])
+            else:
+                proof_cost += cost
         return {
             **total_tokens,
-            "cost_usd": round(total_cost, 6),
+            "cost_usd": total_cost,
+            "proofs": {**proof_tokens, "cost_usd": proof_cost},
+            "billed_cost_usd": total_cost + proof_cost,
             "complete": not unpriced,
             "unpriced_models": sorted(unpriced),
             "per_model": dict(sorted(per_model.items())),
@@ -227,6 +256,9 @@ def describe_spend(report: Mapping[str, Any]) -> str:
         f"{report[name]:,} {name.removesuffix('_tokens').replace('_', ' ')}" for name in TOKEN_FIELDS
     )
     actual = f"actually ${report['cost_usd']:,.2f}"
+    proofs = (report.get("proofs") or {}).get("cost_usd")
+    if proofs:
+        actual += f" (+${proofs:,.5f} for the proof requests)"
     if report["unpriced_models"]:
         actual += f" plus unpriced usage of {', '.join(report['unpriced_models'])} (pass prices= to price it)"
     estimate = report.get("estimated_cost_usd")
@@ -253,5 +285,6 @@ def emit_metrics(report: Mapping[str, Any], *, dag_id: str, task_id: str) -> Non
     for name in TOKEN_FIELDS:
         Stats.incr(f"{METRIC_PREFIX}.{name}", count=int(report[name]), tags=tags)
         Stats.incr(f"{METRIC_PREFIX}.{name}.{dag_id}.{task_id}", count=int(report[name]))
-    Stats.gauge(f"{METRIC_PREFIX}.cost_usd", float(report["cost_usd"]), tags=tags)
-    Stats.gauge(f"{METRIC_PREFIX}.cost_usd.{dag_id}.{task_id}", float(report["cost_usd"]))
+    billed = float(report.get("billed_cost_usd", report["cost_usd"]))  # proof requests included
+    Stats.gauge(f"{METRIC_PREFIX}.cost_usd", billed, tags=tags)
+    Stats.gauge(f"{METRIC_PREFIX}.cost_usd.{dag_id}.{task_id}", billed)

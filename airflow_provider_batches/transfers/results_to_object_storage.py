@@ -549,7 +549,13 @@ class AnthropicBatchResultsToObjectStorageOperator(BaseOperator):
             spend = manifest["spend"]
             extra["spend"] = {
                 key: spend[key]
-                for key in ("cost_usd", "estimated_cost_usd", "unpriced_models", *TOKEN_FIELDS)
+                for key in (
+                    "cost_usd",
+                    "billed_cost_usd",
+                    "estimated_cost_usd",
+                    "unpriced_models",
+                    *TOKEN_FIELDS,
+                )
                 if key in spend
             }
         for asset in outlets:
