@@ -270,6 +270,9 @@ class _Zygote:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
                 exit_code = self._line(30)
+            else:  # what the command started and left behind (a task process blocked on its pipe)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
             text = Path(output.name).read_text(errors="replace")
         self._child = 0
         return int(exit_code if exit_code is not None else -9), text
