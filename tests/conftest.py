@@ -6,8 +6,10 @@ object storage (an ``aws`` connection from an ``AIRFLOW_CONN_...`` variable), as
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -29,11 +31,27 @@ from tests.operators.support import running_emulator
 S3_CONN_ID = "results_s3"
 
 
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ``airflow db migrate`` per test run: pytest-xdist's workers share its basetemp's parent, and
+    the first worker there migrates while the others wait on the lock, then copy the file."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    template = AirflowEnv(shared / "airflow-migrated")
+    with (shared / "airflow-migrated.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (template.home / "migrated").exists():
+            template.migrate()
+            (template.home / "migrated").touch()
+    return template.db_path
+
+
 @pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowEnv]:
-    """A migrated SQLite metadata DB for ``airflow dags test`` runs, shared by the session."""
+    """A migrated SQLite metadata DB for ``airflow dags test`` runs, shared by the session (each
+    pytest-xdist worker has its own copy of one migration)."""
     env = AirflowEnv(Path(tmp_path_factory.mktemp("airflow-home")))
-    env.migrate()
+    shutil.copy(migrated_db(tmp_path_factory), env.db_path)
     try:
         yield env
     finally:

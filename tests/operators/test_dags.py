@@ -1,6 +1,8 @@
 """Real ``airflow dags test`` runs against the emulator: pipelines, outcomes, validation and retries.
 
-Each DAG checks several behaviours at once, because a run costs seconds.
+Each DAG checks several behaviours at once, because a run costs seconds. The sync pipeline runs the
+real ``airflow`` executable; the others fork it from the harness's zygote, where a new interpreter
+would add only its start-up (the deferrable path's real executable is the example pipeline's test).
 """
 
 from __future__ import annotations
@@ -58,10 +60,18 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
-def run(airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, body: str, **conf: str) -> DagRunOutcome:
+def run(
+    airflow_env: AirflowEnv, emulator: Emulator, dag_id: str, body: str, *, forked: bool = True, **conf: str
+) -> DagRunOutcome:
+    """``airflow dags test`` of the DAG, forked from the harness's zygote unless ``forked=False`` (the
+    real executable: the sync pipeline here, the deferrable one in the example DAGs' tests)."""
     path = airflow_env.write_dag(HEADER + body, name=dag_id)
     return airflow_env.dags_test(
-        dag_id, path, conf=conf or None, AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(emulator)
+        dag_id,
+        path,
+        conf=conf or None,
+        forked=forked,
+        AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(emulator),
     )
 
 
@@ -107,6 +117,7 @@ with DAG("sync_pipeline", schedule=None, start_date=datetime(2026, 1, 1)):
         task_id="invalid", requests_path="{{ dag_run.conf['bad_path'] }}", deferrable=False
     )
 """,
+        forked=False,
         requests_path=str(requests_file),
         bad_path=str(bad_file),
     )
@@ -300,7 +311,7 @@ with DAG("queue_aware", schedule=None, start_date=datetime(2026, 1, 1)):
 """,
             name="queue_aware",
         )
-        outcome = airflow_env.dags_test(  # forked: the deferrable pipeline runs the real executable
+        outcome = airflow_env.dags_test(
             "queue_aware", dag, forked=True, AIRFLOW_CONN_ANTHROPIC_DEFAULT=json.dumps(no_client_retries)
         )
         creates = emulator.admin.stats()["calls"]["POST /v1/messages/batches"]

@@ -41,7 +41,9 @@ with DAG("record_names", schedule=None, start_date=datetime(2026, 1, 1)):
 
 
 def test_two_task_instances_whose_names_join_alike_keep_two_variables(airflow_env: AirflowEnv) -> None:
-    outcome = airflow_env.dags_test("record_names", airflow_env.write_dag(DAG, name="record_names"))
+    outcome = airflow_env.dags_test(
+        "record_names", airflow_env.write_dag(DAG, name="record_names"), forked=True
+    )
 
     assert outcome.task_states() == {"keep_two_records": "success"}, outcome.output[-3000:]
     assert outcome.xcom("keep_two_records") == [1, 2]

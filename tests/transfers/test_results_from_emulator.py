@@ -173,6 +173,7 @@ def test_runs_in_a_dag_with_templated_inputs_and_emits_an_asset_event(
         "results_transfer_e2e",
         dag_file,
         conf={"batch_ids": [first.id, second.id], "day": "2026-11-22"},
+        forked=True,  # the example pipeline's test runs the transfer in the real executable
         AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(anthropic_emulator),
     )
     assert outcome.returncode == 0, outcome.output
