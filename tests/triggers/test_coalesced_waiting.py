@@ -215,7 +215,7 @@ async def test_a_trigger_arriving_as_the_last_one_leaves_is_served_and_no_client
 async def test_thousands_of_watches_leave_in_linear_time() -> None:
     """5,000 triggers woken by one round all leave at once; each leaving used to scan every other."""
     poller = ConnectionPoller(AnthropicHook(), ClientSettings(api_key="sk-ant-unused"))
-    rhythm: dict[str, Any] = {"poll_interval": 30, "max_poll_interval": 60, "not_found_grace_until": None}
+    rhythm: dict[str, Any] = {"poll_interval": 30, "not_found_grace_until": None}
     log = logging.getLogger(__name__)
     watches = [poller.watch([f"msgbatch_{n}"], **rhythm, log=log) for n in range(5000)]  # no await: no round
 
@@ -232,7 +232,7 @@ async def test_thousands_of_watches_arrive_in_linear_time(monkeypatch: pytest.Mo
     """Triggers arrive one event-loop step apart; each used to wake the poller to scan every watch."""
     monkeypatch.setattr(poller_module, "GATHER_SECONDS", 600)  # no round during the measurement
     poller = ConnectionPoller(AnthropicHook(), ClientSettings(api_key="sk-ant-unused"))
-    rhythm: dict[str, Any] = {"poll_interval": 30, "max_poll_interval": 60, "not_found_grace_until": None}
+    rhythm: dict[str, Any] = {"poll_interval": 30, "not_found_grace_until": None}
     log = logging.getLogger(__name__)
 
     started = time.process_time()
@@ -253,7 +253,7 @@ async def test_the_poller_closes_when_its_last_watches_leave_just_after_one_arri
     poller, woken by the newcomer and cancelled in the same step, used to wait forever, and so did
     the trigger closing it."""
     (batch_id,) = create_batches(emulator, 1, processing_seconds=600)
-    rhythm: dict[str, Any] = {"poll_interval": 30, "max_poll_interval": 60, "not_found_grace_until": None}
+    rhythm: dict[str, Any] = {"poll_interval": 30, "not_found_grace_until": None}
     log = logging.getLogger(__name__)
     poller, first = await poller_module.watch(AnthropicHook(), [batch_id], **rhythm, log=log)
     await asyncio.sleep(0.1)  # the poller waits for the first round
@@ -308,7 +308,6 @@ async def test_the_poller_forgets_a_batch_only_when_its_last_watch_is_released(e
     poller = ConnectionPoller(hook, await hook.aget_settings())
     options: dict[str, Any] = {
         "poll_interval": 60.0,
-        "max_poll_interval": 60.0,
         "not_found_grace_until": None,
     }
     first = poller.watch(["msgbatch_a"], log=logging.getLogger("first"), **options)
