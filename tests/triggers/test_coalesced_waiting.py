@@ -320,3 +320,24 @@ async def test_the_poller_forgets_a_batch_only_when_its_last_watch_is_released(e
         assert "msgbatch_a" not in poller.created
     finally:
         await poller.close()
+
+
+async def test_the_poller_keeps_its_cadence_while_batches_are_pending(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No back-off toward ``max_poll_interval``: a quiet sweep costs what a busy one does."""
+    batch_ids = create_batches(emulator, 2, processing_seconds=600)
+    emulator.admin.set_config(processing_seconds=600, requests_per_minute=0)
+    unbudgeted = {"conn_type": "anthropic_batches", "host": emulator.base_url, "password": emulator.api_key}
+    unbudgeted["extra"] = json.dumps({"max_requests_per_minute": 0})
+    monkeypatch.setenv(CONNECTION_ENV_VAR, json.dumps(unbudgeted))
+    triggers = [trigger_for(batch_id, poll_interval=0.25, max_poll_interval=60) for batch_id in batch_ids]
+    tasks = [asyncio.create_task(first_event(trigger)) for trigger in triggers]
+    await until(lambda: [poller.rounds for poller in pollers_in_this_loop()] == [1])
+
+    await asyncio.sleep(3)  # backing off 1.5x from 0.25 s, the poller would look 5 times
+    (poller,) = pollers_in_this_loop()
+    assert poller.rounds >= 10
+
+    emulator.clock.advance(600)
+    assert [event["status"] for event in await asyncio.gather(*tasks)] == ["success", "success"]
