@@ -61,7 +61,7 @@ class Sizes:
             wait_counts=(100,),
             wait_limits=(0, 50),
             wait_time_scale=10.0,
-            wait_lead=5.0,
+            wait_lead=10.0,
             wait_window=15.0,
             wait_max_wait=10.0,
             count_requests=300,
