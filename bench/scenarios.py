@@ -43,9 +43,9 @@ class Sizes:
     #: Seconds from the creates to the first batch's end (the triggers start in between) ...
     wait_lead: float = 20.0
     #: ... over which the ends are spread uniformly (every phase of a poll cadence sampled) ...
-    wait_window: float = 80.0
+    wait_window: float = 60.0
     #: ... and after the last end, how long events are still awaited (the vendor polls every 60 s).
-    wait_max_wait: float = 75.0
+    wait_max_wait: float = 65.0
     count_requests: int = 10_000
     count_rpm: int = 6000
     scale_requests: tuple[int, int] = (100_000, 1_000_000)
@@ -360,9 +360,11 @@ def batch_creation(ctx: Context) -> Table:
 #: The vendor's default ``poll_interval`` (apache-airflow-providers-anthropic 1.2.0,
 #: ``AnthropicBatchOperator(poll_interval=60)``, which its trigger polls at).
 VENDOR_POLL_INTERVAL = 60.0
-#: A generous bound on the emulator's time per one-request create (about 4 ms measured on an idle
-#: machine), so no batch ends before its trigger starts (those that do are counted in the notes).
-CREATE_SECONDS_PER_BATCH = 0.01
+#: Creates timed before each run (the emulator's pace on this machine, under its load now) ...
+PILOT_CREATES = 100
+#: ... and the margin on that pace, so no batch ends before its trigger starts (those that do are
+#: counted in the notes).
+CREATE_PACE_MARGIN = 1.5
 #: Ours runs with the connection's default budget: no ``max_requests_per_minute`` in the connection.
 OURS_BUDGET = DEFAULT_MAX_REQUESTS_PER_MINUTE
 #: The issue's targets at the real defaults.
@@ -428,7 +430,11 @@ def waiting(ctx: Context) -> Table:
             for limit in sizes.wait_limits:
                 for label, name in (("ours", "wait_ours"), ("vendor", "wait_vendor")):
                     emulator.reset(batches=True)
-                    first_end = time.time() + count * CREATE_SECONDS_PER_BATCH + sizes.wait_lead
+                    pilot = time.monotonic()
+                    emulator.create_batches_ending([time.time() + 86400] * PILOT_CREATES)
+                    pace = (time.monotonic() - pilot) / PILOT_CREATES * CREATE_PACE_MARGIN
+                    emulator.reset(batches=True)
+                    first_end = time.time() + count * pace + sizes.wait_lead
                     chance = random.Random(count * 100 + limit)
                     planned = [first_end + chance.uniform(0, sizes.wait_window) for _ in range(count)]
                     ends = emulator.create_batches_ending(planned)
