@@ -3,7 +3,8 @@
 * the result-type vocabulary (defined by :class:`~airflow_provider_batches.models.RequestCounts`);
 * which HTTP statuses are worth repeating, for a call (client_core) and for a poll (the wait);
 * which failed poll is transient;
-* how a wait polls and when it gives up (:class:`WaitSpec`, and its defaults);
+* how a wait polls and when it gives up (:class:`WaitSpec`, and its defaults), and how often the
+  triggerer's shared poller looks (:func:`sweep_gap`);
 * the wait's outcome (:class:`WaitEvent`), as a trigger sends it and a resumed task checks it, and
   the exception it ends in (:func:`raise_for_wait_event`);
 * the outcome policy for ended batches (all canceled skips; nothing succeeded fails; errored or
@@ -43,6 +44,8 @@ __all__ = [
     "DEFAULT_PROGRESS_INTERVAL",
     "RESULT_TYPES",
     "RETRYABLE_STATUSES",
+    "SWEEP_BUDGET_SHARE",
+    "SWEEP_INTERVAL",
     "WAIT_STATUSES",
     "WaitEvent",
     "WaitSpec",
@@ -59,6 +62,7 @@ __all__ = [
     "parse_wait_event",
     "raise_for_wait_event",
     "results_not_ready_reason",
+    "sweep_gap",
     "total_counts",
 ]
 
@@ -100,12 +104,29 @@ def default_deferrable() -> bool:
 
 #: The first wait between polls (seconds) unless told otherwise.
 DEFAULT_POLL_INTERVAL = 30.0
-#: The back-off's default cap: with coalesced polling a round costs one listing for every batch of
-#: the connection, so an ended batch is noticed within a minute for about one request a minute. The
-#: hook's idle connections outlive it, so the next round reuses one.
+#: The back-off's default cap of a wait polling batch by batch (in the worker, the sensor); the
+#: triggerer's shared poller does not back off (:data:`SWEEP_INTERVAL`). The hook's idle connections
+#: outlive it, so the next round reuses one.
 DEFAULT_MAX_POLL_INTERVAL = 60.0
 #: How often a wait logs a progress line (seconds) unless told otherwise.
 DEFAULT_PROGRESS_INTERVAL = 300.0
+#: How often the triggerer's shared poller looks at every pending batch of a connection (seconds):
+#: a look costs one listing page per 1,000 batches, so it looks this often while anything is
+#: pending (no back-off), and a batch's end reaches its trigger within about this long.
+SWEEP_INTERVAL = 10.0
+#: The share of the connection's request budget the sweeps plan to spend: the rest stays for the
+#: creates, the results and the worker-side waits on the same key.
+SWEEP_BUDGET_SHARE = 0.75
+
+
+def sweep_gap(*, wanted: float, cost: int, requests_per_minute: int) -> float:
+    """Seconds from one sweep's start to the next: :data:`SWEEP_INTERVAL` (or a shorter interval a
+    wait asked for), stretched so sweeps costing ``cost`` requests stay within
+    :data:`SWEEP_BUDGET_SHARE` of the budget (``requests_per_minute``, 0: none)."""
+    gap = min(wanted, SWEEP_INTERVAL)
+    if requests_per_minute > 0:
+        gap = max(gap, cost * 60.0 / (SWEEP_BUDGET_SHARE * requests_per_minute))
+    return gap
 
 
 @dataclass(frozen=True)

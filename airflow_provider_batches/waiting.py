@@ -294,6 +294,8 @@ class Survey:
 
     outcomes: dict[str, MessageBatch | Exception]
     unreached: frozenset[str]
+    #: Requests the survey made (pages and GETs, retries apart): what the next one will likely cost.
+    requests: int = 0
 
 
 def survey_plan(
@@ -321,6 +323,7 @@ def survey_plan(
         except Exception as exc:
             outcomes.update(dict.fromkeys(unseen, exc))
             unseen.clear()
+            pages += 1  # a refused page was a request too
             break
         pages += 1
         for batch in page.data:
@@ -335,7 +338,7 @@ def survey_plan(
         after_id = page.last_id
     for batch_id in [*unseen, *direct]:
         outcomes[batch_id] = yield from poll_plan(settings, batch_id)
-    return Survey(outcomes, frozenset(unseen))
+    return Survey(outcomes, frozenset(unseen), pages + len(unseen) + len(direct))
 
 
 def wait_for_batches(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,6 +20,8 @@ import psutil
 
 API_KEY = "sk-ant-emulator-key"
 API_HEADERS = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
+#: A batch created for a waiting run ends at least this long after its create.
+MIN_PROCESSING_SECONDS = 5.0
 
 
 class EmulatorProcess:
@@ -106,24 +111,43 @@ class EmulatorProcess:
             created: dict[str, Any] = response.json()
             return created
 
-    def create_small_batches(self, count: int) -> list[tuple[str, float]]:
-        """``count`` one-request batches (for polling benchmarks): each id with the epoch second its
-        create was answered (the batch ends ``processing_seconds`` later, on its own timer)."""
-        ids = []
+    def create_batches_ending(self, ends: Sequence[float], *, seed: int = 25) -> dict[str, float]:
+        """One one-request batch per entry of ``ends`` (epoch seconds), each ending on its own timer at
+        about that moment: no clock jump, so rate-limit windows and per-minute counts stay real.
+
+        Ends are grouped by half second, one ``processing_seconds`` change per group, and the groups
+        are created in random order, so a batch's place in the listing says nothing of its end. When
+        creating runs late, the groups still to create end that much later than planned. Each id maps
+        to its exact end (its ``created_at`` plus its ``processing_seconds``)."""
+        groups: dict[float, int] = {}
+        for end in ends:
+            groups[math.floor(end * 2) / 2] = groups.get(math.floor(end * 2) / 2, 0) + 1
+        order = sorted(groups)
+        random.Random(seed).shuffle(order)
+        request = {
+            "custom_id": "poll-0",
+            "params": {
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": "ping"}],
+            },
+        }
+        created: dict[str, float] = {}
+        late = 0.0  # creating slower than planned (a loaded machine): later groups end that much later
         with self.client() as client:
-            for index in range(count):
-                request = {
-                    "custom_id": f"poll-{index}",
-                    "params": {
-                        "model": "claude-sonnet-4-6",
-                        "max_tokens": 16,
-                        "messages": [{"role": "user", "content": "ping"}],
-                    },
-                }
-                response = client.post("/v1/messages/batches", json={"requests": [request]})
-                response.raise_for_status()
-                ids.append((response.json()["id"], time.time()))
-        return ids
+            for end in order:
+                processing = end + late - time.time()
+                if processing < MIN_PROCESSING_SECONDS:
+                    late += MIN_PROCESSING_SECONDS - processing
+                    processing = MIN_PROCESSING_SECONDS
+                client.patch("/_emulator/config", json={"processing_seconds": processing}).raise_for_status()
+                for _ in range(groups[end]):
+                    response = client.post("/v1/messages/batches", json={"requests": [request]})
+                    response.raise_for_status()
+                    batch = response.json()
+                    at = datetime.fromisoformat(batch["created_at"].replace("Z", "+00:00")).timestamp()
+                    created[batch["id"]] = at + processing
+        return created
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
         with self.client() as client:

@@ -485,11 +485,11 @@ async def _drive_until_ended(
     triggers: dict[str, Any], ends: dict[str, float], max_wait: float
 ) -> dict[str, Any]:
     """Run every trigger's ``run()`` concurrently until each fires or ``max_wait`` s after the last
-    batch's end. Batches end on their own timers in the emulator (created with ``processing_seconds``:
-    no clock jump, so rate-limit windows and per-minute stats stay real).
+    batch's end. Batches end on their own timers in the emulator (no clock jump, so rate-limit
+    windows and per-minute stats stay real).
 
-    Returns each event's latency after its own batch's end, the statuses, and the CPU spent while
-    merely waiting (from 5 s after the start to the first batch's end)."""
+    Returns each event's latency after its own batch's end, the statuses, and the CPU spent per
+    waiting batch per minute (from 5 s after the start, over the minutes each batch waited)."""
     fired: dict[str, float] = {}
     statuses: dict[str, int] = {}
 
@@ -502,19 +502,18 @@ async def _drive_until_ended(
     started = time.time()
     tasks = [asyncio.create_task(consume(batch_id, trigger)) for batch_id, trigger in triggers.items()]
     first_end, last_end = min(ends.values()), max(ends.values())
-    settle = max(0.0, min(5.0, (first_end - started) / 2))
-    await asyncio.sleep(settle)
+    await asyncio.sleep(max(0.0, min(5.0, (first_end - started) / 2)))  # the triggers start
     cpu_start, quiet_start = time.process_time(), time.time()
-    await asyncio.sleep(max(0.0, first_end - time.time()))
-    waiting_cpu, waiting_seconds = time.process_time() - cpu_start, time.time() - quiet_start
     deadline = last_end + max_wait
     while len(fired) < len(triggers) and time.time() < deadline:
         await asyncio.sleep(0.2)
+    waiting_cpu, stopped = time.process_time() - cpu_start, time.time()
     for task in tasks:
         task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     crashed = sum(1 for result in results if isinstance(result, Exception))
     latencies = {batch_id: at - ends[batch_id] for batch_id, at in fired.items()}
+    waited = sum(max(0.0, fired.get(batch_id, stopped) - quiet_start) for batch_id in triggers)
     return {
         "latencies": sorted(value for value in latencies.values() if value >= 0),
         "early_events": sum(1 for value in latencies.values() if value < 0),
@@ -522,7 +521,7 @@ async def _drive_until_ended(
         "statuses": statuses,
         "crashed": crashed,
         "waiting_cpu": waiting_cpu,
-        "waiting_seconds": max(waiting_seconds, 1e-9),
+        "batch_minutes_waited": max(waited / 60, 1e-9),
     }
 
 

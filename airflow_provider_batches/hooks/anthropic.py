@@ -322,6 +322,13 @@ class AnthropicHook(BaseHook):
     def _paced(plan: Plan[T], settings: ClientSettings, budget: bool) -> Plan[T]:
         return budgeted(plan, shared_budget(settings)) if budget else plan
 
+    @staticmethod
+    def budget_rate(settings: ClientSettings) -> int:
+        """Requests a minute the waits of ``settings``' key may spend in this process (0: no limit):
+        the rate the runner paces them at, for a caller that plans its own cadence (the poller)."""
+        budget = shared_budget(settings)
+        return budget.requests_per_minute if budget is not None else 0
+
     # -- waiting ----------------------------------------------------------------------------------
 
     def wait_for_batches(

@@ -1,8 +1,8 @@
 """AnthropicBatchTrigger: waits in the triggerer until every batch of a job has ended.
 
 Triggers of one connection in one triggerer share a poller (:mod:`.poller`): one async client,
-listing pages covering many batches per request, the connection's request budget. Each trigger
-keeps its poll interval and back-off, and nothing a fresh triggerer could not rebuild from
+listing pages covering many batches per request, a look every 10 s within the connection's
+request budget. A trigger keeps nothing a fresh triggerer could not rebuild from
 ``serialize()``: the deadline and the 404 grace window are wall-clock epoch seconds. It yields
 exactly one event, whose shape :func:`~airflow_provider_batches.policy.parse_wait_event` checks when
 the task resumes.
@@ -25,6 +25,7 @@ from airflow_provider_batches.policy import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_PROGRESS_INTERVAL,
+    SWEEP_INTERVAL,
     WaitEvent,
     WaitSpec,
     WaitStatus,
@@ -48,8 +49,11 @@ class AnthropicBatchTrigger(BaseTrigger):
     :param batch_ids: the job's batches.
     :param conn_id: the Anthropic connection; the only thing serialized about it (no secret).
     :param deadline: wall-clock epoch seconds after which a ``timeout`` event is sent.
-    :param poll_interval: first wait between polls, in seconds.
-    :param max_poll_interval: the cap the wait backs off toward.
+    :param poll_interval: first wait between polls, in seconds. The connection's shared poller looks
+        at every pending batch every ``SWEEP_INTERVAL`` (10 s) seconds, or this often when shorter,
+        within the connection's request budget; it does not back off.
+    :param max_poll_interval: kept for the worker-side wait's back-off (and triggers serialized by
+        earlier versions); the shared poller does not back off.
     :param not_found_grace_until: epoch seconds until which a 404 counts as transient (fresh batches).
     :param cancel_on_kill: cancel the batches when a user kills the deferred task (the task owns them).
     :param progress_interval: seconds between the progress lines logged while waiting (0: none); they
@@ -147,17 +151,15 @@ class AnthropicBatchTrigger(BaseTrigger):
             hook,
             self.batch_ids,
             poll_interval=self.poll_interval,
-            max_poll_interval=self.max_poll_interval,
             not_found_grace_until=self.not_found_grace_until,
             log=self.log,
         )
         self.log.info(
-            "Waiting for %d batch(es) to end%s: polling every %.0f s, backing off to %.0f s, with the "
-            "connection's other triggers in this triggerer",
+            "Waiting for %d batch(es) to end%s: looked at every %.0f s at most, with the connection's "
+            "other triggers in this triggerer, within its request budget",
             len(self.batch_ids),
             f" ({self.label})" if self.label else "",
-            self.poll_interval,
-            self.max_poll_interval,
+            min(self.poll_interval, SWEEP_INTERVAL),
         )
         progress = entry.progress
         progress.label, progress.progress_interval = self.label, self.progress_interval

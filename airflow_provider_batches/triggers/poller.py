@@ -3,10 +3,13 @@
 A triggerer runs hundreds of :class:`~airflow_provider_batches.triggers.batches.AnthropicBatchTrigger`
 on one event loop. Each used to poll its own batches with its own client; now they register a
 :class:`Watch` with the connection's :class:`ConnectionPoller`, which learns the status of every
-watched batch in one round (:func:`~airflow_provider_batches.waiting.survey_plan`: listing pages
-of 1,000 batches, a GET only for what the listing does not reach), run by the hook's runner
-(``arun_plan(..., budget=True)``, which paces it by the connection's request budget as it does
-every wait), and wakes each trigger when its wait is over.
+watched batch in one sweep (:func:`~airflow_provider_batches.waiting.survey_plan`: listing pages
+of 1,000 batches, as many as cover the oldest pending one, a GET only for what the listing does not
+reach), every :data:`~airflow_provider_batches.policy.SWEEP_INTERVAL` seconds while anything is
+pending (stretched to stay within a share of the connection's request budget:
+:func:`~airflow_provider_batches.policy.sweep_gap`), run by the hook's runner (``arun_plan(...,
+budget=True)``, which paces it by the connection's request budget as it does every wait), and wakes
+each trigger when its wait is over.
 
 Nothing here outlives its watchers: the poller is created by the first trigger of a connection
 (in the running event loop) and closed with its client when the last one leaves. A trigger keeps
@@ -31,14 +34,8 @@ from airflow_provider_batches.client_core import ClientSettings
 from airflow_provider_batches.errors import BatchWaitError
 from airflow_provider_batches.hooks.anthropic import AnthropicHook
 from airflow_provider_batches.models import MessageBatch
-from airflow_provider_batches.policy import WaitEvent
-from airflow_provider_batches.waiting import (
-    Survey,
-    WaitProgress,
-    judge_round,
-    next_interval,
-    survey_plan,
-)
+from airflow_provider_batches.policy import WaitEvent, sweep_gap
+from airflow_provider_batches.waiting import Survey, WaitProgress, judge_round, survey_plan
 
 __all__ = ["ConnectionPoller", "Watch", "release", "watch"]
 
@@ -54,12 +51,13 @@ def _new_future() -> asyncio.Future[WaitEvent]:
 
 @dataclass(eq=False)
 class Watch:
-    """One trigger's wait, as the poller keeps it: its progress, its rhythm, its outcome, and the
-    context of the trigger's task (Airflow routes a trigger's log lines to its task's log by it)."""
+    """One trigger's wait, as the poller keeps it: its progress, when it is next looked at, its
+    outcome, and the context of the trigger's task (Airflow routes a trigger's log lines to its task's
+    log by it). ``interval`` is the wait's poll interval: one shorter than the sweep interval makes
+    the sweeps more frequent; a longer one does not slow them (a look costs a share of a page)."""
 
     progress: WaitProgress
     interval: float
-    max_interval: float
     not_found_grace_until: float | None
     log: logging.Logger
     due: float
@@ -73,11 +71,13 @@ class Watch:
 
 
 class ConnectionPoller:
-    """Polls every batch its watches wait for, one round at a time, on one client and one budget.
+    """Polls every batch its watches wait for, one sweep at a time, on one client and one budget.
 
-    Rounds follow the watches' own rhythm (each keeps its poll interval and back-off): a round runs
-    when the earliest watch is due, and every watch it observes starts its interval again, so one
-    round serves all of them. A newcomer joins the connection's rhythm instead of forcing a round.
+    A sweep looks at every pending batch and serves every watch; the next one starts
+    :func:`~airflow_provider_batches.policy.sweep_gap` seconds after it began, for as long as anything
+    is pending: no back-off, since a quiet sweep costs what a busy one does and the budget, not the
+    wait's age, is what must not be overspent. A newcomer joins the connection's rhythm instead of
+    forcing a sweep.
     """
 
     def __init__(self, hook: AnthropicHook, settings: ClientSettings) -> None:
@@ -89,6 +89,7 @@ class ConnectionPoller:
         self.direct: set[str] = set()  # batches the listing did not reach: fetched one by one
         self.rounds = 0
         self._last_round = -math.inf
+        self._last_cost = 0  # requests the last sweep made
         self._wakeup = asyncio.Event()
         #: When the poller next looks at its watches by itself (inf: idle; -inf: in a round). Only a
         #: newcomer due earlier wakes it, so thousands arriving do not each cost a scan of all.
@@ -100,7 +101,6 @@ class ConnectionPoller:
         batch_ids: Sequence[str],
         *,
         poll_interval: float,
-        max_poll_interval: float,
         not_found_grace_until: float | None,
         log: logging.Logger,
     ) -> Watch:
@@ -108,10 +108,9 @@ class ConnectionPoller:
         entry = Watch(
             progress=WaitProgress(list(batch_ids)),
             interval=poll_interval,
-            max_interval=max(max_poll_interval, poll_interval),
             not_found_grace_until=not_found_grace_until,
             log=log,
-            due=max(now + GATHER_SECONDS, self._last_round + poll_interval),
+            due=max(now + GATHER_SECONDS, self._last_round + self._gap(poll_interval, self._last_cost)),
         )
         self.watches.add(entry)
         self.watchers.update(set(entry.progress.batch_ids))
@@ -188,10 +187,17 @@ class ConnectionPoller:
                 self.created[batch_id] = outcome.created_at
                 if batch_id in survey.unreached:
                     self.direct.add(batch_id)
+        self._last_cost = survey.requests
+        next_sweep = started + self._gap(min(entry.interval for entry in watches), survey.requests)
         for entry in watches:
-            entry.context.run(self._judge, entry, survey, started)  # logs land in the trigger's own log
+            entry.context.run(self._judge, entry, survey, next_sweep)  # logs land in the trigger's own log
 
-    def _judge(self, entry: Watch, survey: Survey, started: float) -> None:
+    def _gap(self, wanted: float, cost: int) -> float:
+        """Seconds between sweeps costing ``cost`` requests, for watches asking ``wanted``."""
+        rate = self.hook.budget_rate(self.settings)
+        return sweep_gap(wanted=wanted, cost=cost, requests_per_minute=rate)
+
+    def _judge(self, entry: Watch, survey: Survey, next_sweep: float) -> None:
         if entry.done.done():
             return
         outcomes = {batch_id: survey.outcomes[batch_id] for batch_id in entry.progress.pending()}
@@ -208,10 +214,7 @@ class ConnectionPoller:
         if event is not None:
             entry.finish(event)
             return
-        was_due = entry.due <= started
-        entry.due = started + entry.interval
-        if was_due:
-            entry.interval = next_interval(entry.interval, entry.max_interval)
+        entry.due = next_sweep
 
 
 # -- the process-level registry ---------------------------------------------------------------------
@@ -227,7 +230,6 @@ async def watch(
     batch_ids: Sequence[str],
     *,
     poll_interval: float,
-    max_poll_interval: float,
     not_found_grace_until: float | None,
     log: logging.Logger,
 ) -> tuple[ConnectionPoller, Watch]:
@@ -241,7 +243,6 @@ async def watch(
     entry = poller.watch(
         batch_ids,
         poll_interval=poll_interval,
-        max_poll_interval=max_poll_interval,
         not_found_grace_until=not_found_grace_until,
         log=log,
     )

@@ -215,7 +215,7 @@ async def test_a_trigger_arriving_as_the_last_one_leaves_is_served_and_no_client
 async def test_thousands_of_watches_leave_in_linear_time() -> None:
     """5,000 triggers woken by one round all leave at once; each leaving used to scan every other."""
     poller = ConnectionPoller(AnthropicHook(), ClientSettings(api_key="sk-ant-unused"))
-    rhythm: dict[str, Any] = {"poll_interval": 30, "max_poll_interval": 60, "not_found_grace_until": None}
+    rhythm: dict[str, Any] = {"poll_interval": 30, "not_found_grace_until": None}
     log = logging.getLogger(__name__)
     watches = [poller.watch([f"msgbatch_{n}"], **rhythm, log=log) for n in range(5000)]  # no await: no round
 
@@ -232,7 +232,7 @@ async def test_thousands_of_watches_arrive_in_linear_time(monkeypatch: pytest.Mo
     """Triggers arrive one event-loop step apart; each used to wake the poller to scan every watch."""
     monkeypatch.setattr(poller_module, "GATHER_SECONDS", 600)  # no round during the measurement
     poller = ConnectionPoller(AnthropicHook(), ClientSettings(api_key="sk-ant-unused"))
-    rhythm: dict[str, Any] = {"poll_interval": 30, "max_poll_interval": 60, "not_found_grace_until": None}
+    rhythm: dict[str, Any] = {"poll_interval": 30, "not_found_grace_until": None}
     log = logging.getLogger(__name__)
 
     started = time.process_time()
@@ -253,7 +253,7 @@ async def test_the_poller_closes_when_its_last_watches_leave_just_after_one_arri
     poller, woken by the newcomer and cancelled in the same step, used to wait forever, and so did
     the trigger closing it."""
     (batch_id,) = create_batches(emulator, 1, processing_seconds=600)
-    rhythm: dict[str, Any] = {"poll_interval": 30, "max_poll_interval": 60, "not_found_grace_until": None}
+    rhythm: dict[str, Any] = {"poll_interval": 30, "not_found_grace_until": None}
     log = logging.getLogger(__name__)
     poller, first = await poller_module.watch(AnthropicHook(), [batch_id], **rhythm, log=log)
     await asyncio.sleep(0.1)  # the poller waits for the first round
@@ -308,7 +308,6 @@ async def test_the_poller_forgets_a_batch_only_when_its_last_watch_is_released(e
     poller = ConnectionPoller(hook, await hook.aget_settings())
     options: dict[str, Any] = {
         "poll_interval": 60.0,
-        "max_poll_interval": 60.0,
         "not_found_grace_until": None,
     }
     first = poller.watch(["msgbatch_a"], log=logging.getLogger("first"), **options)
@@ -321,3 +320,24 @@ async def test_the_poller_forgets_a_batch_only_when_its_last_watch_is_released(e
         assert "msgbatch_a" not in poller.created
     finally:
         await poller.close()
+
+
+async def test_the_poller_keeps_its_cadence_while_batches_are_pending(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No back-off toward ``max_poll_interval``: a quiet sweep costs what a busy one does."""
+    batch_ids = create_batches(emulator, 2, processing_seconds=600)
+    emulator.admin.set_config(processing_seconds=600, requests_per_minute=0)
+    unbudgeted = {"conn_type": "anthropic_batches", "host": emulator.base_url, "password": emulator.api_key}
+    unbudgeted["extra"] = json.dumps({"max_requests_per_minute": 0})
+    monkeypatch.setenv(CONNECTION_ENV_VAR, json.dumps(unbudgeted))
+    triggers = [trigger_for(batch_id, poll_interval=0.25, max_poll_interval=60) for batch_id in batch_ids]
+    tasks = [asyncio.create_task(first_event(trigger)) for trigger in triggers]
+    await until(lambda: [poller.rounds for poller in pollers_in_this_loop()] == [1])
+
+    await asyncio.sleep(3)  # backing off 1.5x from 0.25 s, the poller would look 5 times
+    (poller,) = pollers_in_this_loop()
+    assert poller.rounds >= 10
+
+    emulator.clock.advance(600)
+    assert [event["status"] for event in await asyncio.gather(*tasks)] == ["success", "success"]
