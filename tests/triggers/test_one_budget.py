@@ -69,7 +69,7 @@ async def test_the_shared_poller_and_a_worker_wait_on_one_key_draw_from_one_budg
     creator = AnthropicHook()
     watched, waited = creator.create_batch(requests(1)).id, creator.create_batch(requests(1)).id
     sends: Sends = []
-    rhythm = {"poll_interval": EAGER, "max_poll_interval": EAGER, "not_found_grace_until": None}
+    rhythm = {"poll_interval": EAGER, "not_found_grace_until": None}
     poller, entry = await poller_module.watch(
         AnthropicHook(async_transport=TriggererTransport(sends)), [watched], **rhythm, log=LOG
     )

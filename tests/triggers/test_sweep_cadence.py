@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from airflow_provider_batches.budget import RequestBudget, budgeted
-from airflow_provider_batches.client_core import DEFAULT_MAX_REQUESTS_PER_MINUTE, Plan, Send, Sleep
+from airflow_provider_batches.client_core import Plan, Send, Sleep
+from airflow_provider_batches.client_settings import DEFAULT_MAX_REQUESTS_PER_MINUTE
 from airflow_provider_batches.policy import (
     DEFAULT_POLL_INTERVAL,
     SWEEP_BUDGET_SHARE,
