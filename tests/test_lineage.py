@@ -172,7 +172,6 @@ def test_the_openlineage_listener_sends_the_facets_of_a_deferred_create_and_its_
         outcome = airflow_env.dags_test(
             "lineage",
             dag,
-            forked=True,
             AIRFLOW_CONN_ANTHROPIC_DEFAULT=connection_json(running),
             AIRFLOW__OPENLINEAGE__TRANSPORT='{"type": "console"}',
         )
