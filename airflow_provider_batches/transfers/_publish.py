@@ -57,9 +57,15 @@ def filesystem(path: ObjectStoragePath) -> Any:
     ``LocalFileSystem``, the one Airflow gives that scheme, taken directly: ObjectStoragePath's first
     use of a filesystem imports every provider's filesystems (boto3...), 0.1-0.2 s of CPU in each
     task process that writes only to a local disk."""
-    if (path.protocol or "file") in ("file", "local") and path.conn_id is None:
+    if (path.protocol or "file") in ("file", "local") and _conn_id(path) is None:
         return LocalFileSystem()
     return path.fs
+
+
+def _conn_id(path: ObjectStoragePath) -> str | None:
+    """The path's connection id: an attribute on Airflow 3.2+, a storage option on 3.1."""
+    conn_id = getattr(path, "conn_id", None) or (getattr(path, "storage_options", None) or {}).get("conn_id")
+    return str(conn_id) if conn_id else None
 
 
 def make_room(destination: ObjectStoragePath, folder: ObjectStoragePath) -> None:
@@ -77,7 +83,7 @@ def make_room(destination: ObjectStoragePath, folder: ObjectStoragePath) -> None
     try:
         fs.info(bucket)
     except FileNotFoundError:
-        conn_id = getattr(destination, "conn_id", None)
+        conn_id = _conn_id(destination)
         raise DestinationNotFoundError(
             f"destination {uri_of(destination)}: bucket {bucket!r} does not exist"
             f"{f' (or connection {conn_id!r} cannot see it)' if conn_id else ''}; nothing was downloaded. "
