@@ -91,6 +91,15 @@ def proofs_cost(job: dict[str, Any]) -> float:
     return math.fsum(by_hand(message) for message in messages if message is not None)
 
 
+def assert_spend_adds_up(spend: dict[str, Any], rows: dict[str, dict[str, Any]], job: dict[str, Any]) -> None:
+    """The spend's ``cost_usd`` is exactly the rows' sum; the proof requests' apart; billed is both."""
+    assert spend["cost_usd"] == pytest.approx(rows_total(rows), rel=1e-12, abs=1e-15)
+    assert spend["proofs"]["cost_usd"] == pytest.approx(proofs_cost(job), rel=1e-12)
+    assert spend["billed_cost_usd"] == pytest.approx(
+        spend["cost_usd"] + spend["proofs"]["cost_usd"], rel=1e-12
+    )
+
+
 def parquet_rows(manifest: dict[str, Any], read: Any) -> dict[str, dict[str, Any]]:
     """The published Parquet rows by custom_id, each with its raw ``usage`` beside the columns."""
     tables = [
@@ -147,12 +156,7 @@ def test_the_row_costs_add_up_to_the_manifest_spend_with_prices_cache_tiers_and_
     assert rows["failed"]["result_type"] == "errored"
     assert rows["failed"]["cost_usd"] is None
     assert manifest["spend"]["complete"] is True
-    spend = manifest["spend"]
-    assert spend["cost_usd"] == pytest.approx(rows_total(rows), rel=1e-12, abs=1e-15)
-    assert spend["proofs"]["cost_usd"] == pytest.approx(proofs_cost(job), rel=1e-12)
-    assert spend["billed_cost_usd"] == pytest.approx(
-        spend["cost_usd"] + spend["proofs"]["cost_usd"], rel=1e-12
-    )
+    assert_spend_adds_up(manifest["spend"], rows, job)
 
 
 def test_an_unpriced_model_has_null_costs_and_the_spend_says_it_is_incomplete(
@@ -184,12 +188,7 @@ def test_each_row_holds_the_round_that_answered_it_and_the_costs_of_all_rounds_a
     }
     rounds = {entry["round"]: set(entry["batch_ids"]) for entry in job["rounds"]}
     assert all(row["batch_id"] in rounds[row["round"]] for row in rows.values())
-    spend = manifest["spend"]
-    assert spend["cost_usd"] == pytest.approx(rows_total(rows), rel=1e-12, abs=1e-15)
-    assert spend["proofs"]["cost_usd"] == pytest.approx(proofs_cost(job), rel=1e-12)
-    assert spend["billed_cost_usd"] == pytest.approx(
-        spend["cost_usd"] + spend["proofs"]["cost_usd"], rel=1e-12
-    )
+    assert_spend_adds_up(manifest["spend"], rows, job)
 
 
 def test_a_file_of_several_batches_and_rounds_labels_every_row_with_its_own(
