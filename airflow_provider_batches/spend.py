@@ -11,20 +11,18 @@ the manifest, the task log and Airflow's metrics.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
 from airflow_provider_batches.pricing import BATCH_DISCOUNT, Price, price_for, usage_cost_usd
-from airflow_provider_batches.proof import PROOF_PREFIX
+from airflow_provider_batches.proof import is_proof_id
 from airflow_provider_batches.result_lines import (
     BLOCK_BYTES,
     BlockSplitter,
     Message,
     ResultLine,
     decode_good_lines,
-    decode_line,
 )
 
 TOKEN_FIELDS: tuple[str, ...] = (
@@ -85,20 +83,15 @@ class UsageMeter:
         # The transfer's own checks name a bad line; here each good line still counts.
         self.add_lines(decode_good_lines(block))
 
-    def add_line(self, raw: bytes | memoryview) -> None:
-        """One raw result line (a line that is not a result, or has no usage, adds nothing)."""
-        with suppress(ValueError):
-            self.add_lines([decode_line(raw)])
-
     def add_lines(self, lines: Sequence[ResultLine[Any]]) -> None:
         """The usage of result lines already decoded (the transfer's own decode: one pass, not two).
 
         A block of one model whose requests cannot reach a long-context tier (the common case) is added
         up in bulk, by C-level passes over the block; any other block one message at a time. A proof
         request's usage is kept apart (:attr:`proof_tokens`)."""
-        proofs = [line for line in lines if line.custom_id.startswith(PROOF_PREFIX)]
+        proofs = [line for line in lines if is_proof_id(line.custom_id)]
         if proofs:
-            lines = [line for line in lines if not line.custom_id.startswith(PROOF_PREFIX)]
+            lines = [line for line in lines if not is_proof_id(line.custom_id)]
             for message in filter(None, map(_MESSAGE, proofs)):
                 self._add_one(message, self.proof_tokens)
         messages: list[Message] = list(filter(None, map(_MESSAGE, lines)))
