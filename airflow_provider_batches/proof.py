@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_batches.errors import APIConnectionError
@@ -41,6 +41,14 @@ def new_proof_id() -> str:
 
 def is_proof_id(custom_id: str) -> bool:
     return custom_id.startswith(PROOF_PREFIX)
+
+
+def holds_proof_id(custom_ids: Sequence[str], joined: str | None = None) -> bool:
+    """Whether any of ``custom_ids`` is a proof id. A block of results holds one at most, mostly none:
+    one C-level search of their LF-joined text (``joined``, when the caller has it) rules it out
+    without a call per id."""
+    text = "\n".join(custom_ids) if joined is None else joined
+    return PROOF_PREFIX in text and any(map(is_proof_id, custom_ids))
 
 
 def proof_request(proof_id: str, model: str) -> bytes:

@@ -10,18 +10,19 @@ the manifest, the task log and Airflow's metrics.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
 from airflow_provider_batches.pricing import BATCH_DISCOUNT, Price, price_for, usage_cost_usd
-from airflow_provider_batches.proof import is_proof_id
+from airflow_provider_batches.proof import holds_proof_id, is_proof_id
 from airflow_provider_batches.result_lines import (
     BLOCK_BYTES,
     BlockSplitter,
     Message,
     ResultLine,
+    Usage,
     decode_good_lines,
 )
 
@@ -39,6 +40,7 @@ LONG_CONTEXT_SUFFIX = " (long context)"
 METRIC_PREFIX = "anthropic_batches"
 
 
+_CUSTOM_ID = attrgetter("custom_id")
 _MESSAGE = attrgetter("result.message")
 _MODEL = attrgetter("model")
 _USAGE = attrgetter("usage")
@@ -83,14 +85,17 @@ class UsageMeter:
         # The transfer's own checks name a bad line; here each good line still counts.
         self.add_lines(decode_good_lines(block))
 
-    def add_lines(self, lines: Sequence[ResultLine[Any]]) -> None:
+    def add_lines(self, lines: Sequence[ResultLine[Any]], *, holds_proof: bool | None = None) -> None:
         """The usage of result lines already decoded (the transfer's own decode: one pass, not two).
 
         A block of one model whose requests cannot reach a long-context tier (the common case) is added
         up in bulk, by C-level passes over the block; any other block one message at a time. A proof
-        request's usage is kept apart (:attr:`proof_tokens`)."""
-        proofs = [line for line in lines if is_proof_id(line.custom_id)]
-        if proofs:
+        request's usage is kept apart (:attr:`proof_tokens`); ``holds_proof`` says whether the lines
+        hold one, when the caller has looked already (None: look here)."""
+        if holds_proof is None:
+            holds_proof = holds_proof_id(list(map(_CUSTOM_ID, lines)))
+        if holds_proof:
+            proofs = [line for line in lines if is_proof_id(line.custom_id)]
             lines = [line for line in lines if not is_proof_id(line.custom_id)]
             for message in filter(None, map(_MESSAGE, proofs)):
                 self._add_one(message, self.proof_tokens)
@@ -115,15 +120,31 @@ class UsageMeter:
         usages = list(map(_USAGE, messages))
         if None in usages:
             return False
-        tiered = self._tier(model or "")
-        # No request reaches the tier when the largest of each prompt count together do not.
+        try:  # every count present (the API's case): one pass per count, none to drop nulls
+            return self._add_usages(model or "", usages, lambda count: map(count, usages))
+        except TypeError:  # a count is null: nothing was added yet
+            return self._add_usages(model or "", usages, lambda count: filter(None, map(count, usages)))
+
+    def _add_usages(
+        self, model: str, usages: list[Usage], column: Callable[[Callable[[Usage], Any]], Iterable[int]]
+    ) -> bool:
+        sums = [sum(column(count)) for count in _COUNTS]
+        tiered = self._tier(model)
+        # No request reaches the tier when the largest of each prompt count together do not (a count
+        # that adds up to 0 is 0 in every request: no pass for its largest).
         if tiered is not None and tiered.is_long_context(
-            sum(max(filter(None, map(count, usages)), default=0) for count in _PROMPT)
+            sum(
+                max(column(count), default=0)
+                for count, total in zip(_COUNTS, sums, strict=False)
+                if total and count in _PROMPT
+            )
         ):
             return False
-        sums = [sum(filter(None, map(count, usages))) for count in _COUNTS]
-        sums.append(sum(filter(None, map(_ONE_HOUR, filter(None, map(_CACHE_CREATION, usages))))))
-        totals = _totals(self.tokens, model or "")
+        # 1-hour writes are part of cache_creation_input_tokens: none written, none of them.
+        sums.append(
+            sum(filter(None, map(_ONE_HOUR, filter(None, map(_CACHE_CREATION, usages))))) if sums[2] else 0
+        )
+        totals = _totals(self.tokens, model)
         for name, value in zip(TOKEN_FIELDS, sums, strict=True):
             totals[name] += value
         return True

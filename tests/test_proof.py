@@ -16,6 +16,7 @@ from airflow_provider_batches.proof import (
     READ_ATTEMPTS,
     counts_without_proofs,
     find_proof,
+    holds_proof_id,
     new_proof_id,
     proof_request,
     read_proof,
@@ -114,6 +115,13 @@ def test_the_nonce_quoted_in_another_requests_answer_proves_nothing() -> None:
     data = result_line("q-0", text=f"the id is {PROOF}") + result_line(PROOF_PREFIX + "f" * 32)
 
     assert find_proof([data], PROOF) is None
+
+
+def test_a_block_holds_a_proof_id_only_when_one_starts_with_the_prefix() -> None:
+    assert holds_proof_id(["q-0", "q-1", PROOF])
+    assert holds_proof_id([PROOF, "q-0"], f"{PROOF}\nq-0")
+    assert not holds_proof_id(["q-0", f"x-{PROOF}"[:64], "q-1"])  # the prefix inside an id is no proof
+    assert not holds_proof_id([])
 
 
 def test_reading_stops_at_the_proof_line() -> None:

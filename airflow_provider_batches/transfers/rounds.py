@@ -17,6 +17,7 @@ from airflow_provider_batches.models import MessageBatch
 from airflow_provider_batches.transfers.verification import (
     BatchIdentity,
     BatchLedger,
+    CheckedBlock,
     ResultsVerificationError,
 )
 
@@ -74,8 +75,11 @@ class RoundLedger(BatchLedger):
         self.published[admitted] = self.published.get(admitted, 0) + 1
         return admitted
 
-    def admit_block(self, custom_ids: list[str], kinds: list[str]) -> Sequence[str | None]:
-        return [self.admit_parsed(custom_id, kind) for custom_id, kind in zip(custom_ids, kinds, strict=True)]
+    def admit_block(self, checked: CheckedBlock) -> Sequence[str | None]:
+        return [
+            self.admit_parsed(custom_id, kind)
+            for custom_id, kind in zip(checked.custom_ids, checked.kinds, strict=True)
+        ]
 
 
 def round_ledgers(

@@ -12,19 +12,20 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow_provider_batches.batch_ids import CUSTOM_ID_PATTERN, is_custom_id, shown
 from airflow_provider_batches.errors import AnthropicBatchesError
 from airflow_provider_batches.identity import digest_of
 from airflow_provider_batches.models import RESULT_TYPES, MessageBatch
-from airflow_provider_batches.proof import PROOF_PREFIX, is_proof_id
+from airflow_provider_batches.proof import holds_proof_id, is_proof_id
 from airflow_provider_batches.result_lines import ResultLine, decode_block, decode_line
 
 __all__ = [
     "RESULT_TYPES",
     "BatchIdentity",
     "BatchLedger",
+    "CheckedBlock",
     "ResultsVerificationError",
     "checked_block",
     "checked_fields",
@@ -49,16 +50,26 @@ _CUSTOM_ID = attrgetter("custom_id")
 _KIND = attrgetter("result.type")
 
 
-def checked_block(lines: Sequence[ResultLine[Any]]) -> tuple[list[str], list[str]] | None:
+class CheckedBlock(NamedTuple):
+    """A decoded block's custom_ids and result types, every one valid, and whether a proof id is
+    among them (searched once here, for the ledger and the meter)."""
+
+    custom_ids: list[str]
+    kinds: list[str]
+    holds_proof: bool
+
+
+def checked_block(lines: Sequence[ResultLine[Any]]) -> CheckedBlock | None:
     """The custom_ids and result types of a decoded block when every one of them is valid; None when
     some line must be checked alone (:func:`checked_fields` names what is wrong with it)."""
     custom_ids = list(map(_CUSTOM_ID, lines))
-    if _CUSTOM_IDS.fullmatch("\n".join(custom_ids) + "\n") is None:
+    joined = "\n".join(custom_ids)
+    if _CUSTOM_IDS.fullmatch(joined + "\n") is None:
         return None
     kinds = list(map(_KIND, lines))
     if not all(map(_RESULT_TYPE_PATTERN.match, set(kinds))):  # a few kinds
         return None
-    return custom_ids, kinds
+    return CheckedBlock(custom_ids, kinds, holds_proof_id(custom_ids, joined))
 
 
 def parse_result_block(block: bytes) -> list[tuple[str, str]] | None:
@@ -69,7 +80,7 @@ def parse_result_block(block: bytes) -> list[tuple[str, str]] | None:
     """
     lines = decode_block(block)
     checked = None if lines is None else checked_block(lines)
-    return None if checked is None else list(zip(*checked, strict=True))
+    return None if checked is None else list(zip(checked.custom_ids, checked.kinds, strict=True))
 
 
 def parse_result_line(line: bytes | memoryview) -> tuple[str, str]:
@@ -209,15 +220,16 @@ class BatchLedger:
         self.results += 1
         return kind
 
-    def admit_block(self, custom_ids: list[str], kinds: list[str]) -> Sequence[str | None]:
+    def admit_block(self, checked: CheckedBlock) -> Sequence[str | None]:
         """:meth:`admit_parsed` for a block of checked lines (:func:`checked_block`), with set operations
-        when all of them are new and none is a proof request: then ``kinds`` itself is returned."""
+        when all of them are new and none is a proof request: then its ``kinds`` list is returned."""
+        custom_ids, kinds = checked.custom_ids, checked.kinds
         ids = set(custom_ids)
         if (
-            self._attempt_seen is not self._written  # a retried attempt: each line's own check
+            checked.holds_proof
+            or self._attempt_seen is not self._written  # a retried attempt: each line's own check
             or len(ids) != len(custom_ids)
             or not ids.isdisjoint(self._written)
-            or (PROOF_PREFIX in "\n".join(custom_ids) and any(map(is_proof_id, custom_ids)))
         ):
             return [
                 self.admit_parsed(custom_id, kind) for custom_id, kind in zip(custom_ids, kinds, strict=True)

@@ -103,8 +103,8 @@ def write_lines(block: bytes, ledger: BatchLedger, route: Route, meter: UsageMet
         return _write_line_by_line(block, ledger, route, meter)
     assert lines is not None
     if meter is not None:
-        meter.add_lines(lines)
-    kinds = ledger.admit_block(*checked)
+        meter.add_lines(lines, holds_proof=checked.holds_proof)
+    kinds = ledger.admit_block(checked)
     targets = {route(kind) for kind in set(kinds) if kind is not None}
     if len(targets) == 1 and None not in kinds:
         targets.pop().write(block)
