@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_batches.client_settings import DEFAULT_MAX_REQUESTS_PER_MINUTE
+from airflow_provider_batches.identity import digest_of
 from airflow_provider_batches.policy import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
@@ -177,11 +178,15 @@ EXPORT_VENDOR = "vendor: stream_batch_results"
 
 def _export_batches(
     emulator: EmulatorProcess, results: int, per_batch: int
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[dict[str, Any]], int, str]:
     """``results // per_batch`` ended batches of ``per_batch`` requests each (the API's limit is
     100,000 a batch): the same body created again, so each batch has its own ids and results file.
-    Each results file is fetched once here (the emulator writes it; the page cache holds it)."""
-    body = body_file(requests_file(per_batch))
+    Each results file is fetched once here (the emulator writes it; the page cache holds it). Also the
+    digest of the custom_ids each batch holds, as the create operator records it for the job."""
+    requests = requests_file(per_batch)
+    body = body_file(requests)
+    with requests.path.open("rb") as lines:
+        digest = digest_of(json.loads(line)["custom_id"] for line in lines)
     batches, size = [], 0
     for number in range(max(1, results // per_batch)):
         created = emulator.create_batch_from_body(body)
@@ -189,7 +194,21 @@ def _export_batches(
         size += emulator.download(batch["results_url"])
         batches.append(batch)
         LOG(f"   batch {number + 1}: {batch['id']}, {batch['request_counts']}")
-    return batches, size
+    return batches, size, digest
+
+
+def _job_manifest(batches: list[dict[str, Any]], digest: str) -> dict[str, Any]:
+    """What the create operator returns for these batches (the ``batch_id`` a DAG passes the transfer):
+    each batch's request count and custom_ids digest, which the transfer checks before publishing."""
+    counts = [sum(batch["request_counts"].values()) for batch in batches]
+    return {
+        "batch_ids": [batch["id"] for batch in batches],
+        "request_count": sum(counts),
+        "batches": {
+            batch["id"]: {"request_count": count, "custom_ids_digest": digest}
+            for batch, count in zip(batches, counts, strict=True)
+        },
+    }
 
 
 def results_export(ctx: Context) -> Table:
@@ -207,7 +226,7 @@ def results_export(ctx: Context) -> Table:
         for count in sizes:
             LOG(f"1. results export: {count:,} results; creating the batches in the emulator")
             cpu, wall = emulator.cpu_seconds(), time.monotonic()
-            batches, size = _export_batches(emulator, count, per_batch)
+            batches, size, digest = _export_batches(emulator, count, per_batch)
             made.append(
                 f"the emulator made the {count:,} results (creates, bodies uploaded and read, results "
                 f"written, each file fetched once) in {time.monotonic() - wall:,.0f} s wall and "
@@ -218,8 +237,12 @@ def results_export(ctx: Context) -> Table:
             described[count] = (len(batches), size, errored)
             plans[count] = [
                 (EXPORT_FLOOR, "results_raw_copy", {"results_urls": [b["results_url"] for b in batches]}),
-                (EXPORT_VERIFY, "results_verify_floor", {"batch_ids": ids}),
-                (EXPORT_OURS, "results_ours", {"batch_id": ids if len(ids) > 1 else ids[0]}),
+                (
+                    EXPORT_VERIFY,
+                    "results_verify_floor",
+                    {"batch_ids": ids, "digests": dict.fromkeys(ids, digest)},
+                ),
+                (EXPORT_OURS, "results_ours", {"batch_id": _job_manifest(batches, digest)}),
             ]
             if count == min(sizes) and len(ids) == 1 and vendor_installed():  # ~100 s per million: small only
                 plans[count].append((EXPORT_VENDOR, "results_vendor", {"batch_id": ids[0]}))
@@ -255,12 +278,14 @@ def results_export(ctx: Context) -> Table:
             f"{errored:,} errored)"
             for count, (batches, size, errored) in described.items()
         )
-        + " from the emulator to local files (file://). The operator verifies every line (JSON, custom_id "
-        "valid and unique, counts per type equal `request_counts`, the custom_ids digest), meters the tokens "
-        "for the spend report, hashes (sha256), stages and publishes. The verify-every-line floor is the "
-        "cheapest correct hand-written exporter: whole-line blocks from `iter_bytes()`, one msgspec "
-        "`decode_lines` per block, custom_ids in a set, counts against `request_counts`, sha256, one write "
-        "per block (no digest, no metering, no staging). The bare copy only streams the bytes. "
+        + " from the emulator to local files (file://). The operator is given the job's manifest, as a DAG "
+        "passes `create.output`: it verifies every line (JSON, custom_id valid and unique, counts per type "
+        "equal `request_counts`, the custom_ids digest equal to the job's), meters the tokens for the spend "
+        "report, hashes (sha256), stages and publishes. The verify-every-line floor is the cheapest correct "
+        "hand-written exporter doing the same checks: whole-line blocks from `iter_bytes()`, one msgspec "
+        "`decode_lines` per block, custom_ids in a set, counts against `request_counts`, the custom_ids "
+        "digest against the job's, sha256, one write per block (no metering, no staging). The bare copy "
+        "only streams the bytes. "
         f"{ctx.sizes.repeat} interleaved rounds, every variant in a fresh process; min / median / max. "
         "Client CPU (the variant's own getrusage over the work) is the figure that carries to the real API; "
         "wall shares two cores with the emulator. The vendor's hook parses every line into SDK objects: "

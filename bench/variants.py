@@ -65,12 +65,18 @@ def _download(results_url: str, target: Path) -> None:
             out.write(chunk)
 
 
-def results_verify_floor(batch_ids: list[str], out_dir: str) -> dict[str, Any]:
-    """The verify-every-line floor, written by hand: per batch, read its ``request_counts``; stream the
-    results (``iter_bytes``), cut whole-line blocks, one msgspec ``decode_lines`` per block (custom_id
-    and result type of every line), custom_ids in a set (each once), counts per type against
-    ``request_counts``, sha256 of the bytes, one write per block."""
+def results_verify_floor(batch_ids: list[str], out_dir: str, digests: dict[str, str]) -> dict[str, Any]:
+    """The verify-every-line floor, written by hand with the cheapest technique for each check ours
+    makes: per batch, read its ``request_counts``; stream the results (``iter_bytes``), cut whole-line
+    blocks, one msgspec ``decode_lines`` per block (custom_id and result type of every line), one value
+    per line (a ``find`` per line: three times cheaper than ``bytes.count``), every custom_id valid
+    (one regex per block), custom_ids in a set (each once), counts per type (``Counter``) against
+    ``request_counts``, sha256 of the bytes, one write per block; at the end the custom_ids' digest
+    (the sum of their 128-bit BLAKE2b hashes) against the job's (``digests``), as ours checks it."""
     import hashlib
+    import re
+    from collections import Counter
+    from operator import attrgetter
 
     import httpx
     import msgspec
@@ -78,13 +84,28 @@ def results_verify_floor(batch_ids: list[str], out_dir: str) -> dict[str, Any]:
     result_type = msgspec.defstruct("ResultType", [("type", str)])
     line_type = msgspec.defstruct("ResultLine", [("custom_id", str), ("result", result_type)])
     decode_lines = msgspec.json.Decoder(line_type).decode_lines
+    valid_ids = re.compile(r"(?:[a-zA-Z0-9_-]{1,64}\n)*").fullmatch
+    custom_id, kind = attrgetter("custom_id"), attrgetter("result.type")
+
+    def values_per_line(block: bytes) -> int:
+        """How many lines ``block`` holds, each ``{`` ... ``}``: one JSON value per line."""
+        if not block.startswith(b"{"):
+            raise ValueError("a line that is not one JSON object")
+        find, lines, position, end = block.find, 0, 0, len(block)
+        while (newline := find(b"\n", position)) >= 0:
+            if block[newline - 1] != 0x7D or (newline + 1 < end and block[newline + 1] != 0x7B):
+                raise ValueError("a blank line or a line with two values")
+            lines += 1
+            position = newline + 1
+        return lines
+
     timer = Timer()
     results = size = 0
     with timer.measure(), httpx.Client(headers=API_HEADERS, timeout=600) as client:
         for batch_id in batch_ids:
             batch = client.get(f"{_base_url()}/v1/messages/batches/{batch_id}").raise_for_status().json()
             seen: set[str] = set()
-            counts: dict[str, int] = {}
+            counts: Counter[str] = Counter()
             sha256 = hashlib.sha256()
             carry = b""
             with (
@@ -100,14 +121,16 @@ def results_verify_floor(batch_ids: list[str], out_dir: str) -> dict[str, Any]:
                     block = carry + chunk[: last + 1] if carry else chunk[: last + 1]
                     carry = chunk[last + 1 :]
                     lines: list[Any] = decode_lines(block)
-                    if len(lines) != block.count(b"\n"):
-                        raise ValueError("a blank line or a line with two values")
+                    if len(lines) != values_per_line(block):
+                        raise ValueError("a line with two values")
+                    ids = list(map(custom_id, lines))
+                    if valid_ids("\n".join(ids) + "\n") is None:
+                        raise ValueError("a custom_id no request can have")
                     before = len(seen)
-                    seen.update(line.custom_id for line in lines)
-                    if len(seen) - before != len(lines):
+                    seen.update(ids)
+                    if len(seen) - before != len(ids):
                         raise ValueError("a custom_id twice")
-                    for line in lines:
-                        counts[line.result.type] = counts.get(line.result.type, 0) + 1
+                    counts.update(map(kind, lines))
                     sha256.update(block)
                     out.write(block)
                     size += len(block)
@@ -116,14 +139,18 @@ def results_verify_floor(batch_ids: list[str], out_dir: str) -> dict[str, Any]:
             expected = {k: v for k, v in batch["request_counts"].items() if k != "processing" and v}
             if counts != expected:
                 raise ValueError(f"counts {counts} != {expected}")
+            blake2b = hashlib.blake2b
+            digest = sum(int.from_bytes(blake2b(i.encode(), digest_size=16).digest()) for i in seen)
+            if f"{digest % (1 << 128):032x}" != digests[batch_id]:
+                raise ValueError("the results carry other custom_ids than the job submitted")
             results += len(seen)
             sha256.hexdigest()
     return _result(timer, bytes=size, results=results)
 
 
-def results_ours(batch_id: str | list[str], out_dir: str, **options: Any) -> dict[str, Any]:
-    """AnthropicBatchResultsToObjectStorageOperator.execute to a file:// destination (``options``: e.g.
-    ``output_format="parquet"``)."""
+def results_ours(batch_id: str | list[str] | dict[str, Any], out_dir: str, **options: Any) -> dict[str, Any]:
+    """AnthropicBatchResultsToObjectStorageOperator.execute to a file:// destination (``batch_id``: ids, or
+    the create operator's manifest as a DAG passes it; ``options``: e.g. ``output_format="parquet"``)."""
     from airflow_provider_batches.transfers.results_to_object_storage import (
         AnthropicBatchResultsToObjectStorageOperator,
     )
