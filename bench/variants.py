@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import json
 import os
 import time
@@ -50,6 +51,7 @@ def results_raw_copy(
     """The floor: httpx streams each results URL's bytes into a local file (or, when ``out_dir`` is an
     ``s3://`` prefix, into a boto3 multipart upload of ``part_bytes`` parts), one after another,
     nothing else."""
+    _import_s3_library(out_dir, "multipart")
     timer = Timer()
     with timer.measure():
         size = 0
@@ -154,6 +156,12 @@ class _MultipartUpload:
         )
 
 
+def _import_s3_library(out_dir: str, writer: str) -> None:
+    """Import what writes to S3 before the work, as httpx and msgspec are (the client is made in it)."""
+    if out_dir.startswith("s3://"):
+        importlib.import_module("s3fs" if writer == "s3fs" else "boto3")
+
+
 def _sink(out_dir: str, name: str, writer: str, part_bytes: int) -> Any:
     """A binary file-like for the output ``name`` under ``out_dir``: a local folder or ``s3://bucket/prefix``."""
     if not out_dir.startswith("s3://"):
@@ -238,8 +246,7 @@ def results_verify_floor(
     import httpx
 
     _line_decoder()
-    if out_dir.startswith("s3://") and s3_writer != "s3fs":
-        _s3_client(s3_writer)  # imported before the work, as httpx and msgspec are
+    _import_s3_library(out_dir, s3_writer)
     timer = Timer()
     tally = {"results": 0, "bytes": 0}
     with timer.measure(), httpx.Client(headers=API_HEADERS, timeout=600) as client:
@@ -269,6 +276,10 @@ def results_ours(
         overwrite=True,
         **options,
     )
+    if out_dir.startswith("s3://"):
+        # Imported before the work, as the floors import boto3 (the table's process CPU column has them).
+        import airflow.providers.amazon.aws.fs.s3  # noqa: F401
+        import s3fs  # noqa: F401
     timer = Timer()
     with timer.measure():
         manifest = operator.execute({})  # type: ignore[arg-type]  # no outlets: the context is not read
