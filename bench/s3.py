@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.emulator import stop
+
 #: The S3 variants' Airflow connection (``AIRFLOW_CONN_AWS_DEFAULT``): the Amazon provider's default.
 AWS_CONN_ID = "aws_default"
 _KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
@@ -70,12 +72,7 @@ class MotoProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop(self._process)
         self._log.close()
 
     @property
