@@ -46,17 +46,17 @@ def import_airflow() -> dict[str, Any]:
 
 
 def results_raw_copy(
-    results_urls: list[str], out_dir: str, part_bytes: int = S3_PART_BYTES
+    results_urls: list[str], out_dir: str, s3_writer: str = "multipart", part_bytes: int = S3_PART_BYTES
 ) -> dict[str, Any]:
     """The floor: httpx streams each results URL's bytes into a local file (or, when ``out_dir`` is an
-    ``s3://`` prefix, into a boto3 multipart upload of ``part_bytes`` parts), one after another,
+    ``s3://`` prefix, into one S3 object each, written by ``s3_writer``), one after another,
     nothing else."""
-    _import_s3_library(out_dir, "multipart")
+    _import_s3_library(out_dir, s3_writer)
     timer = Timer()
     with timer.measure():
         size = 0
         for index, results_url in enumerate(results_urls):
-            with _sink(out_dir, f"raw-{index}.jsonl", "multipart", part_bytes) as out:
+            with _sink(out_dir, f"raw-{index}.jsonl", s3_writer, part_bytes) as out:
                 size += _download_into(results_url, out)
     return _result(timer, bytes=size)
 
@@ -277,7 +277,7 @@ def results_ours(
         **options,
     )
     if out_dir.startswith("s3://"):
-        # Imported before the work, as the floors import boto3 (the table's process CPU column has them).
+        # Imported before the work, as the floors import boto3 (the process CPU column counts them).
         import airflow.providers.amazon.aws.fs.s3  # noqa: F401
         import s3fs  # noqa: F401
     timer = Timer()
