@@ -73,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         help="rounds of the variants of scenarios 1, 2, 5 and 6 (median reported); default 3",
     )
     parser.add_argument(
+        "--export-sizes",
+        metavar="N[,M]",
+        help="shortened export sizes (results), e.g. 20000,200000, labelled as shortened; implies --no-write",
+    )
+    parser.add_argument(
+        "--export-batch",
+        type=int,
+        metavar="N",
+        help="requests per export batch with --export-sizes (default 100000)",
+    )
+    parser.add_argument(
         "--no-write",
         action="store_true",
         help="do not write bench/results.md (a --scenario run never writes it)",
@@ -88,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.repeat:
         sizes = dataclasses.replace(sizes, repeat=args.repeat)
+    if args.export_sizes:
+        export = tuple(int(part) for part in args.export_sizes.split(","))
+        batch = args.export_batch or min(sizes.export_batch_requests, *export)
+        sizes = dataclasses.replace(sizes, export_results=export, export_batch_requests=batch)
+        args.no_write = True
     load_start = os.getloadavg()
     commit = commit_description()
     print(f"load average at the start: {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f}")

@@ -51,12 +51,7 @@ class EmulatorProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop(self._process)
         shutil.rmtree(self._data_dir, ignore_errors=True)
         self._log.close()
 
@@ -164,6 +159,16 @@ class EmulatorProcess:
             for chunk in response.iter_raw(1 << 20):
                 size += len(chunk)
         return size
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """End a server process this bench started: SIGTERM, then SIGKILL if it has not exited in 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:

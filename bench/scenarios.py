@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
 import shutil
 import statistics
@@ -26,6 +27,7 @@ from bench.data import RequestsFile, batch_body_files, body_file, requests_file
 from bench.emulator import EmulatorProcess
 from bench.measure import MIB, Measurement, run_variant
 from bench.report import Table
+from bench.s3 import AWS_CONN_ID, MotoProcess
 
 RSS_BUDGET_MIB = 100
 LOG = print
@@ -171,9 +173,19 @@ def _throughput_table(
 
 
 EXPORT_FLOOR = "bare copy: httpx iter_bytes() to file"
+EXPORT_S3_FLOOR = "bare copy: httpx iter_bytes() into a boto3 multipart upload"
 EXPORT_VERIFY = "verify-every-line floor (hand-written)"
 EXPORT_OURS = "ours: results transfer operator"
 EXPORT_VENDOR = "vendor: stream_batch_results"
+FILE, S3 = "file://", "S3 (moto)"
+#: How the S3 verify-every-line floor writes (bench.variants.S3_WRITERS): boto3 multipart, 8 MiB parts,
+#: at the SDK's default checksums (a CRC32 of each part, as ours sends under the same connection
+#: defaults): the same work. See EXPORT_S3_WRITERS_NOTE.
+EXPORT_S3_WRITER = "multipart"
+#: Also measured in every run, beside it: the same floor without the CRC32 (its own row).
+EXPORT_S3_WRITERS_SHOWN = ("multipart-nocrc",)
+#: ``BENCH_S3_WRITERS=multipart,s3fs``: also measure the S3 floor's other ways of writing (one row each).
+S3_WRITERS_ENV = "BENCH_S3_WRITERS"
 
 
 def _export_batches(
@@ -211,18 +223,66 @@ def _job_manifest(batches: list[dict[str, Any]], digest: str) -> dict[str, Any]:
     }
 
 
+ExportPlan = list[tuple[str, str, str, dict[str, Any]]]  # (destination, label, variant, params)
+
+
+def _export_plan(batches: list[dict[str, Any]], digest: str, smallest: bool) -> ExportPlan:
+    """The variants run for one size, to file:// and to S3 (the vendor to file://, at the smallest
+    size only: about 100 s per million results). Ours is given the job's manifest; the floors the
+    job's custom_ids digest of each batch, which they check as ours does."""
+    ids = [batch["id"] for batch in batches]
+    urls = {"results_urls": [batch["results_url"] for batch in batches]}
+    ours = {"batch_id": _job_manifest(batches, digest)}
+    verify = {"batch_ids": ids, "digests": dict.fromkeys(ids, digest)}
+    plan: ExportPlan = [
+        (FILE, EXPORT_FLOOR, "results_raw_copy", urls),
+        (FILE, EXPORT_VERIFY, "results_verify_floor", verify),
+        (FILE, EXPORT_OURS, "results_ours", ours),
+    ]
+    if smallest and len(ids) == 1 and vendor_installed():
+        plan.append((FILE, EXPORT_VENDOR, "results_vendor", {"batch_id": ids[0]}))
+    plan += [
+        (S3, EXPORT_S3_FLOOR, "results_raw_copy", {**urls, "s3_writer": EXPORT_S3_WRITER}),
+        (S3, EXPORT_VERIFY, "results_verify_floor", {**verify, "s3_writer": EXPORT_S3_WRITER}),
+    ]
+    for writer in (*EXPORT_S3_WRITERS_SHOWN, *filter(None, os.environ.get(S3_WRITERS_ENV, "").split(","))):
+        if writer != EXPORT_S3_WRITER:
+            plan.append(
+                (S3, _s3_floor_label(writer), "results_verify_floor", {**verify, "s3_writer": writer})
+            )
+    plan.append((S3, EXPORT_OURS, "results_ours", {**ours, "dest_conn_id": AWS_CONN_ID}))
+    return plan
+
+
+_S3_WRITER_NAMES = {
+    "multipart": "boto3 multipart with CRC32",
+    "multipart-nocrc": "boto3 multipart",
+    "s3fs": "an s3fs file",
+}
+
+
+def _s3_floor_label(writer: str) -> str:
+    return f"{EXPORT_VERIFY}, written by {_S3_WRITER_NAMES.get(writer, writer)}"
+
+
 def results_export(ctx: Context) -> Table:
-    """Results of 100,000 and 1,000,000 requests to local files: ours and the vendor's vs the raw floor."""
+    """Results of 100,000 and 1,000,000 requests to local files and to S3: ours and the vendor's vs the
+    floors."""
     sizes, per_batch = ctx.sizes.export_results, ctx.sizes.export_batch_requests
-    runs: dict[tuple[int, str], list[Measurement]] = {}
+    runs: dict[tuple[int, str, str], list[Measurement]] = {}
+    moto_cpu: dict[tuple[int, str], list[float]] = {}
     described: dict[int, tuple[int, int, int]] = {}  # results -> (batches, bytes, errored)
     made: list[str] = []  # what making each size's batches cost the emulator (set-up, not measured work)
     with (
         EmulatorProcess("--processing-seconds", "0", "--errored-fraction", "0.02") as emulator,
+        MotoProcess() as moto,
         tempfile.TemporaryDirectory(prefix="bench-export-") as out_dir,
     ):
-        env = {"AIRFLOW_CONN_ANTHROPIC_DEFAULT": emulator.connection_json}
-        plans: dict[int, list[tuple[str, str, dict[str, Any]]]] = {}
+        env = {
+            "AIRFLOW_CONN_ANTHROPIC_DEFAULT": emulator.connection_json,
+            f"AIRFLOW_CONN_{AWS_CONN_ID.upper()}": moto.connection_json,
+        }
+        plans: dict[int, ExportPlan] = {}
         for count in sizes:
             LOG(f"1. results export: {count:,} results; creating the batches in the emulator")
             cpu, wall = emulator.cpu_seconds(), time.monotonic()
@@ -232,66 +292,87 @@ def results_export(ctx: Context) -> Table:
                 f"written, each file fetched once) in {time.monotonic() - wall:,.0f} s wall and "
                 f"{emulator.cpu_seconds() - cpu:,.1f} s of its CPU"
             )
-            ids = [batch["id"] for batch in batches]
             errored = sum(batch["request_counts"]["errored"] for batch in batches)
             described[count] = (len(batches), size, errored)
-            plans[count] = [
-                (EXPORT_FLOOR, "results_raw_copy", {"results_urls": [b["results_url"] for b in batches]}),
-                (
-                    EXPORT_VERIFY,
-                    "results_verify_floor",
-                    {"batch_ids": ids, "digests": dict.fromkeys(ids, digest)},
-                ),
-                (EXPORT_OURS, "results_ours", {"batch_id": _job_manifest(batches, digest)}),
-            ]
-            if count == min(sizes) and len(ids) == 1 and vendor_installed():  # ~100 s per million: small only
-                plans[count].append((EXPORT_VENDOR, "results_vendor", {"batch_id": ids[0]}))
+            plans[count] = _export_plan(batches, digest, count == min(sizes))
         for round_number in range(ctx.sizes.repeat):
             for count in sizes:
-                for label, name, params in plans[count]:
-                    # A fresh, empty folder per run, removed after: no run replaces another's files
-                    # (a rename or truncation over an existing file costs extra on ext4).
-                    run_dir = Path(out_dir) / f"run-{round_number}-{count}-{name}"
-                    run_dir.mkdir()
+                for destination, label, name, params in plans[count]:
+                    # A fresh, empty folder (or S3 prefix) per run, removed after: no run replaces
+                    # another's files (a rename or truncation over an existing file costs extra on ext4).
+                    run_name = (
+                        f"run-{round_number}-{count}-{name}-{len(runs.get((count, destination, label), []))}"
+                    )
+                    if destination == S3:
+                        run_dir = f"s3://{moto.bucket}/{run_name}"
+                    else:
+                        run_dir = str(Path(out_dir) / run_name)
+                        Path(run_dir).mkdir()
+                    moto_before = moto.cpu_seconds()
                     measurement = run_variant(
                         name,
-                        {**params, "out_dir": str(run_dir)},
+                        {**params, "out_dir": run_dir},
                         label=label,
                         env=env,
                         emulator=emulator,
                         timeout=3600,
                     )
-                    shutil.rmtree(run_dir)
+                    moto_used = moto.cpu_seconds() - moto_before
+                    if destination == S3:
+                        stored = moto.prefix_bytes(run_name)
+                        moto.delete_prefix(run_name)
+                        assert stored >= described[count][1] * 0.99, (stored, described[count])
+                        moto_cpu.setdefault((count, label), []).append(moto_used)
+                    else:
+                        shutil.rmtree(run_dir)
                     LOG(
-                        f"   run {round_number + 1}/{ctx.sizes.repeat} {count:,} {label}: "
+                        f"   run {round_number + 1}/{ctx.sizes.repeat} {count:,} {destination} {label}: "
                         f"{measurement.wall:.2f} s wall, {measurement.cpu:.2f} s CPU, "
                         f"{measurement.peak_rss_mib:,.0f} MiB, emulator {measurement.emulator_cpu:.2f} s CPU"
+                        + (f", moto {moto_used:.2f} s CPU" if destination == S3 else "")
                     )
                     if name in ("results_ours", "results_verify_floor"):
                         assert measurement.extra["results"] == count, measurement.extra
-                    runs.setdefault((count, label), []).append(measurement)
+                    runs.setdefault((count, destination, label), []).append(measurement)
+    return _export_table(ctx, runs, moto_cpu, described, made)
+
+
+def _export_table(
+    ctx: Context,
+    runs: dict[tuple[int, str, str], list[Measurement]],
+    moto_cpu: dict[tuple[int, str], list[float]],
+    described: dict[int, tuple[int, int, int]],
+    made: list[str],
+) -> Table:
+    sizes = tuple(described)
+    shortened = sizes != Sizes().export_results and sizes != Sizes.quick().export_results
     table = Table(
-        "1. Results export",
+        "1. Results export" + (" (shortened sizes)" if shortened else ""),
         "Results of "
         + " and ".join(
             f"{count:,} requests ({batches} batch{'es' if batches > 1 else ''}, {size / 1e6:,.0f} MB, "
             f"{errored:,} errored)"
             for count, (batches, size, errored) in described.items()
         )
-        + " from the emulator to local files (file://). The operator is given the job's manifest, as a DAG "
+        + " from the emulator to local files (file://) and to S3 (moto's server on 127.0.0.1, "
+        "reached through an Airflow `aws` connection). The operator is given the job's manifest, as a DAG "
         "passes `create.output`: it verifies every line (JSON, custom_id valid and unique, counts per type "
         "equal `request_counts`, the custom_ids digest equal to the job's), meters the tokens for the spend "
-        "report, hashes (sha256), stages and publishes. The verify-every-line floor is the cheapest correct "
-        "hand-written exporter doing the same checks: whole-line blocks from `iter_bytes()`, one msgspec "
-        "`decode_lines` per block, custom_ids in a set, counts against `request_counts`, the custom_ids "
-        "digest against the job's, sha256, one write per block (no metering, no staging). The bare copy "
-        "only streams the bytes. "
+        "report, hashes (sha256), stages and publishes (on S3: a multipart upload to a staging key, then a "
+        "server-side copy). The verify-every-line floor is the cheapest correct hand-written exporter doing "
+        "the same checks, each with its cheapest technique: whole-line blocks from `iter_bytes()`, one "
+        "msgspec `decode_lines` per block, one value per line, custom_ids valid (one regex per block) and "
+        "in a set, counts against `request_counts`, the custom_ids digest against the job's, sha256, one "
+        "write per block (no metering, no staging); the same checks (one function) to a local file or, to "
+        "S3, into a boto3 multipart upload of 8 MiB parts per batch (see the note). The bare copy only "
+        "streams the bytes. "
         f"{ctx.sizes.repeat} interleaved rounds, every variant in a fresh process; min / median / max. "
         "Client CPU (the variant's own getrusage over the work) is the figure that carries to the real API; "
-        "wall shares two cores with the emulator. The vendor's hook parses every line into SDK objects: "
-        f"measured at {min(sizes):,} only.",
+        "wall shares two cores with the emulator and moto. The vendor's hook parses every line into SDK "
+        f"objects: measured at {min(sizes):,} to file:// only.",
         [
             "results",
+            "destination",
             "variant",
             "client CPU s",
             "median CPU vs verify floor",
@@ -299,45 +380,85 @@ def results_export(ctx: Context) -> Table:
             "MB/s (median)",
             "peak RSS MiB (max, from the launcher)",
             "emulator CPU s (median)",
+            "moto CPU s (median)",
+            "process CPU s (median; start-up and imports too)",
         ],
     )
     for count in sizes:
-        floor_cpu = statistics.median(run.cpu for run in runs[(count, EXPORT_VERIFY)])
         size = described[count][1]
-        for label in (EXPORT_FLOOR, EXPORT_VERIFY, EXPORT_OURS, EXPORT_VENDOR):
-            measured = runs.get((count, label))
-            if not measured:
-                continue
-            wall = statistics.median(run.wall for run in measured)
-            table.rows.append(
-                [
-                    f"{count:,}",
-                    label,
-                    _spread([run.cpu for run in measured]),
-                    f"{statistics.median(run.cpu for run in measured) / floor_cpu:.2f}x",
-                    _spread([run.wall for run in measured]),
-                    f"{size / 1e6 / wall:,.0f}",
-                    _mib(max(run.peak_rss for run in measured)),
-                    f"{statistics.median(run.emulator_cpu for run in measured):.2f}",
-                ]
+        for destination in (FILE, S3):
+            floor_cpu = statistics.median(run.cpu for run in runs[(count, destination, EXPORT_VERIFY)])
+            labels = [label for (n, d, label) in runs if n == count and d == destination]
+            for label in labels:
+                measured = runs[(count, destination, label)]
+                wall = statistics.median(run.wall for run in measured)
+                moto = moto_cpu.get((count, label)) if destination == S3 else None
+                table.rows.append(
+                    [
+                        f"{count:,}",
+                        destination,
+                        label,
+                        _spread([run.cpu for run in measured]),
+                        f"{statistics.median(run.cpu for run in measured) / floor_cpu:.2f}x",
+                        _spread([run.wall for run in measured]),
+                        f"{size / 1e6 / wall:,.0f}",
+                        _mib(max(run.peak_rss for run in measured)),
+                        f"{statistics.median(run.emulator_cpu for run in measured):.2f}",
+                        f"{statistics.median(moto):.2f}" if moto else "-",
+                        f"{statistics.median(run.process_cpu for run in measured):.2f}",
+                    ]
+                )
+            ours = runs[(count, destination, EXPORT_OURS)]
+            ratio = statistics.median(run.cpu for run in ours) / floor_cpu
+            where, floor_where = ("", "") if destination == FILE else (", S3", " (S3)")
+            table.target(
+                f"ours, {count:,}{where}: client CPU within 1.2x of the verify-every-line floor{floor_where}",
+                f"{ratio:.2f}x",
+                ratio <= 1.2,
             )
-        ours = runs[(count, EXPORT_OURS)]
-        ratio = statistics.median(run.cpu for run in ours) / floor_cpu
-        table.target(
-            f"ours, {count:,}: client CPU within 1.2x of the verify-every-line floor",
-            f"{ratio:.2f}x",
-            ratio <= 1.2,
-        )
-        over = (max(run.peak_rss for run in ours) - ctx.airflow_rss) / MIB
-        table.target(
-            f"ours, {count:,}: peak RSS within {RSS_BUDGET_MIB} MiB of `import airflow`",
-            f"{over:+,.0f} MiB",
-            over <= RSS_BUDGET_MIB,
-        )
+            over = (max(run.peak_rss for run in ours) - ctx.airflow_rss) / MIB
+            table.target(
+                f"ours, {count:,}{where}: peak RSS within {RSS_BUDGET_MIB} MiB of `import airflow`",
+                f"{over:+,.0f} MiB",
+                over <= RSS_BUDGET_MIB,
+            )
     table.notes += [f"Set-up, not measured: {text}." for text in made]
+    nocrc = _s3_floor_label("multipart-nocrc")
+    for count in sizes:
+        if (count, S3, nocrc) in runs:
+            ours_cpu = statistics.median(run.cpu for run in runs[(count, S3, EXPORT_OURS)])
+            floor_cpu = statistics.median(run.cpu for run in runs[(count, S3, nocrc)])
+            table.notes.append(
+                f"Ours against the S3 floor without CRC32, {count:,} results: {ours_cpu / floor_cpu:.2f}x "
+                "its client CPU (not a target: ours keeps the connection's checksums)."
+            )
+    table.notes += [S3_NOTE, EXPORT_S3_WRITERS_NOTE]
     if not vendor_installed():
         table.notes.append(VENDOR_MISSING)
     return table
+
+
+EXPORT_S3_WRITERS_NOTE = (
+    "The S3 verify floor writes by boto3 `upload_part` of 8 MiB parts (the blocks joined once a part) "
+    "at the SDK's default checksums, a CRC32 of each part, which ours also sends under the same "
+    "connection defaults: the same work. The row 'written by boto3 multipart' is the same floor without "
+    "the CRC32 (`request_checksum_calculation=when_required`), measured in the same rounds; ours against "
+    "it is in the 'ours against the S3 floor without CRC32' note. Measured while building it: an s3fs "
+    "file opened 'wb' costs about twice boto3 multipart (0.65 / 0.90 s against 0.28 / 0.48 s at "
+    "20,000 / 40,000 results); `BENCH_S3_WRITERS=s3fs` adds its row."
+)
+S3_NOTE = (
+    "S3 rows: moto's server (`python -m moto.server`) is a separate process on the same two cores; its "
+    "CPU per run (psutil, the 'moto CPU' column) is apart from the client's, and on real S3 it is "
+    "Amazon's. Each run writes under its own fresh prefix of one bucket made before the runs; the "
+    "prefix is checked (bytes stored) and deleted after the run, not measured. Every variant imports "
+    "its libraries before the measured work (ours: the operator, s3fs and the Amazon provider's "
+    "filesystem; the floors: httpx, msgspec, boto3); making the S3 client (ours: through the Airflow "
+    "connection) is measured. The process CPU column is the whole variant process's, imports included. "
+    "Ours costs moto about twice the floor's CPU, and so wall on these two cores: it publishes each "
+    "staged object by a server-side copy (no client bytes; on real S3, Amazon's work). Ours keeps the "
+    "connection's checksum settings (botocore's default: a CRC32 of each part), as the S3 verify floor does."
+)
 
 
 # -- 2 -----------------------------------------------------------------------------------------------

@@ -6,10 +6,14 @@ imports only what it uses, so its peak RSS is its own. The Airflow connection co
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,8 @@ from bench.measure import Timer, child_main
 
 API_HEADERS = {"x-api-key": "sk-ant-emulator-key", "anthropic-version": "2023-06-01"}
 CHUNK = 1 << 20
+#: Part size of the S3 floors' multipart uploads (ours uploads 8 MiB parts too).
+S3_PART_BYTES = 8 << 20
 
 
 def _base_url() -> str:
@@ -41,123 +47,273 @@ def import_airflow() -> dict[str, Any]:
 # -- 1. results export ------------------------------------------------------------------------------
 
 
-def results_raw_copy(results_urls: list[str], out_dir: str) -> dict[str, Any]:
-    """The floor: httpx streams each results URL's bytes into a local file, one after another, nothing
-    else."""
+def results_raw_copy(
+    results_urls: list[str], out_dir: str, s3_writer: str = "multipart", part_bytes: int = S3_PART_BYTES
+) -> dict[str, Any]:
+    """The floor: httpx streams each results URL's bytes into a local file (or, when ``out_dir`` is an
+    ``s3://`` prefix, into one S3 object each, written by ``s3_writer``), one after another,
+    nothing else."""
+    _import_s3_library(out_dir, s3_writer)
     timer = Timer()
-    targets = [Path(out_dir) / f"raw-{index}.jsonl" for index in range(len(results_urls))]
     with timer.measure():
-        for results_url, target in zip(results_urls, targets, strict=True):
-            _download(results_url, target)
-    return _result(timer, bytes=sum(target.stat().st_size for target in targets))
+        size = 0
+        for index, results_url in enumerate(results_urls):
+            with _sink(out_dir, f"raw-{index}.jsonl", s3_writer, part_bytes) as out:
+                size += _download_into(results_url, out)
+    return _result(timer, bytes=size)
 
 
 def _download(results_url: str, target: Path) -> None:
+    with target.open("wb") as out:
+        _download_into(results_url, out)
+
+
+def _download_into(results_url: str, out: Any) -> int:
     import httpx
 
+    size = 0
     with (
         httpx.Client(headers=API_HEADERS, timeout=600) as client,
         client.stream("GET", results_url) as response,
-        target.open("wb") as out,
     ):
         response.raise_for_status()
         for chunk in response.iter_bytes():  # as the socket delivers: no re-chunking
             out.write(chunk)
+            size += len(chunk)
+    return size
 
 
-def results_verify_floor(batch_ids: list[str], out_dir: str, digests: dict[str, str]) -> dict[str, Any]:
-    """The verify-every-line floor, written by hand with the cheapest technique for each check ours
-    makes: per batch, read its ``request_counts``; stream the results (``iter_bytes``), cut whole-line
+# -- the export floors' destinations: a local file, or S3 -------------------------------------------
+
+#: How the S3 verify floor writes: ``multipart`` (boto3 ``upload_part`` per ``part_bytes`` of blocks),
+#: ``multipart-nocrc`` (the same without botocore's default CRC32 of every part) or ``s3fs`` (an
+#: ``S3FileSystem`` file opened "wb" with ``part_bytes`` blocks).
+S3_WRITERS = ("multipart", "multipart-nocrc", "s3fs")
+
+
+def _s3_endpoint() -> dict[str, Any]:
+    """boto3 client arguments from ``AIRFLOW_CONN_AWS_DEFAULT`` (set by the caller)."""
+    conn = json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])
+    return {
+        "endpoint_url": conn["extra"]["endpoint_url"],
+        "region_name": conn["extra"].get("region_name", "us-east-1"),
+        "aws_access_key_id": conn["login"],
+        "aws_secret_access_key": conn["password"],
+    }
+
+
+@functools.cache
+def _s3_client(writer: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    checksums = "when_required" if writer.endswith("-nocrc") else "when_supported"
+    return boto3.client("s3", config=Config(request_checksum_calculation=checksums), **_s3_endpoint())
+
+
+class _MultipartUpload:
+    """Bytes written into one S3 object by boto3: ``part_bytes`` parts, each sent when full; completed
+    on close (a PUT when the whole object fits one part); aborted when the writing fails."""
+
+    def __init__(self, client: Any, bucket: str, key: str, part_bytes: int) -> None:
+        self.client, self.bucket, self.key, self.part_bytes = client, bucket, key, part_bytes
+        self.pending: list[bytes] = []
+        self.held = 0
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+
+    def write(self, data: bytes) -> None:
+        self.pending.append(data)
+        self.held += len(data)
+        if self.held >= self.part_bytes:
+            self._send()
+
+    def _send(self) -> None:
+        if self.upload_id is None:
+            created = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)
+            self.upload_id = created["UploadId"]
+        number = len(self.parts) + 1
+        body = b"".join(self.pending)
+        self.pending, self.held = [], 0
+        sent = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+        )
+        self.parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+    def __enter__(self) -> _MultipartUpload:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            if self.upload_id is not None:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            return
+        if self.upload_id is None:
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=b"".join(self.pending))
+            return
+        if self.pending:
+            self._send()
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+        )
+
+
+def _import_s3_library(out_dir: str, writer: str) -> None:
+    """Import what writes to S3 before the work, as httpx and msgspec are (the client is made in it)."""
+    if out_dir.startswith("s3://"):
+        importlib.import_module("s3fs" if writer == "s3fs" else "boto3")
+
+
+def _sink(out_dir: str, name: str, writer: str, part_bytes: int) -> Any:
+    """A binary file-like for the output ``name`` under ``out_dir``: a local folder or ``s3://bucket/prefix``."""
+    if not out_dir.startswith("s3://"):
+        return (Path(out_dir) / name).open("wb")
+    bucket, _, prefix = out_dir.removeprefix("s3://").partition("/")
+    key = f"{prefix.strip('/')}/{name}"
+    if writer == "s3fs":
+        import s3fs
+
+        endpoint = _s3_endpoint()
+        fs = s3fs.S3FileSystem(
+            key=endpoint["aws_access_key_id"],
+            secret=endpoint["aws_secret_access_key"],
+            endpoint_url=endpoint["endpoint_url"],
+            client_kwargs={"region_name": endpoint["region_name"]},
+        )
+        return fs.open(f"{bucket}/{key}", "wb", block_size=part_bytes)
+    return _MultipartUpload(_s3_client(writer), bucket, key, part_bytes)
+
+
+# -- the verify-every-line floor --------------------------------------------------------------------
+
+
+def _verified_blocks(client: Any, batch_id: str, digest: str, tally: dict[str, int]) -> Iterator[bytes]:
+    """One batch's results as verified whole-line blocks, each check ours makes done by hand with its
+    cheapest technique: read its ``request_counts``; stream the results (``iter_bytes``), cut whole-line
     blocks, one msgspec ``decode_lines`` per block (custom_id and result type of every line), one value
-    per line (a ``find`` per line: three times cheaper than ``bytes.count``), every custom_id valid
-    (one regex per block), custom_ids in a set (each once), counts per type (``Counter``) against
-    ``request_counts``, sha256 of the bytes, one write per block; at the end the custom_ids' digest
-    (the sum of their 128-bit BLAKE2b hashes) against the job's (``digests``), as ours checks it."""
+    per line (a ``find`` per line: three times cheaper than ``bytes.count``), every custom_id valid (one
+    regex per block), custom_ids in a set (each once), counts per type (``Counter``) against
+    ``request_counts``, sha256 of the bytes; after the last block the custom_ids' digest (the sum of
+    their 128-bit BLAKE2b hashes) against the job's ``digest``. Adds the batch's results and bytes to
+    ``tally``."""
     import hashlib
-    import re
     from collections import Counter
-    from operator import attrgetter
 
-    import httpx
+    decode_lines, valid_ids = _line_decoder(), _VALID_IDS.fullmatch
+    batch = client.get(f"{_base_url()}/v1/messages/batches/{batch_id}").raise_for_status().json()
+    seen: set[str] = set()
+    counts: Counter[str] = Counter()
+    sha256 = hashlib.sha256()
+    carry = b""
+    with client.stream("GET", batch["results_url"]) as response:
+        response.raise_for_status()
+        for chunk in response.iter_bytes():
+            last = chunk.rfind(b"\n")
+            if last < 0:
+                carry += chunk
+                continue
+            block = carry + chunk[: last + 1] if carry else chunk[: last + 1]
+            carry = chunk[last + 1 :]
+            lines: list[Any] = decode_lines(block)
+            if len(lines) != _values_per_line(block):
+                raise ValueError("a line with two values")
+            ids = list(map(_CUSTOM_ID, lines))
+            if valid_ids("\n".join(ids) + "\n") is None:
+                raise ValueError("a custom_id no request can have")
+            before = len(seen)
+            seen.update(ids)
+            if len(seen) - before != len(ids):
+                raise ValueError("a custom_id twice")
+            counts.update(map(_KIND, lines))
+            sha256.update(block)
+            yield block
+            tally["bytes"] += len(block)
+    if carry:
+        raise ValueError("the last line has no newline")  # the API ends every line
+    expected = {k: v for k, v in batch["request_counts"].items() if k != "processing" and v}
+    if counts != expected:
+        raise ValueError(f"counts {dict(counts)} != {expected}")
+    blake2b = hashlib.blake2b
+    received = sum(int.from_bytes(blake2b(i.encode(), digest_size=16).digest()) for i in seen)
+    if f"{received % (1 << 128):032x}" != digest:
+        raise ValueError("the results carry other custom_ids than the job submitted")
+    tally["results"] += len(seen)
+    sha256.hexdigest()
+
+
+_VALID_IDS = re.compile(r"(?:[a-zA-Z0-9_-]{1,64}\n)*")
+_CUSTOM_ID, _KIND = attrgetter("custom_id"), attrgetter("result.type")
+
+
+def _values_per_line(block: bytes) -> int:
+    """How many lines ``block`` holds, each ``{`` ... ``}``: one JSON value per line."""
+    if not block.startswith(b"{"):
+        raise ValueError("a line that is not one JSON object")
+    find, lines, position, end = block.find, 0, 0, len(block)
+    while (newline := find(b"\n", position)) >= 0:
+        if block[newline - 1] != 0x7D or (newline + 1 < end and block[newline + 1] != 0x7B):
+            raise ValueError("a blank line or a line with two values")
+        lines += 1
+        position = newline + 1
+    return lines
+
+
+@functools.cache
+def _line_decoder() -> Any:
     import msgspec
 
     result_type = msgspec.defstruct("ResultType", [("type", str)])
     line_type = msgspec.defstruct("ResultLine", [("custom_id", str), ("result", result_type)])
-    decode_lines = msgspec.json.Decoder(line_type).decode_lines
-    valid_ids = re.compile(r"(?:[a-zA-Z0-9_-]{1,64}\n)*").fullmatch
-    custom_id, kind = attrgetter("custom_id"), attrgetter("result.type")
+    return msgspec.json.Decoder(line_type).decode_lines
 
-    def values_per_line(block: bytes) -> int:
-        """How many lines ``block`` holds, each ``{`` ... ``}``: one JSON value per line."""
-        if not block.startswith(b"{"):
-            raise ValueError("a line that is not one JSON object")
-        find, lines, position, end = block.find, 0, 0, len(block)
-        while (newline := find(b"\n", position)) >= 0:
-            if block[newline - 1] != 0x7D or (newline + 1 < end and block[newline + 1] != 0x7B):
-                raise ValueError("a blank line or a line with two values")
-            lines += 1
-            position = newline + 1
-        return lines
 
+def results_verify_floor(
+    batch_ids: list[str],
+    out_dir: str,
+    digests: dict[str, str],
+    s3_writer: str = "multipart",
+    part_bytes: int = S3_PART_BYTES,
+) -> dict[str, Any]:
+    """The verify-every-line floor, written by hand: every batch's verified blocks
+    (:func:`_verified_blocks`), one write per block into a local file or, when ``out_dir`` is an
+    ``s3://`` prefix, into one S3 object per batch written by ``s3_writer`` (see :data:`S3_WRITERS`)."""
+    import httpx
+
+    _line_decoder()
+    _import_s3_library(out_dir, s3_writer)
     timer = Timer()
-    results = size = 0
+    tally = {"results": 0, "bytes": 0}
     with timer.measure(), httpx.Client(headers=API_HEADERS, timeout=600) as client:
         for batch_id in batch_ids:
-            batch = client.get(f"{_base_url()}/v1/messages/batches/{batch_id}").raise_for_status().json()
-            seen: set[str] = set()
-            counts: Counter[str] = Counter()
-            sha256 = hashlib.sha256()
-            carry = b""
-            with (
-                client.stream("GET", batch["results_url"]) as response,
-                (Path(out_dir) / f"floor-{batch_id}.jsonl").open("wb") as out,
-            ):
-                response.raise_for_status()
-                for chunk in response.iter_bytes():
-                    last = chunk.rfind(b"\n")
-                    if last < 0:
-                        carry += chunk
-                        continue
-                    block = carry + chunk[: last + 1] if carry else chunk[: last + 1]
-                    carry = chunk[last + 1 :]
-                    lines: list[Any] = decode_lines(block)
-                    if len(lines) != values_per_line(block):
-                        raise ValueError("a line with two values")
-                    ids = list(map(custom_id, lines))
-                    if valid_ids("\n".join(ids) + "\n") is None:
-                        raise ValueError("a custom_id no request can have")
-                    before = len(seen)
-                    seen.update(ids)
-                    if len(seen) - before != len(ids):
-                        raise ValueError("a custom_id twice")
-                    counts.update(map(kind, lines))
-                    sha256.update(block)
+            with _sink(out_dir, f"floor-{batch_id}.jsonl", s3_writer, part_bytes) as out:
+                for block in _verified_blocks(client, batch_id, digests[batch_id], tally):
                     out.write(block)
-                    size += len(block)
-            if carry:
-                raise ValueError("the last line has no newline")  # the API ends every line
-            expected = {k: v for k, v in batch["request_counts"].items() if k != "processing" and v}
-            if counts != expected:
-                raise ValueError(f"counts {counts} != {expected}")
-            blake2b = hashlib.blake2b
-            digest = sum(int.from_bytes(blake2b(i.encode(), digest_size=16).digest()) for i in seen)
-            if f"{digest % (1 << 128):032x}" != digests[batch_id]:
-                raise ValueError("the results carry other custom_ids than the job submitted")
-            results += len(seen)
-            sha256.hexdigest()
-    return _result(timer, bytes=size, results=results)
+    return _result(timer, **tally)
 
 
-def results_ours(batch_id: str | list[str] | dict[str, Any], out_dir: str, **options: Any) -> dict[str, Any]:
-    """AnthropicBatchResultsToObjectStorageOperator.execute to a file:// destination (``batch_id``: ids, or
-    the create operator's manifest as a DAG passes it; ``options``: e.g. ``output_format="parquet"``)."""
+def results_ours(
+    batch_id: str | list[str] | dict[str, Any], out_dir: str, dest_conn_id: str | None = None, **options: Any
+) -> dict[str, Any]:
+    """AnthropicBatchResultsToObjectStorageOperator.execute to ``out_dir``: a local folder (file://) or
+    an ``s3://bucket/prefix`` reached through the Airflow connection ``dest_conn_id`` (``options``: e.g.
+    ``output_format="parquet"``)."""
     from airflow_provider_batches.transfers.results_to_object_storage import (
         AnthropicBatchResultsToObjectStorageOperator,
     )
 
+    destination = f"{out_dir.rstrip('/')}/ours/" if out_dir.startswith("s3://") else f"file://{out_dir}/ours/"
     operator = AnthropicBatchResultsToObjectStorageOperator(
-        task_id="export", batch_id=batch_id, destination=f"file://{out_dir}/ours/", overwrite=True, **options
+        task_id="export",
+        batch_id=batch_id,
+        destination=destination,
+        dest_conn_id=dest_conn_id,
+        overwrite=True,
+        **options,
     )
+    if out_dir.startswith("s3://"):
+        # Imported before the work, as the floors import boto3 (the process CPU column counts them).
+        import airflow.providers.amazon.aws.fs.s3  # noqa: F401
+        import s3fs  # noqa: F401
     timer = Timer()
     with timer.measure():
         manifest = operator.execute({})  # type: ignore[arg-type]  # no outlets: the context is not read

@@ -94,10 +94,91 @@ def make_room(destination: ObjectStoragePath, folder: ObjectStoragePath) -> None
         log.debug("Cannot look at bucket %s; writing will tell whether it exists", bucket)
 
 
+class _MultipartUpload:
+    """One S3 object written as a multipart upload of :data:`UPLOAD_BLOCK_SIZE` parts through the
+    filesystem's own client (s3fs: same connection, credentials and ``s3_additional_kwargs``).
+
+    Why not ``fs.open(path, "wb")``: s3fs's file copies every write into a growing ``BytesIO`` and
+    each part out of it again; here a part is the written pieces joined once. Measured on 250 MB of
+    128 KiB writes to moto: 0.65 s of client CPU instead of 0.9 s. An object smaller than a part is
+    one PUT; :meth:`abort` aborts the upload (never completes it) and drops what is held.
+    """
+
+    def __init__(self, fs: Any, path: str) -> None:
+        self.fs = fs
+        self.bucket, self.key, _ = fs.split_path(path)
+        self.pending: list[bytes] = []
+        self.held = 0
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+        self.closed = False
+
+    @staticmethod
+    def serves(fs: Any) -> bool:
+        """Whether ``fs`` is s3fs's (its ``call_s3`` takes the S3 API's calls)."""
+        return "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) and hasattr(
+            fs, "call_s3"
+        )
+
+    def write(self, data: bytes | memoryview) -> int:
+        # Held until a part is full; a lent buffer (pyarrow's) may be reused, so only bytes are kept as given.
+        self.pending.append(data if type(data) is bytes else bytes(data))
+        self.held += len(data)
+        if self.held >= UPLOAD_BLOCK_SIZE:
+            self._send_part()
+        return len(data)
+
+    def _send_part(self) -> None:
+        if self.upload_id is None:
+            self.upload_id = self.fs.call_s3("create_multipart_upload", Bucket=self.bucket, Key=self.key)[
+                "UploadId"
+            ]
+        number = len(self.parts) + 1
+        body = b"".join(self.pending)
+        self.pending, self.held = [], 0
+        sent = self.fs.call_s3(
+            "upload_part",
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=body,
+        )
+        self.parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+    def close(self) -> None:
+        """Complete the object: one PUT if it never filled a part, else the last part and the completion."""
+        if self.closed:
+            return
+        if self.upload_id is None:
+            self.fs.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=b"".join(self.pending))
+        else:
+            if self.pending:
+                self._send_part()
+            self.fs.call_s3(
+                "complete_multipart_upload",
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": self.parts},
+            )
+        self.closed = True
+        self.pending, self.held = [], 0
+        self.fs.invalidate_cache(f"{self.bucket}/{self.key}")
+
+    def abort(self) -> None:
+        """Drop what is held and abort the upload, so no part of it ever becomes an object."""
+        self.closed = True
+        self.pending, self.held = [], 0
+        if self.upload_id is not None:
+            upload_id, self.upload_id = self.upload_id, None
+            self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=self.key, UploadId=upload_id)
+
+
 class _HashingSink:
     """Counts and hashes the bytes that really reach storage (after compression), then writes them."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes] | _MultipartUpload) -> None:
         self.raw = raw
         self.sha256 = hashlib.sha256()
         self.size = 0
@@ -123,11 +204,13 @@ class StagedFile:
         self.name = name
         self.staged_path = staged_path
         fs = filesystem(staged_path)
-        self._raw: IO[bytes] = (
-            open(staged_path.path, "wb")  # noqa: SIM115  # a local file: written directly, closed by close()
-            if isinstance(fs, LocalFileSystem)
-            else fs.open(staged_path.path, "wb", block_size=UPLOAD_BLOCK_SIZE)
-        )
+        self._raw: IO[bytes] | _MultipartUpload
+        if isinstance(fs, LocalFileSystem):
+            self._raw = open(staged_path.path, "wb")  # noqa: SIM115  # written directly, closed by close()
+        elif _MultipartUpload.serves(fs):
+            self._raw = _MultipartUpload(fs, staged_path.path)
+        else:
+            self._raw = fs.open(staged_path.path, "wb", block_size=UPLOAD_BLOCK_SIZE)
         self._sink = _HashingSink(self._raw)
         # mtime=0 and no file name in the header: the same lines always give the same gzip bytes.
         self._out: _HashingSink | gzip.GzipFile = (
@@ -161,7 +244,9 @@ class StagedFile:
         if not self.is_open:
             return
         self.is_open = False
-        if isinstance(self._raw, AbstractBufferedFile):
+        if isinstance(self._raw, _MultipartUpload):
+            self._raw.abort()
+        elif isinstance(self._raw, AbstractBufferedFile):
             try:
                 self._raw.discard()  # S3: abort the multipart upload; GCS: cancel the resumable upload
             finally:

@@ -153,3 +153,38 @@ def test_an_aborted_staged_upload_leaves_nothing_behind(
     gc.collect()
     assert s3_endpoint.keys(s3_bucket) == []
     assert s3_endpoint.open_uploads(s3_bucket) == []
+
+
+def test_a_staged_object_holds_exactly_the_bytes_written_across_parts_even_from_a_reused_buffer(
+    s3_endpoint: S3Endpoint, s3_bucket: str, s3_destination: ObjectStoragePath
+) -> None:
+    staging = Staging(s3_destination)
+    staged = staging.open("parts.jsonl")
+    lent = bytearray(UPLOAD_BLOCK_SIZE // 3 + 7)  # a writer that reuses its buffer after each write
+    expected = b""
+    for fill in b"abcdefg":  # more than two parts, the last one short
+        lent[:] = bytes([fill]) * len(lent)
+        staged.write(memoryview(lent))
+        expected += bytes(lent)
+    staged.close()
+    staging.publish("parts.jsonl")
+    assert s3_endpoint.read(s3_bucket, f"{PREFIX}parts.jsonl") == expected
+    assert staged.size == len(expected)
+    assert s3_endpoint.open_uploads(s3_bucket) == []
+
+
+def test_an_object_smaller_than_a_part_is_one_put_and_never_an_open_upload(
+    s3_endpoint: S3Endpoint, s3_bucket: str, s3_destination: ObjectStoragePath
+) -> None:
+    staging = Staging(s3_destination)
+    staged = staging.open("small.jsonl")
+    staged.write(b'{"custom_id":"a"}\n')
+    assert s3_endpoint.open_uploads(s3_bucket) == []
+    staged.close()
+    empty = staging.open("empty.jsonl")
+    empty.close()
+    staging.publish("small.jsonl")
+    staging.publish("empty.jsonl")
+    assert s3_endpoint.read(s3_bucket, f"{PREFIX}small.jsonl") == b'{"custom_id":"a"}\n'
+    assert s3_endpoint.read(s3_bucket, f"{PREFIX}empty.jsonl") == b""
+    assert s3_endpoint.open_uploads(s3_bucket) == []
